@@ -1,0 +1,114 @@
+//! The bus every publish goes through. A [`Broker`] assigns each event its campaign `seq` and
+//! delivers publications and control messages to every node's [`Deliver`] sink — its own
+//! included — in the order it assigned them. [`MemoryBroker`] serves a single node; a Redis
+//! broker is a second backend of the same trait.
+
+mod memory;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Weak;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+pub use memory::MemoryBroker;
+
+/// A boxed, sendable future: what [`Broker`] methods return so that the trait is object safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What can be published to one campaign.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Publication {
+    /// An event for the campaign's next tick (or at once when `immediate`). The broker
+    /// overwrites `seq` with the next one of the campaign.
+    Event {
+        seq: u64,
+        name: String,
+        data: Box<RawValue>,
+        ts: i64,
+        immediate: bool,
+        /// The user who sent it, for events that came from a client.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
+    },
+    /// The campaign's whole new state (the latest one wins at the next tick).
+    State { state: Box<RawValue> },
+    /// A message for every session of one user. The broker sets `seq` to the campaign's latest
+    /// event `seq`, so that messages mark their place in the stream without opening a gap.
+    Message {
+        seq: u64,
+        user: String,
+        name: String,
+        data: Box<RawValue>,
+        ts: i64,
+    },
+}
+
+/// What a node needs to run one campaign's broadcast task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CampaignSpec {
+    pub id: String,
+    pub frequency_hz: f64,
+    /// Whether clients' `event` frames are published to the campaign.
+    pub client_events: bool,
+    /// The state to start from (or to replace the running one with), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<Box<RawValue>>,
+}
+
+/// Campaign lifecycle, sent to every node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Control {
+    /// Created or changed: start the task, or retime and reconfigure the running one.
+    Upsert(CampaignSpec),
+    /// Ended: send a final frame and close its sessions with 1000.
+    End { campaign: String },
+}
+
+/// Failure of a broker operation.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The bus cannot be reached (e.g. Redis is down).
+    #[error("broker unavailable: {reason}")]
+    Unavailable { reason: String },
+    /// A message could not be encoded or decoded.
+    #[error("broker message malformed")]
+    Codec(#[source] serde_json::Error),
+}
+
+/// Where a broker delivers what was published (implemented by the node).
+pub trait Deliver: Send + Sync {
+    /// A publication for `campaign`, in the broker's order.
+    fn deliver(&self, campaign: &str, publication: Publication);
+    /// A lifecycle message.
+    fn control(&self, control: Control);
+}
+
+/// The cross-node bus.
+pub trait Broker: Send + Sync + 'static {
+    /// Sets where deliveries go. Called once by the node that owns this broker.
+    fn attach(&self, sink: Weak<dyn Deliver>);
+
+    /// Publishes to `campaign`; returns the `seq` it assigned (events) or the campaign's
+    /// latest `seq` (other publications).
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`] when the bus cannot be reached.
+    fn publish<'a>(
+        &'a self,
+        campaign: &'a str,
+        publication: Publication,
+    ) -> BoxFuture<'a, Result<u64, BrokerError>>;
+
+    /// Sends a lifecycle message to every node.
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`] when the bus cannot be reached.
+    fn control(&self, control: Control) -> BoxFuture<'_, Result<(), BrokerError>>;
+
+    /// Whether the bus is reachable (for `/readyz`).
+    fn is_ready(&self) -> bool;
+}

@@ -1,0 +1,415 @@
+//! One campaign's broadcast task on this node. It owns the campaign's state, the events
+//! waiting for the next tick, and the timer; it ticks at the campaign's frequency (missed ticks
+//! are skipped, not burst) and, when it has something to say, encodes the tick frame once and
+//! offers the shared bytes to every local session's queue without holding any lock.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{
+    AtomicBool, AtomicU64,
+    Ordering::{Relaxed, SeqCst},
+};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+
+use crate::broker::{CampaignSpec, Publication};
+use crate::frame::{self, EncodedEvent, SharedFrame, json_string, now_ms};
+use crate::hub::Members;
+use crate::metrics::Metrics;
+use crate::node::NodeInner;
+use crate::session::{Close, Session};
+
+/// Window of the measured tick rate.
+const RATE_WINDOW: Duration = Duration::from_secs(10);
+/// Pending-event overflow is logged at most this often per campaign.
+const WARN_EVERY_MS: i64 = 10_000;
+
+/// What reaches a campaign task.
+#[derive(Debug)]
+pub(crate) enum Input {
+    Publication(Publication),
+    Configure(CampaignSpec),
+    End,
+}
+
+/// The part of a campaign that sessions, the hub and stats share with its task.
+pub(crate) struct CampaignShared {
+    pub id: Arc<str>,
+    /// `id` as a JSON string literal, encoded once.
+    pub id_json: Box<str>,
+    pub members: Members,
+    inbox: mpsc::Sender<Input>,
+    frequency_bits: AtomicU64,
+    client_events: AtomicBool,
+    /// Latest event `seq` this node has seen.
+    last_seq: AtomicU64,
+    frames_sent: AtomicU64,
+    frames_dropped: AtomicU64,
+    events: AtomicU64,
+    /// Set once the task has sent its final frame; late joiners close at once.
+    ended: AtomicBool,
+    tick_times: Mutex<VecDeque<Instant>>,
+    metrics: Metrics,
+}
+
+/// A campaign's figures on this node.
+#[derive(Debug, Clone, Serialize)]
+pub struct CampaignStats {
+    pub campaign: String,
+    pub node: String,
+    /// Sessions connected to this node.
+    pub connections: usize,
+    pub frames_sent: u64,
+    pub frames_dropped: u64,
+    /// Events this node's task received.
+    pub events: u64,
+    pub seq: u64,
+    /// Configured frequency.
+    pub frequency_hz: f64,
+    /// Ticks per second measured over the last 10 s.
+    pub tick_rate_hz: f64,
+}
+
+impl CampaignShared {
+    pub(crate) fn frequency_hz(&self) -> f64 {
+        f64::from_bits(self.frequency_bits.load(Relaxed))
+    }
+
+    pub(crate) fn client_events(&self) -> bool {
+        self.client_events.load(Relaxed)
+    }
+
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.last_seq.load(Relaxed)
+    }
+
+    pub(crate) fn is_ended(&self) -> bool {
+        self.ended.load(SeqCst)
+    }
+
+    pub(crate) fn count_sent(&self, n: u64) {
+        self.frames_sent.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn count_drop(&self) {
+        self.frames_dropped.fetch_add(1, Relaxed);
+        self.metrics.frames_dropped.increment(1);
+    }
+
+    /// Hands an input to the task. Publications are dropped (and counted) when the inbox is
+    /// full; lifecycle inputs are never dropped: they wait for room in a spawned task.
+    pub(crate) fn send(&self, input: Input, node: &NodeInner) {
+        match self.inbox.try_send(input) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(input)) => {
+                if matches!(input, Input::Publication(_)) {
+                    self.metrics.inputs_dropped.increment(1);
+                    tracing::warn!(campaign = %self.id, "campaign inbox full: publication dropped");
+                } else {
+                    let tx = self.inbox.clone();
+                    node.tracker.spawn(async move {
+                        let _ = tx.send(input).await;
+                    });
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    pub(crate) fn stats(&self, node: &str) -> CampaignStats {
+        CampaignStats {
+            campaign: self.id.to_string(),
+            node: node.to_owned(),
+            connections: self.members.len(),
+            frames_sent: self.frames_sent.load(Relaxed),
+            frames_dropped: self.frames_dropped.load(Relaxed),
+            events: self.events.load(Relaxed),
+            seq: self.last_seq(),
+            frequency_hz: self.frequency_hz(),
+            tick_rate_hz: self.measured_tick_rate(),
+        }
+    }
+
+    fn record_tick(&self, at: Instant) {
+        let mut times = self
+            .tick_times
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while times
+            .front()
+            .is_some_and(|t| at.saturating_duration_since(*t) > RATE_WINDOW)
+        {
+            times.pop_front();
+        }
+        times.push_back(at);
+    }
+
+    fn measured_tick_rate(&self) -> f64 {
+        let times = self
+            .tick_times
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match (times.front(), times.back()) {
+            (Some(first), Some(last)) if times.len() >= 2 => {
+                let span = last.saturating_duration_since(*first).as_secs_f64();
+                if span > 0.0 {
+                    (times.len() - 1) as f64 / span
+                } else {
+                    0.0
+                }
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+/// The broadcast task of one campaign.
+pub(crate) struct Campaign {
+    shared: Arc<CampaignShared>,
+    inbox: mpsc::Receiver<Input>,
+    node: Arc<NodeInner>,
+    /// The current state, as JSON text.
+    state: Box<str>,
+    /// Bumped on every state change; sessions remember the version they were sent.
+    state_version: u64,
+    pending: Vec<EncodedEvent>,
+    /// Membership version at the last broadcast in which every session got the current
+    /// state; lets an idle tick return without looking at any session.
+    settled_members: Option<u64>,
+    last_overflow_warn_ms: i64,
+}
+
+/// Period of a frequency, clamped to the accepted range.
+fn period(hz: f64) -> Duration {
+    let hz = if crate::config::frequency_in_range(hz) {
+        hz
+    } else {
+        crate::config::DEFAULT_FREQUENCY_HZ
+    };
+    Duration::from_secs_f64(1.0 / hz)
+}
+
+fn interval_starting(start: Instant, hz: f64) -> Interval {
+    let p = period(hz);
+    let mut i = tokio::time::interval_at(start, p);
+    i.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    i
+}
+
+impl Campaign {
+    /// Builds the task and its shared half.
+    pub(crate) fn new(spec: CampaignSpec, node: Arc<NodeInner>) -> (Self, Arc<CampaignShared>) {
+        let (tx, rx) = mpsc::channel(node.config.campaign_inbox_capacity.max(1));
+        let shared = Arc::new(CampaignShared {
+            id_json: json_string(&spec.id).into_boxed_str(),
+            id: Arc::from(spec.id.as_str()),
+            members: Members::new(),
+            inbox: tx,
+            frequency_bits: AtomicU64::new(spec.frequency_hz.to_bits()),
+            client_events: AtomicBool::new(spec.client_events),
+            last_seq: AtomicU64::new(0),
+            frames_sent: AtomicU64::new(0),
+            frames_dropped: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+            ended: AtomicBool::new(false),
+            tick_times: Mutex::new(VecDeque::new()),
+            metrics: node.metrics.clone(),
+        });
+        let state = spec.state.map_or_else(|| "{}".into(), |s| s.get().into());
+        let task = Self {
+            shared: shared.clone(),
+            inbox: rx,
+            node,
+            state,
+            state_version: 1,
+            pending: Vec::new(),
+            settled_members: None,
+            last_overflow_warn_ms: 0,
+        };
+        (task, shared)
+    }
+
+    /// Runs until the campaign ends or the node shuts down; either way every session gets a
+    /// final frame and a close frame.
+    pub(crate) async fn run(mut self) {
+        let shutdown = self.node.shutdown.clone();
+        let mut interval = interval_starting(Instant::now(), self.shared.frequency_hz());
+        self.node.metrics.campaigns.increment(1.0);
+        tracing::info!(campaign = %self.shared.id, frequency_hz = self.shared.frequency_hz(), "campaign task started");
+        let close = loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break Close::SHUTDOWN,
+                scheduled = interval.tick() => self.tick(scheduled),
+                input = self.inbox.recv() => match input {
+                    Some(Input::Publication(p)) => self.on_publication(p),
+                    Some(Input::Configure(spec)) => self.configure(spec, &mut interval),
+                    Some(Input::End) | None => break Close::ENDED,
+                },
+            }
+        };
+        self.finish(close);
+        self.node.metrics.campaigns.decrement(1.0);
+        tracing::info!(campaign = %self.shared.id, code = close.code, "campaign task stopped");
+    }
+
+    fn tick(&mut self, scheduled: Instant) {
+        let start = Instant::now();
+        self.node
+            .metrics
+            .tick_lag
+            .record(start.saturating_duration_since(scheduled).as_secs_f64());
+        self.shared.record_tick(start);
+        self.broadcast();
+        self.node
+            .metrics
+            .tick_duration
+            .record(start.elapsed().as_secs_f64());
+    }
+
+    fn on_publication(&mut self, p: Publication) {
+        match p {
+            Publication::Event {
+                seq,
+                name,
+                data,
+                ts,
+                immediate,
+                user,
+            } => {
+                self.shared.last_seq.fetch_max(seq, Relaxed);
+                self.shared.events.fetch_add(1, Relaxed);
+                self.node.metrics.events.increment(1);
+                if self.pending.len() >= self.node.config.max_pending_events {
+                    self.node.metrics.inputs_dropped.increment(1);
+                    let now = now_ms();
+                    if now - self.last_overflow_warn_ms >= WARN_EVERY_MS {
+                        self.last_overflow_warn_ms = now;
+                        tracing::warn!(campaign = %self.shared.id, seq, "too many events for one tick: event dropped");
+                    }
+                    return;
+                }
+                self.pending
+                    .push(EncodedEvent::new(seq, &name, &data, ts, user.as_deref()));
+                if immediate {
+                    self.broadcast();
+                }
+            }
+            Publication::State { state } => self.replace_state(&state),
+            Publication::Message {
+                seq,
+                user,
+                name,
+                data,
+                ts,
+            } => {
+                let f = SharedFrame::new(frame::message(seq, &name, &data, ts));
+                let (_, members) = self.shared.members.snapshot();
+                for s in members.iter().filter(|s| *s.user == *user) {
+                    s.offer(f.for_session(false), &self.shared, self.node.slow_policy);
+                }
+            }
+        }
+    }
+
+    fn configure(&mut self, spec: CampaignSpec, interval: &mut Interval) {
+        self.shared.client_events.store(spec.client_events, Relaxed);
+        if let Some(state) = spec.state {
+            self.replace_state(&state);
+        }
+        let old = self.shared.frequency_hz();
+        if spec.frequency_hz.to_bits() != old.to_bits()
+            && crate::config::frequency_in_range(spec.frequency_hz)
+        {
+            self.shared
+                .frequency_bits
+                .store(spec.frequency_hz.to_bits(), Relaxed);
+            *interval = interval_starting(
+                Instant::now() + period(spec.frequency_hz),
+                spec.frequency_hz,
+            );
+            let f = SharedFrame::new(frame::config(spec.frequency_hz));
+            let (_, members) = self.shared.members.snapshot();
+            for s in members.iter() {
+                s.offer(f.for_session(false), &self.shared, self.node.slow_policy);
+            }
+            tracing::info!(campaign = %self.shared.id, from_hz = old, to_hz = spec.frequency_hz, "campaign retimed");
+        }
+    }
+
+    /// The latest state wins: it replaces the previous one, whether or not that was sent.
+    fn replace_state(&mut self, state: &serde_json::value::RawValue) {
+        self.state = state.get().into();
+        self.state_version += 1;
+        self.settled_members = None;
+    }
+
+    /// Sends what there is to say to every session: the pending events, and the state to the
+    /// sessions that do not have the current one. Encodes at most two frames (with and without
+    /// state), and compresses each at most once.
+    fn broadcast(&mut self) {
+        let has_events = !self.pending.is_empty();
+        let (members_version, members) = self.shared.members.snapshot();
+        if members.is_empty() {
+            self.pending.clear();
+            return;
+        }
+        if !has_events && self.settled_members == Some(members_version) {
+            return;
+        }
+        let (seq, ts) = (self.shared.last_seq(), now_ms());
+        let (id, state, events) = (&*self.shared.id_json, &*self.state, &self.pending[..]);
+        let mut with_state: Option<SharedFrame> = None;
+        let mut without_state: Option<SharedFrame> = None;
+        let mut settled = true;
+        let policy = self.node.slow_policy;
+        for s in members.iter() {
+            let stale = s.state_version() != self.state_version;
+            if !stale && !has_events {
+                continue;
+            }
+            let f = if stale {
+                with_state.get_or_insert_with(|| {
+                    SharedFrame::new(frame::tick(id, seq, ts, Some(state), events))
+                })
+            } else {
+                without_state
+                    .get_or_insert_with(|| SharedFrame::new(frame::tick(id, seq, ts, None, events)))
+            };
+            let queued = s.offer(f.for_session(s.compress), &self.shared, policy);
+            if stale {
+                if queued {
+                    s.set_state_version(self.state_version);
+                } else {
+                    settled = false;
+                }
+            }
+        }
+        self.settled_members = settled.then_some(members_version);
+        self.pending.clear();
+    }
+
+    fn finish(&mut self, close: Close) {
+        self.broadcast();
+        self.shared.ended.store(true, SeqCst);
+        let (_, members) = self.shared.members.snapshot();
+        for s in members.iter() {
+            s.close(close);
+        }
+        self.node
+            .hub
+            .remove_if(&self.shared.id, |_, c| Arc::ptr_eq(c, &self.shared));
+    }
+}
+
+/// Registers `session` with `campaign`; a session that joins after the campaign's final frame
+/// is closed at once.
+pub(crate) fn join(campaign: &CampaignShared, session: Arc<Session>) {
+    campaign.members.insert(session.clone());
+    if campaign.is_ended() {
+        session.close(Close::ENDED);
+    }
+}

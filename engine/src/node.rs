@@ -1,0 +1,351 @@
+//! [`Node`]: the process's handle on the engine. It owns the hub of running campaigns, the
+//! broker every publish goes through, and the tasks of campaigns and sessions; it is what the
+//! node binary calls from its REST and WebSocket handlers.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures_util::{Sink, SinkExt, Stream};
+use serde_json::value::RawValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::{Broker, CampaignSpec, Control, Deliver, Publication};
+use crate::campaign::{self, Campaign, CampaignStats, Input};
+use crate::config::{self, Config};
+use crate::error::EngineError;
+use crate::frame::{self, now_ms};
+use crate::hub::Hub;
+use crate::metrics::{self, Metrics};
+use crate::session::{self, Close, Session, SlowPolicy};
+
+/// The engine of one node. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+pub(crate) struct NodeInner {
+    pub config: Config,
+    pub slow_policy: SlowPolicy,
+    pub broker: Arc<dyn Broker>,
+    pub metrics: Metrics,
+    pub hub: Hub,
+    pub shutdown: CancellationToken,
+    /// Campaign and session tasks, awaited at shutdown.
+    pub tracker: TaskTracker,
+    next_session: AtomicU64,
+    /// A weak handle on this very value, for the tasks that [`Deliver::control`] starts.
+    me: Weak<NodeInner>,
+}
+
+impl Node {
+    /// Starts a node on `broker`. Must be called inside a Tokio runtime.
+    pub fn new(config: Config, broker: Arc<dyn Broker>) -> Self {
+        metrics::describe();
+        let slow_policy = SlowPolicy {
+            drops: config.slow_close_drops,
+            full_ms: i64::try_from(config.slow_close_after.as_millis()).unwrap_or(i64::MAX),
+            epoch: tokio::time::Instant::now(),
+        };
+        let inner = Arc::new_cyclic(|me| NodeInner {
+            config,
+            slow_policy,
+            broker,
+            metrics: Metrics::new(),
+            hub: Hub::default(),
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            next_session: AtomicU64::new(1),
+            me: me.clone(),
+        });
+        let sink: Weak<dyn Deliver> = Arc::downgrade(&inner) as Weak<dyn Deliver>;
+        inner.broker.attach(sink);
+        Self { inner }
+    }
+
+    /// This node's configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// This node's name.
+    pub fn id(&self) -> &str {
+        &self.inner.config.node_id
+    }
+
+    /// Starts the campaign's broadcast task on every node, or retimes and reconfigures the
+    /// running one (a `config` frame tells clients of a new frequency).
+    ///
+    /// # Errors
+    /// [`EngineError::FrequencyOutOfRange`], or a broker error.
+    pub async fn upsert_campaign(&self, spec: CampaignSpec) -> Result<(), EngineError> {
+        check_frequency(spec.frequency_hz)?;
+        self.inner.broker.control(Control::Upsert(spec)).await?;
+        Ok(())
+    }
+
+    /// Ends the campaign everywhere: a final frame, then close 1000 for its sessions.
+    ///
+    /// # Errors
+    /// A broker error.
+    pub async fn end_campaign(&self, campaign: &str) -> Result<(), EngineError> {
+        self.inner
+            .broker
+            .control(Control::End {
+                campaign: campaign.to_owned(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Publishes an event; returns its `seq`. It goes out with the next tick, or at once when
+    /// `immediate`.
+    ///
+    /// # Errors
+    /// [`EngineError::UnknownCampaign`], [`EngineError::InvalidEventName`], or a broker error.
+    pub async fn publish_event(
+        &self,
+        campaign: &str,
+        name: &str,
+        data: Box<RawValue>,
+        immediate: bool,
+    ) -> Result<u64, EngineError> {
+        if !session::valid_event_name(name) {
+            return Err(EngineError::InvalidEventName {
+                name: name.to_owned(),
+            });
+        }
+        self.running(campaign)?;
+        let p = Publication::Event {
+            seq: 0,
+            name: name.to_owned(),
+            data,
+            ts: now_ms(),
+            immediate,
+            user: None,
+        };
+        Ok(self.inner.broker.publish(campaign, p).await?)
+    }
+
+    /// Replaces the campaign's state; clients get it with the next tick.
+    ///
+    /// # Errors
+    /// [`EngineError::UnknownCampaign`], or a broker error.
+    pub async fn set_state(&self, campaign: &str, state: Box<RawValue>) -> Result<(), EngineError> {
+        self.running(campaign)?;
+        self.inner
+            .broker
+            .publish(campaign, Publication::State { state })
+            .await?;
+        Ok(())
+    }
+
+    /// Sends a message at once to every session of `user` in the campaign, on every node.
+    /// Returns the campaign's latest `seq`, which the message carries.
+    ///
+    /// # Errors
+    /// [`EngineError::UnknownCampaign`], [`EngineError::InvalidEventName`], or a broker error.
+    pub async fn send_to_user(
+        &self,
+        campaign: &str,
+        user: &str,
+        name: &str,
+        data: Box<RawValue>,
+    ) -> Result<u64, EngineError> {
+        if !session::valid_event_name(name) {
+            return Err(EngineError::InvalidEventName {
+                name: name.to_owned(),
+            });
+        }
+        self.running(campaign)?;
+        let p = Publication::Message {
+            seq: 0,
+            user: user.to_owned(),
+            name: name.to_owned(),
+            data,
+            ts: now_ms(),
+        };
+        Ok(self.inner.broker.publish(campaign, p).await?)
+    }
+
+    /// Whether the campaign's task runs on this node.
+    pub fn has_campaign(&self, campaign: &str) -> bool {
+        self.inner.hub.get(campaign).is_some_and(|c| !c.is_ended())
+    }
+
+    /// The campaign's figures on this node.
+    pub fn stats(&self, campaign: &str) -> Option<CampaignStats> {
+        self.inner
+            .hub
+            .get(campaign)
+            .map(|c| c.stats(&self.inner.config.node_id))
+    }
+
+    /// Sessions open on this node.
+    pub fn connections(&self) -> usize {
+        self.inner.hub.iter().map(|c| c.members.len()).sum()
+    }
+
+    /// Whether the bus is reachable.
+    pub fn is_ready(&self) -> bool {
+        !self.inner.shutdown.is_cancelled() && self.inner.broker.is_ready()
+    }
+
+    /// Serves one upgraded WebSocket of `user` on `campaign` until it closes: sends the
+    /// welcome frame, joins the campaign, and runs the session. A campaign that ended in the
+    /// meantime gets a close 1000 at once. Returns the close code the session ended with.
+    pub async fn serve_session<S>(
+        &self,
+        campaign: &str,
+        user: &str,
+        compress: bool,
+        mut ws: S,
+    ) -> u16
+    where
+        S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Send + Unpin,
+    {
+        let inner = &self.inner;
+        let shared = match inner.hub.get(campaign) {
+            Some(c) if !c.is_ended() && !inner.shutdown.is_cancelled() => c.clone(),
+            _ => {
+                let close = if inner.shutdown.is_cancelled() {
+                    Close::SHUTDOWN
+                } else {
+                    Close::ENDED
+                };
+                let frame = CloseFrame {
+                    code: CloseCode::from(close.code),
+                    reason: close.reason.into(),
+                };
+                let _ = ws.send(Message::Close(Some(frame))).await;
+                return close.code;
+            }
+        };
+        let id = inner.next_session.fetch_add(1, Relaxed);
+        let (session, rx) = Session::new(
+            id,
+            user,
+            compress,
+            inner.config.send_queue_capacity,
+            inner.slow_policy.now_ms(),
+        );
+        let welcome = frame::welcome(
+            &shared.id_json,
+            user,
+            &inner.config.node_id,
+            shared.last_seq(),
+            shared.frequency_hz(),
+        );
+        session.offer(welcome, &shared, inner.slow_policy);
+        campaign::join(&shared, session.clone());
+        inner.metrics.sessions_opened.increment(1);
+        inner.metrics.connections.increment(1.0);
+        tracing::debug!(campaign, user, session = id, compress, "session opened");
+        let code = session::run(ws, session, rx, shared.clone(), inner.clone()).await;
+        shared.members.remove(id);
+        inner.metrics.connections.decrement(1.0);
+        Metrics::session_closed(code);
+        tracing::debug!(campaign, user, session = id, code, "session closed");
+        code
+    }
+
+    /// Spawns [`Node::serve_session`] as a task that shutdown waits for.
+    pub fn spawn_session<S>(&self, campaign: String, user: String, compress: bool, ws: S)
+    where
+        S: Stream<Item = Result<Message, WsError>>
+            + Sink<Message, Error = WsError>
+            + Send
+            + Unpin
+            + 'static,
+    {
+        let node = self.clone();
+        self.inner.tracker.spawn(async move {
+            node.serve_session(&campaign, &user, compress, ws).await;
+        });
+    }
+
+    /// Stops the node: every campaign sends its final tick, every session is closed with
+    /// 1001, and the call waits for all tasks up to `deadline`. Returns whether they all
+    /// finished in time.
+    pub async fn shutdown(&self, deadline: Duration) -> bool {
+        self.inner.shutdown.cancel();
+        self.inner.tracker.close();
+        let done = tokio::time::timeout(deadline, self.inner.tracker.wait())
+            .await
+            .is_ok();
+        if !done {
+            tracing::warn!(
+                remaining = self.inner.tracker.len(),
+                "shutdown deadline passed with tasks still running"
+            );
+        }
+        done
+    }
+
+    fn running(&self, campaign: &str) -> Result<(), EngineError> {
+        if self.has_campaign(campaign) {
+            Ok(())
+        } else {
+            Err(EngineError::UnknownCampaign {
+                campaign: campaign.to_owned(),
+            })
+        }
+    }
+}
+
+fn check_frequency(hz: f64) -> Result<(), EngineError> {
+    if config::frequency_in_range(hz) {
+        Ok(())
+    } else {
+        Err(EngineError::FrequencyOutOfRange {
+            hz,
+            min: config::MIN_FREQUENCY_HZ,
+            max: config::MAX_FREQUENCY_HZ,
+        })
+    }
+}
+
+impl NodeInner {
+    fn upsert_local(self: &Arc<Self>, spec: CampaignSpec) {
+        if self.shutdown.is_cancelled() {
+            return;
+        }
+        if let Some(c) = self.hub.get(spec.id.as_str()) {
+            if !c.is_ended() {
+                c.send(Input::Configure(spec), self);
+                return;
+            }
+        }
+        let (task, shared) = Campaign::new(spec, self.clone());
+        self.hub.insert(shared.id.clone(), shared);
+        self.tracker.spawn(task.run());
+    }
+}
+
+impl Deliver for NodeInner {
+    fn deliver(&self, campaign: &str, publication: Publication) {
+        if let Some(c) = self.hub.get(campaign) {
+            c.send(Input::Publication(publication), self);
+        }
+    }
+
+    fn control(&self, control: Control) {
+        match control {
+            Control::Upsert(spec) => {
+                if let Some(me) = self.me.upgrade() {
+                    me.upsert_local(spec);
+                }
+            }
+            Control::End { campaign } => {
+                if let Some(c) = self.hub.get(campaign.as_str()) {
+                    c.send(Input::End, self);
+                }
+            }
+        }
+    }
+}

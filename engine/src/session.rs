@@ -1,0 +1,638 @@
+//! One WebSocket connection. A [`Session`] is the shared handle the hub and the campaign task
+//! hold: a bounded send queue plus counters. [`run`] drives the socket: a writer that alone owns
+//! the sink and drains the queue (feeding every ready frame, flushing once), and a reader that
+//! answers client frames. Both run in the connection's one task, and the logic is generic over
+//! `Sink`/`Stream` so tests can drive it without a socket.
+//!
+//! Close codes (DESIGN.md §3): 1000 campaign ended or client closed, 1001 server shutting down,
+//! 1002 protocol error, 1007 invalid UTF-8, 1008 client event abuse, 1009 message too big,
+//! 4008 "slow" (queue full for too long, when configured), 4009 ping timeout.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityError};
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Publication;
+use crate::campaign::CampaignShared;
+use crate::frame::{self, now_ms};
+use crate::node::NodeInner;
+
+/// Close codes used by the engine.
+pub mod close_code {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    pub const ABNORMAL: u16 = 1006;
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const SLOW: u16 = 4008;
+    pub const PING_TIMEOUT: u16 = 4009;
+}
+
+/// Why and how a session closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Close {
+    pub code: u16,
+    pub reason: &'static str,
+    /// Write the frames already queued before the close frame.
+    pub drain: bool,
+}
+
+impl Close {
+    pub const ENDED: Self = Self {
+        code: close_code::NORMAL,
+        reason: "campaign ended",
+        drain: true,
+    };
+    pub const SHUTDOWN: Self = Self {
+        code: close_code::GOING_AWAY,
+        reason: "server shutting down",
+        drain: true,
+    };
+    pub const SLOW: Self = Self {
+        code: close_code::SLOW,
+        reason: "slow",
+        drain: false,
+    };
+    const CLIENT: Self = Self {
+        code: close_code::NORMAL,
+        reason: "",
+        drain: false,
+    };
+    const GONE: Self = Self {
+        code: close_code::ABNORMAL,
+        reason: "",
+        drain: false,
+    };
+    const PING_TIMEOUT: Self = Self {
+        code: close_code::PING_TIMEOUT,
+        reason: "ping timeout",
+        drain: false,
+    };
+    const TOO_BIG: Self = Self {
+        code: close_code::TOO_BIG,
+        reason: "message too big",
+        drain: true,
+    };
+    const BAD_UTF8: Self = Self {
+        code: close_code::INVALID_PAYLOAD,
+        reason: "invalid UTF-8",
+        drain: true,
+    };
+    const PROTOCOL: Self = Self {
+        code: close_code::PROTOCOL_ERROR,
+        reason: "protocol error",
+        drain: true,
+    };
+    const ABUSE: Self = Self {
+        code: close_code::POLICY,
+        reason: "client event rate limit exceeded",
+        drain: true,
+    };
+}
+
+/// When a session that cannot keep up is closed with [`Close::SLOW`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SlowPolicy {
+    /// Consecutive drops (0 = never).
+    pub drops: u32,
+    /// Milliseconds with a full queue (0 = never).
+    pub full_ms: i64,
+    /// Origin of the node's monotonic millisecond clock (Tokio's, so tests can pause it).
+    pub epoch: Instant,
+}
+
+impl SlowPolicy {
+    /// Milliseconds since the node started, never 0 (0 means "unset" in the session's fields).
+    pub(crate) fn now_ms(&self) -> i64 {
+        i64::try_from(self.epoch.elapsed().as_millis())
+            .unwrap_or(i64::MAX)
+            .max(1)
+    }
+}
+
+/// Drop warnings are logged at most this often per session.
+const WARN_EVERY_MS: i64 = 10_000;
+/// Frames fed to the socket before one flush, at most.
+const MAX_BATCH: u64 = 128;
+
+/// The shared handle of one connection.
+pub struct Session {
+    pub(crate) id: u64,
+    pub(crate) user: Box<str>,
+    /// The session asked for `compress=deflate`: ticks go out as binary deflated frames.
+    pub(crate) compress: bool,
+    tx: flume::Sender<Message>,
+    /// Version of the campaign state this session was last sent (0 = never).
+    state_version: AtomicU64,
+    dropped: AtomicU64,
+    consecutive_drops: AtomicU32,
+    /// When the queue was first found full in the current run of drops (0 = not full).
+    full_since_ms: AtomicI64,
+    last_warn_ms: AtomicI64,
+    unwarned_drops: AtomicU64,
+    /// Last time anything arrived from the client, for the ping timeout.
+    last_seen_ms: AtomicI64,
+    close: OnceLock<Close>,
+    closed: CancellationToken,
+}
+
+impl Session {
+    pub(crate) fn new(
+        id: u64,
+        user: &str,
+        compress: bool,
+        capacity: usize,
+        now_ms: i64,
+    ) -> (Arc<Self>, flume::Receiver<Message>) {
+        let (tx, rx) = flume::bounded(capacity.max(1));
+        let s = Self {
+            id,
+            user: user.into(),
+            compress,
+            tx,
+            state_version: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            consecutive_drops: AtomicU32::new(0),
+            full_since_ms: AtomicI64::new(0),
+            last_warn_ms: AtomicI64::new(0),
+            unwarned_drops: AtomicU64::new(0),
+            last_seen_ms: AtomicI64::new(now_ms),
+            close: OnceLock::new(),
+            closed: CancellationToken::new(),
+        };
+        (Arc::new(s), rx)
+    }
+
+    /// Frames dropped for this session so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Relaxed)
+    }
+
+    pub(crate) fn state_version(&self) -> u64 {
+        self.state_version.load(Relaxed)
+    }
+
+    pub(crate) fn set_state_version(&self, v: u64) {
+        self.state_version.store(v, Relaxed);
+    }
+
+    /// Offers a frame to the queue; a full queue drops it for this session only, counts it,
+    /// and may escalate to [`Close::SLOW`]. Returns whether the frame was queued.
+    pub(crate) fn offer(
+        &self,
+        msg: Message,
+        campaign: &CampaignShared,
+        policy: SlowPolicy,
+    ) -> bool {
+        match self.tx.try_send(msg) {
+            Ok(()) => {
+                if self.consecutive_drops.load(Relaxed) != 0 {
+                    self.consecutive_drops.store(0, Relaxed);
+                    self.full_since_ms.store(0, Relaxed);
+                }
+                true
+            }
+            Err(flume::TrySendError::Full(_)) => {
+                self.on_drop(campaign, policy);
+                false
+            }
+            Err(flume::TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    #[cold]
+    fn on_drop(&self, campaign: &CampaignShared, policy: SlowPolicy) {
+        let now = policy.now_ms();
+        self.dropped.fetch_add(1, Relaxed);
+        campaign.count_drop();
+        let run = self.consecutive_drops.fetch_add(1, Relaxed) + 1;
+        let full_since = match self
+            .full_since_ms
+            .compare_exchange(0, now, Relaxed, Relaxed)
+        {
+            Ok(_) => now,
+            Err(t) => t,
+        };
+        let unwarned = self.unwarned_drops.fetch_add(1, Relaxed) + 1;
+        let last = self.last_warn_ms.load(Relaxed);
+        if (last == 0 || now - last >= WARN_EVERY_MS)
+            && self
+                .last_warn_ms
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+        {
+            self.unwarned_drops.fetch_sub(unwarned, Relaxed);
+            tracing::warn!(
+                campaign = %campaign.id,
+                session = self.id,
+                user = %self.user,
+                dropped = unwarned,
+                dropped_total = self.dropped.load(Relaxed),
+                "slow session: frames dropped"
+            );
+        }
+        let too_many = policy.drops > 0 && run >= policy.drops;
+        let too_long = policy.full_ms > 0 && now - full_since >= policy.full_ms;
+        if too_many || too_long {
+            self.close(Close::SLOW);
+        }
+    }
+
+    /// Asks the session to close; the first reason wins. Returns at once.
+    pub fn close(&self, close: Close) {
+        let _ = self.close.set(close);
+        self.closed.cancel();
+    }
+
+    fn closing(&self) -> bool {
+        self.close.get().is_some()
+    }
+
+    fn touch(&self, now_ms: i64) {
+        self.last_seen_ms.store(now_ms, Relaxed);
+    }
+}
+
+/// Drives one connection until it closes; returns the close code it ended with.
+pub(crate) async fn run<S>(
+    ws: S,
+    session: Arc<Session>,
+    rx: flume::Receiver<Message>,
+    campaign: Arc<CampaignShared>,
+    node: Arc<NodeInner>,
+) -> u16
+where
+    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Send + Unpin,
+{
+    let (mut sink, mut stream) = ws.split();
+    let writer = write_loop(&mut sink, &rx, &session, &campaign, &node);
+    let reader = read_loop(&mut stream, &session, &campaign, &node);
+    tokio::pin!(writer, reader);
+    let reader_done = tokio::select! {
+        () = &mut writer => false,
+        () = &mut reader => true,
+    };
+    if reader_done {
+        writer.await;
+    } else {
+        // The close frame is out: give the client a moment to answer it, so that the TCP
+        // connection ends cleanly instead of with a reset.
+        let _ = tokio::time::timeout(node.config.close_timeout, reader).await;
+    }
+    session.close.get().copied().unwrap_or(Close::GONE).code
+}
+
+async fn write_loop<Si>(
+    sink: &mut Si,
+    rx: &flume::Receiver<Message>,
+    session: &Session,
+    campaign: &CampaignShared,
+    node: &NodeInner,
+) where
+    Si: Sink<Message, Error = WsError> + Unpin,
+{
+    let cfg = &node.config;
+    let mut ping = tokio::time::interval_at(Instant::now() + cfg.ping_interval, cfg.ping_interval);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let pong_timeout_ms = i64::try_from(cfg.pong_timeout.as_millis()).unwrap_or(i64::MAX);
+    let outcome: Result<(), WsError> = async {
+        loop {
+            let (first, is_ping) = tokio::select! {
+                biased;
+                () = session.closed.cancelled() => return Ok(()),
+                m = rx.recv_async() => match m {
+                    Ok(m) => (m, false),
+                    Err(_) => return Ok(()),
+                },
+                _ = ping.tick() => {
+                    let idle = node.slow_policy.now_ms() - session.last_seen_ms.load(Relaxed);
+                    if idle > pong_timeout_ms {
+                        session.close(Close::PING_TIMEOUT);
+                        return Ok(());
+                    }
+                    (Message::Ping(bytes::Bytes::new()), true)
+                }
+            };
+            let batch = async {
+                sink.feed(first).await?;
+                let mut n = u64::from(!is_ping);
+                while n < MAX_BATCH {
+                    let Ok(m) = rx.try_recv() else { break };
+                    sink.feed(m).await?;
+                    n += 1;
+                }
+                sink.flush().await?;
+                Ok::<u64, WsError>(n)
+            };
+            let n = tokio::select! {
+                biased;
+                () = session.closed.cancelled() => return Ok(()),
+                r = batch => r?,
+            };
+            campaign.count_sent(n);
+            node.metrics.frames_sent.increment(n);
+        }
+    }
+    .await;
+    if outcome.is_err() {
+        // The socket is gone: no close frame can be written.
+        session.close(Close::GONE);
+        return;
+    }
+    let close = session.close.get().copied().unwrap_or(Close::CLIENT);
+    let _ = tokio::time::timeout(cfg.close_timeout, async {
+        if close.drain {
+            let mut n = 0;
+            while let Ok(m) = rx.try_recv() {
+                sink.feed(m).await?;
+                n += 1;
+            }
+            campaign.count_sent(n);
+            node.metrics.frames_sent.increment(n);
+        }
+        let frame = CloseFrame {
+            code: CloseCode::from(close.code),
+            reason: close.reason.into(),
+        };
+        sink.send(Message::Close(Some(frame))).await
+    })
+    .await;
+}
+
+async fn read_loop<St>(
+    stream: &mut St,
+    session: &Session,
+    campaign: &CampaignShared,
+    node: &NodeInner,
+) where
+    St: Stream<Item = Result<Message, WsError>> + Unpin,
+{
+    let mut limiter = RateLimiter::new(
+        node.config.client_event_rate,
+        node.config.client_event_burst,
+        node.config.client_event_abuse_limit,
+    );
+    loop {
+        let Some(msg) = stream.next().await else {
+            session.close(Close::GONE);
+            return;
+        };
+        session.touch(node.slow_policy.now_ms());
+        match msg {
+            Ok(Message::Text(text)) => {
+                if session.closing() {
+                    continue;
+                }
+                if let Some(close) = on_text(&text, session, campaign, node, &mut limiter).await {
+                    session.close(close);
+                    return;
+                }
+            }
+            Ok(Message::Binary(_)) => {
+                if !session.closing() {
+                    session.offer(
+                        frame::error(
+                            "unsupported",
+                            "binary frames are not accepted; send JSON text frames",
+                        ),
+                        campaign,
+                        node.slow_policy,
+                    );
+                }
+            }
+            Ok(Message::Close(_)) => {
+                session.close(Close::CLIENT);
+                return;
+            }
+            Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
+            Err(e) => {
+                session.close(match e {
+                    WsError::Capacity(CapacityError::MessageTooLong { .. }) => Close::TOO_BIG,
+                    WsError::Capacity(_) => Close::TOO_BIG,
+                    WsError::Utf8(_) => Close::BAD_UTF8,
+                    WsError::Protocol(_) => Close::PROTOCOL,
+                    _ => Close::GONE,
+                });
+                return;
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Incoming<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+}
+
+/// Longest accepted event name.
+pub const MAX_EVENT_NAME: usize = 64;
+
+/// Whether `name` is a valid event name: 1–64 characters of `[A-Za-z0-9_.:-]`.
+pub fn valid_event_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_EVENT_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+}
+
+/// Handles one client text frame; returns a close when the session must end.
+async fn on_text(
+    text: &str,
+    session: &Session,
+    campaign: &CampaignShared,
+    node: &NodeInner,
+    limiter: &mut RateLimiter,
+) -> Option<Close> {
+    let reply = |m: Message| {
+        session.offer(m, campaign, node.slow_policy);
+    };
+    let incoming: Incoming<'_> = match serde_json::from_str(text) {
+        Ok(m) => m,
+        Err(e) => {
+            reply(frame::error("bad_frame", &format!("malformed frame: {e}")));
+            return None;
+        }
+    };
+    match incoming.kind.as_ref() {
+        "ping" => reply(frame::pong()),
+        "event" => {
+            let name = incoming.name.unwrap_or_default();
+            if !valid_event_name(&name) {
+                node.metrics.client_events_rejected.increment(1);
+                reply(frame::error(
+                    "invalid_event",
+                    "an event needs a \"name\" of 1-64 characters [A-Za-z0-9_.:-]",
+                ));
+                return None;
+            }
+            if !campaign.client_events() {
+                node.metrics.client_events_rejected.increment(1);
+                reply(frame::error(
+                    "forbidden",
+                    "this campaign does not accept client events",
+                ));
+                return None;
+            }
+            match limiter.check(Instant::now()) {
+                Verdict::Allowed => {}
+                Verdict::Limited => {
+                    node.metrics.client_events_rejected.increment(1);
+                    reply(frame::error("rate_limited", "too many events; slow down"));
+                    return None;
+                }
+                Verdict::Abusive => {
+                    node.metrics.client_events_rejected.increment(1);
+                    return Some(Close::ABUSE);
+                }
+            }
+            let data = incoming
+                .data
+                .map_or_else(|| RawValue::NULL.to_owned(), ToOwned::to_owned);
+            let publication = Publication::Event {
+                seq: 0,
+                name: name.into_owned(),
+                data,
+                ts: now_ms(),
+                immediate: false,
+                user: Some(session.user.to_string()),
+            };
+            match node.broker.publish(&campaign.id, publication).await {
+                Ok(_) => node.metrics.client_events_accepted.increment(1),
+                Err(e) => {
+                    node.metrics.client_events_rejected.increment(1);
+                    tracing::warn!(campaign = %campaign.id, error = %e, "client event not published");
+                    reply(frame::error(
+                        "unavailable",
+                        "the event could not be published; try again",
+                    ));
+                }
+            }
+        }
+        other => reply(frame::error(
+            "unknown_type",
+            &format!(
+                "unknown frame type {:?}; expected \"ping\" or \"event\"",
+                truncate(other, 32)
+            ),
+        )),
+    }
+    None
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Allowed,
+    Limited,
+    Abusive,
+}
+
+/// Token bucket for client events, plus the abuse rule: more than `abuse_limit` rejections
+/// within [`ABUSE_WINDOW`] closes the session.
+struct RateLimiter {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Instant,
+    window_start: Instant,
+    rejected: u32,
+    abuse_limit: u32,
+}
+
+const ABUSE_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl RateLimiter {
+    fn new(rate: f64, burst: u32, abuse_limit: u32) -> Self {
+        let now = Instant::now();
+        Self {
+            tokens: f64::from(burst),
+            rate,
+            burst: f64::from(burst),
+            last: now,
+            window_start: now,
+            rejected: 0,
+            abuse_limit,
+        }
+    }
+
+    fn check(&mut self, now: Instant) -> Verdict {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return Verdict::Allowed;
+        }
+        if now.saturating_duration_since(self.window_start) > ABUSE_WINDOW {
+            self.window_start = now;
+            self.rejected = 0;
+        }
+        self.rejected += 1;
+        if self.rejected > self.abuse_limit {
+            Verdict::Abusive
+        } else {
+            Verdict::Limited
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn event_names() {
+        assert!(valid_event_name("score"));
+        assert!(valid_event_name("a.b:c-d_e9"));
+        assert!(!valid_event_name(""));
+        assert!(!valid_event_name("has space"));
+        assert!(!valid_event_name(&"x".repeat(65)));
+        assert!(!valid_event_name("ünicode"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limiter_allows_burst_then_rate_then_flags_abuse() {
+        let mut l = RateLimiter::new(10.0, 20, 5);
+        let t0 = Instant::now();
+        for _ in 0..20 {
+            assert_eq!(l.check(t0), Verdict::Allowed);
+        }
+        assert_eq!(l.check(t0), Verdict::Limited);
+        // 100 ms later one token has come back.
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!(l.check(t1), Verdict::Allowed);
+        for _ in 0..3 {
+            assert_eq!(l.check(t1), Verdict::Limited);
+        }
+        // Rejections 5 and 6 in the window: the 6th is abuse.
+        assert_eq!(l.check(t1), Verdict::Limited);
+        assert_eq!(l.check(t1), Verdict::Abusive);
+        // After the window, a calm client starts over.
+        let t2 = t1 + Duration::from_secs(11);
+        assert_eq!(l.check(t2), Verdict::Allowed);
+    }
+}

@@ -1,0 +1,607 @@
+//! The engine driven through its public API with paused time: sessions run over in-memory
+//! transports (the session logic is generic over `Sink`/`Stream`), so tick timing, batching,
+//! state, drop policy and client frames are checked without sockets.
+
+use std::io::Read as _;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use engine::broker::CampaignSpec;
+use engine::tungstenite::{Error as WsError, Message};
+use engine::{Config, MemoryBroker, Node};
+use futures_util::{Sink, Stream};
+use serde_json::{Value, json, value::RawValue};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::PollSender;
+
+/// The server side of an in-memory WebSocket.
+struct TestWs {
+    incoming: mpsc::Receiver<Result<Message, WsError>>,
+    outgoing: PollSender<Message>,
+}
+
+impl Stream for TestWs {
+    type Item = Result<Message, WsError>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().incoming.poll_recv(cx)
+    }
+}
+
+impl Sink<Message> for TestWs {
+    type Error = WsError;
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        self.get_mut()
+            .outgoing
+            .poll_reserve(cx)
+            .map_err(|_| WsError::ConnectionClosed)
+    }
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), WsError> {
+        self.get_mut()
+            .outgoing
+            .send_item(item)
+            .map_err(|_| WsError::ConnectionClosed)
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        self.get_mut().outgoing.close();
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The client side: what it sends, what it received, and the session's close code.
+struct Client {
+    tx: mpsc::Sender<Result<Message, WsError>>,
+    rx: mpsc::Receiver<Message>,
+    done: JoinHandle<u16>,
+}
+
+impl Client {
+    /// `buffer` is how many frames the "socket" holds before the writer blocks: a client that
+    /// never reads with a small buffer is a slow client.
+    fn connect(node: &Node, campaign: &str, user: &str, compress: bool, buffer: usize) -> Self {
+        let (tx, incoming) = mpsc::channel(16);
+        let (out_tx, rx) = mpsc::channel(buffer);
+        let ws = TestWs {
+            incoming,
+            outgoing: PollSender::new(out_tx),
+        };
+        let (node, campaign, user) = (node.clone(), campaign.to_owned(), user.to_owned());
+        let done =
+            tokio::spawn(async move { node.serve_session(&campaign, &user, compress, ws).await });
+        Self { tx, rx, done }
+    }
+
+    async fn send(&self, text: &str) {
+        self.tx
+            .send(Ok(Message::text(text)))
+            .await
+            .expect("session reads");
+    }
+
+    /// The next data frame as JSON (pings skipped, binary frames inflated).
+    async fn next(&mut self) -> Value {
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(120), self.rx.recv())
+                .await
+                .expect("a frame within 120 s")
+                .expect("session still open");
+            match m {
+                Message::Text(t) => return serde_json::from_str(&t).expect("text frames are JSON"),
+                Message::Binary(b) => {
+                    let mut s = String::new();
+                    flate2::read::DeflateDecoder::new(&b[..])
+                        .read_to_string(&mut s)
+                        .expect("inflate");
+                    return serde_json::from_str(&s).expect("inflated frames are JSON");
+                }
+                Message::Ping(_) | Message::Pong(_) => continue,
+                Message::Close(c) => panic!("unexpected close {c:?}"),
+                Message::Frame(_) => continue,
+            }
+        }
+    }
+
+    /// Waits for the close frame; returns its code.
+    async fn closed(&mut self) -> u16 {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(120), self.rx.recv()).await {
+                Ok(Some(Message::Close(Some(c)))) => return c.code.into(),
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => panic!("no close frame"),
+            }
+        }
+    }
+}
+
+fn raw(v: Value) -> Box<RawValue> {
+    RawValue::from_string(v.to_string()).expect("json")
+}
+
+fn node_with(config: Config) -> Node {
+    Node::new(
+        Config {
+            node_id: "test-node".into(),
+            ..config
+        },
+        Arc::new(MemoryBroker::new()),
+    )
+}
+
+async fn campaign(node: &Node, id: &str, hz: f64, client_events: bool) {
+    let spec = CampaignSpec {
+        id: id.into(),
+        frequency_hz: hz,
+        client_events,
+        state: Some(raw(json!({"score": 0}))),
+    };
+    node.upsert_campaign(spec).await.expect("campaign starts");
+    assert!(node.has_campaign(id));
+}
+
+#[tokio::test(start_paused = true)]
+async fn welcome_then_first_tick_carries_state() {
+    let node = node_with(Config::default());
+    campaign(&node, "c1", 5.0, false).await;
+    let mut c = Client::connect(&node, "c1", "u1", false, 64);
+    let w = c.next().await;
+    assert_eq!(w["type"], "welcome");
+    assert_eq!(w["campaign"], "c1");
+    assert_eq!(w["user"], "u1");
+    assert_eq!(w["node"], "test-node");
+    assert_eq!(w["frequency_hz"], 5.0);
+    assert_eq!(w["seq"], 0);
+    let t = c.next().await;
+    assert_eq!(t["type"], "tick");
+    assert_eq!(t["state"], json!({"score": 0}));
+    assert_eq!(t["events"], json!([]));
+    // Nothing new: the next frame is the one carrying the next event, without state.
+    let seq = node
+        .publish_event("c1", "goal", raw(json!({"team": "a"})), false)
+        .await
+        .expect("publish");
+    assert_eq!(seq, 1);
+    let t = c.next().await;
+    assert!(
+        t.get("state").is_none(),
+        "state unchanged since the last frame: {t}"
+    );
+    assert_eq!(t["events"][0]["name"], "goal");
+    assert_eq!(t["seq"], 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ticks_at_the_configured_rate_and_skips_idle_ticks() {
+    let node = node_with(Config::default());
+    campaign(&node, "c", 5.0, false).await;
+    let mut c = Client::connect(&node, "c", "u", false, 1024);
+    c.next().await; // welcome
+    c.next().await; // first tick, with state
+    // Publish every 50 ms for 10 s: events are batched into one frame per tick.
+    let publisher = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            for _ in 0..200 {
+                node.publish_event("c", "e", raw(json!(1)), false)
+                    .await
+                    .expect("publish");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    publisher.await.expect("publisher");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut frames = 0;
+    let mut events = 0;
+    let mut last_seq = 0;
+    while let Ok(m) = c.rx.try_recv() {
+        let Message::Text(t) = m else { continue };
+        let v: Value = serde_json::from_str(&t).expect("json");
+        frames += 1;
+        for e in v["events"].as_array().expect("events") {
+            let seq = e["seq"].as_u64().expect("seq");
+            assert_eq!(seq, last_seq + 1, "seq increases without gaps");
+            last_seq = seq;
+            events += 1;
+        }
+    }
+    assert_eq!(events, 200);
+    assert!(
+        (49..=52).contains(&frames),
+        "5 Hz for 10 s gives ~50 tick frames, got {frames}"
+    );
+    let stats = node.stats("c").expect("stats");
+    assert!(
+        (stats.tick_rate_hz - 5.0).abs() < 0.1,
+        "measured {}",
+        stats.tick_rate_hz
+    );
+    // Idle: no events, state unchanged → no frames at all.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(c.rx.try_recv().is_err(), "an idle campaign sends nothing");
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_between_ticks_are_batched_into_one_frame() {
+    let node = node_with(Config::default());
+    campaign(&node, "c", 1.0, false).await;
+    let mut c = Client::connect(&node, "c", "u", false, 64);
+    c.next().await;
+    c.next().await;
+    for i in 0..3 {
+        node.publish_event("c", "e", raw(json!({"i": i})), false)
+            .await
+            .expect("publish");
+    }
+    let t = c.next().await;
+    let seqs: Vec<u64> = t["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    assert_eq!(t["seq"], 3);
+    assert_eq!(t["events"][2]["data"], json!({"i": 2}));
+}
+
+#[tokio::test(start_paused = true)]
+async fn latest_state_wins_between_ticks() {
+    let node = node_with(Config::default());
+    campaign(&node, "c", 1.0, false).await;
+    let mut c = Client::connect(&node, "c", "u", false, 64);
+    c.next().await;
+    c.next().await;
+    node.set_state("c", raw(json!({"score": 1})))
+        .await
+        .expect("state");
+    node.set_state("c", raw(json!({"score": 2})))
+        .await
+        .expect("state");
+    let t = c.next().await;
+    assert_eq!(t["state"], json!({"score": 2}));
+    // A late joiner gets the current state in its first tick.
+    let mut late = Client::connect(&node, "c", "v", false, 64);
+    late.next().await;
+    assert_eq!(late.next().await["state"], json!({"score": 2}));
+}
+
+#[tokio::test(start_paused = true)]
+async fn frequency_change_retimes_within_one_tick_and_sends_config() {
+    let node = node_with(Config::default());
+    campaign(&node, "c", 1.0, false).await;
+    let mut c = Client::connect(&node, "c", "u", false, 1024);
+    c.next().await;
+    c.next().await;
+    let spec = CampaignSpec {
+        id: "c".into(),
+        frequency_hz: 10.0,
+        client_events: false,
+        state: None,
+    };
+    node.upsert_campaign(spec).await.expect("retime");
+    let cfg = c.next().await;
+    assert_eq!(cfg, json!({"type": "config", "frequency_hz": 10.0}));
+    let start = tokio::time::Instant::now();
+    node.publish_event("c", "e", raw(json!(null)), false)
+        .await
+        .expect("publish");
+    c.next().await;
+    assert!(
+        start.elapsed() <= Duration::from_millis(100),
+        "new period applies at once: {:?}",
+        start.elapsed()
+    );
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let rate = node.stats("c").expect("stats").tick_rate_hz;
+    assert!((rate - 10.0).abs() < 0.2, "measured {rate}");
+    // Out of range is refused.
+    let bad = CampaignSpec {
+        id: "c".into(),
+        frequency_hz: 0.05,
+        client_events: false,
+        state: None,
+    };
+    assert!(node.upsert_campaign(bad).await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_never_reads_loses_frames_and_fast_ones_lose_none() {
+    let node = node_with(Config {
+        send_queue_capacity: 4,
+        ..Config::default()
+    });
+    campaign(&node, "c", 10.0, false).await;
+    // The slow client's "socket" holds one frame and is never read.
+    let slow = Client::connect(&node, "c", "slow", false, 1);
+    let mut fast: Vec<Client> = (0..50)
+        .map(|i| Client::connect(&node, "c", &format!("f{i}"), false, 4096))
+        .collect();
+    for _ in 0..100 {
+        node.publish_event("c", "e", raw(json!(1)), false)
+            .await
+            .expect("publish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for f in &mut fast {
+        let mut events = 0;
+        while let Ok(m) = f.rx.try_recv() {
+            if let Message::Text(t) = m {
+                let v: Value = serde_json::from_str(&t).expect("json");
+                if v["type"] == "tick" {
+                    events += v["events"].as_array().expect("events").len();
+                }
+            }
+        }
+        assert_eq!(events, 100, "every fast client receives every event");
+    }
+    let stats = node.stats("c").expect("stats");
+    assert!(
+        stats.frames_dropped >= 90,
+        "the slow client's drops are counted: {}",
+        stats.frames_dropped
+    );
+    assert!(!slow.done.is_finished(), "escalation is off by default");
+}
+
+#[tokio::test(start_paused = true)]
+async fn escalation_closes_a_slow_session_with_4008() {
+    let node = node_with(Config {
+        send_queue_capacity: 2,
+        slow_close_drops: 5,
+        ..Config::default()
+    });
+    campaign(&node, "c", 10.0, false).await;
+    let slow = Client::connect(&node, "c", "slow", false, 1);
+    let mut fast = Client::connect(&node, "c", "fast", false, 4096);
+    for _ in 0..30 {
+        node.publish_event("c", "e", raw(json!(1)), false)
+            .await
+            .expect("publish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let code = tokio::time::timeout(Duration::from_secs(10), slow.done)
+        .await
+        .expect("closed")
+        .expect("task");
+    assert_eq!(code, 4008);
+    fast.next().await;
+    assert_eq!(node.stats("c").expect("stats").connections, 1);
+
+    // Time-based escalation.
+    let node = node_with(Config {
+        send_queue_capacity: 2,
+        slow_close_after: Duration::from_secs(2),
+        ..Config::default()
+    });
+    campaign(&node, "c", 10.0, false).await;
+    let slow = Client::connect(&node, "c", "slow", false, 1);
+    let publisher = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            for _ in 0..50 {
+                let _ = node.publish_event("c", "e", raw(json!(1)), false).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let code = tokio::time::timeout(Duration::from_secs(10), slow.done)
+        .await
+        .expect("closed")
+        .expect("task");
+    assert_eq!(code, 4008);
+    publisher.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn immediate_events_and_user_messages_skip_the_tick() {
+    let node = node_with(Config::default());
+    campaign(&node, "c", 0.1, false).await;
+    let mut a = Client::connect(&node, "c", "alice", false, 64);
+    let mut a2 = Client::connect(&node, "c", "alice", false, 64);
+    let mut b = Client::connect(&node, "c", "bob", false, 64);
+    for c in [&mut a, &mut a2, &mut b] {
+        c.next().await;
+        c.next().await;
+    }
+    let start = tokio::time::Instant::now();
+    let seq = node
+        .publish_event("c", "now", raw(json!({"x": 1})), true)
+        .await
+        .expect("publish");
+    let t = a.next().await;
+    assert_eq!(t["events"][0]["seq"], seq);
+    assert!(start.elapsed() < Duration::from_millis(10));
+    b.next().await;
+    a2.next().await;
+    let m = node
+        .send_to_user("c", "alice", "notification", raw(json!({"hi": true})))
+        .await
+        .expect("message");
+    assert_eq!(
+        m, seq,
+        "a message carries the latest seq without taking a new one"
+    );
+    for c in [&mut a, &mut a2] {
+        let f = c.next().await;
+        assert_eq!(f["type"], "message");
+        assert_eq!(f["name"], "notification");
+        assert_eq!(f["data"], json!({"hi": true}));
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(b.rx.try_recv().is_err(), "bob gets no message for alice");
+}
+
+#[tokio::test(start_paused = true)]
+async fn compressed_sessions_get_the_same_json_deflated() {
+    let node = node_with(Config::default());
+    campaign(&node, "c", 2.0, false).await;
+    let mut plain = Client::connect(&node, "c", "p", false, 64);
+    let mut zipped = Client::connect(&node, "c", "z", true, 64);
+    plain.next().await;
+    zipped.next().await;
+    node.publish_event("c", "e", raw(json!({"payload": "x".repeat(500)})), false)
+        .await
+        .expect("publish");
+    let mut a = plain.next().await;
+    let mut b = zipped.next().await;
+    // The first tick of each holds the state; compare them field by field.
+    a.as_object_mut().expect("obj").remove("ts");
+    b.as_object_mut().expect("obj").remove("ts");
+    assert_eq!(a, b);
+}
+
+#[tokio::test(start_paused = true)]
+async fn client_frames_get_answers_and_errors() {
+    let node = node_with(Config {
+        client_event_burst: 2,
+        client_event_rate: 0.001,
+        client_event_abuse_limit: 3,
+        ..Config::default()
+    });
+    campaign(&node, "open", 1.0, true).await;
+    campaign(&node, "closed", 1.0, false).await;
+    let mut c = Client::connect(&node, "closed", "u", false, 64);
+    c.next().await;
+    c.next().await;
+    c.send(r#"{"type":"ping"}"#).await;
+    assert_eq!(c.next().await, json!({"type": "pong"}));
+    c.send("{not json").await;
+    assert_eq!(c.next().await["code"], "bad_frame");
+    c.send(r#"{"type":"dance"}"#).await;
+    assert_eq!(c.next().await["code"], "unknown_type");
+    c.send(r#"{"type":"event","name":"x"}"#).await;
+    assert_eq!(c.next().await["code"], "forbidden");
+    c.tx.send(Ok(Message::binary(vec![1, 2, 3])))
+        .await
+        .expect("send");
+    assert_eq!(c.next().await["code"], "unsupported");
+
+    let mut o = Client::connect(&node, "open", "u9", false, 64);
+    o.next().await;
+    o.next().await;
+    o.send(r#"{"type":"event","name":"bad name"}"#).await;
+    assert_eq!(o.next().await["code"], "invalid_event");
+    o.send(r#"{"type":"event","name":"click","data":{"x":1}}"#)
+        .await;
+    o.send(r#"{"type":"event","name":"click","data":{"x":2}}"#)
+        .await;
+    let t = o.next().await;
+    assert_eq!(t["type"], "tick");
+    assert_eq!(t["events"][0]["user"], "u9");
+    assert_eq!(t["events"][1]["data"], json!({"x": 2}));
+    // Burst used up: rate limited, then abuse closes with 1008.
+    o.send(r#"{"type":"event","name":"click"}"#).await;
+    assert_eq!(o.next().await["code"], "rate_limited");
+    for _ in 0..3 {
+        o.send(r#"{"type":"event","name":"click"}"#).await;
+    }
+    assert_eq!(o.next().await["code"], "rate_limited");
+    assert_eq!(o.next().await["code"], "rate_limited");
+    assert_eq!(o.closed().await, 1008);
+    assert_eq!(o.done.await.expect("task"), 1008);
+    // The other session is unaffected.
+    c.send(r#"{"type":"ping"}"#).await;
+    assert_eq!(c.next().await["type"], "pong");
+}
+
+#[tokio::test(start_paused = true)]
+async fn transport_errors_map_to_close_codes() {
+    let node = node_with(Config::default());
+    campaign(&node, "c", 1.0, false).await;
+    let cases = [
+        (WsError::Utf8("bad".into()), 1007),
+        (
+            WsError::Capacity(engine::tungstenite::error::CapacityError::MessageTooLong {
+                size: 70_000,
+                max_size: 65_536,
+            }),
+            1009,
+        ),
+    ];
+    for (err, code) in cases {
+        let mut c = Client::connect(&node, "c", "u", false, 64);
+        c.next().await;
+        c.tx.send(Err(err)).await.expect("send");
+        assert_eq!(c.closed().await, code);
+        assert_eq!(c.done.await.expect("task"), code);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn silent_client_is_closed_after_the_pong_timeout() {
+    let node = node_with(Config::default());
+    campaign(&node, "c", 1.0, false).await;
+    let mut c = Client::connect(&node, "c", "u", false, 64);
+    c.next().await;
+    let start = tokio::time::Instant::now();
+    let mut pings = 0;
+    let code = loop {
+        match c.rx.recv().await {
+            Some(Message::Ping(_)) => pings += 1,
+            Some(Message::Close(Some(f))) => break u16::from(f.code),
+            Some(_) => {}
+            None => panic!("closed without a close frame"),
+        }
+    };
+    assert_eq!(code, 4009);
+    assert!(pings >= 2, "pinged every 30 s before giving up");
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_secs(60) && waited <= Duration::from_secs(91),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn ending_a_campaign_sends_a_final_frame_then_1000() {
+    let node = node_with(Config::default());
+    campaign(&node, "c", 0.1, false).await;
+    let mut c = Client::connect(&node, "c", "u", false, 64);
+    c.next().await;
+    c.next().await;
+    node.publish_event("c", "last", raw(json!(null)), false)
+        .await
+        .expect("publish");
+    node.end_campaign("c").await.expect("end");
+    let t = c.next().await;
+    assert_eq!(
+        t["events"][0]["name"], "last",
+        "the final frame flushes pending events"
+    );
+    assert_eq!(c.closed().await, 1000);
+    assert_eq!(c.done.await.expect("task"), 1000);
+    assert!(!node.has_campaign("c"));
+    assert!(
+        node.publish_event("c", "x", raw(json!(null)), false)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_closes_every_session_with_1001() {
+    let node = node_with(Config::default());
+    campaign(&node, "a", 1.0, false).await;
+    campaign(&node, "b", 1.0, false).await;
+    let mut clients = vec![
+        Client::connect(&node, "a", "u", false, 64),
+        Client::connect(&node, "b", "v", false, 64),
+    ];
+    for c in &mut clients {
+        c.next().await;
+    }
+    assert!(
+        node.shutdown(Duration::from_secs(10)).await,
+        "all tasks finish before the deadline"
+    );
+    for c in &mut clients {
+        assert_eq!(c.closed().await, 1001);
+    }
+    assert_eq!(node.connections(), 0);
+}
