@@ -1,0 +1,441 @@
+//! The campaign service: CRUD over campaigns, their live state, and what they broadcast.
+//! Every change is stored first, then handed to the [`Broadcaster`] (which `api` implements
+//! with the engine), so a node that starts later finds the same campaigns and states.
+//!
+//! # Layout
+//! * `model`: records and validation rules; `repo`: storage.
+
+pub mod model;
+mod repo;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+pub use model::{Campaign, NewCampaign, Status};
+pub use repo::CampaignRepo;
+
+use crate::json::merge_patch;
+use crate::{Database, ServiceError};
+use model::Editable;
+
+/// A boxed, sendable future (keeps [`Broadcaster`] object safe).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a running campaign needs from its stored record.
+#[derive(Debug, Clone)]
+pub struct LiveCampaign {
+    pub id: String,
+    pub frequency_hz: f64,
+    pub client_events: bool,
+    /// The state to (re)start from, when it should replace the running one.
+    pub state: Option<Box<RawValue>>,
+}
+
+impl LiveCampaign {
+    fn of(c: &Campaign, with_state: bool) -> Self {
+        Self {
+            id: c.id.clone(),
+            frequency_hz: c.frequency_hz(),
+            client_events: c.client_events(),
+            state: with_state.then(|| raw(&c.state)),
+        }
+    }
+}
+
+fn raw(v: &Value) -> Box<RawValue> {
+    // A serialised `Value` is always valid JSON.
+    RawValue::from_string(v.to_string()).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
+/// Why a broadcast failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BroadcastError {
+    /// The campaign is not running on the engine.
+    #[error("campaign is not live")]
+    NotLive,
+    /// The engine refused the input.
+    #[error("{0}")]
+    Rejected(String),
+    /// The bus cannot be reached.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// How services reach the broadcast engine (implemented by `api`).
+pub trait Broadcaster: Send + Sync + 'static {
+    /// Starts the campaign everywhere, or applies its new settings.
+    fn upsert(&self, campaign: LiveCampaign) -> BoxFuture<'_, Result<(), BroadcastError>>;
+    /// Ends the campaign everywhere (final frame, close 1000).
+    fn end(&self, id: &str) -> BoxFuture<'_, Result<(), BroadcastError>>;
+    /// Replaces the campaign's broadcast state.
+    fn state(&self, id: &str, state: Box<RawValue>) -> BoxFuture<'_, Result<(), BroadcastError>>;
+    /// Publishes an event; returns its `seq`.
+    fn publish(
+        &self,
+        id: &str,
+        name: &str,
+        data: Box<RawValue>,
+        immediate: bool,
+    ) -> BoxFuture<'_, Result<u64, BroadcastError>>;
+    /// Sends a message to one user's sessions; returns the `seq` it carries.
+    fn message(
+        &self,
+        id: &str,
+        user: &str,
+        name: &str,
+        data: Box<RawValue>,
+    ) -> BoxFuture<'_, Result<u64, BroadcastError>>;
+}
+
+impl From<BroadcastError> for ServiceError {
+    fn from(e: BroadcastError) -> Self {
+        match e {
+            BroadcastError::NotLive => ServiceError::Conflict {
+                message: "campaign is not live".to_owned(),
+            },
+            BroadcastError::Rejected(m) => ServiceError::Invalid {
+                field: "body".to_owned(),
+                message: m,
+            },
+            BroadcastError::Unavailable(m) => ServiceError::Broadcast {
+                message: m,
+                unavailable: true,
+            },
+        }
+    }
+}
+
+/// A page of a list.
+#[derive(Debug, Clone, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// Default and largest page sizes.
+pub const DEFAULT_PAGE: u32 = 50;
+pub const MAX_PAGE: u32 = 500;
+
+/// Campaign operations.
+#[derive(Clone)]
+pub struct CampaignService {
+    repo: CampaignRepo,
+    broadcaster: Arc<dyn Broadcaster>,
+}
+
+impl CampaignService {
+    pub fn new(db: Database, broadcaster: Arc<dyn Broadcaster>) -> Self {
+        Self {
+            repo: CampaignRepo::new(db),
+            broadcaster,
+        }
+    }
+
+    /// Creates a campaign; an active one starts broadcasting on every node.
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`] (field named), [`ServiceError::Conflict`] for a taken slug.
+    pub async fn create(&self, new: NewCampaign) -> Result<Campaign, ServiceError> {
+        model::validate_name(&new.name)?;
+        let slug = match new.slug {
+            Some(s) => {
+                model::validate_slug(&s)?;
+                s
+            }
+            None => model::slugify(&new.name),
+        };
+        let metadata = new.metadata.unwrap_or_else(model::empty_object);
+        model::validate_metadata(&metadata)?;
+        let state = new.state.unwrap_or_else(model::empty_object);
+        model::validate_state(&state)?;
+        let status = new.status.unwrap_or(Status::Active);
+        if status == Status::Ended {
+            return Err(ServiceError::invalid(
+                "status",
+                "a new campaign is draft or active",
+            ));
+        }
+        let at = repo::now_ms();
+        let mut c = Campaign {
+            id: uuid::Uuid::now_v7().to_string(),
+            slug,
+            name: new.name.trim().to_owned(),
+            status,
+            metadata,
+            state,
+            created_at: String::new(),
+            updated_at: String::new(),
+        };
+        self.repo.insert(&c, at).await?;
+        c = self.get(&c.id).await?;
+        if c.status == Status::Active {
+            self.broadcaster.upsert(LiveCampaign::of(&c, true)).await?;
+        }
+        tracing::info!(campaign = %c.id, slug = %c.slug, status = c.status.as_str(), "campaign created");
+        Ok(c)
+    }
+
+    /// The campaign with this id or slug.
+    ///
+    /// # Errors
+    /// [`ServiceError::NotFound`].
+    pub async fn get(&self, key: &str) -> Result<Campaign, ServiceError> {
+        self.repo
+            .get(key)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound {
+                entity: "campaign",
+                id: key.to_owned(),
+            })
+    }
+
+    /// A page of campaigns, oldest first.
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`] for a limit out of 1–500.
+    pub async fn list(
+        &self,
+        status: Option<Status>,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<Page<Campaign>, ServiceError> {
+        let limit = limit.unwrap_or(DEFAULT_PAGE);
+        if limit == 0 || limit > MAX_PAGE {
+            return Err(ServiceError::invalid(
+                "limit",
+                format!("must be 1-{MAX_PAGE}"),
+            ));
+        }
+        let mut items = self.repo.list(status, cursor, limit + 1).await?;
+        let next_cursor = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items.last().map(|c| c.id.clone())
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Every active campaign (for start-up).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn active(&self) -> Result<Vec<Campaign>, ServiceError> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self
+                .repo
+                .list(Some(Status::Active), cursor.as_deref(), MAX_PAGE)
+                .await?;
+            let full = page.len() == MAX_PAGE as usize;
+            cursor = page.last().map(|c| c.id.clone());
+            all.extend(page);
+            if !full {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// Applies a JSON merge patch to the campaign's `name`, `slug`, `status` and `metadata`.
+    /// A new frequency retimes the running task; `status: "active"` starts a draft;
+    /// `status: "ended"` ends it.
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`], [`ServiceError::NotFound`], [`ServiceError::Conflict`] (an
+    /// ended campaign, a taken slug, a move back to draft).
+    pub async fn update(&self, key: &str, patch: &Value) -> Result<Campaign, ServiceError> {
+        if !patch.is_object() {
+            return Err(ServiceError::invalid(
+                "body",
+                "must be a JSON object (merge patch)",
+            ));
+        }
+        let (before, after) = self
+            .repo
+            .update(key, |c| {
+                if c.status == Status::Ended {
+                    return Err(ServiceError::Conflict {
+                        message: "campaign has ended".to_owned(),
+                    });
+                }
+                let current = Editable {
+                    name: c.name.clone(),
+                    slug: c.slug.clone(),
+                    status: c.status,
+                    metadata: c.metadata.clone(),
+                };
+                let mut view = serde_json::to_value(&current)
+                    .map_err(|e| ServiceError::invalid("body", e.to_string()))?;
+                merge_patch(&mut view, patch);
+                let next: Editable = serde_json::from_value(view)
+                    .map_err(|e| ServiceError::invalid("body", e.to_string()))?;
+                model::validate_name(&next.name)?;
+                model::validate_slug(&next.slug)?;
+                model::validate_metadata(&next.metadata)?;
+                if c.status == Status::Active && next.status == Status::Draft {
+                    return Err(ServiceError::Conflict {
+                        message: "an active campaign cannot go back to draft".to_owned(),
+                    });
+                }
+                c.name = next.name.trim().to_owned();
+                c.slug = next.slug;
+                c.status = next.status;
+                c.metadata = next.metadata;
+                Ok(())
+            })
+            .await?;
+        match (before.status, after.status) {
+            (_, Status::Ended) => self.broadcaster.end(&after.id).await?,
+            (Status::Draft, Status::Active) => {
+                self.broadcaster
+                    .upsert(LiveCampaign::of(&after, true))
+                    .await?
+            }
+            (Status::Active, Status::Active)
+                if before.frequency_hz() != after.frequency_hz()
+                    || before.client_events() != after.client_events() =>
+            {
+                self.broadcaster
+                    .upsert(LiveCampaign::of(&after, false))
+                    .await?;
+            }
+            _ => {}
+        }
+        tracing::info!(campaign = %after.id, status = after.status.as_str(), frequency_hz = after.frequency_hz(), "campaign updated");
+        Ok(after)
+    }
+
+    /// Ends the campaign: its sessions get a final frame and close 1000.
+    ///
+    /// # Errors
+    /// [`ServiceError::NotFound`], [`ServiceError::Conflict`] when it already ended.
+    pub async fn end(&self, key: &str) -> Result<Campaign, ServiceError> {
+        let (before, after) = self
+            .repo
+            .update(key, |c| {
+                if c.status == Status::Ended {
+                    return Err(ServiceError::Conflict {
+                        message: "campaign has already ended".to_owned(),
+                    });
+                }
+                c.status = Status::Ended;
+                Ok(())
+            })
+            .await?;
+        if before.status == Status::Active {
+            self.broadcaster.end(&after.id).await?;
+        }
+        tracing::info!(campaign = %after.id, "campaign ended");
+        Ok(after)
+    }
+
+    /// Replaces the state (`replace`) or merges a JSON merge patch into it; the new state
+    /// goes out with the next tick. Returns the new state.
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`] for a non-object state, [`ServiceError::NotFound`],
+    /// [`ServiceError::Conflict`] for an ended campaign.
+    pub async fn change_state(
+        &self,
+        key: &str,
+        body: &Value,
+        replace: bool,
+    ) -> Result<Value, ServiceError> {
+        if replace {
+            model::validate_state(body)?;
+        } else if !body.is_object() {
+            return Err(ServiceError::invalid(
+                "body",
+                "must be a JSON object (merge patch)",
+            ));
+        }
+        let (_, after) = self
+            .repo
+            .update(key, |c| {
+                if c.status == Status::Ended {
+                    return Err(ServiceError::Conflict {
+                        message: "campaign has ended".to_owned(),
+                    });
+                }
+                if replace {
+                    c.state = body.clone();
+                } else {
+                    merge_patch(&mut c.state, body);
+                }
+                Ok(())
+            })
+            .await?;
+        if after.status == Status::Active {
+            self.broadcaster.state(&after.id, raw(&after.state)).await?;
+        }
+        Ok(after.state)
+    }
+
+    /// Publishes an event to a live campaign; returns its `seq`.
+    ///
+    /// # Errors
+    /// [`ServiceError::NotFound`], [`ServiceError::Conflict`] when the campaign is not live,
+    /// [`ServiceError::Invalid`] for a bad event name.
+    pub async fn publish(
+        &self,
+        key: &str,
+        name: &str,
+        data: Box<RawValue>,
+        immediate: bool,
+    ) -> Result<u64, ServiceError> {
+        let c = self.live(key).await?;
+        Ok(self
+            .broadcaster
+            .publish(&c.id, name, data, immediate)
+            .await?)
+    }
+
+    /// Sends a message to every connection of `user` in a live campaign.
+    ///
+    /// # Errors
+    /// As [`CampaignService::publish`].
+    pub async fn message(
+        &self,
+        key: &str,
+        user: &str,
+        name: &str,
+        data: Box<RawValue>,
+    ) -> Result<u64, ServiceError> {
+        let c = self.live(key).await?;
+        Ok(self.broadcaster.message(&c.id, user, name, data).await?)
+    }
+
+    /// The campaign, if it is active.
+    ///
+    /// # Errors
+    /// [`ServiceError::NotFound`], [`ServiceError::Conflict`] when it is not active.
+    pub async fn live(&self, key: &str) -> Result<Campaign, ServiceError> {
+        let c = self.get(key).await?;
+        if c.status != Status::Active {
+            return Err(ServiceError::Conflict {
+                message: format!("campaign is {}, not active", c.status.as_str()),
+            });
+        }
+        Ok(c)
+    }
+
+    /// Starts the broadcast task of every active campaign (at node start).
+    ///
+    /// # Errors
+    /// Database or broadcast failures.
+    pub async fn start_all(&self) -> Result<usize, ServiceError> {
+        let active = self.active().await?;
+        for c in &active {
+            self.broadcaster.upsert(LiveCampaign::of(c, true)).await?;
+        }
+        Ok(active.len())
+    }
+}

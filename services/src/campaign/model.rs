@@ -1,0 +1,270 @@
+//! Campaign records and the rules their fields follow.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::ServiceError;
+
+/// Lowest and highest accepted `metadata.scheduling.frequency` (Hz), and the default.
+pub const MIN_FREQUENCY_HZ: f64 = 0.1;
+pub const MAX_FREQUENCY_HZ: f64 = 100.0;
+pub const DEFAULT_FREQUENCY_HZ: f64 = 1.0;
+/// Longest accepted name and slug.
+pub const MAX_NAME_LEN: usize = 200;
+pub const MAX_SLUG_LEN: usize = 64;
+
+/// The top-level keys of `common.Metadata`.
+const METADATA_KEYS: &[&str] = &[
+    "scheduling",
+    "features",
+    "custom_rules",
+    "audit",
+    "tags",
+    "service_specific",
+    "knowledge_graph",
+];
+
+/// Lifecycle of a campaign: only `active` campaigns broadcast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Draft,
+    Active,
+    Ended,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Draft => "draft",
+            Self::Active => "active",
+            Self::Ended => "ended",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        match s {
+            "draft" => Some(Self::Draft),
+            "active" => Some(Self::Active),
+            "ended" => Some(Self::Ended),
+            _ => None,
+        }
+    }
+}
+
+/// A stored campaign.
+#[derive(Debug, Clone, Serialize)]
+pub struct Campaign {
+    pub id: String,
+    pub slug: String,
+    pub name: String,
+    pub status: Status,
+    /// `common.Metadata` as JSON; `scheduling.frequency` drives the broadcast rate.
+    pub metadata: Value,
+    pub state: Value,
+    /// RFC 3339.
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Campaign {
+    /// The broadcast frequency the metadata asks for.
+    pub fn frequency_hz(&self) -> f64 {
+        frequency_of(&self.metadata).unwrap_or(DEFAULT_FREQUENCY_HZ)
+    }
+
+    /// Whether clients may publish events (`metadata.custom_rules.client_events: true`).
+    pub fn client_events(&self) -> bool {
+        self.metadata
+            .pointer("/custom_rules/client_events")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+}
+
+/// Body of a create call.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewCampaign {
+    pub name: String,
+    #[serde(default)]
+    pub slug: Option<String>,
+    #[serde(default)]
+    pub status: Option<Status>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+    #[serde(default)]
+    pub state: Option<Value>,
+}
+
+/// The fields a PATCH may change (a JSON merge patch over this view).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Editable {
+    pub name: String,
+    pub slug: String,
+    pub status: Status,
+    pub metadata: Value,
+}
+
+fn frequency_of(metadata: &Value) -> Option<f64> {
+    metadata
+        .pointer("/scheduling/frequency")
+        .and_then(Value::as_f64)
+}
+
+pub(crate) fn validate_name(name: &str) -> Result<(), ServiceError> {
+    let n = name.trim().chars().count();
+    if n == 0 || n > MAX_NAME_LEN {
+        return Err(ServiceError::invalid(
+            "name",
+            format!("must have 1-{MAX_NAME_LEN} characters"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn validate_slug(slug: &str) -> Result<(), ServiceError> {
+    let ok = !slug.is_empty()
+        && slug.len() <= MAX_SLUG_LEN
+        && slug
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !slug.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::invalid(
+            "slug",
+            format!("must be 1-{MAX_SLUG_LEN} characters of [a-z0-9-], not starting with '-'"),
+        ))
+    }
+}
+
+/// A slug derived from a name: lowercase ASCII words joined by '-'.
+pub(crate) fn slugify(name: &str) -> String {
+    let mut slug = String::new();
+    for c in name.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c);
+        } else if !slug.is_empty() && !slug.ends_with('-') {
+            slug.push('-');
+        }
+        if slug.len() >= MAX_SLUG_LEN {
+            break;
+        }
+    }
+    let slug = slug.trim_end_matches('-').to_owned();
+    if slug.is_empty() {
+        "campaign".to_owned()
+    } else {
+        slug
+    }
+}
+
+/// Checks `metadata` against `common.Metadata`: an object with only its keys, the right
+/// shapes, and a frequency within range.
+pub(crate) fn validate_metadata(metadata: &Value) -> Result<(), ServiceError> {
+    let Value::Object(map) = metadata else {
+        return Err(ServiceError::invalid("metadata", "must be a JSON object"));
+    };
+    if let Some(k) = map.keys().find(|k| !METADATA_KEYS.contains(&k.as_str())) {
+        return Err(ServiceError::invalid(
+            &format!("metadata.{k}"),
+            format!("unknown key; expected one of {}", METADATA_KEYS.join(", ")),
+        ));
+    }
+    for key in [
+        "scheduling",
+        "custom_rules",
+        "audit",
+        "service_specific",
+        "knowledge_graph",
+    ] {
+        if map.get(key).is_some_and(|v| !v.is_object()) {
+            return Err(ServiceError::invalid(
+                &format!("metadata.{key}"),
+                "must be a JSON object",
+            ));
+        }
+    }
+    for key in ["features", "tags"] {
+        if let Some(v) = map.get(key) {
+            let ok = v.as_array().is_some_and(|a| a.iter().all(Value::is_string));
+            if !ok {
+                return Err(ServiceError::invalid(
+                    &format!("metadata.{key}"),
+                    "must be an array of strings",
+                ));
+            }
+        }
+    }
+    if let Some(f) = metadata.pointer("/scheduling/frequency") {
+        let hz = f.as_f64().ok_or_else(|| {
+            ServiceError::invalid("metadata.scheduling.frequency", "must be a number (Hz)")
+        })?;
+        if !(MIN_FREQUENCY_HZ..=MAX_FREQUENCY_HZ).contains(&hz) {
+            return Err(ServiceError::invalid(
+                "metadata.scheduling.frequency",
+                format!("{hz} Hz is outside {MIN_FREQUENCY_HZ}-{MAX_FREQUENCY_HZ} Hz"),
+            ));
+        }
+    }
+    if let Some(v) = metadata.pointer("/custom_rules/client_events") {
+        if !v.is_boolean() {
+            return Err(ServiceError::invalid(
+                "metadata.custom_rules.client_events",
+                "must be true or false",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The state must be a JSON object (merge patches apply to objects).
+pub(crate) fn validate_state(state: &Value) -> Result<(), ServiceError> {
+    if state.is_object() {
+        Ok(())
+    } else {
+        Err(ServiceError::invalid("state", "must be a JSON object"))
+    }
+}
+
+pub(crate) fn empty_object() -> Value {
+    Value::Object(Map::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn metadata_rules() {
+        assert!(validate_metadata(&json!({})).is_ok());
+        assert!(validate_metadata(&json!({"scheduling": {"frequency": 5}, "tags": ["a"]})).is_ok());
+        for bad in [
+            json!([]),
+            json!({"schedule": {}}),
+            json!({"scheduling": 5}),
+            json!({"scheduling": {"frequency": 0.05}}),
+            json!({"scheduling": {"frequency": 101}}),
+            json!({"scheduling": {"frequency": "fast"}}),
+            json!({"tags": [1]}),
+            json!({"custom_rules": {"client_events": "yes"}}),
+        ] {
+            assert!(validate_metadata(&bad).is_err(), "{bad} must be refused");
+        }
+    }
+
+    #[test]
+    fn slugs() {
+        assert_eq!(slugify("Spring Sale 2026!"), "spring-sale-2026");
+        assert_eq!(slugify("¡¡¡"), "campaign");
+        assert!(validate_slug("spring-sale").is_ok());
+        assert!(validate_slug("Spring").is_err());
+        assert!(validate_slug("-x").is_err());
+        assert!(validate_slug("").is_err());
+        assert!(validate_slug(&"a".repeat(65)).is_err());
+    }
+}

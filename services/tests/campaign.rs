@@ -1,0 +1,346 @@
+//! The campaign service on a real SQLite database (a fresh file per test), with a broadcaster
+//! that records what the service asked the engine to do.
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json, value::RawValue};
+use services::campaign::{
+    BoxFuture, BroadcastError, Broadcaster, CampaignService, LiveCampaign, NewCampaign, Status,
+};
+use services::{Database, ServiceError};
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<String>>);
+
+impl Recorder {
+    fn push(&self, s: String) {
+        self.0.lock().expect("lock").push(s);
+    }
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().expect("lock"))
+    }
+}
+
+impl Broadcaster for Recorder {
+    fn upsert(&self, c: LiveCampaign) -> BoxFuture<'_, Result<(), BroadcastError>> {
+        self.push(format!(
+            "upsert {} {} {}",
+            c.frequency_hz,
+            c.client_events,
+            c.state.map_or("-".into(), |s| s.get().to_owned())
+        ));
+        Box::pin(async { Ok(()) })
+    }
+    fn end(&self, _id: &str) -> BoxFuture<'_, Result<(), BroadcastError>> {
+        self.push("end".into());
+        Box::pin(async { Ok(()) })
+    }
+    fn state(&self, _id: &str, state: Box<RawValue>) -> BoxFuture<'_, Result<(), BroadcastError>> {
+        self.push(format!("state {}", state.get()));
+        Box::pin(async { Ok(()) })
+    }
+    fn publish(
+        &self,
+        _id: &str,
+        name: &str,
+        _d: Box<RawValue>,
+        immediate: bool,
+    ) -> BoxFuture<'_, Result<u64, BroadcastError>> {
+        self.push(format!("publish {name} {immediate}"));
+        Box::pin(async { Ok(7) })
+    }
+    fn message(
+        &self,
+        _id: &str,
+        user: &str,
+        _n: &str,
+        _d: Box<RawValue>,
+    ) -> BoxFuture<'_, Result<u64, BroadcastError>> {
+        self.push(format!("message {user}"));
+        Box::pin(async { Ok(7) })
+    }
+}
+
+struct Fixture {
+    svc: CampaignService,
+    rec: Arc<Recorder>,
+    _dir: TempDir,
+}
+
+/// A directory removed on drop.
+struct TempDir(std::path::PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn fixture() -> Fixture {
+    let dir = std::env::temp_dir().join(format!("ovasabi-svc-{}", uuid_like()));
+    let url = format!("sqlite://{}/test.db", dir.display());
+    let db = Database::connect(&url).await.expect("open sqlite");
+    db.migrate().await.expect("migrate");
+    db.migrate().await.expect("migrations are idempotent");
+    let rec = Arc::new(Recorder::default());
+    Fixture {
+        svc: CampaignService::new(db, rec.clone()),
+        rec,
+        _dir: TempDir(dir),
+    }
+}
+
+fn uuid_like() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{}-{n}", std::process::id())
+}
+
+fn new(name: &str, body: Value) -> NewCampaign {
+    let mut v = body;
+    v["name"] = json!(name);
+    serde_json::from_value(v).expect("valid create body")
+}
+
+#[tokio::test]
+async fn create_get_list_and_paginate() {
+    let f = fixture().await;
+    let c = f
+        .svc
+        .create(new(
+            "Spring Sale",
+            json!({"metadata": {"scheduling": {"frequency": 5}}, "state": {"score": 0}}),
+        ))
+        .await
+        .expect("create");
+    assert_eq!(c.slug, "spring-sale");
+    assert_eq!(c.status, Status::Active);
+    assert_eq!(c.frequency_hz(), 5.0);
+    assert_eq!(f.rec.take(), vec![r#"upsert 5 false {"score":0}"#]);
+    assert_eq!(f.svc.get("spring-sale").await.expect("by slug").id, c.id);
+    assert_eq!(f.svc.get(&c.id).await.expect("by id").slug, "spring-sale");
+    let draft = f
+        .svc
+        .create(new("Later", json!({"status": "draft"})))
+        .await
+        .expect("draft");
+    assert!(f.rec.take().is_empty(), "a draft does not broadcast");
+    for i in 0..5 {
+        f.svc
+            .create(new(&format!("c{i}"), json!({})))
+            .await
+            .expect("create");
+    }
+    let p1 = f.svc.list(None, Some(3), None).await.expect("page 1");
+    assert_eq!(p1.items.len(), 3);
+    let p2 = f
+        .svc
+        .list(None, Some(3), p1.next_cursor.as_deref())
+        .await
+        .expect("page 2");
+    let p3 = f
+        .svc
+        .list(None, Some(3), p2.next_cursor.as_deref())
+        .await
+        .expect("page 3");
+    assert_eq!(p3.items.len(), 1);
+    assert!(p3.next_cursor.is_none());
+    let mut ids: Vec<_> = [p1.items, p2.items, p3.items]
+        .concat()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 7, "pages neither repeat nor skip");
+    let drafts = f
+        .svc
+        .list(Some(Status::Draft), None, None)
+        .await
+        .expect("filter");
+    assert_eq!(drafts.items.len(), 1);
+    assert_eq!(drafts.items[0].id, draft.id);
+    assert_eq!(f.svc.active().await.expect("active").len(), 6);
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_nothing_is_written() {
+    let f = fixture().await;
+    let cases = [
+        (new("", json!({})), "name"),
+        (new("x", json!({"slug": "Bad Slug"})), "slug"),
+        (
+            new("x", json!({"metadata": {"scheduling": {"frequency": 0}}})),
+            "metadata.scheduling.frequency",
+        ),
+        (
+            new(
+                "x",
+                json!({"metadata": {"scheduling": {"frequency": 1000}}}),
+            ),
+            "metadata.scheduling.frequency",
+        ),
+        (new("x", json!({"metadata": {"nope": 1}})), "metadata.nope"),
+        (new("x", json!({"state": [1, 2]})), "state"),
+        (new("x", json!({"status": "ended"})), "status"),
+    ];
+    for (body, field) in cases {
+        match f.svc.create(body).await {
+            Err(ServiceError::Invalid { field: got, .. }) => assert_eq!(got, field),
+            other => panic!("expected invalid {field}, got {other:?}"),
+        }
+    }
+    assert!(
+        f.svc
+            .list(None, None, None)
+            .await
+            .expect("list")
+            .items
+            .is_empty()
+    );
+    assert!(f.rec.take().is_empty());
+    assert!(
+        serde_json::from_value::<NewCampaign>(json!({"name": "x", "extra": 1})).is_err(),
+        "unknown fields are refused"
+    );
+    f.svc.create(new("Dup", json!({}))).await.expect("first");
+    assert!(matches!(
+        f.svc.create(new("Dup", json!({}))).await,
+        Err(ServiceError::Conflict { .. })
+    ));
+    assert!(matches!(
+        f.svc.get("nope").await,
+        Err(ServiceError::NotFound { .. })
+    ));
+    assert!(matches!(
+        f.svc.list(None, Some(0), None).await,
+        Err(ServiceError::Invalid { .. })
+    ));
+    let sql = "x'); DROP TABLE service_campaign_main; --";
+    let c = f
+        .svc
+        .create(new(sql, json!({"slug": "inject"})))
+        .await
+        .expect("stored verbatim");
+    assert_eq!(f.svc.get("inject").await.expect("get").name, sql);
+    assert_eq!(c.name, sql);
+}
+
+#[tokio::test]
+async fn update_retimes_and_ends() {
+    let f = fixture().await;
+    let c = f.svc.create(new("Live", json!({}))).await.expect("create");
+    f.rec.take();
+    let u = f
+        .svc
+        .update(
+            &c.id,
+            &json!({"metadata": {"scheduling": {"frequency": 10}}}),
+        )
+        .await
+        .expect("patch");
+    assert_eq!(u.frequency_hz(), 10.0);
+    assert_eq!(f.rec.take(), vec!["upsert 10 false -"]);
+    f.svc
+        .update(&c.id, &json!({"name": "Renamed"}))
+        .await
+        .expect("rename");
+    assert!(
+        f.rec.take().is_empty(),
+        "a rename does not touch the engine"
+    );
+    for bad in [
+        json!({"metadata": {"scheduling": {"frequency": 500}}}),
+        json!({"unknown": 1}),
+        json!({"status": "paused"}),
+        json!([1]),
+    ] {
+        assert!(
+            matches!(
+                f.svc.update(&c.id, &bad).await,
+                Err(ServiceError::Invalid { .. })
+            ),
+            "{bad}"
+        );
+    }
+    assert!(matches!(
+        f.svc.update(&c.id, &json!({"status": "draft"})).await,
+        Err(ServiceError::Conflict { .. })
+    ));
+    assert_eq!(
+        f.svc.get(&c.id).await.expect("get").frequency_hz(),
+        10.0,
+        "refused patches change nothing"
+    );
+    f.svc.end(&c.id).await.expect("end");
+    assert_eq!(f.rec.take(), vec!["end"]);
+    assert!(matches!(
+        f.svc.end(&c.id).await,
+        Err(ServiceError::Conflict { .. })
+    ));
+    assert!(matches!(
+        f.svc
+            .publish(&c.id, "e", RawValue::NULL.to_owned(), false)
+            .await,
+        Err(ServiceError::Conflict { .. })
+    ));
+    let d = f
+        .svc
+        .create(new("Draft", json!({"status": "draft"})))
+        .await
+        .expect("draft");
+    f.svc
+        .update(&d.id, &json!({"status": "active"}))
+        .await
+        .expect("activate");
+    assert_eq!(f.rec.take(), vec!["upsert 1 false {}"]);
+}
+
+#[tokio::test]
+async fn state_replace_and_merge_patch() {
+    let f = fixture().await;
+    let c = f
+        .svc
+        .create(new("S", json!({"state": {"a": 1, "b": {"c": 2}}})))
+        .await
+        .expect("create");
+    f.rec.take();
+    let s = f
+        .svc
+        .change_state(&c.id, &json!({"b": {"c": null, "d": 3}, "e": 4}), false)
+        .await
+        .expect("patch");
+    assert_eq!(s, json!({"a": 1, "b": {"d": 3}, "e": 4}));
+    let s = f
+        .svc
+        .change_state(&c.id, &json!({"z": 0}), true)
+        .await
+        .expect("put");
+    assert_eq!(s, json!({"z": 0}));
+    assert_eq!(f.svc.get(&c.id).await.expect("get").state, json!({"z": 0}));
+    assert_eq!(
+        f.rec.take(),
+        vec![r#"state {"a":1,"b":{"d":3},"e":4}"#, r#"state {"z":0}"#]
+    );
+    assert!(matches!(
+        f.svc.change_state(&c.id, &json!(5), true).await,
+        Err(ServiceError::Invalid { .. })
+    ));
+    // Concurrent patches serialise: none is lost.
+    let futs: Vec<_> = (0..20)
+        .map(|i| {
+            let svc = f.svc.clone();
+            let id = c.id.clone();
+            tokio::spawn(async move {
+                svc.change_state(&id, &json!({format!("k{i}"): i}), false)
+                    .await
+            })
+        })
+        .collect();
+    for h in futs {
+        h.await.expect("task").expect("patch");
+    }
+    let state = f.svc.get(&c.id).await.expect("get").state;
+    assert_eq!(state.as_object().expect("object").len(), 21);
+}
