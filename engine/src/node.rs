@@ -254,19 +254,13 @@ impl Node {
         code
     }
 
-    /// Spawns [`Node::serve_session`] as a task that shutdown waits for.
-    pub fn spawn_session<S>(&self, campaign: String, user: String, compress: bool, ws: S)
+    /// Runs `task` (e.g. a WebSocket upgrade followed by [`Node::serve_session`]) as a task
+    /// that [`Node::shutdown`] waits for.
+    pub fn spawn_tracked<F>(&self, task: F)
     where
-        S: Stream<Item = Result<Message, WsError>>
-            + Sink<Message, Error = WsError>
-            + Send
-            + Unpin
-            + 'static,
+        F: std::future::Future<Output = ()> + Send + 'static,
     {
-        let node = self.clone();
-        self.inner.tracker.spawn(async move {
-            node.serve_session(&campaign, &user, compress, ws).await;
-        });
+        self.inner.tracker.spawn(task);
     }
 
     /// Stops the node: every campaign sends its final tick, every session is closed with

@@ -1,0 +1,186 @@
+//! Wiring: builds the database, the engine node and the services from a [`Config`], binds
+//! the listeners, and shuts everything down in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use engine::{MemoryBroker, Node};
+use services::Database;
+use services::campaign::CampaignService;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::broadcaster::EngineBroadcaster;
+use crate::config::Config;
+use crate::{http, ops};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("database {url}: {source}")]
+    Database {
+        url: String,
+        #[source]
+        source: services::ServiceError,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Opens and migrates the configured database.
+///
+/// # Errors
+/// [`StartError::Database`].
+pub async fn open_database(config: &Config) -> Result<Database, StartError> {
+    let url = config.database_url();
+    let err = |source| StartError::Database {
+        url: url.clone(),
+        source,
+    };
+    let db = Database::connect(&url).await.map_err(err)?;
+    db.migrate().await.map_err(err)?;
+    Ok(db)
+}
+
+/// A started node.
+pub struct Running {
+    /// Where REST and WebSocket listen (the real port when the config said 0).
+    pub http_addr: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` listen.
+    pub metrics_addr: SocketAddr,
+    pub node: Node,
+    pub campaigns: CampaignService,
+    db: Database,
+    config: Arc<Config>,
+    stop_http: CancellationToken,
+    http_task: JoinHandle<()>,
+    stop_ops: CancellationToken,
+    ops_task: JoinHandle<()>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Starts a node: database, engine, every active campaign's task, and both listeners.
+///
+/// # Errors
+/// [`StartError`] when the database cannot be opened or a port cannot be bound.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let metrics = ops::recorder();
+    let db = open_database(&config).await?;
+    let http_listener = bind(config.http_addr).await?;
+    let ops_listener = bind(config.metrics_addr).await?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            addr: config.http_addr,
+            source,
+        })?;
+    let metrics_addr = ops_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            addr: config.metrics_addr,
+            source,
+        })?;
+    let mut config = config;
+    if config.node_id.is_none() {
+        // Name the node after the port it really got.
+        config.http_addr = http_addr;
+        config.node_id = Some(config.node_id());
+    }
+    let config = Arc::new(config);
+
+    let node = Node::new(config.engine(), Arc::new(MemoryBroker::new()));
+    let campaigns = CampaignService::new(
+        db.clone(),
+        Arc::new(EngineBroadcaster { node: node.clone() }),
+    );
+    let started = campaigns
+        .start_all()
+        .await
+        .map_err(|source| StartError::Database {
+            url: config.database_url(),
+            source,
+        })?;
+
+    let stop_http = CancellationToken::new();
+    let app = http::router(http::AppState {
+        node: node.clone(),
+        campaigns: campaigns.clone(),
+        config: config.clone(),
+    });
+    let http_task = tokio::spawn({
+        let stop = stop_http.clone();
+        async move {
+            let serve =
+                axum::serve(http_listener, app).with_graceful_shutdown(stop.cancelled_owned());
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        }
+    });
+    let stop_ops = CancellationToken::new();
+    let ops_app = ops::router(ops::OpsState {
+        metrics,
+        node: node.clone(),
+        db: db.clone(),
+    });
+    let ops_task = tokio::spawn({
+        let stop = stop_ops.clone();
+        async move {
+            let serve =
+                axum::serve(ops_listener, ops_app).with_graceful_shutdown(stop.cancelled_owned());
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "metrics server failed");
+            }
+        }
+    });
+    tracing::info!(
+        node = node.id(),
+        http = %http_addr,
+        metrics = %metrics_addr,
+        database = %config.database_url(),
+        campaigns = started,
+        "node started"
+    );
+    Ok(Running {
+        http_addr,
+        metrics_addr,
+        node,
+        campaigns,
+        db,
+        config,
+        stop_http,
+        http_task,
+        stop_ops,
+        ops_task,
+    })
+}
+
+impl Running {
+    /// Stops the node: stops accepting, keeps broadcasting for `shutdown_drain`, lets every
+    /// campaign send its final tick, closes every session with 1001, and waits for all tasks
+    /// up to `shutdown_timeout`. Returns whether everything finished in time.
+    pub async fn shutdown(self) -> bool {
+        tracing::info!(drain = ?self.config.shutdown_drain, "shutting down");
+        self.stop_http.cancel();
+        if !self.config.shutdown_drain.is_zero() {
+            tokio::time::sleep(self.config.shutdown_drain).await;
+        }
+        let clean = self.node.shutdown(self.config.shutdown_timeout).await;
+        let _ = tokio::time::timeout(self.config.shutdown_timeout, self.http_task).await;
+        self.stop_ops.cancel();
+        let _ = self.ops_task.await;
+        self.db.close().await;
+        tracing::info!(clean, "node stopped");
+        clean
+    }
+}

@@ -1,0 +1,79 @@
+//! The services' [`Broadcaster`] implemented with the engine's [`Node`].
+
+use engine::broker::CampaignSpec;
+use engine::{EngineError, Node};
+use serde_json::value::RawValue;
+use services::campaign::{BoxFuture, BroadcastError, Broadcaster, LiveCampaign};
+
+/// Hands service-layer changes to the engine.
+pub struct EngineBroadcaster {
+    pub node: Node,
+}
+
+fn map(e: EngineError) -> BroadcastError {
+    match e {
+        EngineError::UnknownCampaign { .. } => BroadcastError::NotLive,
+        EngineError::FrequencyOutOfRange { .. } | EngineError::InvalidEventName { .. } => {
+            BroadcastError::Rejected(e.to_string())
+        }
+        EngineError::ShuttingDown | EngineError::Broker(_) => {
+            BroadcastError::Unavailable(e.to_string())
+        }
+    }
+}
+
+impl Broadcaster for EngineBroadcaster {
+    fn upsert(&self, c: LiveCampaign) -> BoxFuture<'_, Result<(), BroadcastError>> {
+        Box::pin(async move {
+            let spec = CampaignSpec {
+                id: c.id,
+                frequency_hz: c.frequency_hz,
+                client_events: c.client_events,
+                state: c.state,
+            };
+            self.node.upsert_campaign(spec).await.map_err(map)
+        })
+    }
+
+    fn end(&self, id: &str) -> BoxFuture<'_, Result<(), BroadcastError>> {
+        let id = id.to_owned();
+        Box::pin(async move { self.node.end_campaign(&id).await.map_err(map) })
+    }
+
+    fn state(&self, id: &str, state: Box<RawValue>) -> BoxFuture<'_, Result<(), BroadcastError>> {
+        let id = id.to_owned();
+        Box::pin(async move { self.node.set_state(&id, state).await.map_err(map) })
+    }
+
+    fn publish(
+        &self,
+        id: &str,
+        name: &str,
+        data: Box<RawValue>,
+        immediate: bool,
+    ) -> BoxFuture<'_, Result<u64, BroadcastError>> {
+        let (id, name) = (id.to_owned(), name.to_owned());
+        Box::pin(async move {
+            self.node
+                .publish_event(&id, &name, data, immediate)
+                .await
+                .map_err(map)
+        })
+    }
+
+    fn message(
+        &self,
+        id: &str,
+        user: &str,
+        name: &str,
+        data: Box<RawValue>,
+    ) -> BoxFuture<'_, Result<u64, BroadcastError>> {
+        let (id, user, name) = (id.to_owned(), user.to_owned(), name.to_owned());
+        Box::pin(async move {
+            self.node
+                .send_to_user(&id, &user, &name, data)
+                .await
+                .map_err(map)
+        })
+    }
+}

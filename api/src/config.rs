@@ -1,0 +1,393 @@
+//! Node configuration, layered: built-in defaults < `ovasabi.toml` (or `--config` /
+//! `OVASABI_CONFIG`) < environment (`DATABASE_URL`, `REDIS_URL`, `OVASABI_<KEY>`) <
+//! command-line flags (`--<key>`). Every key is flat and spelled the same way in each layer
+//! (`send_queue_capacity` / `OVASABI_SEND_QUEUE_CAPACITY` / `--send-queue-capacity`).
+//! Durations are strings such as `"250ms"` or `"30s"`. An invalid value is a [`ConfigError`]
+//! that names the key; `main` exits with code 64 on it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::{Dict, Value};
+use serde::{Deserialize, Serialize};
+
+/// The configuration file read when neither `--config` nor `OVASABI_CONFIG` names one.
+pub const DEFAULT_CONFIG_FILE: &str = "ovasabi.toml";
+
+/// Every setting of a node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// REST, WebSocket and the web page.
+    pub http_addr: SocketAddr,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub metrics_addr: SocketAddr,
+    /// Name of this node (default: host name and HTTP port).
+    pub node_id: Option<String>,
+    /// `sqlite://...`; default: a file under `data_dir`.
+    pub database_url: Option<String>,
+    /// Where the default SQLite file lives.
+    pub data_dir: PathBuf,
+    /// Redis for a cluster of nodes (not in this build: set, it stops the node at start).
+    pub redis_url: Option<String>,
+    /// `text` or `json` log lines.
+    pub log_format: String,
+    /// Largest REST request body, in bytes.
+    pub max_body_size: usize,
+
+    pub send_queue_capacity: usize,
+    /// Consecutive drops that close a slow session with 4008 (0 = never).
+    pub slow_close_drops: u32,
+    /// Time with a full queue that closes a slow session with 4008 (0s = never).
+    #[serde(with = "duration")]
+    pub slow_close_after: Duration,
+    #[serde(with = "duration")]
+    pub ping_interval: Duration,
+    #[serde(with = "duration")]
+    pub pong_timeout: Duration,
+    /// Largest inbound WebSocket message, in bytes (over it: close 1009).
+    pub max_message_size: usize,
+    pub client_event_rate: f64,
+    pub client_event_burst: u32,
+    pub client_event_abuse_limit: u32,
+    pub campaign_inbox_capacity: usize,
+    pub max_pending_events: usize,
+    /// Per-connection read buffer of the WebSocket codec, in bytes.
+    pub ws_read_buffer_size: usize,
+    /// Bytes buffered before the WebSocket codec writes to the socket.
+    pub ws_write_buffer_size: usize,
+    /// Most bytes a slow connection's codec may buffer before writes wait.
+    pub ws_max_write_buffer_size: usize,
+    #[serde(with = "duration")]
+    pub close_timeout: Duration,
+    /// After SIGTERM: how long to keep broadcasting before the final ticks.
+    #[serde(with = "duration")]
+    pub shutdown_drain: Duration,
+    /// After the final ticks: how long to wait for every task before exiting anyway.
+    #[serde(with = "duration")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let e = engine::Config::default();
+        Self {
+            http_addr: SocketAddr::from(([0, 0, 0, 0], 8090)),
+            metrics_addr: SocketAddr::from(([0, 0, 0, 0], 9090)),
+            node_id: None,
+            database_url: None,
+            data_dir: PathBuf::from("data"),
+            redis_url: None,
+            log_format: "text".to_owned(),
+            max_body_size: 1024 * 1024,
+            send_queue_capacity: e.send_queue_capacity,
+            slow_close_drops: e.slow_close_drops,
+            slow_close_after: e.slow_close_after,
+            ping_interval: e.ping_interval,
+            pong_timeout: e.pong_timeout,
+            max_message_size: e.max_message_size,
+            client_event_rate: e.client_event_rate,
+            client_event_burst: e.client_event_burst,
+            client_event_abuse_limit: e.client_event_abuse_limit,
+            campaign_inbox_capacity: e.campaign_inbox_capacity,
+            max_pending_events: e.max_pending_events,
+            ws_read_buffer_size: 4 * 1024,
+            ws_write_buffer_size: 16 * 1024,
+            ws_max_write_buffer_size: 1024 * 1024,
+            close_timeout: e.close_timeout,
+            shutdown_drain: Duration::ZERO,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Every key, as spelled in the TOML file (and, upper-cased, after `OVASABI_`).
+pub const KEYS: &[&str] = &[
+    "http_addr",
+    "metrics_addr",
+    "node_id",
+    "database_url",
+    "data_dir",
+    "redis_url",
+    "log_format",
+    "max_body_size",
+    "send_queue_capacity",
+    "slow_close_drops",
+    "slow_close_after",
+    "ping_interval",
+    "pong_timeout",
+    "max_message_size",
+    "client_event_rate",
+    "client_event_burst",
+    "client_event_abuse_limit",
+    "campaign_inbox_capacity",
+    "max_pending_events",
+    "ws_read_buffer_size",
+    "ws_write_buffer_size",
+    "ws_max_write_buffer_size",
+    "close_timeout",
+    "shutdown_drain",
+    "shutdown_timeout",
+];
+
+/// A configuration value that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: &str, message: impl Into<String>) -> Self {
+        Self {
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads the layers. `file` is the `--config` flag; `flags` the other flags given, as
+    /// `(key, value)` pairs (values parsed like environment values).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first bad key.
+    pub fn load(file: Option<PathBuf>, flags: &[(String, String)]) -> Result<Self, ConfigError> {
+        let env_file = std::env::var_os("OVASABI_CONFIG").map(PathBuf::from);
+        let explicit = file.or(env_file);
+        let path = explicit
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_FILE));
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if path.exists() {
+            figment = figment.merge(Toml::file_exact(&path));
+        } else if explicit.is_some() {
+            return Err(ConfigError::new(
+                "config",
+                format!("file {} does not exist", path.display()),
+            ));
+        }
+        let mut cli = Dict::new();
+        for (key, value) in flags {
+            let v: Value = value.parse().unwrap_or_else(|_| Value::from(value.clone()));
+            cli.insert(key.clone(), v);
+        }
+        figment = figment
+            .merge(Env::raw().only(&["database_url", "redis_url"]))
+            .merge(Env::prefixed("OVASABI_").only(KEYS))
+            .merge(Serialized::globals(cli));
+        let config: Config = figment.extract().map_err(|e| {
+            let key = e
+                .path
+                .last()
+                .cloned()
+                .unwrap_or_else(|| "config".to_owned());
+            ConfigError::new(&key, e.to_string())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("send_queue_capacity", self.send_queue_capacity),
+            ("max_message_size", self.max_message_size),
+            ("campaign_inbox_capacity", self.campaign_inbox_capacity),
+            ("max_pending_events", self.max_pending_events),
+            ("max_body_size", self.max_body_size),
+            ("client_event_burst", self.client_event_burst as usize),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return Err(ConfigError::new(key, "must be at least 1"));
+            }
+        }
+        if self.ws_read_buffer_size < 256 {
+            return Err(ConfigError::new(
+                "ws_read_buffer_size",
+                "must be at least 256 bytes",
+            ));
+        }
+        if self.ws_max_write_buffer_size <= self.ws_write_buffer_size {
+            return Err(ConfigError::new(
+                "ws_max_write_buffer_size",
+                "must be larger than ws_write_buffer_size",
+            ));
+        }
+        if !(self.client_event_rate.is_finite() && self.client_event_rate > 0.0) {
+            return Err(ConfigError::new(
+                "client_event_rate",
+                "must be a positive number of events per second",
+            ));
+        }
+        for (key, d) in [
+            ("ping_interval", self.ping_interval),
+            ("pong_timeout", self.pong_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::new(key, "must be longer than 0s"));
+            }
+        }
+        if self.pong_timeout <= self.ping_interval {
+            return Err(ConfigError::new(
+                "pong_timeout",
+                "must be longer than ping_interval",
+            ));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(ConfigError::new(
+                "log_format",
+                "must be \"text\" or \"json\"",
+            ));
+        }
+        if let Some(url) = &self.database_url {
+            if !url.starts_with("sqlite:") {
+                return Err(ConfigError::new(
+                    "database_url",
+                    "only sqlite://... is supported by this build (Postgres comes with the cluster work)",
+                ));
+            }
+        }
+        if self.redis_url.is_some() {
+            return Err(ConfigError::new(
+                "redis_url",
+                "this build has no Redis broker yet; unset REDIS_URL to run a single node",
+            ));
+        }
+        if let Some(id) = &self.node_id {
+            if id.is_empty() || id.len() > 128 {
+                return Err(ConfigError::new("node_id", "must have 1-128 characters"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("ovasabi.db").display()))
+    }
+
+    /// The node name in effect.
+    pub fn node_id(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            let host = gethostname::gethostname().to_string_lossy().into_owned();
+            format!("{host}:{}", self.http_addr.port())
+        })
+    }
+
+    /// The engine's part.
+    pub fn engine(&self) -> engine::Config {
+        engine::Config {
+            node_id: self.node_id(),
+            send_queue_capacity: self.send_queue_capacity,
+            slow_close_drops: self.slow_close_drops,
+            slow_close_after: self.slow_close_after,
+            ping_interval: self.ping_interval,
+            pong_timeout: self.pong_timeout,
+            max_message_size: self.max_message_size,
+            client_event_rate: self.client_event_rate,
+            client_event_burst: self.client_event_burst,
+            client_event_abuse_limit: self.client_event_abuse_limit,
+            campaign_inbox_capacity: self.campaign_inbox_capacity,
+            max_pending_events: self.max_pending_events,
+            close_timeout: self.close_timeout,
+        }
+    }
+}
+
+/// Durations as human-readable strings ("250ms", "30s", "1m").
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            D::Error::custom(format!(
+                "{s:?} is not a duration like \"250ms\" or \"30s\": {e}"
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_match_the_design() {
+        let c = Config::load(None, &[]).expect("defaults");
+        assert_eq!(c.http_addr.port(), 8090);
+        assert_eq!(c.metrics_addr.port(), 9090);
+        assert_eq!(c.send_queue_capacity, 256);
+        assert_eq!(c.ping_interval, Duration::from_secs(30));
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
+        assert!(c.database_url().starts_with("sqlite://data/"));
+    }
+
+    #[test]
+    fn flags_override_and_bad_values_name_their_key() {
+        let c = Config::load(
+            None,
+            &flags(&[
+                ("send_queue_capacity", "8"),
+                ("ping_interval", "250ms"),
+                ("pong_timeout", "1s"),
+            ]),
+        )
+        .expect("valid flags");
+        assert_eq!(c.send_queue_capacity, 8);
+        assert_eq!(c.ping_interval, Duration::from_millis(250));
+        for (key, value) in [
+            ("send_queue_capacity", "many"),
+            ("send_queue_capacity", "0"),
+            ("ping_interval", "soon"),
+            ("http_addr", "not-an-address"),
+            ("log_format", "xml"),
+            ("client_event_rate", "-1"),
+        ] {
+            let err = Config::load(None, &flags(&[(key, value)])).expect_err("invalid");
+            assert_eq!(err.key, key, "{err}");
+        }
+    }
+
+    #[test]
+    fn toml_file_is_read_and_unknown_keys_are_refused() {
+        let dir = std::env::temp_dir().join(format!("ovasabi-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let good = dir.join("good.toml");
+        std::fs::write(
+            &good,
+            "send_queue_capacity = 32\nslow_close_after = \"5s\"\n",
+        )
+        .expect("write");
+        let c = Config::load(Some(good.clone()), &flags(&[("send_queue_capacity", "64")]))
+            .expect("file");
+        assert_eq!(c.send_queue_capacity, 64, "flags beat the file");
+        assert_eq!(c.slow_close_after, Duration::from_secs(5));
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "send_queue_capcity = 32\n").expect("write");
+        assert!(Config::load(Some(bad), &[]).is_err());
+        let missing = Config::load(Some(dir.join("missing.toml")), &[]).expect_err("missing file");
+        assert_eq!(missing.key, "config");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,175 @@
+//! REST handlers for campaigns: thin adapters over [`CampaignService`] and the engine's stats.
+//!
+//! [`CampaignService`]: services::campaign::CampaignService
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use services::campaign::{NewCampaign, Status};
+
+use super::{AppState, check_user_id};
+use crate::error::ApiError;
+
+/// Largest `data` of an event or message, in bytes.
+pub const MAX_EVENT_DATA: usize = 64 * 1024;
+
+type JsonBody<T> = Result<Json<T>, JsonRejection>;
+type IdPath = Result<Path<String>, PathRejection>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+pub async fn list(
+    State(app): State<AppState>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(q) = q?;
+    let status = match q.status.as_deref() {
+        None => None,
+        Some("draft") => Some(Status::Draft),
+        Some("active") => Some(Status::Active),
+        Some("ended") => Some(Status::Ended),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "status {other:?}: expected draft, active or ended"
+            )));
+        }
+    };
+    Ok(Json(
+        app.campaigns
+            .list(status, q.limit, q.cursor.as_deref())
+            .await?,
+    ))
+}
+
+pub async fn create(
+    State(app): State<AppState>,
+    body: JsonBody<NewCampaign>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Json(new) = body?;
+    let c = app.campaigns.create(new).await?;
+    Ok((StatusCode::CREATED, Json(c)))
+}
+
+pub async fn get(State(app): State<AppState>, id: IdPath) -> Result<impl IntoResponse, ApiError> {
+    let Path(id) = id?;
+    Ok(Json(app.campaigns.get(&id).await?))
+}
+
+pub async fn update(
+    State(app): State<AppState>,
+    id: IdPath,
+    body: JsonBody<Value>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (Path(id), Json(patch)) = (id?, body?);
+    Ok(Json(app.campaigns.update(&id, &patch).await?))
+}
+
+pub async fn end(State(app): State<AppState>, id: IdPath) -> Result<impl IntoResponse, ApiError> {
+    let Path(id) = id?;
+    Ok(Json(app.campaigns.end(&id).await?))
+}
+
+pub async fn put_state(
+    State(app): State<AppState>,
+    id: IdPath,
+    body: JsonBody<Value>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (Path(id), Json(state)) = (id?, body?);
+    Ok(Json(app.campaigns.change_state(&id, &state, true).await?))
+}
+
+pub async fn patch_state(
+    State(app): State<AppState>,
+    id: IdPath,
+    body: JsonBody<Value>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (Path(id), Json(patch)) = (id?, body?);
+    Ok(Json(app.campaigns.change_state(&id, &patch, false).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventBody {
+    name: String,
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
+    #[serde(default)]
+    immediate: bool,
+}
+
+fn event_data(data: Option<Box<RawValue>>) -> Result<Box<RawValue>, ApiError> {
+    let data = data.unwrap_or_else(|| RawValue::NULL.to_owned());
+    if data.get().len() > MAX_EVENT_DATA {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("data is larger than {MAX_EVENT_DATA} bytes"),
+        ));
+    }
+    Ok(data)
+}
+
+pub async fn publish(
+    State(app): State<AppState>,
+    id: IdPath,
+    body: JsonBody<EventBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (Path(id), Json(e)) = (id?, body?);
+    let data = event_data(e.data)?;
+    let seq = app
+        .campaigns
+        .publish(&id, &e.name, data, e.immediate)
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"seq": seq}))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageBody {
+    name: String,
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
+}
+
+pub async fn message(
+    State(app): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: JsonBody<MessageBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (Path((id, user)), Json(m)) = (path?, body?);
+    check_user_id(&user)?;
+    let data = event_data(m.data)?;
+    let seq = app.campaigns.message(&id, &user, &m.name, data).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"seq": seq}))))
+}
+
+pub async fn stats(State(app): State<AppState>, id: IdPath) -> Result<impl IntoResponse, ApiError> {
+    let Path(id) = id?;
+    let c = app.campaigns.get(&id).await?;
+    let s = app.node.stats(&c.id);
+    let connections = s.as_ref().map_or(0, |s| s.connections);
+    Ok(Json(json!({
+        "campaign": c.id,
+        "status": c.status,
+        "node": app.node.id(),
+        // One node: the cluster is this node.
+        "connections": {"node": connections, "cluster": connections},
+        "frames_sent": s.as_ref().map_or(0, |s| s.frames_sent),
+        "frames_dropped": s.as_ref().map_or(0, |s| s.frames_dropped),
+        "events": s.as_ref().map_or(0, |s| s.events),
+        "seq": s.as_ref().map_or(0, |s| s.seq),
+        "frequency_hz": c.frequency_hz(),
+        "tick_rate_hz": s.as_ref().map_or(0.0, |s| s.tick_rate_hz),
+    })))
+}

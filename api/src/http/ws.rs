@@ -1,0 +1,135 @@
+//! `GET /ws/{campaign_id}/{user_id}`: checks the request before the upgrade (unknown campaign
+//! 404, bad input 400), answers `101 Switching Protocols` itself, and hands the upgraded
+//! connection to the engine with small per-connection codec buffers.
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use engine::tokio_tungstenite::WebSocketStream;
+use engine::tungstenite::handshake::derive_accept_key;
+use engine::tungstenite::protocol::{Role, WebSocketConfig};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+
+use super::{AppState, check_user_id};
+use crate::error::ApiError;
+
+#[derive(Deserialize)]
+pub struct WsQuery {
+    /// `deflate`: tick frames as binary raw-deflate frames.
+    compress: Option<String>,
+}
+
+fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+pub async fn upgrade(
+    State(app): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<WsQuery>, QueryRejection>,
+    mut req: Request,
+) -> Result<Response, ApiError> {
+    let Path((campaign, user)) = path?;
+    let Query(query) = query?;
+    check_user_id(&user)?;
+    let compress = match query.compress.as_deref() {
+        None | Some("") | Some("none") => false,
+        Some("deflate") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "compress={other:?}: the only supported value is \"deflate\""
+            )));
+        }
+    };
+    let headers = req.headers();
+    if req.method() != Method::GET
+        || !header_has_token(headers, header::CONNECTION, "upgrade")
+        || !header_has_token(headers, header::UPGRADE, "websocket")
+    {
+        return Err(ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade_required",
+            "this endpoint speaks WebSocket: send Connection: Upgrade and Upgrade: websocket",
+        ));
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v != "13")
+    {
+        return Err(ApiError::bad_request("Sec-WebSocket-Version must be 13"));
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return Err(ApiError::bad_request("Sec-WebSocket-Key is missing"));
+    };
+    let accept = derive_accept_key(key.as_bytes());
+
+    // The path may name the campaign by id or by slug.
+    let id = if app.node.has_campaign(&campaign) {
+        campaign
+    } else {
+        match app.campaigns.get(&campaign).await {
+            Ok(c) if app.node.has_campaign(&c.id) => c.id,
+            Ok(c) => {
+                return Err(ApiError::not_found(format!(
+                    "campaign {:?} is {}, not live",
+                    campaign,
+                    c.status.as_str()
+                )));
+            }
+            Err(services::ServiceError::NotFound { .. }) => {
+                return Err(ApiError::not_found(format!(
+                    "campaign {campaign:?} not found"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return Err(ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade_required",
+            "this connection cannot be upgraded (HTTP/1.1 is required)",
+        ));
+    };
+    let cfg = &app.config;
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(cfg.ws_read_buffer_size)
+        .write_buffer_size(cfg.ws_write_buffer_size)
+        .max_write_buffer_size(cfg.ws_max_write_buffer_size)
+        .max_message_size(Some(cfg.max_message_size))
+        .max_frame_size(Some(cfg.max_message_size));
+    let node = app.node.clone();
+    app.node.spawn_tracked(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(ws_config),
+                )
+                .await;
+                node.serve_session(&id, &user, compress, ws).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
+        }
+    });
+
+    let mut res = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept)
+            .map_err(|_| ApiError::bad_request("bad Sec-WebSocket-Key"))?,
+    );
+    Ok(res)
+}

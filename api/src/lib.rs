@@ -1,0 +1,17 @@
+//! The OVASABI node: composes the engine and the services, serves REST + WebSocket on `:8090`
+//! and metrics and health on `:9090`, reads the layered configuration, and shuts down
+//! gracefully. The only crate that reads the environment, binds ports, or knows HTTP.
+//!
+//! # Layout
+//! * [`config`]: layered configuration and its validation.
+//! * [`app`]: wiring, start and ordered shutdown.
+//! * [`http`]: REST, WebSocket upgrade and the web page; [`error`]: errors as JSON.
+//! * [`ops`]: `/metrics`, `/healthz`, `/readyz`.
+//! * [`broadcaster`]: the services' broadcaster implemented with the engine.
+
+pub mod app;
+pub mod broadcaster;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod ops;

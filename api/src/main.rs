@@ -1,0 +1,194 @@
+//! `ovasabi`: runs a node (`ovasabi` or `ovasabi serve`) or applies migrations
+//! (`ovasabi migrate`). Configuration: see `api::config`; an invalid value exits with 64.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use api::config::Config;
+use clap::{Parser, Subcommand};
+
+/// Exit code for a configuration error (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+macro_rules! flags {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Flags overriding configuration keys (same names as the TOML keys).
+        #[derive(clap::Args, Debug)]
+        struct Flags {
+            $( $(#[$doc])* #[arg(long, global = true, value_name = "VALUE")] $name: Option<String>, )*
+        }
+
+        impl Flags {
+            fn pairs(&self) -> Vec<(String, String)> {
+                let mut pairs = Vec::new();
+                $( if let Some(v) = &self.$name { pairs.push((stringify!($name).to_owned(), v.clone())); } )*
+                pairs
+            }
+        }
+    };
+}
+
+flags! {
+    /// REST + WebSocket address [default: 0.0.0.0:8090]
+    http_addr,
+    /// /metrics, /healthz, /readyz address [default: 0.0.0.0:9090]
+    metrics_addr,
+    /// Node name [default: host name and HTTP port]
+    node_id,
+    /// Database URL [default: sqlite://data/ovasabi.db]
+    database_url,
+    /// Folder of the default SQLite file [default: data]
+    data_dir,
+    /// Redis URL (a cluster; not in this build)
+    redis_url,
+    /// Log format: text or json [default: text]
+    log_format,
+    /// Largest REST request body in bytes [default: 1048576]
+    max_body_size,
+    /// Frames a session's queue holds before dropping [default: 256]
+    send_queue_capacity,
+    /// Consecutive drops that close a slow session with 4008; 0 = never [default: 0]
+    slow_close_drops,
+    /// Time with a full queue that closes a slow session with 4008; 0s = never [default: 0s]
+    slow_close_after,
+    /// Server ping interval [default: 30s]
+    ping_interval,
+    /// Close a session silent for this long [default: 60s]
+    pong_timeout,
+    /// Largest inbound WebSocket message in bytes; over it close 1009 [default: 65536]
+    max_message_size,
+    /// Client events per second per session [default: 10]
+    client_event_rate,
+    /// Client event burst per session [default: 20]
+    client_event_burst,
+    /// Rejected client events in 10 s that close the session with 1008 [default: 100]
+    client_event_abuse_limit,
+    /// Inputs a campaign task buffers [default: 8192]
+    campaign_inbox_capacity,
+    /// Events one tick may carry [default: 10000]
+    max_pending_events,
+    /// WebSocket read buffer per connection in bytes [default: 4096]
+    ws_read_buffer_size,
+    /// WebSocket write buffer per connection in bytes [default: 16384]
+    ws_write_buffer_size,
+    /// Most bytes a connection may buffer for writing [default: 1048576]
+    ws_max_write_buffer_size,
+    /// Time a closing session may take to flush [default: 2s]
+    close_timeout,
+    /// After SIGTERM, keep broadcasting this long before the final ticks [default: 0s]
+    shutdown_drain,
+    /// Wait at most this long for every task at shutdown [default: 10s]
+    shutdown_timeout,
+}
+
+/// The OVASABI real-time broadcast node.
+#[derive(Parser, Debug)]
+#[command(name = "ovasabi", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Configuration file [default: ovasabi.toml when present; env OVASABI_CONFIG]
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    flags: Flags,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a node (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_CONFIG } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let config = match Config::load(cli.config.clone(), &cli.flags.pairs()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ovasabi: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_tracing(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ovasabi: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve(config).await,
+            Command::Migrate => migrate(config).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "ovasabi failed");
+            eprintln!("ovasabi: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
+    if config.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let running = api::app::start(config)
+        .await
+        .context("cannot start the node")?;
+    println!(
+        "ovasabi listening: http://{} (REST, WebSocket, web page), http://{}/metrics",
+        running.http_addr, running.metrics_addr
+    );
+    wait_for_signal().await?;
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn migrate(config: Config) -> anyhow::Result<()> {
+    let db = api::app::open_database(&config)
+        .await
+        .context("migration failed")?;
+    db.close().await;
+    println!("ovasabi: migrations applied to {}", config.database_url());
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot listen for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
