@@ -59,8 +59,6 @@ pub struct Config {
     pub ws_read_buffer_size: usize,
     /// Bytes buffered before the WebSocket codec writes to the socket.
     pub ws_write_buffer_size: usize,
-    /// Most bytes a slow connection's codec may buffer before writes wait.
-    pub ws_max_write_buffer_size: usize,
     #[serde(with = "duration")]
     pub close_timeout: Duration,
     /// After SIGTERM: how long to keep broadcasting before the final ticks.
@@ -96,7 +94,6 @@ impl Default for Config {
             max_pending_events: e.max_pending_events,
             ws_read_buffer_size: 4 * 1024,
             ws_write_buffer_size: 16 * 1024,
-            ws_max_write_buffer_size: 1024 * 1024,
             close_timeout: e.close_timeout,
             shutdown_drain: Duration::ZERO,
             shutdown_timeout: Duration::from_secs(10),
@@ -127,7 +124,6 @@ pub const KEYS: &[&str] = &[
     "max_pending_events",
     "ws_read_buffer_size",
     "ws_write_buffer_size",
-    "ws_max_write_buffer_size",
     "close_timeout",
     "shutdown_drain",
     "shutdown_timeout",
@@ -212,12 +208,6 @@ impl Config {
                 "must be at least 256 bytes",
             ));
         }
-        if self.ws_max_write_buffer_size <= self.ws_write_buffer_size {
-            return Err(ConfigError::new(
-                "ws_max_write_buffer_size",
-                "must be larger than ws_write_buffer_size",
-            ));
-        }
         if !(self.client_event_rate.is_finite() && self.client_event_rate > 0.0) {
             return Err(ConfigError::new(
                 "client_event_rate",
@@ -244,13 +234,13 @@ impl Config {
                 "must be \"text\" or \"json\"",
             ));
         }
-        if let Some(url) = &self.database_url {
-            if !url.starts_with("sqlite:") {
-                return Err(ConfigError::new(
-                    "database_url",
-                    "only sqlite://... is supported by this build (Postgres comes with the cluster work)",
-                ));
-            }
+        if let Some(url) = &self.database_url
+            && !url.starts_with("sqlite:")
+        {
+            return Err(ConfigError::new(
+                "database_url",
+                "only sqlite://... is supported by this build (Postgres comes with the cluster work)",
+            ));
         }
         if self.redis_url.is_some() {
             return Err(ConfigError::new(
@@ -258,10 +248,10 @@ impl Config {
                 "this build has no Redis broker yet; unset REDIS_URL to run a single node",
             ));
         }
-        if let Some(id) = &self.node_id {
-            if id.is_empty() || id.len() > 128 {
-                return Err(ConfigError::new("node_id", "must have 1-128 characters"));
-            }
+        if let Some(id) = &self.node_id
+            && (id.is_empty() || id.len() > 128)
+        {
+            return Err(ConfigError::new("node_id", "must have 1-128 characters"));
         }
         Ok(())
     }

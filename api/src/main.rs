@@ -72,8 +72,6 @@ flags! {
     ws_read_buffer_size,
     /// WebSocket write buffer per connection in bytes [default: 16384]
     ws_write_buffer_size,
-    /// Most bytes a connection may buffer for writing [default: 1048576]
-    ws_max_write_buffer_size,
     /// Time a closing session may take to flush [default: 2s]
     close_timeout,
     /// After SIGTERM, keep broadcasting this long before the final ticks [default: 0s]

@@ -309,11 +309,11 @@ impl NodeInner {
         if self.shutdown.is_cancelled() {
             return;
         }
-        if let Some(c) = self.hub.get(spec.id.as_str()) {
-            if !c.is_ended() {
-                c.send(Input::Configure(spec), self);
-                return;
-            }
+        if let Some(c) = self.hub.get(spec.id.as_str())
+            && !c.is_ended()
+        {
+            c.send(Input::Configure(spec), self);
+            return;
         }
         let (task, shared) = Campaign::new(spec, self.clone());
         self.hub.insert(shared.id.clone(), shared);

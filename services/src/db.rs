@@ -51,15 +51,15 @@ impl Database {
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
         let file = options.get_filename();
-        if file != Path::new(":memory:") {
-            if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    ServiceError::invalid(
-                        "database_url",
-                        format!("cannot create {}: {e}", dir.display()),
-                    )
-                })?;
-            }
+        if file != Path::new(":memory:")
+            && let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                ServiceError::invalid(
+                    "database_url",
+                    format!("cannot create {}: {e}", dir.display()),
+                )
+            })?;
         }
         // An in-memory database exists per connection: keep exactly one.
         let max = if file == Path::new(":memory:") { 1 } else { 8 };

@@ -103,7 +103,6 @@ pub async fn upgrade(
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(cfg.ws_read_buffer_size)
         .write_buffer_size(cfg.ws_write_buffer_size)
-        .max_write_buffer_size(cfg.ws_max_write_buffer_size)
         .max_message_size(Some(cfg.max_message_size))
         .max_frame_size(Some(cfg.max_message_size));
     let node = app.node.clone();

@@ -210,13 +210,13 @@ pub(crate) fn validate_metadata(metadata: &Value) -> Result<(), ServiceError> {
             ));
         }
     }
-    if let Some(v) = metadata.pointer("/custom_rules/client_events") {
-        if !v.is_boolean() {
-            return Err(ServiceError::invalid(
-                "metadata.custom_rules.client_events",
-                "must be true or false",
-            ));
-        }
+    if let Some(v) = metadata.pointer("/custom_rules/client_events")
+        && !v.is_boolean()
+    {
+        return Err(ServiceError::invalid(
+            "metadata.custom_rules.client_events",
+            "must be true or false",
+        ));
     }
     Ok(())
 }

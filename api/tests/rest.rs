@@ -1,0 +1,286 @@
+//! REST end-to-end against a node on port 0: every endpoint's happy path and the bad inputs.
+
+mod common;
+
+use common::TestNode;
+use serde_json::{Value, json};
+
+fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["error"]["code"], want_code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn campaign_crud_state_events_and_stats() {
+    let node = TestNode::start().await;
+    let (status, c) = node
+        .call(
+            "POST",
+            "/api/campaigns",
+            Some(json!({"name": "Spring sale", "slug": "spring-sale", "metadata": {"scheduling": {"frequency": 5}}, "state": {"score": 0}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{c}");
+    assert_eq!(c["slug"], "spring-sale");
+    assert_eq!(c["status"], "active");
+    let id = c["id"].as_str().expect("id").to_owned();
+    let (status, got) = node
+        .call("GET", &format!("/api/campaigns/{id}"), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(got["state"], json!({"score": 0}));
+    let (_, by_slug) = node.call("GET", "/api/campaigns/spring-sale", None).await;
+    assert_eq!(by_slug["id"], id.as_str());
+    let (status, list) = node
+        .call("GET", "/api/campaigns?status=active&limit=10", None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(list["items"].as_array().expect("items").len(), 1);
+
+    let (status, s) = node
+        .call(
+            "PUT",
+            &format!("/api/campaigns/{id}/state"),
+            Some(json!({"score": 3, "half": 1})),
+        )
+        .await;
+    assert_eq!((status, s.clone()), (200, json!({"score": 3, "half": 1})));
+    let (status, s) = node
+        .call(
+            "PATCH",
+            &format!("/api/campaigns/{id}/state"),
+            Some(json!({"score": 4, "half": null})),
+        )
+        .await;
+    assert_eq!((status, s), (200, json!({"score": 4})));
+    assert_eq!(
+        node.publish(&id, "goal", json!({"team": "a"}), false).await,
+        1
+    );
+    assert_eq!(
+        node.publish(&id, "goal", json!({"team": "b"}), true).await,
+        2
+    );
+    let (status, stats) = node
+        .call("GET", &format!("/api/campaigns/{id}/stats"), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(stats["seq"], 2);
+    assert_eq!(stats["frequency_hz"], 5.0);
+    assert_eq!(stats["connections"], json!({"node": 0, "cluster": 0}));
+    let (status, m) = node
+        .call(
+            "POST",
+            &format!("/api/campaigns/{id}/users/u1/messages"),
+            Some(json!({"name": "hello", "data": {"x": 1}})),
+        )
+        .await;
+    assert_eq!((status, m["seq"].as_u64()), (202, Some(2)));
+
+    let (status, ended) = node
+        .call("DELETE", &format!("/api/campaigns/{id}"), None)
+        .await;
+    assert_eq!((status, ended["status"].as_str()), (200, Some("ended")));
+}
+
+#[tokio::test]
+async fn bad_inputs_get_json_errors_and_change_nothing() {
+    let node = TestNode::start().await;
+    let id = node.campaign("target", 1.0, json!({})).await;
+    let (s, b) = node
+        .raw("POST", "/api/campaigns", "application/json", "{not json")
+        .await;
+    assert_error(s, &b, 400, "malformed_json");
+    let (s, b) = node
+        .raw("POST", "/api/campaigns", "text/plain", r#"{"name":"x"}"#)
+        .await;
+    assert_error(s, &b, 415, "unsupported_media_type");
+    for (body, why) in [
+        (json!({"name": 5}), "wrong type"),
+        (json!({}), "missing name"),
+        (json!({"name": "x", "colour": "red"}), "unknown field"),
+        (json!({"name": "x".repeat(201)}), "over-long name"),
+        (json!({"name": "x", "slug": "Not A Slug"}), "bad slug"),
+        (
+            json!({"name": "x", "metadata": {"scheduling": {"frequency": 0.01}}}),
+            "frequency too low",
+        ),
+        (
+            json!({"name": "x", "metadata": {"scheduling": {"frequency": 100.5}}}),
+            "frequency too high",
+        ),
+        (
+            json!({"name": "x", "metadata": {"scheduling": {"frequency": "fast"}}}),
+            "frequency not a number",
+        ),
+        (
+            json!({"name": "x", "state": "not an object"}),
+            "state not an object",
+        ),
+    ] {
+        let (s, b) = node.call("POST", "/api/campaigns", Some(body)).await;
+        assert_error(s, &b, 400, "invalid_argument");
+        let _ = why;
+    }
+    let (s, b) = node
+        .call(
+            "POST",
+            "/api/campaigns",
+            Some(json!({"name": "dup", "slug": "target"})),
+        )
+        .await;
+    assert_error(s, &b, 409, "conflict");
+    let (_, list) = node.call("GET", "/api/campaigns", None).await;
+    assert_eq!(
+        list["items"].as_array().expect("items").len(),
+        1,
+        "nothing half-written"
+    );
+
+    let (s, b) = node
+        .call("GET", "/api/campaigns/does-not-exist", None)
+        .await;
+    assert_error(s, &b, 404, "not_found");
+    let (s, b) = node.call("GET", "/api/campaigns?limit=0", None).await;
+    assert_error(s, &b, 400, "invalid_argument");
+    let (s, b) = node.call("GET", "/api/campaigns?limit=abc", None).await;
+    assert_error(s, &b, 400, "invalid_argument");
+    let (s, b) = node.call("GET", "/api/campaigns?status=paused", None).await;
+    assert_error(s, &b, 400, "invalid_argument");
+    let (s, b) = node
+        .call(
+            "PATCH",
+            &format!("/api/campaigns/{id}"),
+            Some(json!({"metadata": {"scheduling": {"frequency": 1000}}})),
+        )
+        .await;
+    assert_error(s, &b, 400, "invalid_argument");
+    let (s, b) = node
+        .call(
+            "PUT",
+            &format!("/api/campaigns/{id}/state"),
+            Some(json!([1, 2])),
+        )
+        .await;
+    assert_error(s, &b, 400, "invalid_argument");
+    for (body, code, status) in [
+        (json!({"data": 1}), "invalid_argument", 400),
+        (json!({"name": "has space"}), "invalid_argument", 400),
+        (json!({"name": "x".repeat(65)}), "invalid_argument", 400),
+        (
+            json!({"name": "ok", "extra": true}),
+            "invalid_argument",
+            400,
+        ),
+        (
+            json!({"name": "ok", "immediate": "yes"}),
+            "invalid_argument",
+            400,
+        ),
+        (
+            json!({"name": "ok", "data": "x".repeat(70_000)}),
+            "payload_too_large",
+            413,
+        ),
+    ] {
+        let (s, b) = node
+            .call("POST", &format!("/api/campaigns/{id}/events"), Some(body))
+            .await;
+        assert_error(s, &b, status, code);
+    }
+    let (s, b) = node
+        .call(
+            "POST",
+            "/api/campaigns/nope/events",
+            Some(json!({"name": "x"})),
+        )
+        .await;
+    assert_error(s, &b, 404, "not_found");
+    let (s, b) = node
+        .call(
+            "POST",
+            &format!("/api/campaigns/{id}/users/bad%20user/messages"),
+            Some(json!({"name": "x"})),
+        )
+        .await;
+    assert_error(s, &b, 400, "invalid_argument");
+    let (s, b) = node.call("DELETE", "/api/campaigns", None).await;
+    assert_error(s, &b, 405, "method_not_allowed");
+    let (s, b) = node.call("GET", "/api/nothing-here", None).await;
+    assert_error(s, &b, 404, "not_found");
+    let (s, b) = node
+        .raw(
+            "POST",
+            "/api/campaigns",
+            "application/json",
+            &format!(r#"{{"name":"{}"}}"#, "x".repeat(2 * 1024 * 1024)),
+        )
+        .await;
+    assert_error(s, &b, 413, "payload_too_large");
+    let (_, stats) = node
+        .call("GET", &format!("/api/campaigns/{id}/stats"), None)
+        .await;
+    assert_eq!(stats["seq"], 0, "no refused event was published");
+}
+
+#[tokio::test]
+async fn page_metrics_health_and_readiness() {
+    let node = TestNode::start().await;
+    let page = node.client.get(node.url("/")).send().await.expect("page");
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.expect("html");
+    assert!(html.contains("<title>OVASABI node</title>") && html.contains("new WebSocket("));
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no external assets"
+    );
+    let metrics = node.metrics_text().await;
+    for name in [
+        "ovasabi_ws_connections",
+        "ovasabi_ws_frames_sent_total",
+        "ovasabi_ws_frames_dropped_total",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+    ] {
+        assert!(metrics.contains(name), "{name} exported");
+    }
+    let health = node
+        .client
+        .get(format!("http://{}/healthz", node.metrics))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
+    let ready = node
+        .client
+        .get(format!("http://{}/readyz", node.metrics))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 200);
+    let body: Value = ready.json().await.expect("json");
+    assert_eq!(body["checks"], json!({"database": true, "bus": true}));
+}
+
+#[tokio::test]
+async fn campaigns_survive_a_restart_and_resume_broadcasting() {
+    let dir = std::env::temp_dir().join(format!("ovasabi-restart-{}", std::process::id()));
+    let url = format!("sqlite://{}/db.sqlite", dir.display());
+    let mut first = TestNode::start_with(|c| c.database_url = Some(url.clone())).await;
+    let id = first
+        .campaign("durable", 2.0, json!({"state": {"kept": true}}))
+        .await;
+    assert!(first.shutdown().await);
+    drop(first);
+    let second = TestNode::start_with(|c| c.database_url = Some(url.clone())).await;
+    let mut ws = second.ws(&id, "u", "").await;
+    let tick = common::next_of(&mut ws, "tick").await;
+    assert_eq!(tick["state"], json!({"kept": true}));
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,516 @@
+//! WebSocket end-to-end: a real node on port 0, real tokio-tungstenite clients.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestNode, close_code, next, next_of, send};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn welcome_then_ticks_at_5_hz() {
+    let node = TestNode::start().await;
+    let id = node
+        .campaign("five", 5.0, json!({"state": {"score": 0}}))
+        .await;
+    let mut ws = node.ws(&id, "u1", "").await;
+    let w = next(&mut ws).await;
+    assert_eq!(w["type"], "welcome");
+    assert_eq!(w["campaign"], id.as_str());
+    assert_eq!(w["user"], "u1");
+    assert_eq!(w["frequency_hz"], 5.0);
+    assert!(w["node"].as_str().is_some_and(|n| n.starts_with("test-")));
+    let first = next(&mut ws).await;
+    assert_eq!(first["state"], json!({"score": 0}));
+    // Keep events flowing so that every tick has something to say, and count tick frames.
+    let publisher = {
+        let client = node.client.clone();
+        let url = node.url(&format!("/api/campaigns/{id}/events"));
+        tokio::spawn(async move {
+            loop {
+                let _ = client.post(&url).json(&json!({"name": "e"})).send().await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let start = Instant::now();
+    let mut ticks = 0;
+    let mut last_seq = 0;
+    while start.elapsed() < Duration::from_secs(3) {
+        let t = next(&mut ws).await;
+        assert_eq!(t["type"], "tick");
+        ticks += 1;
+        for e in t["events"].as_array().expect("events") {
+            let seq = e["seq"].as_u64().expect("seq");
+            assert_eq!(
+                seq,
+                last_seq + 1,
+                "events batched in seq order without gaps"
+            );
+            last_seq = seq;
+        }
+        assert_eq!(t["seq"].as_u64(), Some(last_seq));
+    }
+    publisher.abort();
+    // 3 s at 5 Hz: 15 ticks, give or take the edges and a loaded machine.
+    assert!((12..=17).contains(&ticks), "{ticks} tick frames in 3 s");
+    assert!(last_seq > ticks as u64, "several events per tick frame");
+    let (_, stats) = node
+        .call("GET", &format!("/api/campaigns/{id}/stats"), None)
+        .await;
+    assert_eq!(stats["connections"]["node"], 1);
+    assert!(
+        (stats["tick_rate_hz"].as_f64().expect("rate") - 5.0).abs() < 0.5,
+        "{stats}"
+    );
+    assert!(stats["frames_sent"].as_u64().expect("sent") >= 14);
+}
+
+#[tokio::test]
+async fn frequency_change_is_seen_without_reconnecting() {
+    let node = TestNode::start().await;
+    let id = node.campaign("retime", 1.0, json!({})).await;
+    let mut ws = node.ws("retime", "u", "").await;
+    next_of(&mut ws, "tick").await;
+    let (status, c) = node
+        .call(
+            "PATCH",
+            &format!("/api/campaigns/{id}"),
+            Some(json!({"metadata": {"scheduling": {"frequency": 20}}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["metadata"]["scheduling"]["frequency"], 20);
+    let cfg = next(&mut ws).await;
+    assert_eq!(cfg, json!({"type": "config", "frequency_hz": 20.0}));
+    // At 20 Hz, an event is delivered within a tick or two, not a second.
+    let publish_at = Instant::now();
+    node.publish(&id, "fast", json!(1), false).await;
+    let t = next_of(&mut ws, "tick").await;
+    assert_eq!(t["events"][0]["name"], "fast");
+    assert!(
+        publish_at.elapsed() < Duration::from_millis(600),
+        "{:?}",
+        publish_at.elapsed()
+    );
+    let (status, err) = node
+        .call(
+            "PATCH",
+            &format!("/api/campaigns/{id}"),
+            Some(json!({"metadata": {"scheduling": {"frequency": 0}}})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(err["error"]["code"], "invalid_argument");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("frequency")
+    );
+}
+
+#[tokio::test]
+async fn immediate_events_and_user_messages() {
+    let node = TestNode::start().await;
+    let id = node.campaign("slow-tick", 0.1, json!({})).await;
+    let mut alice = node.ws(&id, "alice", "").await;
+    let mut bob = node.ws(&id, "bob", "").await;
+    next_of(&mut alice, "tick").await;
+    next_of(&mut bob, "tick").await;
+    let seq = node.publish(&id, "now", json!({"x": 1}), true).await;
+    let t = next(&mut alice).await;
+    assert_eq!(
+        t["events"][0]["seq"], seq,
+        "immediate events do not wait 10 s for the tick"
+    );
+    next(&mut bob).await;
+    let (status, r) = node
+        .call(
+            "POST",
+            &format!("/api/campaigns/{id}/users/alice/messages"),
+            Some(json!({"name": "notification", "data": {"hi": 1}})),
+        )
+        .await;
+    assert_eq!(status, 202, "{r}");
+    let m = next(&mut alice).await;
+    assert_eq!(m["type"], "message");
+    assert_eq!(m["data"], json!({"hi": 1}));
+    assert_eq!(m["seq"], seq);
+    // Bob gets nothing: the next thing he sees is a ping reply.
+    send(&mut bob, r#"{"type":"ping"}"#).await;
+    assert_eq!(next(&mut bob).await, json!({"type": "pong"}));
+}
+
+#[tokio::test]
+async fn compressed_frames_inflate_to_the_same_json() {
+    let node = TestNode::start().await;
+    let id = node
+        .campaign("zip", 2.0, json!({"state": {"big": "y".repeat(2000)}}))
+        .await;
+    let mut plain = node.ws(&id, "p", "").await;
+    let mut zipped = node.ws(&id, "z", "?compress=deflate").await;
+    next_of(&mut plain, "tick").await;
+    next_of(&mut zipped, "tick").await;
+    node.publish(&id, "e", json!({"payload": "x".repeat(3000)}), false)
+        .await;
+    let a = next(&mut plain).await;
+    let raw = loop {
+        match zipped.next().await.expect("open").expect("frame") {
+            Message::Binary(b) => break b,
+            Message::Text(t) => panic!("tick frames must be binary when compressed: {t}"),
+            _ => continue,
+        }
+    };
+    assert!(
+        raw.len() < 1000,
+        "3 KB of repeated text compresses: {} bytes",
+        raw.len()
+    );
+    let b: Value = serde_json::from_str(&common::inflate(&raw)).expect("json");
+    assert_eq!(a, b, "the same frame, byte for byte after inflating");
+    let (status, _) = node
+        .call("GET", &format!("/ws/{id}/u?compress=gzip"), None)
+        .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn unknown_campaign_and_bad_upgrades_are_refused_before_the_upgrade() {
+    let node = TestNode::start().await;
+    let err =
+        tokio_tungstenite::connect_async(format!("ws://{}/ws/no-such-campaign/u1", node.http))
+            .await
+            .expect_err("no upgrade");
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(res) => {
+            assert_eq!(res.status(), 404);
+            let body: Value =
+                serde_json::from_slice(res.body().as_deref().expect("body")).expect("json");
+            assert_eq!(body["error"]["code"], "not_found");
+        }
+        other => panic!("expected HTTP 404, got {other}"),
+    }
+    let id = node.campaign("real", 1.0, json!({})).await;
+    let (status, body) = node.call("GET", &format!("/ws/{id}/u1"), None).await;
+    assert_eq!(status, 426, "a plain GET is told to upgrade: {body}");
+    let draft = node
+        .call(
+            "POST",
+            "/api/campaigns",
+            Some(json!({"name": "d", "status": "draft"})),
+        )
+        .await
+        .1;
+    let err = tokio_tungstenite::connect_async(format!(
+        "ws://{}/ws/{}/u1",
+        node.http,
+        draft["id"].as_str().expect("id")
+    ))
+    .await
+    .expect_err("draft is not live");
+    assert!(
+        matches!(err, tokio_tungstenite::tungstenite::Error::Http(ref r) if r.status() == 404),
+        "{err}"
+    );
+}
+
+/// Opens a raw TCP WebSocket connection (handshake done by hand) to send frames that a
+/// well-behaved client library refuses to produce.
+async fn raw_ws(node: &TestNode, path: &str) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(node.http)
+        .await
+        .expect("connect");
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        node.http
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).await.expect("read head");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s
+}
+
+/// A masked client frame.
+fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [1u8, 2, 3, 4];
+    let mut f = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n <= 0xFFFF => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// Reads server frames until a close frame; returns its code.
+async fn raw_close_code(s: &mut tokio::net::TcpStream) -> u16 {
+    loop {
+        let mut h = [0u8; 2];
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut h))
+            .await
+            .expect("frame in time")
+            .expect("read");
+        let len = match h[1] & 0x7F {
+            126 => {
+                let mut l = [0u8; 2];
+                s.read_exact(&mut l).await.expect("len");
+                u64::from(u16::from_be_bytes(l))
+            }
+            127 => {
+                let mut l = [0u8; 8];
+                s.read_exact(&mut l).await.expect("len");
+                u64::from_be_bytes(l)
+            }
+            n => u64::from(n),
+        };
+        let mut payload = vec![0u8; usize::try_from(len).expect("len")];
+        s.read_exact(&mut payload).await.expect("payload");
+        if h[0] & 0x0F == 0x8 {
+            return u16::from_be_bytes([payload[0], payload[1]]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_client_input_gets_error_frames_or_close_codes_and_others_are_unaffected() {
+    let node = TestNode::start_with(|c| {
+        c.max_message_size = 1024;
+        c.client_event_burst = 3;
+        c.client_event_rate = 0.01;
+        c.client_event_abuse_limit = 2;
+    })
+    .await;
+    let id = node.campaign("rules", 1.0, json!({"metadata": {"scheduling": {"frequency": 1}, "custom_rules": {"client_events": true}}})).await;
+    let mut bystander = node.ws(&id, "bystander", "").await;
+    next_of(&mut bystander, "tick").await;
+
+    let mut ws = node.ws(&id, "u", "").await;
+    next_of(&mut ws, "tick").await;
+    for (input, code) in [
+        ("{oops", "bad_frame"),
+        (r#"{"type":"teleport"}"#, "unknown_type"),
+        (r#"{"no_type":1}"#, "bad_frame"),
+        (r#"{"type":"event","name":""}"#, "invalid_event"),
+        (r#"{"type":"event","name":"has space"}"#, "invalid_event"),
+    ] {
+        send(&mut ws, input).await;
+        let e = next(&mut ws).await;
+        assert_eq!(e["type"], "error", "{input}");
+        assert_eq!(e["code"], code, "{input}");
+    }
+    ws.send(Message::binary(vec![0u8, 1, 2]))
+        .await
+        .expect("send");
+    assert_eq!(next(&mut ws).await["code"], "unsupported");
+    // Client events are published (and seen by others) until the rate limit, then refused,
+    // then the session is closed with 1008.
+    for i in 0..3 {
+        send(
+            &mut ws,
+            &format!(r#"{{"type":"event","name":"click","data":{{"i":{i}}}}}"#),
+        )
+        .await;
+    }
+    let t = next_of(&mut bystander, "tick").await;
+    assert_eq!(t["events"].as_array().expect("events").len(), 3);
+    assert_eq!(t["events"][0]["user"], "u");
+    send(&mut ws, r#"{"type":"event","name":"click"}"#).await;
+    assert_eq!(next_of(&mut ws, "error").await["code"], "rate_limited");
+    send(&mut ws, r#"{"type":"event","name":"click"}"#).await;
+    send(&mut ws, r#"{"type":"event","name":"click"}"#).await;
+    assert_eq!(next_of(&mut ws, "error").await["code"], "rate_limited");
+    assert_eq!(close_code(&mut ws).await, 1008);
+
+    // Over the size limit: 1009.
+    let mut big = node.ws(&id, "big", "").await;
+    next_of(&mut big, "tick").await;
+    let _ = big
+        .send(Message::text(format!(
+            r#"{{"type":"event","name":"x","data":"{}"}}"#,
+            "a".repeat(2000)
+        )))
+        .await;
+    assert_eq!(close_code(&mut big).await, 1009);
+
+    // Invalid UTF-8 in a text frame: 1007.
+    let mut raw = raw_ws(&node, &format!("/ws/{id}/raw")).await;
+    raw.write_all(&frame(0x1, &[b'{', 0xFF, 0xFE, b'}']))
+        .await
+        .expect("write");
+    assert_eq!(raw_close_code(&mut raw).await, 1007);
+
+    // A client that was not bad is still served.
+    send(&mut bystander, r#"{"type":"ping"}"#).await;
+    assert_eq!(next_of(&mut bystander, "pong").await["type"], "pong");
+    let metrics = node.metrics_text().await;
+    for code in ["1007", "1008", "1009"] {
+        assert!(
+            metrics.contains(&format!(
+                "ovasabi_ws_sessions_closed_total{{code=\"{code}\"}}"
+            )),
+            "{code} counted"
+        );
+    }
+    assert!(metrics.contains("ovasabi_ws_client_events_total{result=\"rejected\"}"));
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_has_drops_counted_while_50_fast_clients_get_everything() {
+    let node = TestNode::start_with(|c| {
+        c.send_queue_capacity = 8;
+        c.ws_write_buffer_size = 8 * 1024;
+    })
+    .await;
+    let id = node.campaign("fanout", 20.0, json!({})).await;
+    // The slow client: a tiny receive buffer, and it never reads after the handshake.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let stream = socket.connect(node.http).await.expect("connect");
+    let (slow, _) =
+        tokio_tungstenite::client_async(format!("ws://{}/ws/{id}/slow", node.http), stream)
+            .await
+            .expect("upgrade");
+    let mut fast = Vec::new();
+    for i in 0..50 {
+        fast.push(node.ws(&id, &format!("fast{i}"), "").await);
+    }
+    const EVENTS: u64 = 120;
+    let readers: Vec<_> = fast
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                #[derive(serde::Deserialize)]
+                struct Seq {
+                    seq: u64,
+                }
+                #[derive(serde::Deserialize)]
+                struct Frame {
+                    #[serde(rename = "type")]
+                    kind: String,
+                    #[serde(default)]
+                    events: Vec<Seq>,
+                }
+                let mut seqs = Vec::new();
+                while (seqs.len() as u64) < EVENTS {
+                    let m = tokio::time::timeout(Duration::from_secs(20), ws.next())
+                        .await
+                        .expect("frame in time")
+                        .expect("open")
+                        .expect("frame");
+                    if let Message::Text(t) = m {
+                        let f: Frame = serde_json::from_str(&t).expect("json");
+                        if f.kind == "tick" {
+                            seqs.extend(f.events.iter().map(|e| e.seq));
+                        }
+                    }
+                }
+                seqs
+            })
+        })
+        .collect();
+    // Each event is one 64 KiB tick frame: 120 of them (7.7 MB) overflow what the kernel
+    // buffers for the client that never reads.
+    let payload = "p".repeat(64 * 1024 - 32);
+    for _ in 0..EVENTS {
+        node.publish(&id, "big", json!(payload), false).await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    for r in readers {
+        let seqs = r.await.expect("reader");
+        assert_eq!(
+            seqs,
+            (1..=EVENTS).collect::<Vec<u64>>(),
+            "a fast client receives every event, in order"
+        );
+    }
+    let (_, stats) = node
+        .call("GET", &format!("/api/campaigns/{id}/stats"), None)
+        .await;
+    assert!(
+        stats["frames_dropped"].as_u64().expect("dropped") > 0,
+        "the slow client's drops are counted: {stats}"
+    );
+    assert!(
+        stats["connections"]["node"].as_u64() >= Some(1),
+        "dropping frames does not disconnect the slow client"
+    );
+    let metrics = node.metrics_text().await;
+    let dropped: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ovasabi_ws_frames_dropped_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("drop counter exported");
+    assert!(dropped > 0.0);
+    drop(slow);
+}
+
+#[tokio::test]
+async fn deleting_a_campaign_sends_a_final_frame_and_closes_with_1000() {
+    let node = TestNode::start().await;
+    let id = node.campaign("ending", 0.1, json!({})).await;
+    let mut ws = node.ws(&id, "u", "").await;
+    next_of(&mut ws, "tick").await;
+    node.publish(&id, "last-words", json!(null), false).await;
+    let (status, c) = node
+        .call("DELETE", &format!("/api/campaigns/{id}"), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(c["status"], "ended");
+    let t = next(&mut ws).await;
+    assert_eq!(t["events"][0]["name"], "last-words");
+    assert_eq!(close_code(&mut ws).await, 1000);
+    let (status, _) = node
+        .call("DELETE", &format!("/api/campaigns/{id}"), None)
+        .await;
+    assert_eq!(status, 409);
+    let (status, _) = node
+        .call(
+            "POST",
+            &format!("/api/campaigns/{id}/events"),
+            Some(json!({"name": "late"})),
+        )
+        .await;
+    assert_eq!(status, 409);
+}
+
+#[tokio::test]
+async fn shutdown_closes_clients_with_1001() {
+    let mut node = TestNode::start().await;
+    let id = node.campaign("bye", 1.0, json!({})).await;
+    let mut a = node.ws(&id, "a", "").await;
+    let mut b = node.ws(&id, "b", "?compress=deflate").await;
+    next_of(&mut a, "tick").await;
+    next_of(&mut b, "tick").await;
+    assert!(
+        node.shutdown().await,
+        "every task finished before the deadline"
+    );
+    assert_eq!(close_code(&mut a).await, 1001);
+    assert_eq!(close_code(&mut b).await, 1001);
+    assert!(
+        tokio::net::TcpStream::connect(node.http).await.is_err(),
+        "no longer accepting"
+    );
+}
