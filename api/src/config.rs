@@ -360,6 +360,20 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_a_valid_config_with_the_defaults() {
+        let dir = std::env::temp_dir().join(format!("ovasabi-cfg-ex-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("ovasabi.toml");
+        std::fs::write(&path, include_str!("../../ovasabi.toml.example")).expect("write");
+        let c = Config::load(Some(path), &[]).expect("the example parses");
+        let d = Config::default();
+        assert_eq!(c.send_queue_capacity, d.send_queue_capacity);
+        assert_eq!(c.pong_timeout, d.pong_timeout);
+        assert_eq!(c.ws_read_buffer_size, d.ws_read_buffer_size);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn toml_file_is_read_and_unknown_keys_are_refused() {
         let dir = std::env::temp_dir().join(format!("ovasabi-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
