@@ -1,0 +1,103 @@
+//! A short fan-out against a real node on port 0: the report's counts must add up.
+
+use std::time::Duration;
+
+use loadtest::client::SlowMode;
+use loadtest::run::{RunConfig, Scenario};
+use loadtest::server::Target;
+
+async fn node() -> (api::app::Running, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("ovasabi-lt-{}", std::process::id()));
+    let config = api::config::Config {
+        http_addr: "127.0.0.1:0".parse().expect("addr"),
+        metrics_addr: "127.0.0.1:0".parse().expect("addr"),
+        database_url: Some(format!("sqlite://{}/db.sqlite", dir.display())),
+        node_id: Some("lt".into()),
+        ..api::config::Config::default()
+    };
+    (api::app::start(config).await.expect("node"), dir)
+}
+
+fn config(target: Target, scenario: Scenario) -> RunConfig {
+    RunConfig {
+        scenario,
+        nodes: vec![target.clone()],
+        publisher: target,
+        clients: 20,
+        campaigns: 2,
+        frequency_hz: 20.0,
+        rate: 20.0,
+        duration: Duration::from_secs(2),
+        payload: 200,
+        immediate: false,
+        compress: false,
+        slow_fraction: 0.0,
+        slow_mode: SlowMode::Stalled,
+        ramp_per_sec: 1000,
+        grace: Duration::from_millis(500),
+        deadline: Duration::from_secs(60),
+        max_per_process: 19_000,
+        source_ips: 0,
+        storm_after: Duration::from_secs(1),
+        keep_campaigns: false,
+        run_id: "t".into(),
+    }
+}
+
+#[tokio::test]
+async fn fanout_report_counts_add_up() {
+    let (running, dir) = node().await;
+    let target = Target {
+        http: format!("http://{}", running.http_addr),
+        metrics: format!("http://{}", running.metrics_addr),
+    };
+    let report = loadtest::run::run(config(target, Scenario::Fanout), &mut |_| {})
+        .await
+        .expect("run");
+    assert_eq!(report.connections.attempted, 20);
+    assert_eq!(report.connections.established, 20);
+    assert_eq!(report.connections.failed, 0);
+    let published = report.delivery.published;
+    assert!(published >= 35, "about 20/s for 2 s: {published}");
+    assert_eq!(report.delivery.publish_failed, 0);
+    // Two campaigns, ten clients each: every client sees every event of its campaign.
+    assert_eq!(report.fast.events, published * 10, "{report:#?}");
+    assert_eq!(report.fast.missing, 0);
+    assert_eq!(report.fast.duplicates, 0);
+    assert_eq!(report.fast.latency.count, published * 10);
+    assert!(report.fast.latency.p50_ms > 0.0 && report.fast.latency.p50_ms < 1000.0);
+    assert!(report.slow.is_none());
+    assert!(report.server.frames_sent > 0.0);
+    assert_eq!(report.server.frames_dropped, 0.0);
+    assert!(report.server.rss_connected_bytes > 0.0);
+    assert!(
+        (report.tick_rate.measured_mean_hz - 20.0).abs() < 2.0,
+        "{:?}",
+        report.tick_rate
+    );
+    let table = loadtest::report::table(&report);
+    assert!(table.contains("20 of 20 up"));
+    let svg = dir.join("chart.svg");
+    loadtest::chart::write(&report, &svg).expect("chart");
+    assert!(
+        std::fs::read_to_string(&svg)
+            .expect("svg")
+            .starts_with("<svg")
+    );
+    let json = serde_json::to_value(&report).expect("json");
+    assert_eq!(json["connections"]["established"], 20);
+    running.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn refuses_non_loopback_targets() {
+    let t = Target {
+        http: "http://10.1.2.3:8090".into(),
+        metrics: "http://10.1.2.3:9090".into(),
+    };
+    let err = loadtest::run::run(config(t, Scenario::Fanout), &mut |_| {})
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("loopback"), "{err}");
+}
