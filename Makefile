@@ -1,7 +1,7 @@
 # Developer targets. `make test` is the README's test command.
 CARGO ?= cargo
 
-.PHONY: build dev run test test-unit test-integration lint fmt bench clean migrate
+.PHONY: build dev run test test-unit test-integration lint fmt bench loadtest clean migrate
 
 build:          ## release build of the node
 	$(CARGO) build --release
@@ -33,8 +33,11 @@ fmt:
 migrate:        ## apply database migrations and exit
 	$(CARGO) run --release -- migrate
 
-bench:          ## criterion benchmarks (not there yet: they come with the load-testing work)
-	@echo "benches/ does not exist yet; see the load-testing issue" && exit 1
+bench:          ## criterion benchmarks of the engine's hot paths (see BENCHMARKS.md)
+	$(CARGO) bench -p benches
+
+loadtest:       ## build the load-testing harness (target/release/ovasabi-loadtest)
+	$(CARGO) build --release -p loadtest
 
 clean:
 	$(CARGO) clean

@@ -270,7 +270,7 @@ impl Campaign {
             .record(start.elapsed().as_secs_f64());
     }
 
-    fn on_publication(&mut self, p: Publication) {
+    pub(crate) fn on_publication(&mut self, p: Publication) {
         match p {
             Publication::Event {
                 seq,
@@ -350,7 +350,7 @@ impl Campaign {
     /// Sends what there is to say to every session: the pending events, and the state to the
     /// sessions that do not have the current one. Encodes at most two frames (with and without
     /// state), and compresses each at most once.
-    fn broadcast(&mut self) {
+    pub(crate) fn broadcast(&mut self) {
         let has_events = !self.pending.is_empty();
         let (members_version, members) = self.shared.members.snapshot();
         if members.is_empty() {

@@ -14,6 +14,9 @@
 //! * [`broker`]: the [`Broker`] trait and the in-process [`MemoryBroker`].
 //! * [`config`]: limits and timings; [`metrics`]: metric names and handles.
 
+#[cfg(feature = "bench-internals")]
+#[doc(hidden)]
+pub mod bench;
 pub mod broker;
 pub mod campaign;
 pub mod config;

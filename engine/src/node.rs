@@ -281,6 +281,11 @@ impl Node {
         done
     }
 
+    #[cfg(feature = "bench-internals")]
+    pub(crate) fn inner(&self) -> &Arc<NodeInner> {
+        &self.inner
+    }
+
     fn running(&self, campaign: &str) -> Result<(), EngineError> {
         if self.has_campaign(campaign) {
             Ok(())

@@ -113,6 +113,16 @@ pub(crate) struct SlowPolicy {
 }
 
 impl SlowPolicy {
+    /// No escalation at all.
+    #[cfg(feature = "bench-internals")]
+    pub(crate) fn never() -> Self {
+        Self {
+            drops: 0,
+            full_ms: 0,
+            epoch: Instant::now(),
+        }
+    }
+
     /// Milliseconds since the node started, never 0 (0 means "unset" in the session's fields).
     pub(crate) fn now_ms(&self) -> i64 {
         i64::try_from(self.epoch.elapsed().as_millis())
