@@ -281,10 +281,34 @@ fn socket_addr(target: &Target) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("{}: expected http://IP:PORT", target.http))
 }
 
-async fn connect(url: &str, addr: SocketAddr, source: Option<Ipv4Addr>) -> anyhow::Result<Ws> {
+/// First local port of the explicit source ports.
+const FIRST_PORT: u16 = 20_000;
+/// Local ports used per source address.
+const PORTS: usize = 45_000;
+
+/// The source address of client `index`: the addresses take turns, and each client gets its
+/// own local port. Binding an explicit port is O(1) in the kernel, where `bind(ip, 0)` searches
+/// every port in use and slows connecting to a crawl past a few thousand sockets.
+/// `attempt` moves reconnections half the port range away, clear of the ports the first
+/// connections left in TIME_WAIT.
+fn source_of(spec: &ClientSpec, index: usize, attempt: usize) -> Option<SocketAddr> {
+    let n = spec.source_ips.len();
+    (n > 0).then(|| {
+        let ip = spec.source_ips[index % n];
+        let slot = (index / n + attempt * (PORTS / 2)) % PORTS;
+        let port = FIRST_PORT + u16::try_from(slot).unwrap_or(0);
+        SocketAddr::new(IpAddr::V4(ip), port)
+    })
+}
+
+async fn connect(url: &str, addr: SocketAddr, source: Option<SocketAddr>) -> anyhow::Result<Ws> {
     let socket = TcpSocket::new_v4()?;
-    if let Some(ip) = source {
-        socket.bind(SocketAddr::new(IpAddr::V4(ip), 0))?;
+    if let Some(source) = source {
+        // A port left in TIME_WAIT by an earlier run may be bound again.
+        socket.set_reuseaddr(true)?;
+        if socket.bind(source).is_err() {
+            socket.bind(SocketAddr::new(source.ip(), 0))?;
+        }
     }
     let stream = socket.connect(addr).await?;
     stream.set_nodelay(true)?;
@@ -326,8 +350,6 @@ async fn client(
         shared.connect_failures.fetch_add(1, Relaxed);
         return;
     };
-    let source =
-        (!spec.source_ips.is_empty()).then(|| spec.source_ips[index % spec.source_ips.len()]);
     let slow = spec.is_slow(index);
     let (group, latency) = if slow {
         (&shared.slow, &shared.latency_slow)
@@ -343,7 +365,10 @@ async fn client(
     };
     let mut tracker = SeqTracker::default();
     let mut reconnecting = false;
+    let mut attempt = 0;
     loop {
+        let source = source_of(&spec, index, attempt);
+        attempt += 1;
         let query = match (tracker.last(), compress.is_empty()) {
             (Some(since), true) => format!("?since={since}"),
             (Some(since), false) => format!("?since={since}&{compress}"),
