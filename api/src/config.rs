@@ -92,7 +92,7 @@ impl Default for Config {
             client_event_abuse_limit: e.client_event_abuse_limit,
             campaign_inbox_capacity: e.campaign_inbox_capacity,
             max_pending_events: e.max_pending_events,
-            ws_read_buffer_size: 4 * 1024,
+            ws_read_buffer_size: 1024,
             ws_write_buffer_size: 16 * 1024,
             close_timeout: e.close_timeout,
             shutdown_drain: Duration::ZERO,

@@ -68,7 +68,7 @@ flags! {
     campaign_inbox_capacity,
     /// Events one tick may carry [default: 10000]
     max_pending_events,
-    /// WebSocket read buffer per connection in bytes [default: 4096]
+    /// WebSocket read buffer per connection in bytes [default: 1024]
     ws_read_buffer_size,
     /// WebSocket write buffer per connection in bytes [default: 16384]
     ws_write_buffer_size,

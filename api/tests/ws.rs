@@ -364,7 +364,19 @@ async fn bad_client_input_gets_error_frames_or_close_codes_and_others_are_unaffe
     // A client that was not bad is still served.
     send(&mut bystander, r#"{"type":"ping"}"#).await;
     assert_eq!(next_of(&mut bystander, "pong").await["type"], "pong");
-    let metrics = node.metrics_text().await;
+    // Sessions are counted as closed once their close handshake ends (bounded by
+    // close_timeout): poll until they are.
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = node.metrics_text().await;
+        if ["1007", "1008", "1009"]
+            .iter()
+            .all(|c| metrics.contains(&format!("code=\"{c}\"")))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for code in ["1007", "1008", "1009"] {
         assert!(
             metrics.contains(&format!(

@@ -17,7 +17,7 @@ pub struct Fixture {
     _node: Node,
     task: Campaign,
     shared: Arc<CampaignShared>,
-    receivers: Vec<flume::Receiver<Message>>,
+    sessions: Vec<Arc<Session>>,
     seq: u64,
     data: Box<RawValue>,
 }
@@ -39,11 +39,11 @@ impl Fixture {
             state: None,
         };
         let (task, shared) = Campaign::new(spec, node.inner().clone());
-        let mut receivers = Vec::with_capacity(sessions);
+        let mut all = Vec::with_capacity(sessions);
         for id in 0..sessions as u64 {
-            let (s, rx) = Session::new(id, "user", compress, queue_capacity, 1);
-            campaign::join(&shared, s);
-            receivers.push(rx);
+            let s = Session::new(id, "user", compress, queue_capacity, 1);
+            campaign::join(&shared, s.clone());
+            all.push(s);
         }
         let data = RawValue::from_string(format!("{{\"p\":\"{}\"}}", "x".repeat(payload)))
             .expect("valid JSON");
@@ -51,7 +51,7 @@ impl Fixture {
             _node: node,
             task,
             shared,
-            receivers,
+            sessions: all,
             seq: 0,
             data,
         };
@@ -83,7 +83,7 @@ impl Fixture {
 
     /// Empties every queue; returns the frames removed.
     pub fn drain(&self) -> usize {
-        self.receivers.iter().map(|rx| rx.drain().count()).sum()
+        self.sessions.iter().map(|s| s.queue.clear()).sum()
     }
 
     /// Fills every queue to capacity, so that the next offers take the drop path.
@@ -117,7 +117,7 @@ impl Churner {
     /// One session joins, then leaves.
     pub fn join_leave(&mut self) {
         self.next += 1;
-        let (s, _rx) = Session::new(self.next, "churn", false, 4, 1);
+        let s = Session::new(self.next, "churn", false, 4, 1);
         campaign::join(&self.shared, s);
         self.shared.members.remove(self.next);
     }

@@ -9,7 +9,8 @@
 //! * [`node`]: [`Node`], the engine's handle: campaigns, publishing, sessions, shutdown.
 //! * `hub`: local sessions by campaign, with lock-free broadcast snapshots.
 //! * [`campaign`]: one campaign's tick task (state, pending events, timer).
-//! * [`session`]: one connection: queue, drop policy, reader and writer; close codes.
+//! * [`session`]: one connection: drop policy, the task that reads and writes; close codes.
+//! * `queue`: a session's bounded outgoing queue.
 //! * [`frame`]: the wire frames, encoded by hand, and their deflated variant.
 //! * [`broker`]: the [`Broker`] trait and the in-process [`MemoryBroker`].
 //! * [`config`]: limits and timings; [`metrics`]: metric names and handles.
@@ -25,6 +26,7 @@ pub mod frame;
 mod hub;
 pub mod metrics;
 pub mod node;
+mod queue;
 pub mod session;
 
 pub use broker::{Broker, CampaignSpec, MemoryBroker};

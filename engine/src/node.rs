@@ -227,7 +227,7 @@ impl Node {
             }
         };
         let id = inner.next_session.fetch_add(1, Relaxed);
-        let (session, rx) = Session::new(
+        let session = Session::new(
             id,
             user,
             compress,
@@ -246,7 +246,7 @@ impl Node {
         inner.metrics.sessions_opened.increment(1);
         inner.metrics.connections.increment(1.0);
         tracing::debug!(campaign, user, session = id, compress, "session opened");
-        let code = session::run(ws, session, rx, shared.clone(), inner.clone()).await;
+        let code = session::run(ws, session, shared.clone(), inner.clone()).await;
         shared.members.remove(id);
         inner.metrics.connections.decrement(1.0);
         Metrics::session_closed(code);

@@ -15,16 +15,17 @@ use std::sync::{Arc, OnceLock};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use tokio::sync::Notify;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityError};
-use tokio_util::sync::CancellationToken;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::broker::Publication;
 use crate::campaign::CampaignShared;
 use crate::frame::{self, now_ms};
 use crate::node::NodeInner;
+use crate::queue::SendQueue;
 
 /// Close codes used by the engine.
 pub mod close_code {
@@ -142,7 +143,7 @@ pub struct Session {
     pub(crate) user: Box<str>,
     /// The session asked for `compress=deflate`: ticks go out as binary deflated frames.
     pub(crate) compress: bool,
-    tx: flume::Sender<Message>,
+    pub(crate) queue: SendQueue,
     /// Version of the campaign state this session was last sent (0 = never).
     state_version: AtomicU64,
     dropped: AtomicU64,
@@ -154,7 +155,8 @@ pub struct Session {
     /// Last time anything arrived from the client, for the ping timeout.
     last_seen_ms: AtomicI64,
     close: OnceLock<Close>,
-    closed: CancellationToken,
+    /// Wakes the connection's task when `close` is set.
+    close_notify: Notify,
 }
 
 impl Session {
@@ -164,13 +166,12 @@ impl Session {
         compress: bool,
         capacity: usize,
         now_ms: i64,
-    ) -> (Arc<Self>, flume::Receiver<Message>) {
-        let (tx, rx) = flume::bounded(capacity.max(1));
+    ) -> Arc<Self> {
         let s = Self {
             id,
             user: user.into(),
             compress,
-            tx,
+            queue: SendQueue::new(capacity),
             state_version: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             consecutive_drops: AtomicU32::new(0),
@@ -179,9 +180,9 @@ impl Session {
             unwarned_drops: AtomicU64::new(0),
             last_seen_ms: AtomicI64::new(now_ms),
             close: OnceLock::new(),
-            closed: CancellationToken::new(),
+            close_notify: Notify::new(),
         };
-        (Arc::new(s), rx)
+        Arc::new(s)
     }
 
     /// Frames dropped for this session so far.
@@ -205,7 +206,7 @@ impl Session {
         campaign: &CampaignShared,
         policy: SlowPolicy,
     ) -> bool {
-        match self.tx.try_send(msg) {
+        match self.queue.try_push(msg) {
             Ok(()) => {
                 if self.consecutive_drops.load(Relaxed) != 0 {
                     self.consecutive_drops.store(0, Relaxed);
@@ -213,11 +214,10 @@ impl Session {
                 }
                 true
             }
-            Err(flume::TrySendError::Full(_)) => {
+            Err(_full) => {
                 self.on_drop(campaign, policy);
                 false
             }
-            Err(flume::TrySendError::Disconnected(_)) => false,
         }
     }
 
@@ -262,11 +262,21 @@ impl Session {
     /// Asks the session to close; the first reason wins. Returns at once.
     pub fn close(&self, close: Close) {
         let _ = self.close.set(close);
-        self.closed.cancel();
+        // One waiter (the connection's task); a permit is kept if it is not waiting yet.
+        self.close_notify.notify_one();
     }
 
-    fn closing(&self) -> bool {
-        self.close.get().is_some()
+    /// Completes once a close has been asked for.
+    async fn closed(&self) {
+        if self.close.get().is_none() {
+            self.close_notify.notified().await;
+        }
+    }
+
+    /// How long nothing has arrived from the client.
+    fn silent_for(&self, now_ms: i64) -> std::time::Duration {
+        let ms = now_ms.saturating_sub(self.last_seen_ms.load(Relaxed));
+        std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
     }
 
     fn touch(&self, now_ms: i64) {
@@ -275,97 +285,131 @@ impl Session {
 }
 
 /// Drives one connection until it closes; returns the close code it ended with.
+///
+/// One loop owns the socket: it writes what the queue holds (every ready frame fed, one
+/// flush), reads what the client sends, and pings. Keeping reader and writer in one state
+/// machine, with the rarely used close path boxed, keeps the per-connection task small.
 pub(crate) async fn run<S>(
-    ws: S,
+    mut ws: S,
     session: Arc<Session>,
-    rx: flume::Receiver<Message>,
     campaign: Arc<CampaignShared>,
     node: Arc<NodeInner>,
 ) -> u16
 where
     S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Send + Unpin,
 {
-    let (mut sink, mut stream) = ws.split();
-    let writer = write_loop(&mut sink, &rx, &session, &campaign, &node);
-    let reader = read_loop(&mut stream, &session, &campaign, &node);
-    tokio::pin!(writer, reader);
-    let reader_done = tokio::select! {
-        () = &mut writer => false,
-        () = &mut reader => true,
+    let cfg = &node.config;
+    let mut ping = tokio::time::interval_at(Instant::now() + cfg.ping_interval, cfg.ping_interval);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut limiter = RateLimiter::new(
+        cfg.client_event_rate,
+        cfg.client_event_burst,
+        cfg.client_event_abuse_limit,
+    );
+    let socket_ok = loop {
+        tokio::select! {
+            biased;
+            () = session.closed() => break true,
+            first = session.queue.pop() => {
+                let write = write_batch(&mut ws, first, &session.queue);
+                tokio::pin!(write);
+                let written = loop {
+                    tokio::select! {
+                        biased;
+                        () = session.closed() => break None,
+                        r = &mut write => break Some(r),
+                        // A socket that stays blocked is still subject to the ping timeout.
+                        _ = ping.tick() => {
+                            if session.silent_for(node.slow_policy.now_ms()) > cfg.pong_timeout {
+                                session.close(Close::PING_TIMEOUT);
+                                break None;
+                            }
+                        }
+                    }
+                };
+                match written {
+                    None => break true,
+                    Some(Ok(n)) => {
+                        campaign.count_sent(n);
+                        node.metrics.frames_sent.increment(n);
+                    }
+                    Some(Err(_)) => break false,
+                }
+            }
+            msg = ws.next() => {
+                let Some(msg) = msg else {
+                    session.close(Close::GONE);
+                    break false;
+                };
+                session.touch(node.slow_policy.now_ms());
+                // Boxed: handling a message is rare next to waiting, and its state (parsing,
+                // publishing) would otherwise sit in every connection's task.
+                let handled = Box::pin(on_message(msg, &session, &campaign, &node, &mut limiter)).await;
+                if let Some(close) = handled {
+                    session.close(close);
+                    break close != Close::GONE;
+                }
+            }
+            _ = ping.tick() => {
+                if session.silent_for(node.slow_policy.now_ms()) > cfg.pong_timeout {
+                    session.close(Close::PING_TIMEOUT);
+                    break true;
+                }
+                let sent = tokio::select! {
+                    biased;
+                    () = session.closed() => break true,
+                    r = ws.send(Message::Ping(bytes::Bytes::new())) => r,
+                };
+                if sent.is_err() {
+                    break false;
+                }
+            }
+        }
     };
-    if reader_done {
-        writer.await;
+    if socket_ok {
+        Box::pin(close(ws, &session, &campaign, &node)).await;
     } else {
-        // The close frame is out: give the client a moment to answer it, so that the TCP
-        // connection ends cleanly instead of with a reset.
-        let _ = tokio::time::timeout(node.config.close_timeout, reader).await;
+        // The socket is gone: nothing more can be written.
+        session.close(Close::GONE);
     }
     session.close.get().copied().unwrap_or(Close::GONE).code
 }
 
-async fn write_loop<Si>(
-    sink: &mut Si,
-    rx: &flume::Receiver<Message>,
-    session: &Session,
-    campaign: &CampaignShared,
-    node: &NodeInner,
-) where
+/// Feeds `first` and every frame already queued (up to [`MAX_BATCH`]), then flushes once.
+/// Returns the number of frames written.
+async fn write_batch<Si>(sink: &mut Si, first: Message, queue: &SendQueue) -> Result<u64, WsError>
+where
     Si: Sink<Message, Error = WsError> + Unpin,
 {
-    let cfg = &node.config;
-    let mut ping = tokio::time::interval_at(Instant::now() + cfg.ping_interval, cfg.ping_interval);
-    ping.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let pong_timeout_ms = i64::try_from(cfg.pong_timeout.as_millis()).unwrap_or(i64::MAX);
-    let outcome: Result<(), WsError> = async {
-        loop {
-            let (first, is_ping) = tokio::select! {
-                biased;
-                () = session.closed.cancelled() => return Ok(()),
-                m = rx.recv_async() => match m {
-                    Ok(m) => (m, false),
-                    Err(_) => return Ok(()),
-                },
-                _ = ping.tick() => {
-                    let idle = node.slow_policy.now_ms() - session.last_seen_ms.load(Relaxed);
-                    if idle > pong_timeout_ms {
-                        session.close(Close::PING_TIMEOUT);
-                        return Ok(());
-                    }
-                    (Message::Ping(bytes::Bytes::new()), true)
-                }
-            };
-            let batch = async {
-                sink.feed(first).await?;
-                let mut n = u64::from(!is_ping);
-                while n < MAX_BATCH {
-                    let Ok(m) = rx.try_recv() else { break };
-                    sink.feed(m).await?;
-                    n += 1;
-                }
-                sink.flush().await?;
-                Ok::<u64, WsError>(n)
-            };
-            let n = tokio::select! {
-                biased;
-                () = session.closed.cancelled() => return Ok(()),
-                r = batch => r?,
-            };
-            campaign.count_sent(n);
-            node.metrics.frames_sent.increment(n);
-        }
+    sink.feed(first).await?;
+    let mut n = 1;
+    while n < MAX_BATCH {
+        let Some(m) = queue.try_pop() else { break };
+        sink.feed(m).await?;
+        n += 1;
     }
-    .await;
-    if outcome.is_err() {
-        // The socket is gone: no close frame can be written.
-        session.close(Close::GONE);
+    sink.flush().await?;
+    Ok(n)
+}
+
+/// The close path: the queued frames first when the reason asks for it, then the close
+/// frame, then (bounded) the client's answer, so that the TCP connection ends cleanly instead
+/// of with a reset. Everything is bounded by `close_timeout`.
+async fn close<S>(mut ws: S, session: &Session, campaign: &CampaignShared, node: &NodeInner)
+where
+    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Send + Unpin,
+{
+    let close = session.close.get().copied().unwrap_or(Close::CLIENT);
+    if close == Close::CLIENT {
+        // The client closed: flush tungstenite's answer to its close frame.
+        let _ = tokio::time::timeout(node.config.close_timeout, ws.close()).await;
         return;
     }
-    let close = session.close.get().copied().unwrap_or(Close::CLIENT);
-    let _ = tokio::time::timeout(cfg.close_timeout, async {
+    let _ = tokio::time::timeout(node.config.close_timeout, async {
         if close.drain {
             let mut n = 0;
-            while let Ok(m) = rx.try_recv() {
-                sink.feed(m).await?;
+            while let Some(m) = session.queue.try_pop() {
+                ws.feed(m).await?;
                 n += 1;
             }
             campaign.count_sent(n);
@@ -375,68 +419,44 @@ async fn write_loop<Si>(
             code: CloseCode::from(close.code),
             reason: close.reason.into(),
         };
-        sink.send(Message::Close(Some(frame))).await
+        ws.send(Message::Close(Some(frame))).await?;
+        while let Some(Ok(m)) = ws.next().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+        Ok::<(), WsError>(())
     })
     .await;
 }
 
-async fn read_loop<St>(
-    stream: &mut St,
+/// Handles one inbound message; returns a close when the session must end.
+async fn on_message(
+    msg: Result<Message, WsError>,
     session: &Session,
     campaign: &CampaignShared,
     node: &NodeInner,
-) where
-    St: Stream<Item = Result<Message, WsError>> + Unpin,
-{
-    let mut limiter = RateLimiter::new(
-        node.config.client_event_rate,
-        node.config.client_event_burst,
-        node.config.client_event_abuse_limit,
-    );
-    loop {
-        let Some(msg) = stream.next().await else {
-            session.close(Close::GONE);
-            return;
-        };
-        session.touch(node.slow_policy.now_ms());
-        match msg {
-            Ok(Message::Text(text)) => {
-                if session.closing() {
-                    continue;
-                }
-                if let Some(close) = on_text(&text, session, campaign, node, &mut limiter).await {
-                    session.close(close);
-                    return;
-                }
-            }
-            Ok(Message::Binary(_)) => {
-                if !session.closing() {
-                    session.offer(
-                        frame::error(
-                            "unsupported",
-                            "binary frames are not accepted; send JSON text frames",
-                        ),
-                        campaign,
-                        node.slow_policy,
-                    );
-                }
-            }
-            Ok(Message::Close(_)) => {
-                session.close(Close::CLIENT);
-                return;
-            }
-            Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
-            Err(e) => {
-                session.close(match e {
-                    WsError::Capacity(CapacityError::MessageTooLong { .. }) => Close::TOO_BIG,
-                    WsError::Capacity(_) => Close::TOO_BIG,
-                    WsError::Utf8(_) => Close::BAD_UTF8,
-                    WsError::Protocol(_) => Close::PROTOCOL,
-                    _ => Close::GONE,
-                });
-                return;
-            }
+    limiter: &mut RateLimiter,
+) -> Option<Close> {
+    match msg {
+        Ok(Message::Text(text)) => on_text(&text, session, campaign, node, limiter).await,
+        Ok(Message::Binary(_)) => {
+            session.offer(
+                frame::error(
+                    "unsupported",
+                    "binary frames are not accepted; send JSON text frames",
+                ),
+                campaign,
+                node.slow_policy,
+            );
+            None
         }
+        Ok(Message::Close(_)) => Some(Close::CLIENT),
+        Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => None,
+        Err(WsError::Capacity(_)) => Some(Close::TOO_BIG),
+        Err(WsError::Utf8(_)) => Some(Close::BAD_UTF8),
+        Err(WsError::Protocol(_)) => Some(Close::PROTOCOL),
+        Err(_) => Some(Close::GONE),
     }
 }
 

@@ -559,6 +559,35 @@ async fn silent_client_is_closed_after_the_pong_timeout() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_stalled_socket_is_closed_by_the_ping_timeout() {
+    let node = node_with(Config::default());
+    campaign(&node, "c", 10.0, false).await;
+    // Never reads, never writes: the writer blocks on the full "socket".
+    let stalled = Client::connect(&node, "c", "stalled", false, 1);
+    let publisher = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            loop {
+                let _ = node.publish_event("c", "e", raw(json!(1)), false).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let start = tokio::time::Instant::now();
+    let code = tokio::time::timeout(Duration::from_secs(200), stalled.done)
+        .await
+        .expect("closed")
+        .expect("task");
+    publisher.abort();
+    assert_eq!(code, 4009);
+    assert!(
+        start.elapsed() >= Duration::from_secs(60),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn ending_a_campaign_sends_a_final_frame_then_1000() {
     let node = node_with(Config::default());
     campaign(&node, "c", 0.1, false).await;

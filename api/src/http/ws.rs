@@ -109,12 +109,16 @@ pub async fn upgrade(
     app.node.spawn_tracked(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(ws_config),
-                )
-                .await;
+                // Boxed: the stream is moved through several futures, which would each keep
+                // room for a copy of it in every connection's task.
+                let ws = Box::new(
+                    WebSocketStream::from_raw_socket(
+                        TokioIo::new(upgraded),
+                        Role::Server,
+                        Some(ws_config),
+                    )
+                    .await,
+                );
                 node.serve_session(&id, &user, compress, ws).await;
             }
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
