@@ -4,10 +4,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt as _;
 use engine::{MemoryBroker, Node};
 use services::Database;
 use services::campaign::CampaignService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -63,10 +64,20 @@ pub struct Running {
     ops_task: JoinHandle<()>,
 }
 
+/// Pending connections the kernel queues before `accept` (clients connecting in a burst).
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })
+    let err = |source| StartError::Bind { addr, source };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    socket.listen(LISTEN_BACKLOG).map_err(err)
 }
 
 /// Starts a node: database, engine, every active campaign's task, and both listeners.
@@ -120,8 +131,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let http_task = tokio::spawn({
         let stop = stop_http.clone();
         async move {
-            let serve =
-                axum::serve(http_listener, app).with_graceful_shutdown(stop.cancelled_owned());
+            // Frames are batched per flush already: send them at once, without Nagle's delay.
+            let listener = http_listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+            });
+            let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "HTTP server failed");
             }

@@ -39,6 +39,8 @@ pub(crate) struct NodeInner {
     /// Campaign and session tasks, awaited at shutdown.
     pub tracker: TaskTracker,
     next_session: AtomicU64,
+    /// Whether the pinger task runs (it starts with the first session).
+    pinger: std::sync::Once,
     /// A weak handle on this very value, for the tasks that [`Deliver::control`] starts.
     me: Weak<NodeInner>,
 }
@@ -61,6 +63,7 @@ impl Node {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             next_session: AtomicU64::new(1),
+            pinger: std::sync::Once::new(),
             me: me.clone(),
         });
         let sink: Weak<dyn Deliver> = Arc::downgrade(&inner) as Weak<dyn Deliver>;
@@ -226,6 +229,9 @@ impl Node {
                 return close.code;
             }
         };
+        inner.pinger.call_once(|| {
+            inner.tracker.spawn(ping_loop(Arc::downgrade(inner)));
+        });
         let id = inner.next_session.fetch_add(1, Relaxed);
         let session = Session::new(
             id,
@@ -293,6 +299,41 @@ impl Node {
             Err(EngineError::UnknownCampaign {
                 campaign: campaign.to_owned(),
             })
+        }
+    }
+}
+
+/// Every `ping_interval`: closes the sessions from which nothing arrived for `pong_timeout`
+/// (4009) and queues a protocol ping for the others. One task for the node instead of a timer
+/// per connection.
+async fn ping_loop(node: Weak<NodeInner>) {
+    let Some(period) = node.upgrade().map(|n| n.config.ping_interval) else {
+        return;
+    };
+    let shutdown = match node.upgrade() {
+        Some(n) => n.shutdown.clone(),
+        None => return,
+    };
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let Some(node) = node.upgrade() else { return };
+        let campaigns: Vec<_> = node.hub.iter().map(|c| c.value().clone()).collect();
+        let now = node.slow_policy.now_ms();
+        let ping = Message::Ping(bytes::Bytes::new());
+        for c in campaigns {
+            let (_, members) = c.members.snapshot();
+            for s in members.iter() {
+                if s.silent_for(now) > node.config.pong_timeout {
+                    s.close(Close::PING_TIMEOUT);
+                } else {
+                    s.offer(ping.clone(), &c, node.slow_policy);
+                }
+            }
         }
     }
 }

@@ -21,8 +21,10 @@ pub(crate) struct SendQueue {
 
 struct Inner {
     frames: VecDeque<Message>,
-    /// The consumer, when it waits for a frame.
+    /// The consumer, when it waits for a frame or for the close signal.
     waker: Option<Waker>,
+    /// Set by [`SendQueue::close`]: the consumer should stop and close its connection.
+    closed: bool,
 }
 
 impl SendQueue {
@@ -32,6 +34,7 @@ impl SendQueue {
             inner: Mutex::new(Inner {
                 frames: VecDeque::new(),
                 waker: None,
+                closed: false,
             }),
         }
     }
@@ -62,25 +65,54 @@ impl SendQueue {
         self.lock().frames.pop_front()
     }
 
-    /// Waits for the next frame. Cancel-safe: a frame is only taken when it is returned.
-    pub(crate) async fn pop(&self) -> Message {
+    /// Waits for the next frame; `None` once the queue is closed (frames still queued then
+    /// stay for [`SendQueue::try_pop`]). Cancel-safe: a frame is only taken when returned.
+    pub(crate) async fn pop(&self) -> Option<Message> {
         poll_fn(|cx| {
             let mut inner = self.lock();
+            if inner.closed {
+                return Poll::Ready(None);
+            }
             match inner.frames.pop_front() {
-                Some(frame) => Poll::Ready(frame),
+                Some(frame) => Poll::Ready(Some(frame)),
                 None => {
-                    if !inner
-                        .waker
-                        .as_ref()
-                        .is_some_and(|w| w.will_wake(cx.waker()))
-                    {
-                        inner.waker = Some(cx.waker().clone());
-                    }
+                    register(&mut inner.waker, cx.waker());
                     Poll::Pending
                 }
             }
         })
         .await
+    }
+
+    /// Tells the consumer to stop (wakes it).
+    pub(crate) fn close(&self) {
+        let waker = {
+            let mut inner = self.lock();
+            inner.closed = true;
+            inner.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Completes once [`SendQueue::close`] has been called.
+    pub(crate) async fn closed(&self) {
+        poll_fn(|cx| {
+            let mut inner = self.lock();
+            if inner.closed {
+                Poll::Ready(())
+            } else {
+                register(&mut inner.waker, cx.waker());
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+
+    #[cfg(test)]
+    fn is_closed(&self) -> bool {
+        self.lock().closed
     }
 
     /// Drops every queued frame; returns how many there were.
@@ -90,6 +122,12 @@ impl SendQueue {
         let n = inner.frames.len();
         inner.frames.clear();
         n
+    }
+}
+
+fn register(slot: &mut Option<Waker>, waker: &Waker) {
+    if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+        *slot = Some(waker.clone());
     }
 }
 
@@ -106,7 +144,7 @@ mod tests {
             q.try_push(Message::text("c")).is_err(),
             "full: the frame comes back"
         );
-        assert_eq!(q.pop().await, Message::text("a"));
+        assert_eq!(q.pop().await, Some(Message::text("a")));
         assert_eq!(q.try_pop(), Some(Message::text("b")));
         assert_eq!(q.try_pop(), None);
         let consumer = tokio::spawn({
@@ -115,8 +153,17 @@ mod tests {
         });
         tokio::task::yield_now().await;
         assert!(q.try_push(Message::text("d")).is_ok());
-        assert_eq!(consumer.await.expect("consumer"), Message::text("d"));
+        assert_eq!(consumer.await.expect("consumer"), Some(Message::text("d")));
         assert!(q.try_push(Message::text("e")).is_ok());
-        assert_eq!(q.clear(), 1);
+        let waiter = tokio::spawn({
+            let q = q.clone();
+            async move { q.closed().await }
+        });
+        tokio::task::yield_now().await;
+        q.close();
+        waiter.await.expect("woken by close");
+        assert!(q.is_closed());
+        assert_eq!(q.pop().await, None, "closed: no more frames through pop");
+        assert_eq!(q.clear(), 1, "queued frames stay for the close path");
     }
 }

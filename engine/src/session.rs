@@ -1,8 +1,9 @@
 //! One WebSocket connection. A [`Session`] is the shared handle the hub and the campaign task
-//! hold: a bounded send queue plus counters. [`run`] drives the socket: a writer that alone owns
-//! the sink and drains the queue (feeding every ready frame, flushing once), and a reader that
-//! answers client frames. Both run in the connection's one task, and the logic is generic over
-//! `Sink`/`Stream` so tests can drive it without a socket.
+//! hold: a bounded send queue plus counters. [`run`] drives the socket in the connection's one
+//! task, which alone owns it: it drains the queue (feeding every ready frame, flushing once)
+//! and answers client frames. Pings come from the node's pinger through the queue, so a
+//! connection has no timer of its own. The logic is generic over `Sink`/`Stream` so tests can
+//! drive it without a socket.
 //!
 //! Close codes (DESIGN.md §3): 1000 campaign ended or client closed, 1001 server shutting down,
 //! 1002 protocol error, 1007 invalid UTF-8, 1008 client event abuse, 1009 message too big,
@@ -15,8 +16,7 @@ use std::sync::{Arc, OnceLock};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tokio::sync::Notify;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -75,7 +75,7 @@ impl Close {
         reason: "",
         drain: false,
     };
-    const PING_TIMEOUT: Self = Self {
+    pub(crate) const PING_TIMEOUT: Self = Self {
         code: close_code::PING_TIMEOUT,
         reason: "ping timeout",
         drain: false,
@@ -155,8 +155,6 @@ pub struct Session {
     /// Last time anything arrived from the client, for the ping timeout.
     last_seen_ms: AtomicI64,
     close: OnceLock<Close>,
-    /// Wakes the connection's task when `close` is set.
-    close_notify: Notify,
 }
 
 impl Session {
@@ -180,7 +178,6 @@ impl Session {
             unwarned_drops: AtomicU64::new(0),
             last_seen_ms: AtomicI64::new(now_ms),
             close: OnceLock::new(),
-            close_notify: Notify::new(),
         };
         Arc::new(s)
     }
@@ -262,19 +259,11 @@ impl Session {
     /// Asks the session to close; the first reason wins. Returns at once.
     pub fn close(&self, close: Close) {
         let _ = self.close.set(close);
-        // One waiter (the connection's task); a permit is kept if it is not waiting yet.
-        self.close_notify.notify_one();
-    }
-
-    /// Completes once a close has been asked for.
-    async fn closed(&self) {
-        if self.close.get().is_none() {
-            self.close_notify.notified().await;
-        }
+        self.queue.close();
     }
 
     /// How long nothing has arrived from the client.
-    fn silent_for(&self, now_ms: i64) -> std::time::Duration {
+    pub(crate) fn silent_for(&self, now_ms: i64) -> std::time::Duration {
         let ms = now_ms.saturating_sub(self.last_seen_ms.load(Relaxed));
         std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
     }
@@ -299,41 +288,32 @@ where
     S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Send + Unpin,
 {
     let cfg = &node.config;
-    let mut ping = tokio::time::interval_at(Instant::now() + cfg.ping_interval, cfg.ping_interval);
-    ping.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut limiter = RateLimiter::new(
         cfg.client_event_rate,
         cfg.client_event_burst,
         cfg.client_event_abuse_limit,
     );
+    let queue = &session.queue;
     let socket_ok = loop {
         tokio::select! {
             biased;
-            () = session.closed() => break true,
-            first = session.queue.pop() => {
-                let write = write_batch(&mut ws, first, &session.queue);
+            first = queue.pop() => {
+                // `None`: a close was asked for.
+                let Some(first) = first else { break true };
+                let write = write_batch(&mut ws, first, queue);
                 tokio::pin!(write);
-                let written = loop {
-                    tokio::select! {
-                        biased;
-                        () = session.closed() => break None,
-                        r = &mut write => break Some(r),
-                        // A socket that stays blocked is still subject to the ping timeout.
-                        _ = ping.tick() => {
-                            if session.silent_for(node.slow_policy.now_ms()) > cfg.pong_timeout {
-                                session.close(Close::PING_TIMEOUT);
-                                break None;
-                            }
-                        }
-                    }
+                // A close (campaign ended, slow, ping timeout) interrupts a blocked write.
+                let written = tokio::select! {
+                    biased;
+                    () = queue.closed() => break true,
+                    r = &mut write => r,
                 };
                 match written {
-                    None => break true,
-                    Some(Ok(n)) => {
+                    Ok(n) => {
                         campaign.count_sent(n);
                         node.metrics.frames_sent.increment(n);
                     }
-                    Some(Err(_)) => break false,
+                    Err(_) => break false,
                 }
             }
             msg = ws.next() => {
@@ -350,20 +330,6 @@ where
                     break close != Close::GONE;
                 }
             }
-            _ = ping.tick() => {
-                if session.silent_for(node.slow_policy.now_ms()) > cfg.pong_timeout {
-                    session.close(Close::PING_TIMEOUT);
-                    break true;
-                }
-                let sent = tokio::select! {
-                    biased;
-                    () = session.closed() => break true,
-                    r = ws.send(Message::Ping(bytes::Bytes::new())) => r,
-                };
-                if sent.is_err() {
-                    break false;
-                }
-            }
         }
     };
     if socket_ok {
@@ -376,20 +342,22 @@ where
 }
 
 /// Feeds `first` and every frame already queued (up to [`MAX_BATCH`]), then flushes once.
-/// Returns the number of frames written.
+/// Returns the number of data frames written (pings are not counted).
 async fn write_batch<Si>(sink: &mut Si, first: Message, queue: &SendQueue) -> Result<u64, WsError>
 where
     Si: Sink<Message, Error = WsError> + Unpin,
 {
+    let mut fed = 1;
+    let mut data = u64::from(!matches!(first, Message::Ping(_)));
     sink.feed(first).await?;
-    let mut n = 1;
-    while n < MAX_BATCH {
+    while fed < MAX_BATCH {
         let Some(m) = queue.try_pop() else { break };
+        data += u64::from(!matches!(m, Message::Ping(_)));
         sink.feed(m).await?;
-        n += 1;
+        fed += 1;
     }
     sink.flush().await?;
-    Ok(n)
+    Ok(data)
 }
 
 /// The close path: the queued frames first when the reason asks for it, then the close
