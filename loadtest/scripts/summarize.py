@@ -3,6 +3,11 @@
 import json
 import sys
 
+def secs(d):
+    """A serde Duration ({"secs": s, "nanos": n}) in seconds."""
+    return d["secs"] + d["nanos"] / 1e9
+
+
 rows = []
 for path in sys.argv[1:]:
     with open(path) as f:
@@ -11,7 +16,7 @@ for path in sys.argv[1:]:
     slow = r.get("slow")
     rows.append((
         c["frequency_hz"], c["clients"], c["slow_fraction"], c["payload"],
-        r["delivery"]["frames_per_s"], r["delivery"]["events_per_s"],
+        r["delivery"]["frames"] / secs(c["duration"]), r["delivery"]["events"] / secs(c["duration"]),
         r["fast"]["latency"]["p50_ms"], r["fast"]["latency"]["p99_ms"], r["fast"]["latency"]["p999_ms"],
         r["fast"]["missing"], r["server"]["frames_dropped"],
         r["server"]["rss_per_connection_bytes"], r["tick_rate"]["measured_mean_hz"],

@@ -36,7 +36,8 @@ pub struct Group {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Delivery {
-    /// Over the publishing window (from its start to the end of the grace period).
+    /// Received from the start of publishing to the end of the grace period; the rates divide
+    /// them by the publishing duration (what arrives in the grace period was published in it).
     pub frames: u64,
     pub events: u64,
     pub frames_per_s: f64,
@@ -112,7 +113,6 @@ pub struct Inputs<'a> {
     pub connected: &'a Sample,
     pub server_delta: &'a Sample,
     pub delivered: (u64, u64),
-    pub window: Duration,
     pub published: u64,
     pub publish_failed: u64,
     pub tick_rates: &'a [f64],
@@ -135,7 +135,6 @@ pub fn build(i: Inputs<'_>) -> Report {
         duplicates: g.0.duplicates,
         latency: Percentiles::of(&g.1),
     };
-    let window = i.window.as_secs_f64();
     let rates = i.tick_rates;
     let mean = per(rates.iter().sum(), rates.len() as f64);
     let curve = [50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.99, 100.0]
@@ -157,8 +156,8 @@ pub fn build(i: Inputs<'_>) -> Report {
         delivery: Delivery {
             frames: i.delivered.0,
             events: i.delivered.1,
-            frames_per_s: per(i.delivered.0 as f64, window),
-            events_per_s: per(i.delivered.1 as f64, window),
+            frames_per_s: per(i.delivered.0 as f64, i.cfg.duration.as_secs_f64()),
+            events_per_s: per(i.delivered.1 as f64, i.cfg.duration.as_secs_f64()),
             published: i.published,
             publish_failed: i.publish_failed,
             publish_rate_per_s: per(i.published as f64, i.cfg.duration.as_secs_f64()),

@@ -439,7 +439,6 @@ pub async fn run(cfg: RunConfig, on_tick: &mut (dyn FnMut(Tick) + Send)) -> anyh
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), publisher).await;
-    let window = publish_start.elapsed();
     let after_progress = sets.progress();
     let after = sum(&sample_all(&api, &all_nodes).await?);
     let mut tick_rates = Vec::new();
@@ -482,7 +481,6 @@ pub async fn run(cfg: RunConfig, on_tick: &mut (dyn FnMut(Tick) + Send)) -> anyh
             after_progress.frames - before_progress.frames,
             after_progress.events - before_progress.events,
         ),
-        window,
         published: published.load(std::sync::atomic::Ordering::Relaxed),
         publish_failed: failed.load(std::sync::atomic::Ordering::Relaxed),
         tick_rates: &tick_rates,
