@@ -61,6 +61,11 @@ pub struct Config {
     pub ws_write_buffer_size: usize,
     #[serde(with = "duration")]
     pub close_timeout: Duration,
+    /// Events each campaign keeps for clients resuming with `since` (0 = no recovery).
+    pub history_size: usize,
+    /// Events older than this are not recovered.
+    #[serde(with = "duration")]
+    pub history_ttl: Duration,
     /// After SIGTERM: how long to keep broadcasting before the final ticks.
     #[serde(with = "duration")]
     pub shutdown_drain: Duration,
@@ -95,6 +100,8 @@ impl Default for Config {
             ws_read_buffer_size: 1024,
             ws_write_buffer_size: 16 * 1024,
             close_timeout: e.close_timeout,
+            history_size: e.history_size,
+            history_ttl: e.history_ttl,
             shutdown_drain: Duration::ZERO,
             shutdown_timeout: Duration::from_secs(10),
         }
@@ -125,6 +132,8 @@ pub const KEYS: &[&str] = &[
     "ws_read_buffer_size",
     "ws_write_buffer_size",
     "close_timeout",
+    "history_size",
+    "history_ttl",
     "shutdown_drain",
     "shutdown_timeout",
 ];
@@ -287,6 +296,8 @@ impl Config {
             campaign_inbox_capacity: self.campaign_inbox_capacity,
             max_pending_events: self.max_pending_events,
             close_timeout: self.close_timeout,
+            history_size: self.history_size,
+            history_ttl: self.history_ttl,
         }
     }
 }

@@ -74,6 +74,10 @@ flags! {
     ws_write_buffer_size,
     /// Time a closing session may take to flush [default: 2s]
     close_timeout,
+    /// Events kept per campaign for clients resuming with since; 0 = none [default: 1000]
+    history_size,
+    /// Events older than this are not recovered [default: 10m]
+    history_ttl,
     /// After SIGTERM, keep broadcasting this long before the final ticks [default: 0s]
     shutdown_drain,
     /// Wait at most this long for every task at shutdown [default: 10s]

@@ -526,3 +526,61 @@ async fn shutdown_closes_clients_with_1001() {
         "no longer accepting"
     );
 }
+
+#[tokio::test]
+async fn reconnecting_with_since_recovers_every_missed_event_in_order() {
+    let node = TestNode::start().await;
+    let id = node
+        .campaign("resume", 20.0, json!({"state": {"v": 1}}))
+        .await;
+    let mut ws = node.ws(&id, "u", "").await;
+    let w = next(&mut ws).await;
+    let epoch = w["epoch"].as_str().expect("epoch").to_owned();
+    next_of(&mut ws, "tick").await;
+    for _ in 0..3 {
+        node.publish(&id, "e", json!(null), true).await;
+    }
+    let mut last = 0;
+    while last < 3 {
+        let t = next_of(&mut ws, "tick").await;
+        last = t["seq"].as_u64().expect("seq");
+    }
+    ws.close(None).await.expect("close");
+    for _ in 0..5 {
+        node.publish(&id, "missed", json!(null), false).await;
+    }
+    // Let a tick pass so the missed events are behind us.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut again = node
+        .ws(&id, "u", &format!("?since={last}&epoch={epoch}"))
+        .await;
+    let w = next(&mut again).await;
+    assert_eq!(w["recovered"], true, "{w}");
+    let mut seqs = Vec::new();
+    while seqs.len() < 5 {
+        let t = next_of(&mut again, "tick").await;
+        seqs.extend(
+            t["events"]
+                .as_array()
+                .expect("events")
+                .iter()
+                .map(|e| e["seq"].as_u64().expect("seq")),
+        );
+    }
+    assert_eq!(seqs, vec![4, 5, 6, 7, 8]);
+    let live = node.publish(&id, "live", json!(null), true).await;
+    let t = next_of(&mut again, "tick").await;
+    assert_eq!(t["events"][0]["seq"], live);
+
+    let mut stale = node.ws(&id, "u", "?since=4&epoch=not-this-one").await;
+    assert_eq!(next(&mut stale).await["recovered"], false);
+    for bad in ["?since=-1", "?since=abc", "?epoch=x"] {
+        let err = tokio_tungstenite::connect_async(format!("ws://{}/ws/{id}/u{bad}", node.http))
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(err, tokio_tungstenite::tungstenite::Error::Http(ref r) if r.status() == 400),
+            "{bad}: {err}"
+        );
+    }
+}

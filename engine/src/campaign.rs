@@ -28,11 +28,23 @@ const RATE_WINDOW: Duration = Duration::from_secs(10);
 const WARN_EVERY_MS: i64 = 10_000;
 
 /// What reaches a campaign task.
-#[derive(Debug)]
 pub(crate) enum Input {
     Publication(Publication),
     Configure(CampaignSpec),
+    /// A new session: the task sends its welcome (and the events it missed, when it asks to
+    /// resume), then adds it to the members, so nothing slips between history and live.
+    Join {
+        session: Arc<Session>,
+        resume: Option<Resume>,
+    },
     End,
+}
+
+/// A client's request to resume: the last `seq` it saw, and the epoch it saw it in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    pub since: u64,
+    pub epoch: Option<String>,
 }
 
 /// The part of a campaign that sessions, the hub and stats share with its task.
@@ -111,11 +123,13 @@ impl CampaignShared {
                 } else {
                     let tx = self.inbox.clone();
                     node.tracker.spawn(async move {
-                        let _ = tx.send(input).await;
+                        if let Err(mpsc::error::SendError(input)) = tx.send(input).await {
+                            refuse(input);
+                        }
                     });
                 }
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Closed(input)) => refuse(input),
         }
     }
 
@@ -166,6 +180,13 @@ impl CampaignShared {
     }
 }
 
+/// An input the task will never see (it has stopped): a joining session is closed at once.
+fn refuse(input: Input) {
+    if let Input::Join { session, .. } = input {
+        session.close(Close::ENDED);
+    }
+}
+
 /// The broadcast task of one campaign.
 pub(crate) struct Campaign {
     shared: Arc<CampaignShared>,
@@ -176,6 +197,14 @@ pub(crate) struct Campaign {
     /// Bumped on every state change; sessions remember the version they were sent.
     state_version: u64,
     pending: Vec<EncodedEvent>,
+    /// The latest events (at most `history_size`, none older than `history_ttl`), oldest
+    /// first, with the time (node clock, ms) they arrived: what resuming clients recover.
+    history: VecDeque<(i64, EncodedEvent)>,
+    /// Highest `seq` already broadcast (or passed, when nobody was connected).
+    sent_seq: u64,
+    /// Changes whenever this task's history starts afresh (here: every start of the task), so
+    /// that a client resuming from another history learns it cannot recover.
+    epoch: Box<str>,
     /// Membership version at the last broadcast in which every session got the current
     /// state; lets an idle tick return without looking at any session.
     settled_members: Option<u64>,
@@ -226,6 +255,9 @@ impl Campaign {
             state,
             state_version: 1,
             pending: Vec::new(),
+            history: VecDeque::new(),
+            sent_seq: 0,
+            epoch: new_epoch().into(),
             settled_members: None,
             last_overflow_warn_ms: 0,
         };
@@ -247,6 +279,7 @@ impl Campaign {
                 input = self.inbox.recv() => match input {
                     Some(Input::Publication(p)) => self.on_publication(p),
                     Some(Input::Configure(spec)) => self.configure(spec, &mut interval),
+                    Some(Input::Join { session, resume }) => self.join(&session, resume.as_ref()),
                     Some(Input::End) | None => break Close::ENDED,
                 },
             }
@@ -292,8 +325,9 @@ impl Campaign {
                     }
                     return;
                 }
-                self.pending
-                    .push(EncodedEvent::new(seq, &name, &data, ts, user.as_deref()));
+                let event = EncodedEvent::new(seq, &name, &data, ts, user.as_deref());
+                self.remember(event.clone());
+                self.pending.push(event);
                 if immediate {
                     self.broadcast();
                 }
@@ -340,6 +374,91 @@ impl Campaign {
         }
     }
 
+    /// Adds an event to the history, dropping what is too old or beyond its size.
+    fn remember(&mut self, event: EncodedEvent) {
+        let cfg = &self.node.config;
+        if cfg.history_size == 0 {
+            return;
+        }
+        let now = self.node.slow_policy.now_ms();
+        self.history.push_back((now, event));
+        while self.history.len() > cfg.history_size {
+            self.history.pop_front();
+        }
+        self.expire_history(now);
+    }
+
+    fn expire_history(&mut self, now: i64) {
+        let ttl = i64::try_from(self.node.config.history_ttl.as_millis()).unwrap_or(i64::MAX);
+        while self.history.front().is_some_and(|(at, _)| now - at > ttl) {
+            self.history.pop_front();
+        }
+    }
+
+    /// The events after `since` up to what was already broadcast, if the history still holds
+    /// all of them (and the client's epoch is this history's).
+    fn recover(&mut self, resume: &Resume) -> Option<Vec<EncodedEvent>> {
+        if resume.epoch.as_deref().is_some_and(|e| e != &*self.epoch)
+            || resume.since > self.sent_seq
+        {
+            return None;
+        }
+        if resume.since == self.sent_seq {
+            return Some(Vec::new());
+        }
+        self.expire_history(self.node.slow_policy.now_ms());
+        let oldest = self.history.front().map(|(_, e)| e.seq)?;
+        if oldest > resume.since + 1 {
+            return None;
+        }
+        let events: Vec<EncodedEvent> = self
+            .history
+            .iter()
+            .map(|(_, e)| e)
+            .filter(|e| e.seq > resume.since && e.seq <= self.sent_seq)
+            .cloned()
+            .collect();
+        // Contiguous from since + 1 to sent_seq, or the client would see a hole.
+        let complete = events.len() as u64 == self.sent_seq - resume.since;
+        complete.then_some(events)
+    }
+
+    /// Welcomes a session, sends it what it missed (when it resumes) with the current state,
+    /// and makes it a member: from the next tick on it gets the live frames.
+    fn join(&mut self, session: &Arc<Session>, resume: Option<&Resume>) {
+        let recovered = resume.map(|r| self.recover(r));
+        let welcome = frame::welcome(&frame::Welcome {
+            campaign_json: &self.shared.id_json,
+            user: &session.user,
+            node: &self.node.config.node_id,
+            seq: self.sent_seq,
+            epoch: &self.epoch,
+            frequency_hz: self.shared.frequency_hz(),
+            recovered: recovered.as_ref().map(Option::is_some),
+        });
+        let policy = self.node.slow_policy;
+        session.offer(welcome, &self.shared, policy);
+        if let Some(Some(events)) = recovered {
+            // The missed events and the state, in one tick frame (a resuming client needs
+            // the state as much as a new one).
+            let json = frame::tick(
+                &self.shared.id_json,
+                self.sent_seq,
+                now_ms(),
+                Some(&self.state),
+                &events,
+            );
+            if session.offer(
+                SharedFrame::new(json).for_session(session.compress),
+                &self.shared,
+                policy,
+            ) {
+                session.set_state_version(self.state_version);
+            }
+        }
+        join(&self.shared, session.clone());
+    }
+
     /// The latest state wins: it replaces the previous one, whether or not that was sent.
     fn replace_state(&mut self, state: &serde_json::value::RawValue) {
         self.state = state.get().into();
@@ -352,6 +471,9 @@ impl Campaign {
     /// state), and compresses each at most once.
     pub(crate) fn broadcast(&mut self) {
         let has_events = !self.pending.is_empty();
+        if let Some(last) = self.pending.last() {
+            self.sent_seq = self.sent_seq.max(last.seq);
+        }
         let (members_version, members) = self.shared.members.snapshot();
         if members.is_empty() {
             self.pending.clear();
@@ -399,10 +521,24 @@ impl Campaign {
         for s in members.iter() {
             s.close(close);
         }
+        // Sessions still waiting to join will never be served.
+        self.inbox.close();
+        while let Ok(input) = self.inbox.try_recv() {
+            if let Input::Join { session, .. } = input {
+                session.close(close);
+            }
+        }
         self.node
             .hub
             .remove_if(&self.shared.id, |_, c| Arc::ptr_eq(c, &self.shared));
     }
+}
+
+/// A fresh history epoch: unique per task start (time and a process-wide counter).
+fn new_epoch() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Relaxed);
+    format!("{:x}{n:x}", now_ms())
 }
 
 /// Registers `session` with `campaign`; a session that joins after the campaign's final frame

@@ -39,6 +39,10 @@ pub struct Config {
     pub max_pending_events: usize,
     /// How long a closing session may take to flush its queue and close frame.
     pub close_timeout: Duration,
+    /// Events each campaign keeps for resuming clients (0 = no recovery).
+    pub history_size: usize,
+    /// Events older than this are not recovered.
+    pub history_ttl: Duration,
 }
 
 impl Default for Config {
@@ -57,6 +61,8 @@ impl Default for Config {
             campaign_inbox_capacity: 8192,
             max_pending_events: 10_000,
             close_timeout: Duration::from_secs(2),
+            history_size: 1000,
+            history_ttl: Duration::from_secs(600),
         }
     }
 }

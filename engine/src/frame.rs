@@ -30,7 +30,9 @@ pub(crate) fn json_string(s: &str) -> String {
 /// history read that carries it.
 #[derive(Debug, Clone)]
 pub(crate) struct EncodedEvent {
-    pub json: Box<str>,
+    pub seq: u64,
+    /// Shared by the pending batch and the history.
+    pub json: std::sync::Arc<str>,
 }
 
 impl EncodedEvent {
@@ -43,7 +45,8 @@ impl EncodedEvent {
         }
         s.push('}');
         Self {
-            json: s.into_boxed_str(),
+            seq,
+            json: s.into(),
         }
     }
 }
@@ -121,16 +124,35 @@ pub(crate) fn tick(
     s
 }
 
+/// What a `welcome` frame says.
+pub(crate) struct Welcome<'a> {
+    pub campaign_json: &'a str,
+    pub user: &'a str,
+    pub node: &'a str,
+    pub seq: u64,
+    pub epoch: &'a str,
+    pub frequency_hz: f64,
+    /// Whether the events after the client's `since` were recovered (only when it sent one).
+    pub recovered: Option<bool>,
+}
+
 /// `{"type":"welcome",...}`, the first frame of every session.
-pub(crate) fn welcome(campaign_json: &str, user: &str, node: &str, seq: u64, hz: f64) -> Message {
-    let mut s = String::with_capacity(128);
+pub(crate) fn welcome(w: &Welcome<'_>) -> Message {
+    let mut s = String::with_capacity(160);
     let _ = write!(
         s,
-        "{{\"type\":\"welcome\",\"campaign\":{campaign_json},\"user\":{},\"node\":{},\"seq\":{seq},\"frequency_hz\":{}}}",
-        json_string(user),
-        json_string(node),
-        fmt_hz(hz)
+        "{{\"type\":\"welcome\",\"campaign\":{},\"user\":{},\"node\":{},\"seq\":{},\"epoch\":{},\"frequency_hz\":{}",
+        w.campaign_json,
+        json_string(w.user),
+        json_string(w.node),
+        w.seq,
+        json_string(w.epoch),
+        fmt_hz(w.frequency_hz)
     );
+    if let Some(r) = w.recovered {
+        let _ = write!(s, ",\"recovered\":{r}");
+    }
+    s.push('}');
     Message::Text(s.into())
 }
 
@@ -206,10 +228,26 @@ mod tests {
 
     #[test]
     fn welcome_config_message_error_are_json() {
-        let w = welcome(&json_string("c"), "u", "n", 5, 1.0);
-        let v: serde_json::Value = serde_json::from_str(w.to_text().expect("text")).expect("json");
+        let id = json_string("c");
+        let mut w = Welcome {
+            campaign_json: &id,
+            user: "u",
+            node: "n",
+            seq: 5,
+            epoch: "e1",
+            frequency_hz: 1.0,
+            recovered: None,
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(welcome(&w).to_text().expect("text")).expect("json");
         assert_eq!(v["frequency_hz"], 1.0);
         assert_eq!(v["seq"], 5);
+        assert_eq!(v["epoch"], "e1");
+        assert!(v.get("recovered").is_none());
+        w.recovered = Some(false);
+        let v: serde_json::Value =
+            serde_json::from_str(welcome(&w).to_text().expect("text")).expect("json");
+        assert_eq!(v["recovered"], false);
         let c: serde_json::Value = serde_json::from_str(&config(2.5)).expect("json");
         assert_eq!(c["frequency_hz"], 2.5);
         let m: serde_json::Value =

@@ -30,7 +30,7 @@ mod queue;
 pub mod session;
 
 pub use broker::{Broker, CampaignSpec, MemoryBroker};
-pub use campaign::CampaignStats;
+pub use campaign::{CampaignStats, Resume};
 pub use config::Config;
 pub use error::EngineError;
 pub use node::Node;

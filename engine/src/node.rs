@@ -15,10 +15,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::{Broker, CampaignSpec, Control, Deliver, Publication};
-use crate::campaign::{self, Campaign, CampaignStats, Input};
+use crate::campaign::{Campaign, CampaignStats, Input, Resume};
 use crate::config::{self, Config};
 use crate::error::EngineError;
-use crate::frame::{self, now_ms};
+use crate::frame::now_ms;
 use crate::hub::Hub;
 use crate::metrics::{self, Metrics};
 use crate::session::{self, Close, Session, SlowPolicy};
@@ -207,6 +207,7 @@ impl Node {
         campaign: &str,
         user: &str,
         compress: bool,
+        resume: Option<Resume>,
         mut ws: S,
     ) -> u16
     where
@@ -240,15 +241,13 @@ impl Node {
             inner.config.send_queue_capacity,
             inner.slow_policy.now_ms(),
         );
-        let welcome = frame::welcome(
-            &shared.id_json,
-            user,
-            &inner.config.node_id,
-            shared.last_seq(),
-            shared.frequency_hz(),
+        shared.send(
+            Input::Join {
+                session: session.clone(),
+                resume,
+            },
+            inner,
         );
-        session.offer(welcome, &shared, inner.slow_policy);
-        campaign::join(&shared, session.clone());
         inner.metrics.sessions_opened.increment(1);
         inner.metrics.connections.increment(1.0);
         tracing::debug!(campaign, user, session = id, compress, "session opened");

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use engine::broker::CampaignSpec;
 use engine::tungstenite::{Error as WsError, Message};
-use engine::{Config, MemoryBroker, Node};
+use engine::{Config, MemoryBroker, Node, Resume};
 use futures_util::{Sink, Stream};
 use serde_json::{Value, json, value::RawValue};
 use tokio::sync::mpsc;
@@ -64,6 +64,17 @@ impl Client {
     /// `buffer` is how many frames the "socket" holds before the writer blocks: a client that
     /// never reads with a small buffer is a slow client.
     fn connect(node: &Node, campaign: &str, user: &str, compress: bool, buffer: usize) -> Self {
+        Self::resume(node, campaign, user, compress, buffer, None)
+    }
+
+    fn resume(
+        node: &Node,
+        campaign: &str,
+        user: &str,
+        compress: bool,
+        buffer: usize,
+        resume: Option<Resume>,
+    ) -> Self {
         let (tx, incoming) = mpsc::channel(16);
         let (out_tx, rx) = mpsc::channel(buffer);
         let ws = TestWs {
@@ -71,8 +82,10 @@ impl Client {
             outgoing: PollSender::new(out_tx),
         };
         let (node, campaign, user) = (node.clone(), campaign.to_owned(), user.to_owned());
-        let done =
-            tokio::spawn(async move { node.serve_session(&campaign, &user, compress, ws).await });
+        let done = tokio::spawn(async move {
+            node.serve_session(&campaign, &user, compress, resume, ws)
+                .await
+        });
         Self { tx, rx, done }
     }
 
@@ -633,4 +646,177 @@ async fn shutdown_closes_every_session_with_1001() {
         assert_eq!(c.closed().await, 1001);
     }
     assert_eq!(node.connections(), 0);
+}
+
+/// Events of the tick frames received until the channel is empty.
+fn drain_events(c: &mut Client) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    while let Ok(m) = c.rx.try_recv() {
+        if let Message::Text(t) = m {
+            let v: Value = serde_json::from_str(&t).expect("json");
+            if v["type"] == "tick" {
+                seqs.extend(
+                    v["events"]
+                        .as_array()
+                        .expect("events")
+                        .iter()
+                        .map(|e| e["seq"].as_u64().expect("seq")),
+                );
+            }
+        }
+    }
+    seqs
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resuming_client_gets_every_missed_event_once_then_live_ones() {
+    let node = node_with(Config::default());
+    campaign(&node, "c", 5.0, false).await;
+    let mut first = Client::connect(&node, "c", "u", false, 64);
+    let w = first.next().await;
+    let epoch = w["epoch"].as_str().expect("epoch").to_owned();
+    for _ in 0..3 {
+        node.publish_event("c", "e", raw(json!(null)), false)
+            .await
+            .expect("publish");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(drain_events(&mut first), vec![1, 2, 3]);
+    drop(first.tx);
+    let _ = first.done.await;
+    for _ in 0..3 {
+        node.publish_event("c", "e", raw(json!(null)), false)
+            .await
+            .expect("publish");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let resume = Resume {
+        since: 3,
+        epoch: Some(epoch.clone()),
+    };
+    let mut again = Client::resume(&node, "c", "u", false, 64, Some(resume));
+    let w = again.next().await;
+    assert_eq!(w["recovered"], true);
+    assert_eq!(w["seq"], 6);
+    assert_eq!(w["epoch"], epoch.as_str());
+    let r = again.next().await;
+    assert_eq!(
+        r["state"],
+        json!({"score": 0}),
+        "the recovery frame carries the state"
+    );
+    let seqs: Vec<u64> = r["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, vec![4, 5, 6]);
+    node.publish_event("c", "e", raw(json!(null)), false)
+        .await
+        .expect("publish");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        drain_events(&mut again),
+        vec![7],
+        "then live events, none twice"
+    );
+
+    // Resuming in the middle of a batch not yet broadcast: no recovery needed, the pending
+    // events come with the next tick.
+    node.publish_event("c", "e", raw(json!(null)), false)
+        .await
+        .expect("publish");
+    let mut third = Client::resume(
+        &node,
+        "c",
+        "v",
+        false,
+        64,
+        Some(Resume {
+            since: 7,
+            epoch: Some(epoch),
+        }),
+    );
+    let w = third.next().await;
+    assert_eq!(w["recovered"], true);
+    assert_eq!(w["seq"], 7);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(drain_events(&mut third), vec![8]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn resuming_fails_cleanly_when_history_cannot_serve_it() {
+    let node = node_with(Config {
+        history_size: 3,
+        ..Config::default()
+    });
+    campaign(&node, "c", 5.0, false).await;
+    for _ in 0..10 {
+        node.publish_event("c", "e", raw(json!(null)), false)
+            .await
+            .expect("publish");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (resume, why) in [
+        (
+            Resume {
+                since: 2,
+                epoch: None,
+            },
+            "older than the history",
+        ),
+        (
+            Resume {
+                since: 9,
+                epoch: Some("another-epoch".into()),
+            },
+            "another epoch",
+        ),
+        (
+            Resume {
+                since: 99,
+                epoch: None,
+            },
+            "from the future",
+        ),
+    ] {
+        let mut c = Client::resume(&node, "c", "u", false, 64, Some(resume));
+        let w = c.next().await;
+        assert_eq!(w["recovered"], false, "{why}");
+        assert_eq!(w["seq"], 10);
+        let t = c.next().await;
+        assert_eq!(
+            t["state"],
+            json!({"score": 0}),
+            "{why}: the first tick carries the full state"
+        );
+        assert_eq!(t["events"], json!([]));
+    }
+    let mut ok = Client::resume(
+        &node,
+        "c",
+        "u",
+        false,
+        64,
+        Some(Resume {
+            since: 7,
+            epoch: None,
+        }),
+    );
+    assert_eq!(
+        ok.next().await["recovered"],
+        true,
+        "within the last 3 events"
+    );
+    let seqs: Vec<u64> = ok.next().await["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, vec![8, 9, 10]);
+    // Without `since`, no "recovered" at all.
+    let mut plain = Client::connect(&node, "c", "p", false, 64);
+    assert!(plain.next().await.get("recovered").is_none());
 }

@@ -6,6 +6,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use engine::Resume;
 use engine::tokio_tungstenite::WebSocketStream;
 use engine::tungstenite::handshake::derive_accept_key;
 use engine::tungstenite::protocol::{Role, WebSocketConfig};
@@ -19,7 +20,14 @@ use crate::error::ApiError;
 pub struct WsQuery {
     /// `deflate`: tick frames as binary raw-deflate frames.
     compress: Option<String>,
+    /// The last `seq` the client saw: resume from there.
+    since: Option<String>,
+    /// The epoch of the welcome in which it saw it.
+    epoch: Option<String>,
 }
+
+/// Longest accepted `epoch`.
+const MAX_EPOCH: usize = 64;
 
 fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     headers
@@ -46,6 +54,28 @@ pub async fn upgrade(
             return Err(ApiError::bad_request(format!(
                 "compress={other:?}: the only supported value is \"deflate\""
             )));
+        }
+    };
+    let resume = match (query.since.as_deref(), query.epoch) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err(ApiError::bad_request("epoch is only meaningful with since"));
+        }
+        (Some(since), epoch) => {
+            let since = since.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "since={since:?}: expected the last seq seen (a whole number)"
+                ))
+            })?;
+            if epoch
+                .as_ref()
+                .is_some_and(|e| e.is_empty() || e.len() > MAX_EPOCH)
+            {
+                return Err(ApiError::bad_request(format!(
+                    "epoch must have 1-{MAX_EPOCH} characters"
+                )));
+            }
+            Some(Resume { since, epoch })
         }
     };
     let headers = req.headers();
@@ -119,7 +149,7 @@ pub async fn upgrade(
                     )
                     .await,
                 );
-                node.serve_session(&id, &user, compress, ws).await;
+                node.serve_session(&id, &user, compress, resume, ws).await;
             }
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
         }
