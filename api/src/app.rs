@@ -191,10 +191,25 @@ impl Running {
         if !self.config.shutdown_drain.is_zero() {
             tokio::time::sleep(self.config.shutdown_drain).await;
         }
-        let clean = self.node.shutdown(self.config.shutdown_timeout).await;
-        let _ = tokio::time::timeout(self.config.shutdown_timeout, self.http_task).await;
-        self.stop_ops.cancel();
-        let _ = self.ops_task.await;
+        let mut clean = self.node.shutdown(self.config.shutdown_timeout).await;
+        // In-flight REST calls get what is left of the deadline; then the servers are
+        // stopped whatever they are doing.
+        for (task, stop) in [
+            (self.http_task, None),
+            (self.ops_task, Some(&self.stop_ops)),
+        ] {
+            if let Some(stop) = stop {
+                stop.cancel();
+            }
+            let abort = task.abort_handle();
+            if tokio::time::timeout(self.config.shutdown_timeout, task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+                clean = false;
+            }
+        }
         self.db.close().await;
         tracing::info!(clean, "node stopped");
         clean

@@ -4,10 +4,7 @@
 //! offers the shared bytes to every local session's queue without holding any lock.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{
-    AtomicBool, AtomicU64,
-    Ordering::{Relaxed, SeqCst},
-};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +21,9 @@ use crate::session::{Close, Session};
 
 /// Window of the measured tick rate.
 const RATE_WINDOW: Duration = Duration::from_secs(10);
+/// Largest recovery frame: a resuming client further behind gets `recovered: false` and the
+/// full state instead, so that a reconnect storm cannot stall the task on huge frames.
+const MAX_RECOVERY_BYTES: usize = 4 * 1024 * 1024;
 /// Pending-event overflow is logged at most this often per campaign.
 const WARN_EVERY_MS: i64 = 10_000;
 
@@ -62,7 +62,7 @@ pub(crate) struct CampaignShared {
     frames_dropped: AtomicU64,
     events: AtomicU64,
     /// Set once the task has sent its final frame; late joiners close at once.
-    ended: AtomicBool,
+    ended: std::sync::OnceLock<Close>,
     tick_times: Mutex<VecDeque<Instant>>,
     metrics: Metrics,
 }
@@ -99,7 +99,7 @@ impl CampaignShared {
     }
 
     pub(crate) fn is_ended(&self) -> bool {
-        self.ended.load(SeqCst)
+        self.ended.get().is_some()
     }
 
     pub(crate) fn count_sent(&self, n: u64) {
@@ -122,14 +122,17 @@ impl CampaignShared {
                     tracing::warn!(campaign = %self.id, "campaign inbox full: publication dropped");
                 } else {
                     let tx = self.inbox.clone();
+                    let shutdown = node.shutdown.clone();
                     node.tracker.spawn(async move {
                         if let Err(mpsc::error::SendError(input)) = tx.send(input).await {
-                            refuse(input);
+                            refuse(input, shutdown.is_cancelled());
                         }
                     });
                 }
             }
-            Err(mpsc::error::TrySendError::Closed(input)) => refuse(input),
+            Err(mpsc::error::TrySendError::Closed(input)) => {
+                refuse(input, node.shutdown.is_cancelled());
+            }
         }
     }
 
@@ -181,9 +184,13 @@ impl CampaignShared {
 }
 
 /// An input the task will never see (it has stopped): a joining session is closed at once.
-fn refuse(input: Input) {
+fn refuse(input: Input, shutting_down: bool) {
     if let Input::Join { session, .. } = input {
-        session.close(Close::ENDED);
+        session.close(if shutting_down {
+            Close::SHUTDOWN
+        } else {
+            Close::ENDED
+        });
     }
 }
 
@@ -243,7 +250,7 @@ impl Campaign {
             frames_sent: AtomicU64::new(0),
             frames_dropped: AtomicU64::new(0),
             events: AtomicU64::new(0),
-            ended: AtomicBool::new(false),
+            ended: std::sync::OnceLock::new(),
             tick_times: Mutex::new(VecDeque::new()),
             metrics: node.metrics.clone(),
         });
@@ -426,7 +433,14 @@ impl Campaign {
     /// Welcomes a session, sends it what it missed (when it resumes) with the current state,
     /// and makes it a member: from the next tick on it gets the live frames.
     fn join(&mut self, session: &Arc<Session>, resume: Option<&Resume>) {
-        let recovered = resume.map(|r| self.recover(r));
+        // Promise a recovery only if its frame fits: in the queue (with the welcome) and
+        // under the size cap.
+        let recovered = resume.map(|r| {
+            self.recover(r).filter(|events| {
+                let bytes: usize = events.iter().map(|e| e.json.len()).sum();
+                bytes <= MAX_RECOVERY_BYTES && session.queue.room() >= 2
+            })
+        });
         let welcome = frame::welcome(&frame::Welcome {
             campaign_json: &self.shared.id_json,
             user: &session.user,
@@ -516,7 +530,7 @@ impl Campaign {
 
     fn finish(&mut self, close: Close) {
         self.broadcast();
-        self.shared.ended.store(true, SeqCst);
+        let _ = self.shared.ended.set(close);
         let (_, members) = self.shared.members.snapshot();
         for s in members.iter() {
             s.close(close);
@@ -545,7 +559,12 @@ fn new_epoch() -> String {
 /// is closed at once.
 pub(crate) fn join(campaign: &CampaignShared, session: Arc<Session>) {
     campaign.members.insert(session.clone());
-    if campaign.is_ended() {
-        session.close(Close::ENDED);
+    if let Some(close) = campaign.ended.get() {
+        session.close(*close);
+    }
+    // A session whose connection ended before its join was handled: its task has returned
+    // (it always sets the close first) and will not remove it any more.
+    if session.is_closed() {
+        campaign.members.remove(session.id);
     }
 }

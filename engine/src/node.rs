@@ -330,7 +330,9 @@ async fn ping_loop(node: Weak<NodeInner>) {
                 if s.silent_for(now) > node.config.pong_timeout {
                     s.close(Close::PING_TIMEOUT);
                 } else {
-                    s.offer(ping.clone(), &c, node.slow_policy);
+                    // Not `offer`: a ping that finds the queue full is not a dropped frame
+                    // (and must not push the session towards a slow close).
+                    let _ = s.queue.try_push(ping.clone());
                 }
             }
         }
@@ -358,6 +360,12 @@ impl NodeInner {
             && !c.is_ended()
         {
             c.send(Input::Configure(spec), self);
+            return;
+        }
+        if spec.state.is_none() {
+            // A change for a campaign that is not running (it ended meanwhile): starting it
+            // from an empty state would resurrect it.
+            tracing::debug!(campaign = %spec.id, "settings for a campaign that is not running ignored");
             return;
         }
         let (task, shared) = Campaign::new(spec, self.clone());

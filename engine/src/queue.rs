@@ -60,6 +60,11 @@ impl SendQueue {
         Ok(())
     }
 
+    /// Frames that can still be queued.
+    pub(crate) fn room(&self) -> usize {
+        self.capacity.saturating_sub(self.lock().frames.len())
+    }
+
     /// The next frame, if one is queued.
     pub(crate) fn try_pop(&self) -> Option<Message> {
         self.lock().frames.pop_front()

@@ -262,6 +262,11 @@ impl Session {
         self.queue.close();
     }
 
+    /// Whether a close has been asked for.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.close.get().is_some()
+    }
+
     /// How long nothing has arrived from the client.
     pub(crate) fn silent_for(&self, now_ms: i64) -> std::time::Duration {
         let ms = now_ms.saturating_sub(self.last_seen_ms.load(Relaxed));
@@ -295,17 +300,27 @@ where
     );
     let queue = &session.queue;
     let socket_ok = loop {
+        // Not biased: a client whose queue is never empty must still be read (its pongs,
+        // events and close frames).
         tokio::select! {
-            biased;
             first = queue.pop() => {
                 // `None`: a close was asked for.
                 let Some(first) = first else { break true };
                 let write = write_batch(&mut ws, first, queue);
                 tokio::pin!(write);
-                // A close (campaign ended, slow, ping timeout) interrupts a blocked write.
+                // A close (campaign ended, slow, ping timeout) interrupts a blocked write; a
+                // draining one lets the frame being written finish first (bounded).
                 let written = tokio::select! {
                     biased;
-                    () = queue.closed() => break true,
+                    () = queue.closed() => {
+                        if session.close.get().is_some_and(|c| c.drain)
+                            && let Ok(Ok(n)) = tokio::time::timeout(cfg.close_timeout, &mut write).await
+                        {
+                            campaign.count_sent(n);
+                            node.metrics.frames_sent.increment(n);
+                        }
+                        break true;
+                    }
                     r = &mut write => r,
                 };
                 match written {
@@ -377,8 +392,8 @@ where
         if close.drain {
             let mut n = 0;
             while let Some(m) = session.queue.try_pop() {
+                n += u64::from(!matches!(m, Message::Ping(_)));
                 ws.feed(m).await?;
-                n += 1;
             }
             campaign.count_sent(n);
             node.metrics.frames_sent.increment(n);

@@ -820,3 +820,45 @@ async fn resuming_fails_cleanly_when_history_cannot_serve_it() {
     let mut plain = Client::connect(&node, "c", "p", false, 64);
     assert!(plain.next().await.get("recovered").is_none());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_session_gone_before_its_join_is_not_left_behind() {
+    let node = node_with(Config::default());
+    campaign(&node, "c", 1.0, false).await;
+    for i in 0..20 {
+        let c = Client::connect(&node, "c", &format!("u{i}"), false, 8);
+        drop(c.tx);
+        let _ = c.done.await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(node.stats("c").expect("stats").connections, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn settings_for_an_ended_campaign_do_not_restart_it() {
+    let node = node_with(Config::default());
+    campaign(&node, "c", 1.0, false).await;
+    node.end_campaign("c").await.expect("end");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let late = CampaignSpec {
+        id: "c".into(),
+        frequency_hz: 5.0,
+        client_events: false,
+        state: None,
+    };
+    node.upsert_campaign(late).await.expect("accepted");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(
+        !node.has_campaign("c"),
+        "a retime without state does not resurrect it"
+    );
+    let restart = CampaignSpec {
+        id: "c".into(),
+        frequency_hz: 5.0,
+        client_events: false,
+        state: Some(raw(json!({}))),
+    };
+    node.upsert_campaign(restart).await.expect("accepted");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(node.has_campaign("c"), "a start (with state) does");
+}

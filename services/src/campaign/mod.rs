@@ -128,12 +128,19 @@ pub const MAX_PAGE: u32 = 500;
 pub struct CampaignService {
     repo: CampaignRepo,
     broadcaster: Arc<dyn Broadcaster>,
+    /// Changes to one campaign are stored and broadcast in the same order: a change holds its
+    /// campaign's stripe from the write until the engine has it (striped by id, bounded).
+    stripes: Arc<[tokio::sync::Mutex<()>]>,
 }
+
+/// Lock stripes for per-campaign ordering.
+const STRIPES: usize = 64;
 
 impl CampaignService {
     pub fn new(db: Database, broadcaster: Arc<dyn Broadcaster>) -> Self {
         Self {
             repo: CampaignRepo::new(db),
+            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             broadcaster,
         }
     }
@@ -173,6 +180,7 @@ impl CampaignService {
             created_at: String::new(),
             updated_at: String::new(),
         };
+        let _order = self.stripe(&c.id).lock().await;
         self.repo.insert(&c, at).await?;
         c = self.get(&c.id).await?;
         if c.status == Status::Active {
@@ -180,6 +188,23 @@ impl CampaignService {
         }
         tracing::info!(campaign = %c.id, slug = %c.slug, status = c.status.as_str(), "campaign created");
         Ok(c)
+    }
+
+    /// Resolves `key` (id or slug) and takes its campaign's stripe.
+    async fn lock(
+        &self,
+        key: &str,
+    ) -> Result<(String, tokio::sync::MutexGuard<'_, ()>), ServiceError> {
+        let id = self.get(key).await?.id;
+        let guard = self.stripe(&id).lock().await;
+        Ok((id, guard))
+    }
+
+    fn stripe(&self, id: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut h);
+        &self.stripes[(h.finish() % self.stripes.len() as u64) as usize]
     }
 
     /// The campaign with this id or slug.
@@ -258,9 +283,10 @@ impl CampaignService {
                 "must be a JSON object (merge patch)",
             ));
         }
+        let (id, _order) = self.lock(key).await?;
         let (before, after) = self
             .repo
-            .update(key, |c| {
+            .update(&id, |c| {
                 if c.status == Status::Ended {
                     return Err(ServiceError::Conflict {
                         message: "campaign has ended".to_owned(),
@@ -318,9 +344,10 @@ impl CampaignService {
     /// # Errors
     /// [`ServiceError::NotFound`], [`ServiceError::Conflict`] when it already ended.
     pub async fn end(&self, key: &str) -> Result<Campaign, ServiceError> {
+        let (id, _order) = self.lock(key).await?;
         let (before, after) = self
             .repo
-            .update(key, |c| {
+            .update(&id, |c| {
                 if c.status == Status::Ended {
                     return Err(ServiceError::Conflict {
                         message: "campaign has already ended".to_owned(),
@@ -357,9 +384,10 @@ impl CampaignService {
                 "must be a JSON object (merge patch)",
             ));
         }
+        let (id, _order) = self.lock(key).await?;
         let (_, after) = self
             .repo
-            .update(key, |c| {
+            .update(&id, |c| {
                 if c.status == Status::Ended {
                     return Err(ServiceError::Conflict {
                         message: "campaign has ended".to_owned(),

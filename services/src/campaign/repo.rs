@@ -91,7 +91,7 @@ impl CampaignRepo {
     pub async fn get(&self, key: &str) -> Result<Option<Campaign>, ServiceError> {
         let row = sqlx::query(
             "SELECT id, slug, name, status, metadata, state, created_at, updated_at \
-             FROM service_campaign_main WHERE id = ?1 OR slug = ?1 LIMIT 1",
+             FROM service_campaign_main WHERE id = ?1 OR slug = ?1 ORDER BY id = ?1 DESC LIMIT 1",
         )
         .bind(key)
         .fetch_optional(self.db.pool())
@@ -139,7 +139,7 @@ impl CampaignRepo {
         let mut tx = self.db.pool().begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query(
             "SELECT id, slug, name, status, metadata, state, created_at, updated_at \
-             FROM service_campaign_main WHERE id = ?1 OR slug = ?1 LIMIT 1",
+             FROM service_campaign_main WHERE id = ?1 OR slug = ?1 ORDER BY id = ?1 DESC LIMIT 1",
         )
         .bind(key)
         .fetch_optional(&mut *tx)
