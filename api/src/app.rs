@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::serve::ListenerExt as _;
+use engine::broker::{Broker, RedisBroker, RedisConfig};
 use engine::{MemoryBroker, Node};
 use services::Database;
 use services::campaign::CampaignService;
@@ -24,6 +25,12 @@ pub enum StartError {
         url: String,
         #[source]
         source: services::ServiceError,
+    },
+    #[error("Redis at {url}: {source}")]
+    Broker {
+        url: String,
+        #[source]
+        source: engine::broker::BrokerError,
     },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -62,6 +69,8 @@ pub struct Running {
     http_task: JoinHandle<()>,
     stop_ops: CancellationToken,
     ops_task: JoinHandle<()>,
+    /// Stops the bus's background connection (Redis pub/sub).
+    stop_bus: CancellationToken,
 }
 
 /// Pending connections the kernel queues before `accept` (clients connecting in a burst).
@@ -109,7 +118,25 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     let config = Arc::new(config);
 
-    let node = Node::new(config.engine(), Arc::new(MemoryBroker::new()));
+    let stop_bus = CancellationToken::new();
+    let broker: Arc<dyn Broker> = match &config.redis_url {
+        Some(url) => {
+            let redis = RedisConfig {
+                url: url.clone(),
+                prefix: config.redis_prefix.clone(),
+                history_size: config.history_size,
+                history_ttl: config.history_ttl,
+            };
+            RedisBroker::connect(redis, stop_bus.clone())
+                .await
+                .map_err(|source| StartError::Broker {
+                    url: url.clone(),
+                    source,
+                })?
+        }
+        None => Arc::new(MemoryBroker::new()),
+    };
+    let node = Node::new(config.engine(), broker);
     let campaigns = CampaignService::new(
         db.clone(),
         Arc::new(EngineBroadcaster { node: node.clone() }),
@@ -178,6 +205,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         http_task,
         stop_ops,
         ops_task,
+        stop_bus,
     })
 }
 
@@ -210,6 +238,7 @@ impl Running {
                 clean = false;
             }
         }
+        self.stop_bus.cancel();
         self.db.close().await;
         tracing::info!(clean, "node stopped");
         clean

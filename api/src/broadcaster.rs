@@ -30,6 +30,7 @@ impl Broadcaster for EngineBroadcaster {
                 frequency_hz: c.frequency_hz,
                 client_events: c.client_events,
                 state: c.state,
+                epoch: None,
             };
             self.node.upsert_campaign(spec).await.map_err(map)
         })

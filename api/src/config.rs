@@ -31,8 +31,10 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Where the default SQLite file lives.
     pub data_dir: PathBuf,
-    /// Redis for a cluster of nodes (not in this build: set, it stops the node at start).
+    /// Redis for a cluster of nodes (`redis://host:port`); none: in-process bus, one node.
     pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel (several clusters can share one Redis).
+    pub redis_prefix: String,
     /// `text` or `json` log lines.
     pub log_format: String,
     /// Largest REST request body, in bytes.
@@ -84,6 +86,7 @@ impl Default for Config {
             database_url: None,
             data_dir: PathBuf::from("data"),
             redis_url: None,
+            redis_prefix: "ovasabi".to_owned(),
             log_format: "text".to_owned(),
             max_body_size: 1024 * 1024,
             send_queue_capacity: e.send_queue_capacity,
@@ -116,6 +119,7 @@ pub const KEYS: &[&str] = &[
     "database_url",
     "data_dir",
     "redis_url",
+    "redis_prefix",
     "log_format",
     "max_body_size",
     "send_queue_capacity",
@@ -251,10 +255,18 @@ impl Config {
                 "only sqlite://... is supported by this build (Postgres comes with the cluster work)",
             ));
         }
-        if self.redis_url.is_some() {
+        if let Some(url) = &self.redis_url
+            && !url.starts_with("redis://")
+        {
             return Err(ConfigError::new(
                 "redis_url",
-                "this build has no Redis broker yet; unset REDIS_URL to run a single node",
+                "expected redis://host:port (TLS, rediss://, is not built in)",
+            ));
+        }
+        if self.redis_prefix.is_empty() || self.redis_prefix.chars().any(char::is_whitespace) {
+            return Err(ConfigError::new(
+                "redis_prefix",
+                "must be non-empty, without spaces",
             ));
         }
         if let Some(id) = &self.node_id

@@ -40,8 +40,10 @@ flags! {
     database_url,
     /// Folder of the default SQLite file [default: data]
     data_dir,
-    /// Redis URL (a cluster; not in this build)
+    /// Redis URL for a cluster, redis://host:port [default: none, in-process bus]
     redis_url,
+    /// Prefix of Redis keys and channels [default: ovasabi]
+    redis_prefix,
     /// Log format: text or json [default: text]
     log_format,
     /// Largest REST request body in bytes [default: 1048576]

@@ -37,6 +37,7 @@ impl Fixture {
             frequency_hz: 10.0,
             client_events: false,
             state: None,
+            epoch: None,
         };
         let (task, shared) = Campaign::new(spec, node.inner().clone());
         let mut all = Vec::with_capacity(sessions);

@@ -209,8 +209,8 @@ pub(crate) struct Campaign {
     history: VecDeque<(i64, EncodedEvent)>,
     /// Highest `seq` already broadcast (or passed, when nobody was connected).
     sent_seq: u64,
-    /// Changes whenever this task's history starts afresh (here: every start of the task), so
-    /// that a client resuming from another history learns it cannot recover.
+    /// The history's epoch (from the broker, the same on every node): a client resuming from
+    /// another history learns it cannot recover.
     epoch: Box<str>,
     /// Membership version at the last broadcast in which every session got the current
     /// state; lets an idle tick return without looking at any session.
@@ -264,7 +264,10 @@ impl Campaign {
             pending: Vec::new(),
             history: VecDeque::new(),
             sent_seq: 0,
-            epoch: new_epoch().into(),
+            epoch: spec
+                .epoch
+                .as_deref()
+                .map_or_else(|| crate::broker::new_epoch().into(), Into::into),
             settled_members: None,
             last_overflow_warn_ms: 0,
         };
@@ -277,6 +280,7 @@ impl Campaign {
         let shutdown = self.node.shutdown.clone();
         let mut interval = interval_starting(Instant::now(), self.shared.frequency_hz());
         self.node.metrics.campaigns.increment(1.0);
+        self.node.broker.follow(&self.shared.id);
         tracing::info!(campaign = %self.shared.id, frequency_hz = self.shared.frequency_hz(), "campaign task started");
         let close = loop {
             tokio::select! {
@@ -292,6 +296,7 @@ impl Campaign {
             }
         };
         self.finish(close);
+        self.node.broker.unfollow(&self.shared.id);
         self.node.metrics.campaigns.decrement(1.0);
         tracing::info!(campaign = %self.shared.id, code = close.code, "campaign task stopped");
     }
@@ -358,7 +363,11 @@ impl Campaign {
 
     fn configure(&mut self, spec: CampaignSpec, interval: &mut Interval) {
         self.shared.client_events.store(spec.client_events, Relaxed);
-        if let Some(state) = spec.state {
+        // The same settings can arrive twice (applied locally, then from the bus): an equal
+        // state is not a change.
+        if let Some(state) = spec.state
+            && state.get() != &*self.state
+        {
             self.replace_state(&state);
         }
         let old = self.shared.frequency_hz();
@@ -546,13 +555,6 @@ impl Campaign {
             .hub
             .remove_if(&self.shared.id, |_, c| Arc::ptr_eq(c, &self.shared));
     }
-}
-
-/// A fresh history epoch: unique per task start (time and a process-wide counter).
-fn new_epoch() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Relaxed);
-    format!("{:x}{n:x}", now_ms())
 }
 
 /// Registers `session` with `campaign`; a session that joins after the campaign's final frame

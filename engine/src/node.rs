@@ -86,9 +86,18 @@ impl Node {
     ///
     /// # Errors
     /// [`EngineError::FrequencyOutOfRange`], or a broker error.
-    pub async fn upsert_campaign(&self, spec: CampaignSpec) -> Result<(), EngineError> {
+    pub async fn upsert_campaign(&self, mut spec: CampaignSpec) -> Result<(), EngineError> {
         check_frequency(spec.frequency_hz)?;
-        self.inner.broker.control(Control::Upsert(spec)).await?;
+        if spec.epoch.is_none() {
+            spec.epoch = Some(self.inner.broker.epoch(&spec.id).await?);
+        }
+        self.inner
+            .broker
+            .control(Control::Upsert(spec.clone()))
+            .await?;
+        // Applied here at once too, so that the caller can publish as soon as this returns,
+        // whatever the bus's delay; the copy the bus brings back is then a no-op.
+        self.inner.upsert_local(spec);
         Ok(())
     }
 
@@ -103,6 +112,12 @@ impl Node {
                 campaign: campaign.to_owned(),
             })
             .await?;
+        Deliver::control(
+            &*self.inner,
+            Control::End {
+                campaign: campaign.to_owned(),
+            },
+        );
         Ok(())
     }
 

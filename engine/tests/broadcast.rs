@@ -151,6 +151,7 @@ async fn campaign(node: &Node, id: &str, hz: f64, client_events: bool) {
         frequency_hz: hz,
         client_events,
         state: Some(raw(json!({"score": 0}))),
+        epoch: None,
     };
     node.upsert_campaign(spec).await.expect("campaign starts");
     assert!(node.has_campaign(id));
@@ -295,6 +296,7 @@ async fn frequency_change_retimes_within_one_tick_and_sends_config() {
         frequency_hz: 10.0,
         client_events: false,
         state: None,
+        epoch: None,
     };
     node.upsert_campaign(spec).await.expect("retime");
     let cfg = c.next().await;
@@ -318,6 +320,7 @@ async fn frequency_change_retimes_within_one_tick_and_sends_config() {
         frequency_hz: 0.05,
         client_events: false,
         state: None,
+        epoch: None,
     };
     assert!(node.upsert_campaign(bad).await.is_err());
 }
@@ -845,6 +848,7 @@ async fn settings_for_an_ended_campaign_do_not_restart_it() {
         frequency_hz: 5.0,
         client_events: false,
         state: None,
+        epoch: None,
     };
     node.upsert_campaign(late).await.expect("accepted");
     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -857,6 +861,7 @@ async fn settings_for_an_ended_campaign_do_not_restart_it() {
         frequency_hz: 5.0,
         client_events: false,
         state: Some(raw(json!({}))),
+        epoch: None,
     };
     node.upsert_campaign(restart).await.expect("accepted");
     tokio::time::sleep(Duration::from_millis(10)).await;

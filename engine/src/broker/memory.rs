@@ -12,6 +12,8 @@ pub struct MemoryBroker {
     /// Latest assigned `seq` per campaign. The entry stays locked while its publication is
     /// delivered, so deliveries of one campaign arrive in `seq` order.
     seqs: DashMap<Box<str>, u64>,
+    /// Epoch per campaign, for as long as the process lives (so is its history).
+    epochs: DashMap<Box<str>, String>,
     sink: OnceLock<Weak<dyn Deliver>>,
 }
 
@@ -73,4 +75,18 @@ impl Broker for MemoryBroker {
     fn is_ready(&self) -> bool {
         true
     }
+
+    fn epoch<'a>(&'a self, campaign: &'a str) -> BoxFuture<'a, Result<String, BrokerError>> {
+        Box::pin(async move {
+            Ok(self
+                .epochs
+                .entry(campaign.into())
+                .or_insert_with(super::new_epoch)
+                .clone())
+        })
+    }
+
+    fn follow(&self, _campaign: &str) {}
+
+    fn unfollow(&self, _campaign: &str) {}
 }

@@ -4,6 +4,7 @@
 //! broker is a second backend of the same trait.
 
 mod memory;
+mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,13 +14,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 pub use memory::MemoryBroker;
+pub use redis::{RedisBroker, RedisConfig};
 
 /// A boxed, sendable future: what [`Broker`] methods return so that the trait is object safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// What can be published to one campaign.
+/// What can be published to one campaign. (Externally tagged on the wire: an internally
+/// tagged enum cannot carry a `RawValue`.)
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Publication {
     /// An event for the campaign's next tick (or at once when `immediate`). The broker
     /// overwrites `seq` with the next one of the campaign.
@@ -56,11 +59,15 @@ pub struct CampaignSpec {
     /// The state to start from (or to replace the running one with), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<Box<RawValue>>,
+    /// The campaign's history epoch, the same on every node (set by [`crate::Node`] from
+    /// [`Broker::epoch`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
 }
 
 /// Campaign lifecycle, sent to every node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Control {
     /// Created or changed: start the task, or retime and reconfigure the running one.
     Upsert(CampaignSpec),
@@ -111,4 +118,62 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Whether the bus is reachable (for `/readyz`).
     fn is_ready(&self) -> bool;
+
+    /// The campaign's history epoch, created on first use and shared by every node.
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`] when the bus cannot be reached.
+    fn epoch<'a>(&'a self, campaign: &'a str) -> BoxFuture<'a, Result<String, BrokerError>>;
+
+    /// This node runs the campaign's task: deliver its publications here from now on.
+    fn follow(&self, campaign: &str);
+
+    /// This node stopped the campaign's task.
+    fn unfollow(&self, campaign: &str);
+}
+
+/// A fresh epoch: the time and a process-wide counter, in hex.
+pub(crate) fn new_epoch() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{nanos:x}{n:x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publications_and_control_round_trip_with_raw_json() {
+        let raw = |s: &str| RawValue::from_string(s.to_owned()).expect("json");
+        let p = Publication::Event {
+            seq: 3,
+            name: "n".into(),
+            data: raw(r#"{"a":[1,2]}"#),
+            ts: 9,
+            immediate: true,
+            user: Some("u".into()),
+        };
+        let back: Publication =
+            serde_json::from_str(&serde_json::to_string(&p).expect("ser")).expect("de");
+        assert!(
+            matches!(back, Publication::Event { seq: 3, ref data, .. } if data.get() == r#"{"a":[1,2]}"#)
+        );
+        let c = Control::Upsert(CampaignSpec {
+            id: "c".into(),
+            frequency_hz: 2.0,
+            client_events: true,
+            state: Some(raw("{}")),
+            epoch: Some("e".into()),
+        });
+        let back: Control =
+            serde_json::from_str(&serde_json::to_string(&c).expect("ser")).expect("de");
+        assert!(
+            matches!(back, Control::Upsert(CampaignSpec { ref state, .. }) if state.as_ref().is_some_and(|s| s.get() == "{}"))
+        );
+    }
 }

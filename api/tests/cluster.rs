@@ -1,0 +1,234 @@
+//! Several nodes sharing one Redis (and one SQLite file, standing in for the shared database):
+//! runs when `OVASABI_TEST_REDIS_URL` is set, and says it was skipped otherwise. Every test
+//! uses its own Redis key prefix.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestNode, close_code, next, next_of};
+use serde_json::json;
+
+fn redis_url() -> Option<String> {
+    let url = std::env::var("OVASABI_TEST_REDIS_URL").ok();
+    if url.is_none() {
+        eprintln!("SKIPPED: OVASABI_TEST_REDIS_URL is not set; the multi-node tests did not run");
+    }
+    url
+}
+
+/// Three nodes on one Redis prefix and one database file.
+async fn cluster(test: &str, url: &str) -> (Vec<TestNode>, std::path::PathBuf) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let prefix = format!("ovasabi-test-{test}-{}-{nanos}", std::process::id());
+    let dir = std::env::temp_dir().join(&prefix);
+    let db = format!("sqlite://{}/shared.sqlite", dir.display());
+    let mut nodes = Vec::new();
+    for name in ["a", "b", "c"] {
+        let (url, prefix, db) = (url.to_owned(), prefix.clone(), db.clone());
+        nodes.push(
+            TestNode::start_with(move |c| {
+                c.redis_url = Some(url);
+                c.redis_prefix = prefix;
+                c.database_url = Some(db);
+                c.node_id = Some(format!("node-{name}"));
+            })
+            .await,
+        );
+    }
+    for n in &nodes {
+        eventually("node ready", || async {
+            n.running.as_ref().is_some_and(|r| r.node.is_ready())
+        })
+        .await;
+    }
+    (nodes, dir)
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{what}: not within 10 s");
+}
+
+async fn live_everywhere(nodes: &[TestNode], id: &str) {
+    for n in nodes {
+        eventually("campaign running on every node", || async {
+            n.running.as_ref().is_some_and(|r| r.node.has_campaign(id))
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn an_event_published_on_c_reaches_a_and_b_with_the_same_seq() {
+    let Some(url) = redis_url() else { return };
+    let (nodes, dir) = cluster("fanout", &url).await;
+    let id = nodes[0].campaign("x-node", 10.0, json!({})).await;
+    live_everywhere(&nodes, &id).await;
+    let mut on_a = nodes[0].ws(&id, "ua", "").await;
+    let mut on_b = nodes[1].ws(&id, "ub", "").await;
+    let wa = next(&mut on_a).await;
+    let wb = next(&mut on_b).await;
+    assert_eq!(wa["node"], "node-a");
+    assert_eq!(wb["node"], "node-b");
+    assert_eq!(
+        wa["epoch"], wb["epoch"],
+        "one history epoch for the cluster"
+    );
+    next_of(&mut on_a, "tick").await;
+    next_of(&mut on_b, "tick").await;
+    let mut published = Vec::new();
+    for i in 0..5 {
+        published.push(
+            nodes[2]
+                .publish(&id, "goal", json!({"i": i}), i % 2 == 0)
+                .await,
+        );
+    }
+    for ws in [&mut on_a, &mut on_b] {
+        let mut seqs = Vec::new();
+        while seqs.len() < 5 {
+            let t = next_of(ws, "tick").await;
+            seqs.extend(
+                t["events"]
+                    .as_array()
+                    .expect("events")
+                    .iter()
+                    .map(|e| e["seq"].as_u64().expect("seq")),
+            );
+        }
+        assert_eq!(seqs, published, "same seq on every node, in order");
+    }
+    // State changes too.
+    let (status, _) = nodes[1]
+        .call(
+            "PATCH",
+            &format!("/api/campaigns/{id}/state"),
+            Some(json!({"score": 7})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let t = next_of(&mut on_a, "tick").await;
+    assert_eq!(t["state"], json!({"score": 7}));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_frequency_change_made_on_b_retimes_a() {
+    let Some(url) = redis_url() else { return };
+    let (nodes, dir) = cluster("retime", &url).await;
+    let id = nodes[0].campaign("retime", 1.0, json!({})).await;
+    live_everywhere(&nodes, &id).await;
+    let mut on_a = nodes[0].ws(&id, "u", "").await;
+    next_of(&mut on_a, "tick").await;
+    let (status, _) = nodes[1]
+        .call(
+            "PATCH",
+            &format!("/api/campaigns/{id}"),
+            Some(json!({"metadata": {"scheduling": {"frequency": 20}}})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(next_of(&mut on_a, "config").await["frequency_hz"], 20.0);
+    eventually("node A measures about 20 Hz", || async {
+        let (_, s) = nodes[0]
+            .call("GET", &format!("/api/campaigns/{id}/stats"), None)
+            .await;
+        let publish = nodes[2]
+            .call(
+                "POST",
+                &format!("/api/campaigns/{id}/events"),
+                Some(json!({"name": "keepalive"})),
+            )
+            .await;
+        assert_eq!(publish.0, 202);
+        s["frequency_hz"] == 20.0 && s["tick_rate_hz"].as_f64().is_some_and(|r| r > 10.0)
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_campaign_deleted_on_c_closes_sessions_on_a_and_b() {
+    let Some(url) = redis_url() else { return };
+    let (nodes, dir) = cluster("delete", &url).await;
+    let id = nodes[0].campaign("doomed", 5.0, json!({})).await;
+    live_everywhere(&nodes, &id).await;
+    let mut on_a = nodes[0].ws(&id, "ua", "").await;
+    let mut on_b = nodes[1].ws(&id, "ub", "").await;
+    next_of(&mut on_a, "tick").await;
+    next_of(&mut on_b, "tick").await;
+    let (status, _) = nodes[2]
+        .call("DELETE", &format!("/api/campaigns/{id}"), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(close_code(&mut on_a).await, 1000);
+    assert_eq!(close_code(&mut on_b).await, 1000);
+    for n in &nodes {
+        eventually("stopped everywhere", || async {
+            n.running
+                .as_ref()
+                .is_some_and(|r| !r.node.has_campaign(&id))
+        })
+        .await;
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_client_leaving_a_and_resuming_on_b_gets_every_event_in_order() {
+    let Some(url) = redis_url() else { return };
+    let (nodes, dir) = cluster("resume", &url).await;
+    let id = nodes[0].campaign("roam", 10.0, json!({})).await;
+    live_everywhere(&nodes, &id).await;
+    let mut on_a = nodes[0].ws(&id, "roamer", "").await;
+    let epoch = next(&mut on_a).await["epoch"]
+        .as_str()
+        .expect("epoch")
+        .to_owned();
+    next_of(&mut on_a, "tick").await;
+    let first = nodes[2].publish(&id, "before", json!(null), true).await;
+    let t = next_of(&mut on_a, "tick").await;
+    assert_eq!(t["events"][0]["seq"], first);
+    on_a.close(None).await.expect("close");
+    let mut missed = Vec::new();
+    for _ in 0..6 {
+        missed.push(
+            nodes[2]
+                .publish(&id, "while-away", json!(null), false)
+                .await,
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut on_b = nodes[1]
+        .ws(&id, "roamer", &format!("?since={first}&epoch={epoch}"))
+        .await;
+    let w = next(&mut on_b).await;
+    assert_eq!(w["recovered"], true, "{w}");
+    let mut seqs = Vec::new();
+    while seqs.len() < missed.len() {
+        let t = next_of(&mut on_b, "tick").await;
+        seqs.extend(
+            t["events"]
+                .as_array()
+                .expect("events")
+                .iter()
+                .map(|e| e["seq"].as_u64().expect("seq")),
+        );
+    }
+    assert_eq!(seqs, missed);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,369 @@
+//! [`RedisBroker`]: the bus of a cluster. Every publish runs one Lua script on Redis that
+//! assigns the campaign's next `seq` (`INCR`), appends the event to the campaign's bounded
+//! history stream (`XADD … MAXLEN ~`), keeps the latest state (`SET`), and `PUBLISH`es on the
+//! campaign's channel — atomically, so every node receives one campaign's publications in `seq`
+//! order. Lifecycle goes on the control channel. One pub/sub connection per node, subscribed to
+//! the control channel and to the channel of every campaign this node runs; it reconnects with
+//! capped exponential back-off and jitter, resubscribes, and reports readiness meanwhile.
+//!
+//! Keys and channels (`{p}` is the configured prefix, `ovasabi` by default):
+//! `{p}:c:{campaign}` (channel), `{p}:control` (channel), `{p}:seq:{campaign}`,
+//! `{p}:h:{campaign}` (history stream), `{p}:state:{campaign}`, `{p}:epoch:{campaign}`.
+//! A channel message is `<seq>\n<publication JSON>`.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use metrics::{counter, describe_counter, describe_histogram, histogram};
+use redis::aio::ConnectionManager;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{BoxFuture, Broker, BrokerError, Control, Deliver, Publication};
+use crate::frame::now_ms;
+
+const PUBLISH_LUA: &str = r"
+local seq
+if ARGV[1] == 'event' then
+  seq = redis.call('INCR', KEYS[1])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'm', ARGV[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+else
+  seq = tonumber(redis.call('GET', KEYS[1]) or '0')
+  if ARGV[1] == 'state' then
+    redis.call('SET', KEYS[3], ARGV[2])
+  end
+end
+redis.call('PUBLISH', KEYS[4], seq .. '\n' .. ARGV[2])
+return seq
+";
+
+/// Where the broker connects and how it keeps history.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`
+    pub url: String,
+    /// Prefix of every key and channel (lets several clusters, or tests, share one Redis).
+    pub prefix: String,
+    /// Events kept per campaign in its history stream.
+    pub history_size: usize,
+    /// The history stream expires this long after the campaign's last event.
+    pub history_ttl: Duration,
+}
+
+enum SubCommand {
+    Subscribe(String),
+    Unsubscribe(String),
+}
+
+/// The Redis [`Broker`].
+pub struct RedisBroker {
+    config: RedisConfig,
+    conn: ConnectionManager,
+    script: redis::Script,
+    sink: OnceLock<Weak<dyn Deliver>>,
+    /// Campaigns whose channel this node wants (resubscribed after every reconnection).
+    wanted: Mutex<HashSet<String>>,
+    commands: mpsc::Sender<SubCommand>,
+    ready: AtomicBool,
+}
+
+fn unavailable(e: &redis::RedisError) -> BrokerError {
+    BrokerError::Unavailable {
+        reason: e.to_string(),
+    }
+}
+
+impl RedisBroker {
+    /// Connects (one command connection, one pub/sub connection) and starts the pub/sub task,
+    /// which runs until `shutdown`.
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`] when Redis cannot be reached at start.
+    pub async fn connect(
+        config: RedisConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, BrokerError> {
+        describe_counter!(
+            "ovasabi_broker_reconnects_total",
+            "Reconnections of the Redis pub/sub connection"
+        );
+        describe_counter!(
+            "ovasabi_broker_messages_total",
+            "Pub/sub messages, by direction (in/out)"
+        );
+        describe_histogram!(
+            "ovasabi_broker_lag_seconds",
+            "Event publish to delivery on this node, through Redis"
+        );
+        let client = redis::Client::open(config.url.as_str()).map_err(|e| unavailable(&e))?;
+        let conn = tokio::time::timeout(
+            Duration::from_secs(5),
+            ConnectionManager::new(client.clone()),
+        )
+        .await
+        .map_err(|_| BrokerError::Unavailable {
+            reason: format!("no answer from {} in 5 s", config.url),
+        })?
+        .map_err(|e| unavailable(&e))?;
+        let (tx, rx) = mpsc::channel(1024);
+        let broker = Arc::new(Self {
+            config,
+            conn,
+            script: redis::Script::new(PUBLISH_LUA),
+            sink: OnceLock::new(),
+            wanted: Mutex::new(HashSet::new()),
+            commands: tx,
+            ready: AtomicBool::new(false),
+        });
+        tokio::spawn(pubsub_loop(Arc::downgrade(&broker), client, rx, shutdown));
+        Ok(broker)
+    }
+
+    fn key(&self, kind: &str, campaign: &str) -> String {
+        format!("{}:{kind}:{campaign}", self.config.prefix)
+    }
+
+    fn control_channel(&self) -> String {
+        format!("{}:control", self.config.prefix)
+    }
+
+    fn campaign_of<'a>(&self, channel: &'a str) -> Option<&'a str> {
+        channel
+            .strip_prefix(self.config.prefix.as_str())?
+            .strip_prefix(":c:")
+    }
+
+    fn wanted(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.wanted.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn deliver_message(&self, channel: &str, payload: &[u8]) {
+        let Some(sink) = self.sink.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        counter!("ovasabi_broker_messages_total", "direction" => "in").increment(1);
+        if channel == self.control_channel() {
+            match serde_json::from_slice::<Control>(payload) {
+                Ok(c) => sink.control(c),
+                Err(e) => tracing::warn!(error = %e, "malformed control message ignored"),
+            }
+            return;
+        }
+        let Some(campaign) = self.campaign_of(channel) else {
+            return;
+        };
+        let text = String::from_utf8_lossy(payload);
+        let Some((seq, json)) = text.split_once('\n') else {
+            tracing::warn!(channel, "malformed campaign message ignored");
+            return;
+        };
+        let (Ok(seq), Ok(mut publication)) = (
+            seq.parse::<u64>(),
+            serde_json::from_str::<Publication>(json),
+        ) else {
+            tracing::warn!(channel, "malformed campaign message ignored");
+            return;
+        };
+        match &mut publication {
+            Publication::Event { seq: s, ts, .. } => {
+                *s = seq;
+                let lag = (now_ms() - *ts).max(0) as f64 / 1000.0;
+                histogram!("ovasabi_broker_lag_seconds").record(lag);
+            }
+            Publication::Message { seq: s, .. } => *s = seq,
+            Publication::State { .. } => {}
+        }
+        sink.deliver(campaign, publication);
+    }
+}
+
+impl Broker for RedisBroker {
+    fn attach(&self, sink: Weak<dyn Deliver>) {
+        let _ = self.sink.set(sink);
+    }
+
+    fn publish<'a>(
+        &'a self,
+        campaign: &'a str,
+        publication: Publication,
+    ) -> BoxFuture<'a, Result<u64, BrokerError>> {
+        Box::pin(async move {
+            let mode = match &publication {
+                Publication::Event { .. } => "event",
+                Publication::State { .. } => "state",
+                Publication::Message { .. } => "message",
+            };
+            let body = serde_json::to_string(&publication).map_err(BrokerError::Codec)?;
+            let ttl = self.config.history_ttl.as_secs().max(1);
+            let mut conn = self.conn.clone();
+            let seq: u64 = self
+                .script
+                .key(self.key("seq", campaign))
+                .key(self.key("h", campaign))
+                .key(self.key("state", campaign))
+                .key(self.key("c", campaign))
+                .arg(mode)
+                .arg(body)
+                .arg(self.config.history_size.max(1))
+                .arg(ttl)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            counter!("ovasabi_broker_messages_total", "direction" => "out").increment(1);
+            Ok(seq)
+        })
+    }
+
+    fn control(&self, control: Control) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let body = serde_json::to_string(&control).map_err(BrokerError::Codec)?;
+            let mut conn = self.conn.clone();
+            let _: i64 = redis::cmd("PUBLISH")
+                .arg(self.control_channel())
+                .arg(body)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            counter!("ovasabi_broker_messages_total", "direction" => "out").increment(1);
+            Ok(())
+        })
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    fn epoch<'a>(&'a self, campaign: &'a str) -> BoxFuture<'a, Result<String, BrokerError>> {
+        Box::pin(async move {
+            let key = self.key("epoch", campaign);
+            let mut conn = self.conn.clone();
+            let (_, epoch): ((), String) = redis::pipe()
+                .atomic()
+                .cmd("SET")
+                .arg(&key)
+                .arg(super::new_epoch())
+                .arg("NX")
+                .ignore()
+                .cmd("GET")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .map(|(epoch,): (String,)| ((), epoch))
+                .map_err(|e| unavailable(&e))?;
+            Ok(epoch)
+        })
+    }
+
+    fn follow(&self, campaign: &str) {
+        if self.wanted().insert(campaign.to_owned()) {
+            let _ = self
+                .commands
+                .try_send(SubCommand::Subscribe(self.key("c", campaign)));
+        }
+    }
+
+    fn unfollow(&self, campaign: &str) {
+        if self.wanted().remove(campaign) {
+            let _ = self
+                .commands
+                .try_send(SubCommand::Unsubscribe(self.key("c", campaign)));
+        }
+    }
+}
+
+/// Back-off after a failed or lost pub/sub connection: doubles from 100 ms up to 5 s, with up
+/// to 50 % of jitter so that nodes do not reconnect in step.
+fn backoff(attempt: u32) -> Duration {
+    let base = 100u64.saturating_mul(1 << attempt.min(6)).min(5_000);
+    let jitter = (now_ms().unsigned_abs() * 7919) % (base / 2 + 1);
+    Duration::from_millis(base / 2 + jitter)
+}
+
+async fn pubsub_loop(
+    broker: Weak<RedisBroker>,
+    client: redis::Client,
+    mut commands: mpsc::Receiver<SubCommand>,
+    shutdown: CancellationToken,
+) {
+    let mut attempt = 0u32;
+    let mut connected_before = false;
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let pubsub = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub()) => r,
+        };
+        let Some(b) = broker.upgrade() else { return };
+        match pubsub {
+            Ok(Ok(pubsub)) => {
+                let (mut sink, mut stream) = pubsub.split();
+                let mut channels: Vec<String> = b.wanted().iter().map(|c| b.key("c", c)).collect();
+                channels.push(b.control_channel());
+                let mut ok = true;
+                for ch in &channels {
+                    if sink.subscribe(ch).await.is_err() {
+                        ok = false;
+                        break;
+                    }
+                }
+                if ok {
+                    if connected_before {
+                        counter!("ovasabi_broker_reconnects_total").increment(1);
+                        tracing::info!(
+                            channels = channels.len(),
+                            "Redis pub/sub reconnected and resubscribed"
+                        );
+                    }
+                    connected_before = true;
+                    attempt = 0;
+                    b.ready.store(true, Ordering::Relaxed);
+                    drop(b);
+                    loop {
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            cmd = commands.recv() => {
+                                let r = match cmd {
+                                    Some(SubCommand::Subscribe(ch)) => sink.subscribe(ch).await,
+                                    Some(SubCommand::Unsubscribe(ch)) => sink.unsubscribe(ch).await,
+                                    None => return,
+                                };
+                                if r.is_err() {
+                                    break;
+                                }
+                            }
+                            msg = stream.next() => {
+                                let Some(msg) = msg else { break };
+                                let Some(b) = broker.upgrade() else { return };
+                                b.deliver_message(msg.get_channel_name(), msg.get_payload_bytes());
+                            }
+                        }
+                    }
+                    if let Some(b) = broker.upgrade() {
+                        b.ready.store(false, Ordering::Relaxed);
+                    }
+                    tracing::warn!("Redis pub/sub connection lost; reconnecting");
+                }
+            }
+            Ok(Err(e)) => {
+                b.ready.store(false, Ordering::Relaxed);
+                tracing::warn!(error = %e, attempt, "cannot connect to Redis pub/sub");
+            }
+            Err(_) => {
+                b.ready.store(false, Ordering::Relaxed);
+                tracing::warn!(attempt, "Redis pub/sub connection timed out");
+            }
+        }
+        let wait = backoff(attempt);
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! One conformance suite for every broker: the in-process one always, the Redis one against a
+//! real Redis when `OVASABI_TEST_REDIS_URL` is set (each run under its own key prefix).
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use engine::broker::{
+    Broker, CampaignSpec, Control, Deliver, MemoryBroker, Publication, RedisBroker, RedisConfig,
+};
+use serde_json::value::RawValue;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Default)]
+struct Collect(Mutex<Vec<String>>);
+
+impl Deliver for Collect {
+    fn deliver(&self, campaign: &str, p: Publication) {
+        let line = match p {
+            Publication::Event { seq, name, .. } => format!("{campaign} event {seq} {name}"),
+            Publication::State { state } => format!("{campaign} state {}", state.get()),
+            Publication::Message { seq, user, .. } => format!("{campaign} message {seq} {user}"),
+        };
+        self.0.lock().expect("lock").push(line);
+    }
+    fn control(&self, c: Control) {
+        let line = match c {
+            Control::Upsert(spec) => format!("upsert {} {}", spec.id, spec.frequency_hz),
+            Control::End { campaign } => format!("end {campaign}"),
+        };
+        self.0.lock().expect("lock").push(line);
+    }
+}
+
+impl Collect {
+    async fn wait_for(&self, n: usize) -> Vec<String> {
+        for _ in 0..200 {
+            let got = self.0.lock().expect("lock").clone();
+            if got.len() >= n {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.0.lock().expect("lock").clone()
+    }
+}
+
+fn raw(s: &str) -> Box<RawValue> {
+    RawValue::from_string(s.to_owned()).expect("json")
+}
+
+fn event(name: &str) -> Publication {
+    Publication::Event {
+        seq: 0,
+        name: name.into(),
+        data: raw("{}"),
+        ts: 0,
+        immediate: false,
+        user: None,
+    }
+}
+
+/// `follows`: whether the broker only delivers the campaigns this node follows (a cluster
+/// broker does; the in-process one hands everything to its one node, which filters).
+async fn conformance(broker: Arc<dyn Broker>, follows: bool) {
+    let sink = Arc::new(Collect::default());
+    let weak: Weak<dyn Deliver> = Arc::downgrade(&(sink.clone() as Arc<dyn Deliver>));
+    broker.attach(weak);
+    broker.follow("c1");
+    broker.follow("c2");
+    for _ in 0..100 {
+        if broker.is_ready() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(broker.is_ready());
+    // Let the subscriptions land.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    assert_eq!(broker.publish("c1", event("a")).await.expect("publish"), 1);
+    assert_eq!(broker.publish("c1", event("b")).await.expect("publish"), 2);
+    assert_eq!(
+        broker.publish("c2", event("x")).await.expect("publish"),
+        1,
+        "seq is per campaign"
+    );
+    assert_eq!(
+        broker
+            .publish(
+                "c1",
+                Publication::State {
+                    state: raw(r#"{"s":1}"#)
+                }
+            )
+            .await
+            .expect("state"),
+        2
+    );
+    let m = Publication::Message {
+        seq: 0,
+        user: "u".into(),
+        name: "n".into(),
+        data: raw("1"),
+        ts: 0,
+    };
+    assert_eq!(
+        broker.publish("c1", m).await.expect("message"),
+        2,
+        "messages carry the latest seq"
+    );
+    let spec = CampaignSpec {
+        id: "c3".into(),
+        frequency_hz: 2.0,
+        client_events: false,
+        state: None,
+        epoch: None,
+    };
+    broker
+        .control(Control::Upsert(spec))
+        .await
+        .expect("control");
+    broker
+        .control(Control::End {
+            campaign: "c3".into(),
+        })
+        .await
+        .expect("control");
+    let got = sink.wait_for(7).await;
+    let c1: Vec<&String> = got.iter().filter(|l| l.starts_with("c1 ")).collect();
+    assert_eq!(
+        c1,
+        [
+            "c1 event 1 a",
+            "c1 event 2 b",
+            r#"c1 state {"s":1}"#,
+            "c1 message 2 u"
+        ],
+        "in seq order"
+    );
+    assert!(got.contains(&"c2 event 1 x".to_owned()));
+    assert!(got.contains(&"upsert c3 2".to_owned()) && got.contains(&"end c3".to_owned()));
+
+    let e1 = broker.epoch("c1").await.expect("epoch");
+    assert_eq!(broker.epoch("c1").await.expect("epoch"), e1, "stable");
+    assert_ne!(broker.epoch("c2").await.expect("epoch"), e1, "per campaign");
+
+    broker.unfollow("c2");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = sink.0.lock().expect("lock").len();
+    broker.publish("c2", event("y")).await.expect("publish");
+    broker.publish("c1", event("c")).await.expect("publish");
+    let got = sink.wait_for(before + 1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let got_after = sink.0.lock().expect("lock").clone();
+    assert!(got.contains(&"c1 event 3 c".to_owned()));
+    if follows {
+        assert!(
+            !got_after.iter().any(|l| l == "c2 event 2 y"),
+            "unfollowed: not delivered here"
+        );
+    }
+}
+
+#[tokio::test]
+async fn memory_broker_conformance() {
+    conformance(Arc::new(MemoryBroker::new()), false).await;
+}
+
+fn redis_url() -> Option<String> {
+    let url = std::env::var("OVASABI_TEST_REDIS_URL").ok();
+    if url.is_none() {
+        eprintln!("SKIPPED: OVASABI_TEST_REDIS_URL is not set; the Redis broker tests did not run");
+    }
+    url
+}
+
+fn prefix(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("ovasabi-test-{test}-{}-{nanos}", std::process::id())
+}
+
+#[tokio::test]
+async fn redis_broker_conformance() {
+    let Some(url) = redis_url() else { return };
+    let shutdown = CancellationToken::new();
+    let config = RedisConfig {
+        url,
+        prefix: prefix("conf"),
+        history_size: 100,
+        history_ttl: Duration::from_secs(60),
+    };
+    let broker = RedisBroker::connect(config, shutdown.clone())
+        .await
+        .expect("connect");
+    conformance(broker.clone(), true).await;
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn redis_broker_reports_an_unreachable_redis_at_start() {
+    if redis_url().is_none() {
+        return;
+    }
+    let config = RedisConfig {
+        url: "redis://127.0.0.1:1/".into(),
+        prefix: prefix("bad"),
+        history_size: 10,
+        history_ttl: Duration::from_secs(60),
+    };
+    let err = RedisBroker::connect(config, CancellationToken::new()).await;
+    assert!(err.is_err());
+}
