@@ -232,3 +232,167 @@ async fn a_client_leaving_a_and_resuming_on_b_gets_every_event_in_order() {
     assert_eq!(seqs, missed);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A TCP proxy of the test's own between a node and Redis, which can cut every connection
+/// (and refuse new ones) until restored.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl Proxy {
+    async fn start(upstream: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (cut, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if *watch.borrow() {
+                    continue; // dropped: refused while cut
+                }
+                let mut watch = watch.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = watch.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        Self { addr, cut }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        let _ = self.cut.send(cut);
+    }
+}
+
+#[tokio::test]
+async fn a_node_cut_from_redis_keeps_its_clients_and_they_recover_every_event() {
+    let Some(url) = redis_url() else { return };
+    let upstream: std::net::SocketAddr = url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .and_then(|h| h.parse().ok())
+        .expect("OVASABI_TEST_REDIS_URL as redis://IP:PORT");
+    let proxy = Proxy::start(upstream).await;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let prefix = format!("ovasabi-test-outage-{}-{nanos}", std::process::id());
+    let dir = std::env::temp_dir().join(&prefix);
+    let db = format!("sqlite://{}/shared.sqlite", dir.display());
+    let mut nodes = Vec::new();
+    for (name, redis) in [
+        ("a", format!("redis://{}", proxy.addr)),
+        ("b", url.clone()),
+        ("c", url.clone()),
+    ] {
+        let (prefix, db) = (prefix.clone(), db.clone());
+        nodes.push(
+            TestNode::start_with(move |c| {
+                c.redis_url = Some(redis);
+                c.redis_prefix = prefix;
+                c.database_url = Some(db);
+                c.node_id = Some(format!("node-{name}"));
+            })
+            .await,
+        );
+    }
+    let ready = |n: &TestNode| n.running.as_ref().is_some_and(|r| r.node.is_ready());
+    for n in &nodes {
+        eventually("ready", || async { ready(n) }).await;
+    }
+    let id = nodes[1].campaign("outage", 10.0, json!({})).await;
+    live_everywhere(&nodes, &id).await;
+    let mut on_a = nodes[0].ws(&id, "ua", "").await;
+    let mut on_b = nodes[1].ws(&id, "ub", "").await;
+    let epoch = next(&mut on_a).await["epoch"]
+        .as_str()
+        .expect("epoch")
+        .to_owned();
+    next_of(&mut on_a, "tick").await;
+    next_of(&mut on_b, "tick").await;
+    let before = nodes[2].publish(&id, "before", json!(null), true).await;
+    assert_eq!(next_of(&mut on_a, "tick").await["events"][0]["seq"], before);
+
+    proxy.set_cut(true);
+    eventually("node A reports not ready", || async { !ready(&nodes[0]) }).await;
+    let readyz = nodes[0]
+        .client
+        .get(format!("http://{}/readyz", nodes[0].metrics))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(readyz.status(), 503);
+    let mut during = Vec::new();
+    for _ in 0..5 {
+        during.push(nodes[2].publish(&id, "during", json!(null), false).await);
+    }
+    // Node A still serves its clients.
+    common::send(&mut on_a, r#"{"type":"ping"}"#).await;
+    assert_eq!(next_of(&mut on_a, "pong").await["type"], "pong");
+    // Publishing through the cut node is refused, not lost silently.
+    let (status, body) = nodes[0]
+        .call(
+            "POST",
+            &format!("/api/campaigns/{id}/events"),
+            Some(json!({"name": "x"})),
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+
+    proxy.set_cut(false);
+    eventually("node A ready again", || async { ready(&nodes[0]) }).await;
+    // Cross-node delivery resumes (the subscription may take a moment to land).
+    let start = Instant::now();
+    let after = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "delivery to A did not resume"
+        );
+        let seq = nodes[2].publish(&id, "after", json!(null), true).await;
+        if let Ok(t) =
+            tokio::time::timeout(Duration::from_millis(300), next_of(&mut on_a, "tick")).await
+            && t["events"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|e| e["seq"] == seq))
+        {
+            break seq;
+        }
+    };
+    // Reconnecting with `since` recovers everything published during the cut, once each.
+    let mut again = nodes[0]
+        .ws(&id, "ua", &format!("?since={before}&epoch={epoch}"))
+        .await;
+    let w = next(&mut again).await;
+    assert_eq!(w["recovered"], true, "{w}");
+    let mut seqs = Vec::new();
+    while seqs.last().copied() != Some(after) {
+        let t = next_of(&mut again, "tick").await;
+        seqs.extend(
+            t["events"]
+                .as_array()
+                .expect("events")
+                .iter()
+                .map(|e| e["seq"].as_u64().expect("seq")),
+        );
+    }
+    assert_eq!(
+        seqs,
+        ((before + 1)..=after).collect::<Vec<u64>>(),
+        "none lost, none twice"
+    );
+    assert!(during.iter().all(|s| seqs.contains(s)));
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -36,6 +36,9 @@ pub(crate) enum Input {
     Join {
         session: Arc<Session>,
         resume: Option<Resume>,
+        /// Events after `since` read from the bus's history before joining (for the ones this
+        /// node never saw, e.g. while it was cut from the bus).
+        fetched: Vec<EncodedEvent>,
     },
     End,
 }
@@ -290,7 +293,7 @@ impl Campaign {
                 input = self.inbox.recv() => match input {
                     Some(Input::Publication(p)) => self.on_publication(p),
                     Some(Input::Configure(spec)) => self.configure(spec, &mut interval),
-                    Some(Input::Join { session, resume }) => self.join(&session, resume.as_ref()),
+                    Some(Input::Join { session, resume, fetched }) => self.join(&session, resume.as_ref(), &fetched),
                     Some(Input::End) | None => break Close::ENDED,
                 },
             }
@@ -411,9 +414,10 @@ impl Campaign {
         }
     }
 
-    /// The events after `since` up to what was already broadcast, if the history still holds
-    /// all of them (and the client's epoch is this history's).
-    fn recover(&mut self, resume: &Resume) -> Option<Vec<EncodedEvent>> {
+    /// The events after `since` up to what was already broadcast, if this node's history and
+    /// the events `fetched` from the bus together hold every one of them (and the client's
+    /// epoch is this history's).
+    fn recover(&mut self, resume: &Resume, fetched: &[EncodedEvent]) -> Option<Vec<EncodedEvent>> {
         if resume.epoch.as_deref().is_some_and(|e| e != &*self.epoch)
             || resume.since > self.sent_seq
         {
@@ -423,29 +427,28 @@ impl Campaign {
             return Some(Vec::new());
         }
         self.expire_history(self.node.slow_policy.now_ms());
-        let oldest = self.history.front().map(|(_, e)| e.seq)?;
-        if oldest > resume.since + 1 {
-            return None;
-        }
-        let events: Vec<EncodedEvent> = self
-            .history
+        let wanted = |e: &&EncodedEvent| e.seq > resume.since && e.seq <= self.sent_seq;
+        let mut events: std::collections::BTreeMap<u64, EncodedEvent> =
+            std::collections::BTreeMap::new();
+        for e in fetched
             .iter()
-            .map(|(_, e)| e)
-            .filter(|e| e.seq > resume.since && e.seq <= self.sent_seq)
-            .cloned()
-            .collect();
-        // Contiguous from since + 1 to sent_seq, or the client would see a hole.
+            .filter(wanted)
+            .chain(self.history.iter().map(|(_, e)| e).filter(wanted))
+        {
+            events.insert(e.seq, e.clone());
+        }
+        // Every seq from since + 1 to sent_seq, or the client would see a hole.
         let complete = events.len() as u64 == self.sent_seq - resume.since;
-        complete.then_some(events)
+        complete.then(|| events.into_values().collect())
     }
 
     /// Welcomes a session, sends it what it missed (when it resumes) with the current state,
     /// and makes it a member: from the next tick on it gets the live frames.
-    fn join(&mut self, session: &Arc<Session>, resume: Option<&Resume>) {
+    fn join(&mut self, session: &Arc<Session>, resume: Option<&Resume>, fetched: &[EncodedEvent]) {
         // Promise a recovery only if its frame fits: in the queue (with the welcome) and
         // under the size cap.
         let recovered = resume.map(|r| {
-            self.recover(r).filter(|events| {
+            self.recover(r, fetched).filter(|events| {
                 let bytes: usize = events.iter().map(|e| e.json.len()).sum();
                 bytes <= MAX_RECOVERY_BYTES && session.queue.room() >= 2
             })

@@ -18,7 +18,7 @@ use crate::broker::{Broker, CampaignSpec, Control, Deliver, Publication};
 use crate::campaign::{Campaign, CampaignStats, Input, Resume};
 use crate::config::{self, Config};
 use crate::error::EngineError;
-use crate::frame::now_ms;
+use crate::frame::{EncodedEvent, now_ms};
 use crate::hub::Hub;
 use crate::metrics::{self, Metrics};
 use crate::session::{self, Close, Session, SlowPolicy};
@@ -256,10 +256,35 @@ impl Node {
             inner.config.send_queue_capacity,
             inner.slow_policy.now_ms(),
         );
+        // Events this node may have missed (cut from the bus) come from the bus's history.
+        let fetched = match &resume {
+            Some(r) => match inner.broker.history(campaign, r.since).await {
+                Ok(publications) => publications
+                    .into_iter()
+                    .filter_map(|p| match p {
+                        Publication::Event {
+                            seq,
+                            name,
+                            data,
+                            ts,
+                            user,
+                            ..
+                        } => Some(EncodedEvent::new(seq, &name, &data, ts, user.as_deref())),
+                        _ => None,
+                    })
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(campaign, error = %e, "history unavailable; recovering from this node's only");
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
         shared.send(
             Input::Join {
                 session: session.clone(),
                 resume,
+                fetched,
             },
             inner,
         );

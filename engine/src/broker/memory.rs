@@ -86,6 +86,15 @@ impl Broker for MemoryBroker {
         })
     }
 
+    fn history<'a>(
+        &'a self,
+        _campaign: &'a str,
+        _after: u64,
+    ) -> BoxFuture<'a, Result<Vec<Publication>, BrokerError>> {
+        // The node's campaign task received every event: its own history is the whole story.
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
     fn follow(&self, _campaign: &str) {}
 
     fn unfollow(&self, _campaign: &str) {}

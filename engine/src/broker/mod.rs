@@ -125,6 +125,17 @@ pub trait Broker: Send + Sync + 'static {
     /// [`BrokerError::Unavailable`] when the bus cannot be reached.
     fn epoch<'a>(&'a self, campaign: &'a str) -> BoxFuture<'a, Result<String, BrokerError>>;
 
+    /// The campaign's events after `after`, oldest first, from the bus's own history (empty
+    /// for a bus whose node sees every event anyway).
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`] when the bus cannot be reached.
+    fn history<'a>(
+        &'a self,
+        campaign: &'a str,
+        after: u64,
+    ) -> BoxFuture<'a, Result<Vec<Publication>, BrokerError>>;
+
     /// This node runs the campaign's task: deliver its publications here from now on.
     fn follow(&self, campaign: &str);
 

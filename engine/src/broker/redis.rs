@@ -258,6 +258,55 @@ impl Broker for RedisBroker {
         })
     }
 
+    fn history<'a>(
+        &'a self,
+        campaign: &'a str,
+        after: u64,
+    ) -> BoxFuture<'a, Result<Vec<Publication>, BrokerError>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+                .arg(self.key("h", campaign))
+                .arg(format!("{}-0", after.saturating_add(1)))
+                .arg("+")
+                .arg("COUNT")
+                .arg(self.config.history_size.max(1))
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            let mut out = Vec::with_capacity(entries.len());
+            for (id, fields) in entries {
+                let seq = id.split('-').next().and_then(|s| s.parse::<u64>().ok());
+                let body = fields
+                    .chunks(2)
+                    .find(|kv| kv.first().is_some_and(|k| k == "m"))
+                    .and_then(|kv| kv.get(1));
+                let (Some(seq), Some(body)) = (seq, body) else {
+                    continue;
+                };
+                if let Ok(Publication::Event {
+                    name,
+                    data,
+                    ts,
+                    immediate,
+                    user,
+                    ..
+                }) = serde_json::from_str(body)
+                {
+                    out.push(Publication::Event {
+                        seq,
+                        name,
+                        data,
+                        ts,
+                        immediate,
+                        user,
+                    });
+                }
+            }
+            Ok(out)
+        })
+    }
+
     fn follow(&self, campaign: &str) {
         if self.wanted().insert(campaign.to_owned()) {
             let _ = self
