@@ -27,7 +27,7 @@ pub struct Config {
     pub metrics_addr: SocketAddr,
     /// Name of this node (default: host name and HTTP port).
     pub node_id: Option<String>,
-    /// `sqlite://...`; default: a file under `data_dir`.
+    /// `sqlite://...` or `postgres://...`; default: a SQLite file under `data_dir`.
     pub database_url: Option<String>,
     /// Where the default SQLite file lives.
     pub data_dir: PathBuf,
@@ -248,11 +248,13 @@ impl Config {
             ));
         }
         if let Some(url) = &self.database_url
-            && !url.starts_with("sqlite:")
+            && !["sqlite:", "postgres://", "postgresql://"]
+                .iter()
+                .any(|p| url.starts_with(p))
         {
             return Err(ConfigError::new(
                 "database_url",
-                "only sqlite://... is supported by this build (Postgres comes with the cluster work)",
+                "expected sqlite://path or postgres://user@host:port/db",
             ));
         }
         if let Some(url) = &self.redis_url

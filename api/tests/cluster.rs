@@ -17,7 +17,52 @@ fn redis_url() -> Option<String> {
     url
 }
 
-/// Three nodes on one Redis prefix and one database file.
+/// The database the nodes of a test share: a fresh Postgres schema when
+/// `OVASABI_TEST_DATABASE_URL` is set, else one SQLite file.
+async fn shared_database(name: &str, dir: &std::path::Path) -> String {
+    match std::env::var("OVASABI_TEST_DATABASE_URL") {
+        Ok(url) => {
+            let schema = name.replace('-', "_");
+            let admin = services::Database::connect(&url)
+                .await
+                .expect("connect to Postgres");
+            if let services::Database::Postgres(pool) = &admin {
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
+                    .execute(pool)
+                    .await
+                    .expect("create schema");
+            }
+            admin.close().await;
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{sep}options=-csearch_path%3D{schema}")
+        }
+        Err(_) => {
+            eprintln!("note: OVASABI_TEST_DATABASE_URL is not set; the nodes share a SQLite file");
+            format!("sqlite://{}/shared.sqlite", dir.display())
+        }
+    }
+}
+
+/// Drops what [`shared_database`] created.
+async fn drop_database(name: &str, dir: &std::path::Path) {
+    if let Ok(url) = std::env::var("OVASABI_TEST_DATABASE_URL") {
+        let admin = services::Database::connect(&url)
+            .await
+            .expect("connect to Postgres");
+        if let services::Database::Postgres(pool) = &admin {
+            let schema = name.replace('-', "_");
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA \"{schema}\" CASCADE"
+            )))
+            .execute(pool)
+            .await;
+        }
+        admin.close().await;
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Three nodes on one Redis prefix and one database.
 async fn cluster(test: &str, url: &str) -> (Vec<TestNode>, std::path::PathBuf) {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -25,7 +70,7 @@ async fn cluster(test: &str, url: &str) -> (Vec<TestNode>, std::path::PathBuf) {
         .unwrap_or(0);
     let prefix = format!("ovasabi-test-{test}-{}-{nanos}", std::process::id());
     let dir = std::env::temp_dir().join(&prefix);
-    let db = format!("sqlite://{}/shared.sqlite", dir.display());
+    let db = shared_database(&prefix, &dir).await;
     let mut nodes = Vec::new();
     for name in ["a", "b", "c"] {
         let (url, prefix, db) = (url.to_owned(), prefix.clone(), db.clone());
@@ -123,7 +168,12 @@ async fn an_event_published_on_c_reaches_a_and_b_with_the_same_seq() {
     assert_eq!(status, 200);
     let t = next_of(&mut on_a, "tick").await;
     assert_eq!(t["state"], json!({"score": 7}));
-    let _ = std::fs::remove_dir_all(dir);
+    drop(nodes);
+    drop_database(
+        dir.file_name().and_then(|n| n.to_str()).unwrap_or_default(),
+        &dir,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -158,7 +208,12 @@ async fn a_frequency_change_made_on_b_retimes_a() {
         s["frequency_hz"] == 20.0 && s["tick_rate_hz"].as_f64().is_some_and(|r| r > 10.0)
     })
     .await;
-    let _ = std::fs::remove_dir_all(dir);
+    drop(nodes);
+    drop_database(
+        dir.file_name().and_then(|n| n.to_str()).unwrap_or_default(),
+        &dir,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -185,7 +240,12 @@ async fn a_campaign_deleted_on_c_closes_sessions_on_a_and_b() {
         })
         .await;
     }
-    let _ = std::fs::remove_dir_all(dir);
+    drop(nodes);
+    drop_database(
+        dir.file_name().and_then(|n| n.to_str()).unwrap_or_default(),
+        &dir,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -230,7 +290,12 @@ async fn a_client_leaving_a_and_resuming_on_b_gets_every_event_in_order() {
         );
     }
     assert_eq!(seqs, missed);
-    let _ = std::fs::remove_dir_all(dir);
+    drop(nodes);
+    drop_database(
+        dir.file_name().and_then(|n| n.to_str()).unwrap_or_default(),
+        &dir,
+    )
+    .await;
 }
 
 /// A TCP proxy of the test's own between a node and Redis, which can cut every connection
@@ -291,7 +356,7 @@ async fn a_node_cut_from_redis_keeps_its_clients_and_they_recover_every_event() 
         .unwrap_or(0);
     let prefix = format!("ovasabi-test-outage-{}-{nanos}", std::process::id());
     let dir = std::env::temp_dir().join(&prefix);
-    let db = format!("sqlite://{}/shared.sqlite", dir.display());
+    let db = shared_database(&prefix, &dir).await;
     let mut nodes = Vec::new();
     for (name, redis) in [
         ("a", format!("redis://{}", proxy.addr)),
@@ -394,5 +459,74 @@ async fn a_node_cut_from_redis_keeps_its_clients_and_they_recover_every_event() 
         "none lost, none twice"
     );
     assert!(during.iter().all(|s| seqs.contains(s)));
-    let _ = std::fs::remove_dir_all(dir);
+    drop(nodes);
+    drop_database(
+        dir.file_name().and_then(|n| n.to_str()).unwrap_or_default(),
+        &dir,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_database_outage_answers_503_and_the_engine_keeps_serving() {
+    let Ok(url) = std::env::var("OVASABI_TEST_DATABASE_URL") else {
+        eprintln!(
+            "SKIPPED: OVASABI_TEST_DATABASE_URL is not set; the database outage test did not run"
+        );
+        return;
+    };
+    // postgres://user@HOST:PORT/db → the same through a proxy of the test's own.
+    let after_at = url.split_once('@').map_or(url.as_str(), |(_, rest)| rest);
+    let hostport = after_at.split(['/', '?']).next().expect("host:port");
+    let upstream: std::net::SocketAddr = hostport
+        .parse()
+        .expect("OVASABI_TEST_DATABASE_URL with an IP:PORT");
+    let proxy = Proxy::start(upstream).await;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let name = format!("ovasabi-test-dbdown-{}-{nanos}", std::process::id());
+    let dir = std::env::temp_dir().join(&name);
+    let direct = shared_database(&name, &dir).await;
+    let proxied = direct.replacen(hostport, &proxy.addr.to_string(), 1);
+    let node = TestNode::start_with(move |c| c.database_url = Some(proxied)).await;
+    let id = node.campaign("db-down", 5.0, json!({})).await;
+    let mut ws = node.ws(&id, "u", "").await;
+    next_of(&mut ws, "tick").await;
+
+    proxy.set_cut(true);
+    let start = Instant::now();
+    let (status, body) = node
+        .call("GET", &format!("/api/campaigns/{id}"), None)
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable");
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "answered within the pool's acquire timeout"
+    );
+    let readyz = node
+        .client
+        .get(format!("http://{}/readyz", node.metrics))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(readyz.status(), 503);
+    let checks: serde_json::Value = readyz.json().await.expect("json");
+    assert_eq!(checks["checks"]["database"], false);
+    // The engine keeps serving its sessions.
+    common::send(&mut ws, r#"{"type":"ping"}"#).await;
+    assert_eq!(next_of(&mut ws, "pong").await["type"], "pong");
+
+    proxy.set_cut(false);
+    eventually("the API answers again", || async {
+        node.call("GET", &format!("/api/campaigns/{id}"), None)
+            .await
+            .0
+            == 200
+    })
+    .await;
+    drop(node);
+    drop_database(&name, &dir).await;
 }

@@ -1,5 +1,6 @@
-//! The database: connection pool, embedded migrations, health check. SQLite (a file under
-//! `./data/` by default); Postgres comes as a second backend with its own migration folder.
+//! The database: a pool on SQLite (a file under `./data/` by default) or Postgres, the
+//! embedded migrations of each (`migrations/sqlite/`, `migrations/postgres/`), and a health
+//! check. Repositories write their SQL once per dialect and run it through [`on_pool!`].
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -21,26 +23,59 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
     include_str!("../../migrations/sqlite/0001_campaign.sql"),
 )];
 
+/// Postgres migrations, in step with the SQLite ones.
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "campaign",
+    include_str!("../../migrations/postgres/0001_campaign.sql"),
+)];
+
 /// A pool on the service database.
 #[derive(Clone, Debug)]
-pub struct Database {
-    pool: SqlitePool,
+pub enum Database {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
 }
 
+/// Runs `$body` with `$pool` bound to the concrete pool and `$sql` to the dialect's queries
+/// (`$sqlite` or `$postgres`): one body, type-checked once per backend.
+macro_rules! on_pool {
+    ($db:expr, $sqlite:expr, $postgres:expr, |$pool:ident, $sql:ident| $body:expr) => {
+        match $db {
+            $crate::db::Database::Sqlite($pool) => {
+                let $sql = &$sqlite;
+                $body
+            }
+            $crate::db::Database::Postgres($pool) => {
+                let $sql = &$postgres;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use on_pool;
+
 impl Database {
-    /// Opens `url` (`sqlite://path/to/file.db`, `sqlite::memory:`), creating the file and its
-    /// folder when missing.
+    /// Opens `url`: `sqlite://path/to/file.db` (created with its folder when missing),
+    /// `sqlite::memory:`, or `postgres://user@host:port/db`.
     ///
     /// # Errors
-    /// [`ServiceError::Invalid`] for a URL that is not SQLite or cannot be parsed;
-    /// [`ServiceError::Unavailable`] when the file cannot be opened.
+    /// [`ServiceError::Invalid`] for a URL of another kind or one that cannot be parsed;
+    /// [`ServiceError::Unavailable`] when the database cannot be reached.
     pub async fn connect(url: &str) -> Result<Self, ServiceError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect(url)
+                .await
+                .map_err(ServiceError::Unavailable)?;
+            return Ok(Self::Postgres(pool));
+        }
         if !url.starts_with("sqlite:") {
             return Err(ServiceError::invalid(
                 "database_url",
-                format!(
-                    "unsupported database URL scheme in {url:?}: this build stores data in SQLite (sqlite://...)"
-                ),
+                format!("unsupported database URL {url:?}: use sqlite://... or postgres://..."),
             ));
         }
         let options = SqliteConnectOptions::from_str(url)
@@ -69,7 +104,15 @@ impl Database {
             .connect_with(options)
             .await
             .map_err(ServiceError::Unavailable)?;
-        Ok(Self { pool })
+        Ok(Self::Sqlite(pool))
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
     }
 
     /// Applies every pending migration.
@@ -77,36 +120,68 @@ impl Database {
     /// # Errors
     /// [`ServiceError::Database`] when a migration fails.
     pub async fn migrate(&self) -> Result<(), ServiceError> {
-        let migrations = SQLITE_MIGRATIONS
-            .iter()
-            .map(|(version, name, sql)| {
-                Migration::new(
-                    *version,
-                    Cow::Borrowed(*name),
-                    MigrationType::Simple,
-                    sql.into_sql_str(),
-                    false,
-                )
-            })
-            .collect();
-        Migrator::with_migrations(migrations)
-            .run(&self.pool)
-            .await
-            .map_err(|e| ServiceError::Database(sqlx::Error::Migrate(Box::new(e))))
+        let list = match self {
+            Self::Sqlite(_) => SQLITE_MIGRATIONS,
+            Self::Postgres(_) => POSTGRES_MIGRATIONS,
+        };
+        let migrator = Migrator::with_migrations(
+            list.iter()
+                .map(|(version, name, sql)| {
+                    Migration::new(
+                        *version,
+                        Cow::Borrowed(*name),
+                        MigrationType::Simple,
+                        sql.into_sql_str(),
+                        false,
+                    )
+                })
+                .collect(),
+        );
+        let result = match self {
+            Self::Sqlite(pool) => migrator.run(pool).await,
+            Self::Postgres(pool) => migrator.run(pool).await,
+        };
+        result.map_err(|e| ServiceError::Database(sqlx::Error::Migrate(Box::new(e))))
     }
 
     /// Whether the database answers a trivial query.
     pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+        match self {
+            Self::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.is_ok(),
+            Self::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.is_ok(),
+        }
     }
 
-    /// The pool, for repositories.
-    pub(crate) fn pool(&self) -> &SqlitePool {
-        &self.pool
+    /// The names of the tables the migrations created (sqlx's own bookkeeping left out).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn tables(&self) -> Result<Vec<String>, ServiceError> {
+        let names: Vec<String> = match self {
+            Self::Sqlite(pool) => {
+                sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+                    .fetch_all(pool)
+                    .await?
+            }
+            Self::Postgres(pool) => {
+                sqlx::query_scalar(
+                    "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema()",
+                )
+                .fetch_all(pool)
+                .await?
+            }
+        };
+        Ok(names
+            .into_iter()
+            .filter(|n| n != "_sqlx_migrations")
+            .collect())
     }
 
     /// Closes every connection.
     pub async fn close(&self) {
-        self.pool.close().await;
+        match self {
+            Self::Sqlite(pool) => pool.close().await,
+            Self::Postgres(pool) => pool.close().await,
+        }
     }
 }

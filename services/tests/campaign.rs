@@ -64,38 +64,92 @@ impl Broadcaster for Recorder {
 struct Fixture {
     svc: CampaignService,
     rec: Arc<Recorder>,
-    _dir: TempDir,
+    db: Database,
+    cleanup: Cleanup,
 }
 
-/// A directory removed on drop.
-struct TempDir(std::path::PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+enum Cleanup {
+    Dir(std::path::PathBuf),
+    Schema { admin: String, schema: String },
 }
 
-async fn fixture() -> Fixture {
-    let dir = std::env::temp_dir().join(format!("ovasabi-svc-{}", uuid_like()));
-    let url = format!("sqlite://{}/test.db", dir.display());
-    let db = Database::connect(&url).await.expect("open sqlite");
-    db.migrate().await.expect("migrate");
-    db.migrate().await.expect("migrations are idempotent");
-    let rec = Arc::new(Recorder::default());
-    Fixture {
-        svc: CampaignService::new(db, rec.clone()),
-        rec,
-        _dir: TempDir(dir),
-    }
-}
-
-fn uuid_like() -> String {
+fn unique(tag: &str) -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
     let n = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!("{}-{n}", std::process::id())
+    format!("{tag}_{}_{n}", std::process::id())
+}
+
+impl Fixture {
+    async fn with(db: Database, cleanup: Cleanup) -> Self {
+        db.migrate().await.expect("migrate");
+        db.migrate().await.expect("migrations are idempotent");
+        let rec = Arc::new(Recorder::default());
+        Self {
+            svc: CampaignService::new(db.clone(), rec.clone()),
+            rec,
+            db,
+            cleanup,
+        }
+    }
+
+    async fn finish(self) {
+        self.db.close().await;
+        match self.cleanup {
+            Cleanup::Dir(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Cleanup::Schema { admin, schema } => {
+                let admin = Database::connect(&admin).await.expect("connect");
+                if let Database::Postgres(pool) = &admin {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP SCHEMA \"{schema}\" CASCADE"
+                    )))
+                    .execute(pool)
+                    .await
+                    .expect("drop schema");
+                }
+                admin.close().await;
+            }
+        }
+    }
+}
+
+/// The suite runs on SQLite always, and on Postgres when `OVASABI_TEST_DATABASE_URL` is set
+/// (in a schema of its own, dropped at the end).
+async fn fixtures() -> Vec<Fixture> {
+    let dir = std::env::temp_dir().join(unique("ovasabi-svc"));
+    let sqlite = Database::connect(&format!("sqlite://{}/test.db", dir.display()))
+        .await
+        .expect("open sqlite");
+    let mut out = vec![Fixture::with(sqlite, Cleanup::Dir(dir)).await];
+    match std::env::var("OVASABI_TEST_DATABASE_URL") {
+        Ok(url) => {
+            let schema = unique("ovasabi_test");
+            let admin = Database::connect(&url)
+                .await
+                .expect("connect to OVASABI_TEST_DATABASE_URL");
+            if let Database::Postgres(pool) = &admin {
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
+                    .execute(pool)
+                    .await
+                    .expect("create schema");
+            }
+            admin.close().await;
+            let sep = if url.contains('?') { '&' } else { '?' };
+            let scoped = format!("{url}{sep}options=-csearch_path%3D{schema}");
+            let db = Database::connect(&scoped)
+                .await
+                .expect("connect to the test schema");
+            out.push(Fixture::with(db, Cleanup::Schema { admin: url, schema }).await);
+        }
+        Err(_) => eprintln!(
+            "SKIPPED: OVASABI_TEST_DATABASE_URL is not set; the Postgres run of this suite did not run"
+        ),
+    }
+    out
 }
 
 fn new(name: &str, body: Value) -> NewCampaign {
@@ -106,241 +160,280 @@ fn new(name: &str, body: Value) -> NewCampaign {
 
 #[tokio::test]
 async fn create_get_list_and_paginate() {
-    let f = fixture().await;
-    let c = f
-        .svc
-        .create(new(
-            "Spring Sale",
-            json!({"metadata": {"scheduling": {"frequency": 5}}, "state": {"score": 0}}),
-        ))
-        .await
-        .expect("create");
-    assert_eq!(c.slug, "spring-sale");
-    assert_eq!(c.status, Status::Active);
-    assert_eq!(c.frequency_hz(), 5.0);
-    assert_eq!(f.rec.take(), vec![r#"upsert 5 false {"score":0}"#]);
-    assert_eq!(f.svc.get("spring-sale").await.expect("by slug").id, c.id);
-    assert_eq!(f.svc.get(&c.id).await.expect("by id").slug, "spring-sale");
-    let draft = f
-        .svc
-        .create(new("Later", json!({"status": "draft"})))
-        .await
-        .expect("draft");
-    assert!(f.rec.take().is_empty(), "a draft does not broadcast");
-    for i in 0..5 {
-        f.svc
-            .create(new(&format!("c{i}"), json!({})))
+    for f in fixtures().await {
+        let backend = f.db.backend();
+        eprintln!("backend: {backend}");
+        let c = f
+            .svc
+            .create(new(
+                "Spring Sale",
+                json!({"metadata": {"scheduling": {"frequency": 5}}, "state": {"score": 0}}),
+            ))
             .await
             .expect("create");
+        assert_eq!(c.slug, "spring-sale");
+        assert_eq!(c.status, Status::Active);
+        assert_eq!(c.frequency_hz(), 5.0);
+        assert_eq!(f.rec.take(), vec![r#"upsert 5 false {"score":0}"#]);
+        assert_eq!(f.svc.get("spring-sale").await.expect("by slug").id, c.id);
+        assert_eq!(f.svc.get(&c.id).await.expect("by id").slug, "spring-sale");
+        let draft = f
+            .svc
+            .create(new("Later", json!({"status": "draft"})))
+            .await
+            .expect("draft");
+        assert!(f.rec.take().is_empty(), "a draft does not broadcast");
+        for i in 0..5 {
+            f.svc
+                .create(new(&format!("c{i}"), json!({})))
+                .await
+                .expect("create");
+        }
+        let p1 = f.svc.list(None, Some(3), None).await.expect("page 1");
+        assert_eq!(p1.items.len(), 3);
+        let p2 = f
+            .svc
+            .list(None, Some(3), p1.next_cursor.as_deref())
+            .await
+            .expect("page 2");
+        let p3 = f
+            .svc
+            .list(None, Some(3), p2.next_cursor.as_deref())
+            .await
+            .expect("page 3");
+        assert_eq!(p3.items.len(), 1);
+        assert!(p3.next_cursor.is_none());
+        let mut ids: Vec<_> = [p1.items, p2.items, p3.items]
+            .concat()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        ids.dedup();
+        assert_eq!(ids.len(), 7, "pages neither repeat nor skip");
+        let drafts = f
+            .svc
+            .list(Some(Status::Draft), None, None)
+            .await
+            .expect("filter");
+        assert_eq!(drafts.items.len(), 1);
+        assert_eq!(drafts.items[0].id, draft.id);
+        assert_eq!(f.svc.active().await.expect("active").len(), 6);
+        f.finish().await;
     }
-    let p1 = f.svc.list(None, Some(3), None).await.expect("page 1");
-    assert_eq!(p1.items.len(), 3);
-    let p2 = f
-        .svc
-        .list(None, Some(3), p1.next_cursor.as_deref())
-        .await
-        .expect("page 2");
-    let p3 = f
-        .svc
-        .list(None, Some(3), p2.next_cursor.as_deref())
-        .await
-        .expect("page 3");
-    assert_eq!(p3.items.len(), 1);
-    assert!(p3.next_cursor.is_none());
-    let mut ids: Vec<_> = [p1.items, p2.items, p3.items]
-        .concat()
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
-    ids.dedup();
-    assert_eq!(ids.len(), 7, "pages neither repeat nor skip");
-    let drafts = f
-        .svc
-        .list(Some(Status::Draft), None, None)
-        .await
-        .expect("filter");
-    assert_eq!(drafts.items.len(), 1);
-    assert_eq!(drafts.items[0].id, draft.id);
-    assert_eq!(f.svc.active().await.expect("active").len(), 6);
 }
 
 #[tokio::test]
 async fn bad_input_is_refused_and_nothing_is_written() {
-    let f = fixture().await;
-    let cases = [
-        (new("", json!({})), "name"),
-        (new("x", json!({"slug": "Bad Slug"})), "slug"),
-        (
-            new("x", json!({"metadata": {"scheduling": {"frequency": 0}}})),
-            "metadata.scheduling.frequency",
-        ),
-        (
-            new(
-                "x",
-                json!({"metadata": {"scheduling": {"frequency": 1000}}}),
+    for f in fixtures().await {
+        let backend = f.db.backend();
+        eprintln!("backend: {backend}");
+        let cases = [
+            (new("", json!({})), "name"),
+            (new("x", json!({"slug": "Bad Slug"})), "slug"),
+            (
+                new("x", json!({"metadata": {"scheduling": {"frequency": 0}}})),
+                "metadata.scheduling.frequency",
             ),
-            "metadata.scheduling.frequency",
-        ),
-        (new("x", json!({"metadata": {"nope": 1}})), "metadata.nope"),
-        (new("x", json!({"state": [1, 2]})), "state"),
-        (new("x", json!({"status": "ended"})), "status"),
-    ];
-    for (body, field) in cases {
-        match f.svc.create(body).await {
-            Err(ServiceError::Invalid { field: got, .. }) => assert_eq!(got, field),
-            other => panic!("expected invalid {field}, got {other:?}"),
+            (
+                new(
+                    "x",
+                    json!({"metadata": {"scheduling": {"frequency": 1000}}}),
+                ),
+                "metadata.scheduling.frequency",
+            ),
+            (new("x", json!({"metadata": {"nope": 1}})), "metadata.nope"),
+            (new("x", json!({"state": [1, 2]})), "state"),
+            (new("x", json!({"status": "ended"})), "status"),
+        ];
+        for (body, field) in cases {
+            match f.svc.create(body).await {
+                Err(ServiceError::Invalid { field: got, .. }) => assert_eq!(got, field),
+                other => panic!("expected invalid {field}, got {other:?}"),
+            }
         }
-    }
-    assert!(
-        f.svc
-            .list(None, None, None)
+        assert!(
+            f.svc
+                .list(None, None, None)
+                .await
+                .expect("list")
+                .items
+                .is_empty()
+        );
+        assert!(f.rec.take().is_empty());
+        assert!(
+            serde_json::from_value::<NewCampaign>(json!({"name": "x", "extra": 1})).is_err(),
+            "unknown fields are refused"
+        );
+        f.svc.create(new("Dup", json!({}))).await.expect("first");
+        assert!(matches!(
+            f.svc.create(new("Dup", json!({}))).await,
+            Err(ServiceError::Conflict { .. })
+        ));
+        assert!(matches!(
+            f.svc.get("nope").await,
+            Err(ServiceError::NotFound { .. })
+        ));
+        assert!(matches!(
+            f.svc.list(None, Some(0), None).await,
+            Err(ServiceError::Invalid { .. })
+        ));
+        let sql = "x'); DROP TABLE service_campaign_main; --";
+        let c = f
+            .svc
+            .create(new(sql, json!({"slug": "inject"})))
             .await
-            .expect("list")
-            .items
-            .is_empty()
-    );
-    assert!(f.rec.take().is_empty());
-    assert!(
-        serde_json::from_value::<NewCampaign>(json!({"name": "x", "extra": 1})).is_err(),
-        "unknown fields are refused"
-    );
-    f.svc.create(new("Dup", json!({}))).await.expect("first");
-    assert!(matches!(
-        f.svc.create(new("Dup", json!({}))).await,
-        Err(ServiceError::Conflict { .. })
-    ));
-    assert!(matches!(
-        f.svc.get("nope").await,
-        Err(ServiceError::NotFound { .. })
-    ));
-    assert!(matches!(
-        f.svc.list(None, Some(0), None).await,
-        Err(ServiceError::Invalid { .. })
-    ));
-    let sql = "x'); DROP TABLE service_campaign_main; --";
-    let c = f
-        .svc
-        .create(new(sql, json!({"slug": "inject"})))
-        .await
-        .expect("stored verbatim");
-    assert_eq!(f.svc.get("inject").await.expect("get").name, sql);
-    assert_eq!(c.name, sql);
+            .expect("stored verbatim");
+        assert_eq!(f.svc.get("inject").await.expect("get").name, sql);
+        assert_eq!(c.name, sql);
+        f.finish().await;
+    }
 }
 
 #[tokio::test]
 async fn update_retimes_and_ends() {
-    let f = fixture().await;
-    let c = f.svc.create(new("Live", json!({}))).await.expect("create");
-    f.rec.take();
-    let u = f
-        .svc
-        .update(
-            &c.id,
-            &json!({"metadata": {"scheduling": {"frequency": 10}}}),
-        )
-        .await
-        .expect("patch");
-    assert_eq!(u.frequency_hz(), 10.0);
-    assert_eq!(f.rec.take(), vec!["upsert 10 false -"]);
-    f.svc
-        .update(&c.id, &json!({"name": "Renamed"}))
-        .await
-        .expect("rename");
-    assert!(
-        f.rec.take().is_empty(),
-        "a rename does not touch the engine"
-    );
-    for bad in [
-        json!({"metadata": {"scheduling": {"frequency": 500}}}),
-        json!({"unknown": 1}),
-        json!({"status": "paused"}),
-        json!([1]),
-    ] {
-        assert!(
-            matches!(
-                f.svc.update(&c.id, &bad).await,
-                Err(ServiceError::Invalid { .. })
-            ),
-            "{bad}"
-        );
-    }
-    assert!(matches!(
-        f.svc.update(&c.id, &json!({"status": "draft"})).await,
-        Err(ServiceError::Conflict { .. })
-    ));
-    assert_eq!(
-        f.svc.get(&c.id).await.expect("get").frequency_hz(),
-        10.0,
-        "refused patches change nothing"
-    );
-    f.svc.end(&c.id).await.expect("end");
-    assert_eq!(f.rec.take(), vec!["end"]);
-    assert!(matches!(
-        f.svc.end(&c.id).await,
-        Err(ServiceError::Conflict { .. })
-    ));
-    assert!(matches!(
+    for f in fixtures().await {
+        let backend = f.db.backend();
+        eprintln!("backend: {backend}");
+        let c = f.svc.create(new("Live", json!({}))).await.expect("create");
+        f.rec.take();
+        let u = f
+            .svc
+            .update(
+                &c.id,
+                &json!({"metadata": {"scheduling": {"frequency": 10}}}),
+            )
+            .await
+            .expect("patch");
+        assert_eq!(u.frequency_hz(), 10.0);
+        assert_eq!(f.rec.take(), vec!["upsert 10 false -"]);
         f.svc
-            .publish(&c.id, "e", RawValue::NULL.to_owned(), false)
-            .await,
-        Err(ServiceError::Conflict { .. })
-    ));
-    let d = f
-        .svc
-        .create(new("Draft", json!({"status": "draft"})))
-        .await
-        .expect("draft");
-    f.svc
-        .update(&d.id, &json!({"status": "active"}))
-        .await
-        .expect("activate");
-    assert_eq!(f.rec.take(), vec!["upsert 1 false {}"]);
+            .update(&c.id, &json!({"name": "Renamed"}))
+            .await
+            .expect("rename");
+        assert!(
+            f.rec.take().is_empty(),
+            "a rename does not touch the engine"
+        );
+        for bad in [
+            json!({"metadata": {"scheduling": {"frequency": 500}}}),
+            json!({"unknown": 1}),
+            json!({"status": "paused"}),
+            json!([1]),
+        ] {
+            assert!(
+                matches!(
+                    f.svc.update(&c.id, &bad).await,
+                    Err(ServiceError::Invalid { .. })
+                ),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            f.svc.update(&c.id, &json!({"status": "draft"})).await,
+            Err(ServiceError::Conflict { .. })
+        ));
+        assert_eq!(
+            f.svc.get(&c.id).await.expect("get").frequency_hz(),
+            10.0,
+            "refused patches change nothing"
+        );
+        f.svc.end(&c.id).await.expect("end");
+        assert_eq!(f.rec.take(), vec!["end"]);
+        assert!(matches!(
+            f.svc.end(&c.id).await,
+            Err(ServiceError::Conflict { .. })
+        ));
+        assert!(matches!(
+            f.svc
+                .publish(&c.id, "e", RawValue::NULL.to_owned(), false)
+                .await,
+            Err(ServiceError::Conflict { .. })
+        ));
+        let d = f
+            .svc
+            .create(new("Draft", json!({"status": "draft"})))
+            .await
+            .expect("draft");
+        f.svc
+            .update(&d.id, &json!({"status": "active"}))
+            .await
+            .expect("activate");
+        assert_eq!(f.rec.take(), vec!["upsert 1 false {}"]);
+        f.finish().await;
+    }
 }
 
 #[tokio::test]
 async fn state_replace_and_merge_patch() {
-    let f = fixture().await;
-    let c = f
-        .svc
-        .create(new("S", json!({"state": {"a": 1, "b": {"c": 2}}})))
-        .await
-        .expect("create");
-    f.rec.take();
-    let s = f
-        .svc
-        .change_state(&c.id, &json!({"b": {"c": null, "d": 3}, "e": 4}), false)
-        .await
-        .expect("patch");
-    assert_eq!(s, json!({"a": 1, "b": {"d": 3}, "e": 4}));
-    let s = f
-        .svc
-        .change_state(&c.id, &json!({"z": 0}), true)
-        .await
-        .expect("put");
-    assert_eq!(s, json!({"z": 0}));
-    assert_eq!(f.svc.get(&c.id).await.expect("get").state, json!({"z": 0}));
-    assert_eq!(
-        f.rec.take(),
-        vec![r#"state {"a":1,"b":{"d":3},"e":4}"#, r#"state {"z":0}"#]
-    );
-    assert!(matches!(
-        f.svc.change_state(&c.id, &json!(5), true).await,
-        Err(ServiceError::Invalid { .. })
-    ));
-    // Concurrent patches serialise: none is lost.
-    let futs: Vec<_> = (0..20)
-        .map(|i| {
-            let svc = f.svc.clone();
-            let id = c.id.clone();
-            tokio::spawn(async move {
-                svc.change_state(&id, &json!({format!("k{i}"): i}), false)
-                    .await
+    for f in fixtures().await {
+        let backend = f.db.backend();
+        eprintln!("backend: {backend}");
+        let c = f
+            .svc
+            .create(new("S", json!({"state": {"a": 1, "b": {"c": 2}}})))
+            .await
+            .expect("create");
+        f.rec.take();
+        let s = f
+            .svc
+            .change_state(&c.id, &json!({"b": {"c": null, "d": 3}, "e": 4}), false)
+            .await
+            .expect("patch");
+        assert_eq!(s, json!({"a": 1, "b": {"d": 3}, "e": 4}));
+        let s = f
+            .svc
+            .change_state(&c.id, &json!({"z": 0}), true)
+            .await
+            .expect("put");
+        assert_eq!(s, json!({"z": 0}));
+        assert_eq!(f.svc.get(&c.id).await.expect("get").state, json!({"z": 0}));
+        assert_eq!(
+            f.rec.take(),
+            vec![r#"state {"a":1,"b":{"d":3},"e":4}"#, r#"state {"z":0}"#]
+        );
+        assert!(matches!(
+            f.svc.change_state(&c.id, &json!(5), true).await,
+            Err(ServiceError::Invalid { .. })
+        ));
+        // Concurrent patches serialise: none is lost.
+        let futs: Vec<_> = (0..20)
+            .map(|i| {
+                let svc = f.svc.clone();
+                let id = c.id.clone();
+                tokio::spawn(async move {
+                    svc.change_state(&id, &json!({format!("k{i}"): i}), false)
+                        .await
+                })
             })
-        })
-        .collect();
-    for h in futs {
-        h.await.expect("task").expect("patch");
+            .collect();
+        for h in futs {
+            h.await.expect("task").expect("patch");
+        }
+        let state = f.svc.get(&c.id).await.expect("get").state;
+        assert_eq!(state.as_object().expect("object").len(), 21);
+        f.finish().await;
     }
-    let state = f.svc.get(&c.id).await.expect("get").state;
-    assert_eq!(state.as_object().expect("object").len(), 21);
+}
+
+#[tokio::test]
+async fn every_table_is_named_service_service_entity() {
+    for f in fixtures().await {
+        let tables = f.db.tables().await.expect("tables");
+        assert!(
+            !tables.is_empty(),
+            "{}: migrations created tables",
+            f.db.backend()
+        );
+        for t in &tables {
+            let parts: Vec<&str> = t.split('_').collect();
+            assert!(
+                parts.len() >= 3
+                    && parts[0] == "service"
+                    && parts[1..].iter().all(|p| !p.is_empty()),
+                "{}: table {t:?} is not service_{{service}}_{{entity}}",
+                f.db.backend()
+            );
+        }
+        f.finish().await;
+    }
 }

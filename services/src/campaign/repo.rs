@@ -1,13 +1,58 @@
-//! Campaign storage: table `service_campaign_main`, metadata and state as JSON text.
+//! Campaign storage: table `service_campaign_main`; metadata and state as JSON text in SQLite
+//! and `jsonb` in Postgres. Each query is written once per dialect ([`Queries`]); the code
+//! around it is shared through `on_pool!`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
 use super::model::{Campaign, Status};
+use crate::db::on_pool;
 use crate::{Database, ServiceError};
+
+/// The SQL of one dialect.
+struct Queries {
+    insert: &'static str,
+    get: &'static str,
+    list: &'static str,
+    /// Starts the write transaction of an update.
+    begin: &'static str,
+    get_for_update: &'static str,
+    update: &'static str,
+}
+
+const SQLITE: Queries = Queries {
+    insert: "INSERT INTO service_campaign_main (id, slug, name, status, metadata, state, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+    get: "SELECT id, slug, name, status, metadata, state, created_at, updated_at \
+          FROM service_campaign_main WHERE id = ?1 OR slug = ?1 ORDER BY id = ?1 DESC LIMIT 1",
+    list: "SELECT id, slug, name, status, metadata, state, created_at, updated_at \
+           FROM service_campaign_main \
+           WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3",
+    // SQLite: take the write lock at once, so that concurrent read-modify-writes serialise.
+    begin: "BEGIN IMMEDIATE",
+    get_for_update: "SELECT id, slug, name, status, metadata, state, created_at, updated_at \
+                     FROM service_campaign_main WHERE id = ?1",
+    update: "UPDATE service_campaign_main SET slug = ?2, name = ?3, status = ?4, metadata = ?5, \
+             state = ?6, updated_at = ?7 WHERE id = ?1",
+};
+
+const POSTGRES: Queries = Queries {
+    insert: "INSERT INTO service_campaign_main (id, slug, name, status, metadata, state, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $7)",
+    get: "SELECT id, slug, name, status, metadata::text AS metadata, state::text AS state, created_at, updated_at \
+          FROM service_campaign_main WHERE id = $1 OR slug = $1 ORDER BY id = $1 DESC LIMIT 1",
+    list: "SELECT id, slug, name, status, metadata::text AS metadata, state::text AS state, created_at, updated_at \
+           FROM service_campaign_main \
+           WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR id > $2) ORDER BY id LIMIT $3",
+    begin: "BEGIN",
+    // Postgres: lock the row for the rest of the transaction.
+    get_for_update: "SELECT id, slug, name, status, metadata::text AS metadata, state::text AS state, created_at, updated_at \
+                     FROM service_campaign_main WHERE id = $1 FOR UPDATE",
+    update: "UPDATE service_campaign_main SET slug = $2, name = $3, status = $4, metadata = $5::jsonb, \
+             state = $6::jsonb, updated_at = $7 WHERE id = $1",
+};
 
 /// Reads and writes campaigns.
 #[derive(Clone, Debug)]
@@ -27,29 +72,64 @@ fn rfc3339(ms: i64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-fn json_column(row: &SqliteRow, column: &str) -> Result<Value, ServiceError> {
-    let text: String = row.try_get(column)?;
-    serde_json::from_str(&text)
-        .map_err(|e| ServiceError::Database(sqlx::Error::Decode(Box::new(e))))
+fn decode_error(e: impl std::error::Error + Send + Sync + 'static) -> ServiceError {
+    ServiceError::Database(sqlx::Error::Decode(Box::new(e)))
 }
 
-fn from_row(row: &SqliteRow) -> Result<Campaign, ServiceError> {
-    let status: String = row.try_get("status")?;
-    let status = Status::parse(&status).ok_or_else(|| {
-        ServiceError::Database(sqlx::Error::Decode(
-            format!("unknown campaign status {status:?}").into(),
-        ))
-    })?;
-    Ok(Campaign {
-        id: row.try_get("id")?,
-        slug: row.try_get("slug")?,
-        name: row.try_get("name")?,
-        status,
-        metadata: json_column(row, "metadata")?,
-        state: json_column(row, "state")?,
-        created_at: rfc3339(row.try_get("created_at")?),
-        updated_at: rfc3339(row.try_get("updated_at")?),
-    })
+/// The columns of a row, read the same way from either backend.
+struct Columns {
+    id: String,
+    slug: String,
+    name: String,
+    status: String,
+    metadata: String,
+    state: String,
+    created_at: i64,
+    updated_at: i64,
+}
+
+macro_rules! columns {
+    ($row:expr) => {
+        Columns {
+            id: $row.try_get("id")?,
+            slug: $row.try_get("slug")?,
+            name: $row.try_get("name")?,
+            status: $row.try_get("status")?,
+            metadata: $row.try_get("metadata")?,
+            state: $row.try_get("state")?,
+            created_at: $row.try_get("created_at")?,
+            updated_at: $row.try_get("updated_at")?,
+        }
+    };
+}
+
+impl Columns {
+    fn into_campaign(self) -> Result<Campaign, ServiceError> {
+        let status = Status::parse(&self.status).ok_or_else(|| {
+            ServiceError::Database(sqlx::Error::Decode(
+                format!("unknown campaign status {:?}", self.status).into(),
+            ))
+        })?;
+        Ok(Campaign {
+            id: self.id,
+            slug: self.slug,
+            name: self.name,
+            status,
+            metadata: serde_json::from_str::<Value>(&self.metadata).map_err(decode_error)?,
+            state: serde_json::from_str::<Value>(&self.state).map_err(decode_error)?,
+            created_at: rfc3339(self.created_at),
+            updated_at: rfc3339(self.updated_at),
+        })
+    }
+}
+
+fn slug_conflict(e: sqlx::Error, slug: &str) -> ServiceError {
+    match ServiceError::from(e) {
+        ServiceError::Conflict { .. } => ServiceError::Conflict {
+            message: format!("a campaign with slug {slug:?} exists"),
+        },
+        other => other,
+    }
 }
 
 impl CampaignRepo {
@@ -62,41 +142,34 @@ impl CampaignRepo {
     /// # Errors
     /// [`ServiceError::Conflict`] when the id or slug is taken.
     pub async fn insert(&self, c: &Campaign, at_ms: i64) -> Result<(), ServiceError> {
-        sqlx::query(
-            "INSERT INTO service_campaign_main (id, slug, name, status, metadata, state, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
-        )
-        .bind(&c.id)
-        .bind(&c.slug)
-        .bind(&c.name)
-        .bind(c.status.as_str())
-        .bind(c.metadata.to_string())
-        .bind(c.state.to_string())
-        .bind(at_ms)
-        .execute(self.db.pool())
-        .await
-        .map_err(|e| match ServiceError::from(e) {
-            ServiceError::Conflict { .. } => {
-                ServiceError::Conflict { message: format!("a campaign with slug {:?} exists", c.slug) }
-            }
-            other => other,
-        })?;
+        on_pool!(&self.db, SQLITE, POSTGRES, |pool, sql| {
+            sqlx::query(sql.insert)
+                .bind(&c.id)
+                .bind(&c.slug)
+                .bind(&c.name)
+                .bind(c.status.as_str())
+                .bind(c.metadata.to_string())
+                .bind(c.state.to_string())
+                .bind(at_ms)
+                .execute(pool)
+                .await
+                .map_err(|e| slug_conflict(e, &c.slug))?;
+        });
         Ok(())
     }
 
-    /// The campaign with this id or slug.
+    /// The campaign with this id or slug (an id wins over a slug that looks like one).
     ///
     /// # Errors
     /// Database failures.
     pub async fn get(&self, key: &str) -> Result<Option<Campaign>, ServiceError> {
-        let row = sqlx::query(
-            "SELECT id, slug, name, status, metadata, state, created_at, updated_at \
-             FROM service_campaign_main WHERE id = ?1 OR slug = ?1 ORDER BY id = ?1 DESC LIMIT 1",
-        )
-        .bind(key)
-        .fetch_optional(self.db.pool())
-        .await?;
-        row.as_ref().map(from_row).transpose()
+        let columns = on_pool!(&self.db, SQLITE, POSTGRES, |pool, sql| {
+            match sqlx::query(sql.get).bind(key).fetch_optional(pool).await? {
+                Some(row) => Some(columns!(row)),
+                None => None,
+            }
+        });
+        columns.map(Columns::into_campaign).transpose()
     }
 
     /// Up to `limit` campaigns with ids after `after`, in id (= creation) order.
@@ -109,18 +182,20 @@ impl CampaignRepo {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Campaign>, ServiceError> {
-        let rows = sqlx::query(
-            "SELECT id, slug, name, status, metadata, state, created_at, updated_at \
-             FROM service_campaign_main \
-             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR id > ?2) \
-             ORDER BY id LIMIT ?3",
-        )
-        .bind(status.map(Status::as_str))
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(self.db.pool())
-        .await?;
-        rows.iter().map(from_row).collect()
+        let rows: Vec<Columns> = on_pool!(&self.db, SQLITE, POSTGRES, |pool, sql| {
+            let rows = sqlx::query(sql.list)
+                .bind(status.map(Status::as_str))
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                out.push(columns!(row));
+            }
+            out
+        });
+        rows.into_iter().map(Columns::into_campaign).collect()
     }
 
     /// Reads the campaign, lets `change` edit it, and writes it back, in one write
@@ -128,54 +203,43 @@ impl CampaignRepo {
     ///
     /// # Errors
     /// [`ServiceError::NotFound`], whatever `change` returns, database failures.
-    pub async fn update<F>(
-        &self,
-        key: &str,
-        change: F,
-    ) -> Result<(Campaign, Campaign), ServiceError>
+    pub async fn update<F>(&self, id: &str, change: F) -> Result<(Campaign, Campaign), ServiceError>
     where
         F: FnOnce(&mut Campaign) -> Result<(), ServiceError>,
     {
-        let mut tx = self.db.pool().begin_with("BEGIN IMMEDIATE").await?;
-        let row = sqlx::query(
-            "SELECT id, slug, name, status, metadata, state, created_at, updated_at \
-             FROM service_campaign_main WHERE id = ?1 OR slug = ?1 ORDER BY id = ?1 DESC LIMIT 1",
-        )
-        .bind(key)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let before = match row {
-            Some(row) => from_row(&row)?,
-            None => {
-                return Err(ServiceError::NotFound {
-                    entity: "campaign",
-                    id: key.to_owned(),
-                });
-            }
-        };
-        let mut after = before.clone();
-        change(&mut after)?;
         let at = now_ms();
-        sqlx::query(
-            "UPDATE service_campaign_main SET slug = ?2, name = ?3, status = ?4, metadata = ?5, \
-             state = ?6, updated_at = ?7 WHERE id = ?1",
-        )
-        .bind(&after.id)
-        .bind(&after.slug)
-        .bind(&after.name)
-        .bind(after.status.as_str())
-        .bind(after.metadata.to_string())
-        .bind(after.state.to_string())
-        .bind(at)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| match ServiceError::from(e) {
-            ServiceError::Conflict { .. } => ServiceError::Conflict {
-                message: format!("a campaign with slug {:?} exists", after.slug),
-            },
-            other => other,
-        })?;
-        tx.commit().await?;
+        let (before, after) = on_pool!(&self.db, SQLITE, POSTGRES, |pool, sql| {
+            let mut tx = pool.begin_with(sql.begin).await?;
+            let row = sqlx::query(sql.get_for_update)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let before = match row {
+                Some(row) => columns!(row).into_campaign()?,
+                None => {
+                    return Err(ServiceError::NotFound {
+                        entity: "campaign",
+                        id: id.to_owned(),
+                    });
+                }
+            };
+            let mut after = before.clone();
+            change(&mut after)?;
+            sqlx::query(sql.update)
+                .bind(&after.id)
+                .bind(&after.slug)
+                .bind(&after.name)
+                .bind(after.status.as_str())
+                .bind(after.metadata.to_string())
+                .bind(after.state.to_string())
+                .bind(at)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| slug_conflict(e, &after.slug))?;
+            tx.commit().await?;
+            (before, after)
+        });
+        let mut after = after;
         after.updated_at = rfc3339(at);
         Ok((before, after))
     }
