@@ -126,6 +126,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 prefix: config.redis_prefix.clone(),
                 history_size: config.history_size,
                 history_ttl: config.history_ttl,
+                presence_ttl: config.presence_ttl,
             };
             RedisBroker::connect(redis, stop_bus.clone())
                 .await

@@ -29,6 +29,7 @@ impl Broadcaster for EngineBroadcaster {
                 id: c.id,
                 frequency_hz: c.frequency_hz,
                 client_events: c.client_events,
+                presence: c.presence,
                 state: c.state,
                 epoch: None,
             };

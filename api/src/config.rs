@@ -68,6 +68,12 @@ pub struct Config {
     /// Events older than this are not recovered.
     #[serde(with = "duration")]
     pub history_ttl: Duration,
+    /// How often a node reports its sessions to the cluster.
+    #[serde(with = "duration")]
+    pub presence_interval: Duration,
+    /// A node's sessions are forgotten by the cluster this long after its last report.
+    #[serde(with = "duration")]
+    pub presence_ttl: Duration,
     /// After SIGTERM: how long to keep broadcasting before the final ticks.
     #[serde(with = "duration")]
     pub shutdown_drain: Duration,
@@ -105,6 +111,8 @@ impl Default for Config {
             close_timeout: e.close_timeout,
             history_size: e.history_size,
             history_ttl: e.history_ttl,
+            presence_interval: e.presence_interval,
+            presence_ttl: Duration::from_secs(30),
             shutdown_drain: Duration::ZERO,
             shutdown_timeout: Duration::from_secs(10),
         }
@@ -138,6 +146,8 @@ pub const KEYS: &[&str] = &[
     "close_timeout",
     "history_size",
     "history_ttl",
+    "presence_interval",
+    "presence_ttl",
     "shutdown_drain",
     "shutdown_timeout",
 ];
@@ -235,6 +245,18 @@ impl Config {
                 return Err(ConfigError::new(key, "must be longer than 0s"));
             }
         }
+        if self.presence_interval.is_zero() {
+            return Err(ConfigError::new(
+                "presence_interval",
+                "must be longer than 0s",
+            ));
+        }
+        if self.presence_ttl <= self.presence_interval {
+            return Err(ConfigError::new(
+                "presence_ttl",
+                "must be longer than presence_interval",
+            ));
+        }
         if self.pong_timeout <= self.ping_interval {
             return Err(ConfigError::new(
                 "pong_timeout",
@@ -312,6 +334,7 @@ impl Config {
             close_timeout: self.close_timeout,
             history_size: self.history_size,
             history_ttl: self.history_ttl,
+            presence_interval: self.presence_interval,
         }
     }
 }

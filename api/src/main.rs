@@ -80,6 +80,10 @@ flags! {
     history_size,
     /// Events older than this are not recovered [default: 10m]
     history_ttl,
+    /// How often a node reports its sessions to the cluster [default: 10s]
+    presence_interval,
+    /// A node's sessions are forgotten this long after its last report [default: 30s]
+    presence_ttl,
     /// After SIGTERM, keep broadcasting this long before the final ticks [default: 0s]
     shutdown_drain,
     /// Wait at most this long for every task at shutdown [default: 10s]

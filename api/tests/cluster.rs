@@ -80,6 +80,8 @@ async fn cluster(test: &str, url: &str) -> (Vec<TestNode>, std::path::PathBuf) {
                 c.redis_prefix = prefix;
                 c.database_url = Some(db);
                 c.node_id = Some(format!("node-{name}"));
+                c.presence_interval = Duration::from_millis(200);
+                c.presence_ttl = Duration::from_secs(1);
             })
             .await,
         );
@@ -529,4 +531,58 @@ async fn a_database_outage_answers_503_and_the_engine_keeps_serving() {
     .await;
     drop(node);
     drop_database(&name, &dir).await;
+}
+
+#[tokio::test]
+async fn presence_counts_sessions_on_every_node_and_forgets_a_silent_one() {
+    let Some(url) = redis_url() else { return };
+    let (mut nodes, dir) = cluster("presence", &url).await;
+    let id = nodes[0]
+        .campaign(
+            "crowd",
+            5.0,
+            json!({"metadata": {"scheduling": {"frequency": 5}, "features": ["presence"]}}),
+        )
+        .await;
+    live_everywhere(&nodes, &id).await;
+    let mut a1 = nodes[0].ws(&id, "ann", "").await;
+    let _a2 = nodes[0].ws(&id, "bob", "").await;
+    let _b1 = nodes[1].ws(&id, "bob", "").await;
+    eventually("node C sees 3 sessions of 2 users", || async {
+        let (_, s) = nodes[2]
+            .call("GET", &format!("/api/campaigns/{id}/stats"), None)
+            .await;
+        s["connections"]["cluster"] == 3
+            && s["users"] == json!(["ann", "bob"])
+            && s["connections"]["node"] == 0
+    })
+    .await;
+    // The campaign asked for presence: ticks carry the cluster-wide count.
+    let start = Instant::now();
+    loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no tick carried connections: 3"
+        );
+        nodes[2].publish(&id, "e", json!(null), true).await;
+        if next_of(&mut a1, "tick").await["connections"] == 3 {
+            break;
+        }
+    }
+    // Node B stops (as if it crashed: it no longer reports): within the TTL its session is gone.
+    let mut b = nodes.remove(1);
+    assert!(b.shutdown().await);
+    eventually("node B's session forgotten", || async {
+        let (_, s) = nodes[1]
+            .call("GET", &format!("/api/campaigns/{id}/stats"), None)
+            .await;
+        s["connections"]["cluster"] == 2
+    })
+    .await;
+    drop(nodes);
+    drop_database(
+        dir.file_name().and_then(|n| n.to_str()).unwrap_or_default(),
+        &dir,
+    )
+    .await;
 }

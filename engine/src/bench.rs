@@ -35,6 +35,7 @@ impl Fixture {
         let spec = CampaignSpec {
             id: "bench".into(),
             frequency_hz: 10.0,
+            presence: false,
             client_events: false,
             state: None,
             epoch: None,

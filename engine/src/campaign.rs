@@ -31,6 +31,8 @@ const WARN_EVERY_MS: i64 = 10_000;
 pub(crate) enum Input {
     Publication(Publication),
     Configure(CampaignSpec),
+    /// The cluster-wide connection count, for campaigns whose ticks carry it.
+    Presence(u64),
     /// A new session: the task sends its welcome (and the events it missed, when it asks to
     /// resume), then adds it to the members, so nothing slips between history and live.
     Join {
@@ -59,6 +61,10 @@ pub(crate) struct CampaignShared {
     inbox: mpsc::Sender<Input>,
     frequency_bits: AtomicU64,
     client_events: AtomicBool,
+    /// Whether tick frames carry the cluster-wide connection count.
+    presence: AtomicBool,
+    /// The latest cluster-wide presence (from the node's heartbeat task).
+    cluster: Mutex<Option<crate::broker::Presence>>,
     /// Latest event `seq` this node has seen.
     last_seq: AtomicU64,
     frames_sent: AtomicU64,
@@ -77,6 +83,10 @@ pub struct CampaignStats {
     pub node: String,
     /// Sessions connected to this node.
     pub connections: usize,
+    /// Sessions connected to every node (this node's figure until the first heartbeat).
+    pub cluster_connections: u64,
+    /// Distinct users connected anywhere (at most 100).
+    pub users: Vec<String>,
     pub frames_sent: u64,
     pub frames_dropped: u64,
     /// Events this node's task received.
@@ -139,11 +149,44 @@ impl CampaignShared {
         }
     }
 
+    pub(crate) fn presence_enabled(&self) -> bool {
+        self.presence.load(Relaxed)
+    }
+
+    /// This node's sessions: how many, and which users (at most 100).
+    pub(crate) fn local_presence(&self) -> crate::broker::Presence {
+        let (_, members) = self.members.snapshot();
+        let users: std::collections::BTreeSet<&str> = members.iter().map(|s| &*s.user).collect();
+        crate::broker::Presence {
+            connections: members.len() as u64,
+            users: users
+                .into_iter()
+                .take(crate::broker::PRESENCE_USERS)
+                .map(str::to_owned)
+                .collect(),
+        }
+    }
+
+    pub(crate) fn set_cluster_presence(&self, p: crate::broker::Presence) {
+        *self
+            .cluster
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(p);
+    }
+
     pub(crate) fn stats(&self, node: &str) -> CampaignStats {
+        let cluster = self
+            .cluster
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let cluster = cluster.unwrap_or_else(|| self.local_presence());
         CampaignStats {
             campaign: self.id.to_string(),
             node: node.to_owned(),
             connections: self.members.len(),
+            cluster_connections: cluster.connections,
+            users: cluster.users,
             frames_sent: self.frames_sent.load(Relaxed),
             frames_dropped: self.frames_dropped.load(Relaxed),
             events: self.events.load(Relaxed),
@@ -212,6 +255,8 @@ pub(crate) struct Campaign {
     history: VecDeque<(i64, EncodedEvent)>,
     /// Highest `seq` already broadcast (or passed, when nobody was connected).
     sent_seq: u64,
+    /// The cluster-wide connection count ticks carry, once known (presence campaigns only).
+    connections: Option<u64>,
     /// The history's epoch (from the broker, the same on every node): a client resuming from
     /// another history learns it cannot recover.
     epoch: Box<str>,
@@ -249,6 +294,8 @@ impl Campaign {
             inbox: tx,
             frequency_bits: AtomicU64::new(spec.frequency_hz.to_bits()),
             client_events: AtomicBool::new(spec.client_events),
+            presence: AtomicBool::new(spec.presence),
+            cluster: Mutex::new(None),
             last_seq: AtomicU64::new(0),
             frames_sent: AtomicU64::new(0),
             frames_dropped: AtomicU64::new(0),
@@ -267,6 +314,7 @@ impl Campaign {
             pending: Vec::new(),
             history: VecDeque::new(),
             sent_seq: 0,
+            connections: None,
             epoch: spec
                 .epoch
                 .as_deref()
@@ -293,6 +341,7 @@ impl Campaign {
                 input = self.inbox.recv() => match input {
                     Some(Input::Publication(p)) => self.on_publication(p),
                     Some(Input::Configure(spec)) => self.configure(spec, &mut interval),
+                    Some(Input::Presence(n)) => self.connections = Some(n),
                     Some(Input::Join { session, resume, fetched }) => self.join(&session, resume.as_ref(), &fetched),
                     Some(Input::End) | None => break Close::ENDED,
                 },
@@ -366,6 +415,10 @@ impl Campaign {
 
     fn configure(&mut self, spec: CampaignSpec, interval: &mut Interval) {
         self.shared.client_events.store(spec.client_events, Relaxed);
+        self.shared.presence.store(spec.presence, Relaxed);
+        if !spec.presence {
+            self.connections = None;
+        }
         // The same settings can arrive twice (applied locally, then from the bus): an equal
         // state is not a change.
         if let Some(state) = spec.state
@@ -473,6 +526,7 @@ impl Campaign {
                 now_ms(),
                 Some(&self.state),
                 &events,
+                self.connections,
             );
             if session.offer(
                 SharedFrame::new(json).for_session(session.compress),
@@ -510,6 +564,7 @@ impl Campaign {
         }
         let (seq, ts) = (self.shared.last_seq(), now_ms());
         let (id, state, events) = (&*self.shared.id_json, &*self.state, &self.pending[..]);
+        let connections = self.connections;
         let mut with_state: Option<SharedFrame> = None;
         let mut without_state: Option<SharedFrame> = None;
         let mut settled = true;
@@ -521,11 +576,12 @@ impl Campaign {
             }
             let f = if stale {
                 with_state.get_or_insert_with(|| {
-                    SharedFrame::new(frame::tick(id, seq, ts, Some(state), events))
+                    SharedFrame::new(frame::tick(id, seq, ts, Some(state), events, connections))
                 })
             } else {
-                without_state
-                    .get_or_insert_with(|| SharedFrame::new(frame::tick(id, seq, ts, None, events)))
+                without_state.get_or_insert_with(|| {
+                    SharedFrame::new(frame::tick(id, seq, ts, None, events, connections))
+                })
             };
             let queued = s.offer(f.for_session(s.compress), &self.shared, policy);
             if stale {

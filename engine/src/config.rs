@@ -43,6 +43,8 @@ pub struct Config {
     pub history_size: usize,
     /// Events older than this are not recovered.
     pub history_ttl: Duration,
+    /// How often the node reports its sessions to the cluster (and refreshes the cluster's).
+    pub presence_interval: Duration,
 }
 
 impl Default for Config {
@@ -63,6 +65,7 @@ impl Default for Config {
             close_timeout: Duration::from_secs(2),
             history_size: 1000,
             history_ttl: Duration::from_secs(600),
+            presence_interval: Duration::from_secs(10),
         }
     }
 }

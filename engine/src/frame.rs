@@ -100,6 +100,7 @@ pub(crate) fn tick(
     ts: i64,
     state: Option<&str>,
     events: &[EncodedEvent],
+    connections: Option<u64>,
 ) -> String {
     let cap = 96
         + campaign_json.len()
@@ -112,6 +113,9 @@ pub(crate) fn tick(
     );
     if let Some(state) = state {
         let _ = write!(s, ",\"state\":{state}");
+    }
+    if let Some(n) = connections {
+        let _ = write!(s, ",\"connections\":{n}");
     }
     s.push_str(",\"events\":[");
     for (i, e) in events.iter().enumerate() {
@@ -215,9 +219,11 @@ mod tests {
             99,
             Some(r#"{"score":3}"#),
             &[e1, e2],
+            Some(7),
         );
         let v: serde_json::Value = serde_json::from_str(&s).expect("tick is JSON");
         assert_eq!(v["type"], "tick");
+        assert_eq!(v["connections"], 7);
         assert_eq!(v["campaign"], "c1");
         assert_eq!(v["seq"], 43);
         assert_eq!(v["state"]["score"], 3);
@@ -260,7 +266,7 @@ mod tests {
 
     #[test]
     fn deflated_frame_inflates_to_the_text_and_is_built_once() {
-        let f = SharedFrame::new(tick(&json_string("c"), 1, 2, Some("{}"), &[]));
+        let f = SharedFrame::new(tick(&json_string("c"), 1, 2, Some("{}"), &[], None));
         assert!(!f.was_deflated());
         let a = f.for_session(true);
         let b = f.for_session(true);

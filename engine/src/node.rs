@@ -41,6 +41,8 @@ pub(crate) struct NodeInner {
     next_session: AtomicU64,
     /// Whether the pinger task runs (it starts with the first session).
     pinger: std::sync::Once,
+    /// Whether the presence task runs (it starts with the first campaign).
+    presence: std::sync::Once,
     /// A weak handle on this very value, for the tasks that [`Deliver::control`] starts.
     me: Weak<NodeInner>,
 }
@@ -64,6 +66,7 @@ impl Node {
             tracker: TaskTracker::new(),
             next_session: AtomicU64::new(1),
             pinger: std::sync::Once::new(),
+            presence: std::sync::Once::new(),
             me: me.clone(),
         });
         let sink: Weak<dyn Deliver> = Arc::downgrade(&inner) as Weak<dyn Deliver>;
@@ -342,6 +345,50 @@ impl Node {
     }
 }
 
+/// Every `presence_interval`: reports this node's sessions of every campaign to the bus (a
+/// heartbeat: a crashed node's reports expire), reads the cluster-wide figures back for the
+/// stats, and hands the count to the campaigns whose ticks carry it.
+async fn presence_loop(node: Weak<NodeInner>) {
+    let Some((period, shutdown)) = node
+        .upgrade()
+        .map(|n| (n.config.presence_interval, n.shutdown.clone()))
+    else {
+        return;
+    };
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let Some(node) = node.upgrade() else { return };
+        let campaigns: Vec<_> = node.hub.iter().map(|c| c.value().clone()).collect();
+        for c in campaigns {
+            let local = c.local_presence();
+            if let Err(e) = node
+                .broker
+                .report_presence(&c.id, &node.config.node_id, &local)
+                .await
+            {
+                tracing::debug!(campaign = %c.id, error = %e, "presence not reported");
+            }
+            let cluster = match node.broker.cluster_presence(&c.id).await {
+                Ok(Some(p)) => p,
+                Ok(None) => local,
+                Err(e) => {
+                    tracing::debug!(campaign = %c.id, error = %e, "cluster presence unavailable");
+                    continue;
+                }
+            };
+            if c.presence_enabled() {
+                c.send(Input::Presence(cluster.connections), &node);
+            }
+            c.set_cluster_presence(cluster);
+        }
+    }
+}
+
 /// Every `ping_interval`: closes the sessions from which nothing arrived for `pong_timeout`
 /// (4009) and queues a protocol ping for the others. One task for the node instead of a timer
 /// per connection.
@@ -408,6 +455,9 @@ impl NodeInner {
             tracing::debug!(campaign = %spec.id, "settings for a campaign that is not running ignored");
             return;
         }
+        self.presence.call_once(|| {
+            self.tracker.spawn(presence_loop(Arc::downgrade(self)));
+        });
         let (task, shared) = Campaign::new(spec, self.clone());
         self.hub.insert(shared.id.clone(), shared);
         self.tracker.spawn(task.run());

@@ -150,6 +150,7 @@ async fn campaign(node: &Node, id: &str, hz: f64, client_events: bool) {
         id: id.into(),
         frequency_hz: hz,
         client_events,
+        presence: false,
         state: Some(raw(json!({"score": 0}))),
         epoch: None,
     };
@@ -294,6 +295,7 @@ async fn frequency_change_retimes_within_one_tick_and_sends_config() {
     let spec = CampaignSpec {
         id: "c".into(),
         frequency_hz: 10.0,
+        presence: false,
         client_events: false,
         state: None,
         epoch: None,
@@ -318,6 +320,7 @@ async fn frequency_change_retimes_within_one_tick_and_sends_config() {
     let bad = CampaignSpec {
         id: "c".into(),
         frequency_hz: 0.05,
+        presence: false,
         client_events: false,
         state: None,
         epoch: None,
@@ -846,6 +849,7 @@ async fn settings_for_an_ended_campaign_do_not_restart_it() {
     let late = CampaignSpec {
         id: "c".into(),
         frequency_hz: 5.0,
+        presence: false,
         client_events: false,
         state: None,
         epoch: None,
@@ -859,6 +863,7 @@ async fn settings_for_an_ended_campaign_do_not_restart_it() {
     let restart = CampaignSpec {
         id: "c".into(),
         frequency_hz: 5.0,
+        presence: false,
         client_events: false,
         state: Some(raw(json!({}))),
         epoch: None,

@@ -111,6 +111,7 @@ async fn conformance(broker: Arc<dyn Broker>, follows: bool) {
     let spec = CampaignSpec {
         id: "c3".into(),
         frequency_hz: 2.0,
+        presence: false,
         client_events: false,
         state: None,
         epoch: None,
@@ -139,6 +140,46 @@ async fn conformance(broker: Arc<dyn Broker>, follows: bool) {
     );
     assert!(got.contains(&"c2 event 1 x".to_owned()));
     assert!(got.contains(&"upsert c3 2".to_owned()) && got.contains(&"end c3".to_owned()));
+
+    let p1 = engine::broker::Presence {
+        connections: 2,
+        users: vec!["a".into(), "b".into()],
+    };
+    let p2 = engine::broker::Presence {
+        connections: 1,
+        users: vec!["b".into(), "c".into()],
+    };
+    broker
+        .report_presence("c1", "node-1", &p1)
+        .await
+        .expect("report");
+    broker
+        .report_presence("c1", "node-2", &p2)
+        .await
+        .expect("report");
+    match broker.cluster_presence("c1").await.expect("presence") {
+        Some(p) => {
+            assert!(follows, "only a cluster broker has a shared view");
+            assert_eq!(p.connections, 3);
+            assert_eq!(p.users, ["a", "b", "c"], "distinct users");
+            // Reports expire unless repeated (presence_ttl is 1 s in this test).
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+            broker
+                .report_presence("c1", "node-2", &p2)
+                .await
+                .expect("report");
+            let p = broker
+                .cluster_presence("c1")
+                .await
+                .expect("presence")
+                .expect("shared");
+            assert_eq!(
+                p.connections, 1,
+                "node-1 stopped reporting: its sessions are gone"
+            );
+        }
+        None => assert!(!follows),
+    }
 
     let e1 = broker.epoch("c1").await.expect("epoch");
     assert_eq!(broker.epoch("c1").await.expect("epoch"), e1, "stable");
@@ -191,6 +232,7 @@ async fn redis_broker_conformance() {
         prefix: prefix("conf"),
         history_size: 100,
         history_ttl: Duration::from_secs(60),
+        presence_ttl: Duration::from_secs(1),
     };
     let broker = RedisBroker::connect(config, shutdown.clone())
         .await
@@ -209,6 +251,7 @@ async fn redis_broker_reports_an_unreachable_redis_at_start() {
         prefix: prefix("bad"),
         history_size: 10,
         history_ttl: Duration::from_secs(60),
+        presence_ttl: Duration::from_secs(1),
     };
     let err = RedisBroker::connect(config, CancellationToken::new()).await;
     assert!(err.is_err());

@@ -163,8 +163,9 @@ pub async fn stats(State(app): State<AppState>, id: IdPath) -> Result<impl IntoR
         "campaign": c.id,
         "status": c.status,
         "node": app.node.id(),
-        // One node: the cluster is this node.
-        "connections": {"node": connections, "cluster": connections},
+        // This node, and every node that reported within the presence TTL.
+        "connections": {"node": connections, "cluster": s.as_ref().map_or(0, |s| s.cluster_connections)},
+        "users": s.as_ref().map_or_else(Vec::new, |s| s.users.clone()),
         "frames_sent": s.as_ref().map_or(0, |s| s.frames_sent),
         "frames_dropped": s.as_ref().map_or(0, |s| s.frames_dropped),
         "events": s.as_ref().map_or(0, |s| s.events),

@@ -4,7 +4,7 @@ use std::sync::{Arc, OnceLock, Weak};
 
 use dashmap::DashMap;
 
-use super::{BoxFuture, Broker, BrokerError, Control, Deliver, Publication};
+use super::{BoxFuture, Broker, BrokerError, Control, Deliver, Presence, Publication};
 
 /// A [`Broker`] that delivers to the node in the same process.
 #[derive(Default)]
@@ -93,6 +93,22 @@ impl Broker for MemoryBroker {
     ) -> BoxFuture<'a, Result<Vec<Publication>, BrokerError>> {
         // The node's campaign task received every event: its own history is the whole story.
         Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn report_presence<'a>(
+        &'a self,
+        _c: &'a str,
+        _n: &'a str,
+        _p: &'a Presence,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn cluster_presence<'a>(
+        &'a self,
+        _campaign: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Presence>, BrokerError>> {
+        Box::pin(async { Ok(None) })
     }
 
     fn follow(&self, _campaign: &str) {}

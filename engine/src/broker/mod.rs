@@ -59,6 +59,9 @@ pub struct CampaignSpec {
     /// The state to start from (or to replace the running one with), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<Box<RawValue>>,
+    /// Whether tick frames carry the cluster-wide connection count (`"connections"`).
+    #[serde(default)]
+    pub presence: bool,
     /// The campaign's history epoch, the same on every node (set by [`crate::Node`] from
     /// [`Broker::epoch`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -74,6 +77,17 @@ pub enum Control {
     /// Ended: send a final frame and close its sessions with 1000.
     End { campaign: String },
 }
+
+/// Who is connected to a campaign.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    pub connections: u64,
+    /// Distinct users, at most [`PRESENCE_USERS`].
+    pub users: Vec<String>,
+}
+
+/// Most distinct users a presence report carries.
+pub const PRESENCE_USERS: usize = 100;
 
 /// Failure of a broker operation.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +132,28 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Whether the bus is reachable (for `/readyz`).
     fn is_ready(&self) -> bool;
+
+    /// Records this node's sessions of a campaign (a heartbeat: forgotten after the bus's
+    /// presence TTL unless repeated).
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`] when the bus cannot be reached.
+    fn report_presence<'a>(
+        &'a self,
+        campaign: &'a str,
+        node: &'a str,
+        presence: &'a Presence,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// The campaign's sessions on every node that reported recently; `None` when the bus has
+    /// no shared view (a single node: its own figures are the whole story).
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`] when the bus cannot be reached.
+    fn cluster_presence<'a>(
+        &'a self,
+        campaign: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Presence>, BrokerError>>;
 
     /// The campaign's history epoch, created on first use and shared by every node.
     ///
@@ -178,6 +214,7 @@ mod tests {
             id: "c".into(),
             frequency_hz: 2.0,
             client_events: true,
+            presence: true,
             state: Some(raw("{}")),
             epoch: Some("e".into()),
         });

@@ -8,7 +8,8 @@
 //!
 //! Keys and channels (`{p}` is the configured prefix, `ovasabi` by default):
 //! `{p}:c:{campaign}` (channel), `{p}:control` (channel), `{p}:seq:{campaign}`,
-//! `{p}:h:{campaign}` (history stream), `{p}:state:{campaign}`, `{p}:epoch:{campaign}`.
+//! `{p}:h:{campaign}` (history stream), `{p}:state:{campaign}`, `{p}:epoch:{campaign}`,
+//! `{p}:presence:{campaign}` (hash: node → its report and the time it expires).
 //! A channel message is `<seq>\n<publication JSON>`.
 
 use std::collections::HashSet;
@@ -22,7 +23,9 @@ use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{BoxFuture, Broker, BrokerError, Control, Deliver, Publication};
+use super::{
+    BoxFuture, Broker, BrokerError, Control, Deliver, PRESENCE_USERS, Presence, Publication,
+};
 use crate::frame::now_ms;
 
 const PUBLISH_LUA: &str = r"
@@ -52,6 +55,9 @@ pub struct RedisConfig {
     pub history_size: usize,
     /// The history stream expires this long after the campaign's last event.
     pub history_ttl: Duration,
+    /// A node's presence report is forgotten this long after its last heartbeat (so a crashed
+    /// node's sessions disappear).
+    pub presence_ttl: Duration,
 }
 
 enum SubCommand {
@@ -304,6 +310,75 @@ impl Broker for RedisBroker {
                 }
             }
             Ok(out)
+        })
+    }
+
+    fn report_presence<'a>(
+        &'a self,
+        campaign: &'a str,
+        node: &'a str,
+        presence: &'a Presence,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let ttl_ms = i64::try_from(self.config.presence_ttl.as_millis()).unwrap_or(30_000);
+            let report = serde_json::json!({"p": presence, "exp": now_ms() + ttl_ms});
+            let key = self.key("presence", campaign);
+            let mut conn = self.conn.clone();
+            let _: () = redis::pipe()
+                .cmd("HSET")
+                .arg(&key)
+                .arg(node)
+                .arg(report.to_string())
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(ttl_ms)
+                .ignore()
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            Ok(())
+        })
+    }
+
+    fn cluster_presence<'a>(
+        &'a self,
+        campaign: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Presence>, BrokerError>> {
+        Box::pin(async move {
+            let key = self.key("presence", campaign);
+            let mut conn = self.conn.clone();
+            let reports: Vec<(String, String)> = redis::cmd("HGETALL")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            let now = now_ms();
+            let mut total = Presence::default();
+            let mut users = std::collections::BTreeSet::new();
+            let mut expired = Vec::new();
+            for (node, report) in reports {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&report) else {
+                    continue;
+                };
+                if v["exp"].as_i64().is_none_or(|exp| exp < now) {
+                    expired.push(node);
+                    continue;
+                }
+                if let Ok(p) = serde_json::from_value::<Presence>(v["p"].clone()) {
+                    total.connections += p.connections;
+                    users.extend(p.users);
+                }
+            }
+            if !expired.is_empty() {
+                let _: Result<i64, _> = redis::cmd("HDEL")
+                    .arg(&key)
+                    .arg(expired)
+                    .query_async(&mut conn)
+                    .await;
+            }
+            total.users = users.into_iter().take(PRESENCE_USERS).collect();
+            Ok(Some(total))
         })
     }
 

@@ -32,6 +32,9 @@ pub struct LiveCampaign {
     pub id: String,
     pub frequency_hz: f64,
     pub client_events: bool,
+    /// Tick frames carry the cluster-wide connection count (`metadata.features` has
+    /// `"presence"`).
+    pub presence: bool,
     /// The state to (re)start from, when it should replace the running one.
     pub state: Option<Box<RawValue>>,
 }
@@ -42,6 +45,7 @@ impl LiveCampaign {
             id: c.id.clone(),
             frequency_hz: c.frequency_hz(),
             client_events: c.client_events(),
+            presence: c.presence(),
             state: with_state.then(|| raw(&c.state)),
         }
     }
@@ -327,7 +331,8 @@ impl CampaignService {
             }
             (Status::Active, Status::Active)
                 if before.frequency_hz() != after.frequency_hz()
-                    || before.client_events() != after.client_events() =>
+                    || before.client_events() != after.client_events()
+                    || before.presence() != after.presence() =>
             {
                 self.broadcaster
                     .upsert(LiveCampaign::of(&after, false))

@@ -73,6 +73,15 @@ impl Campaign {
         frequency_of(&self.metadata).unwrap_or(DEFAULT_FREQUENCY_HZ)
     }
 
+    /// Whether tick frames carry the cluster-wide connection count (`metadata.features`
+    /// contains `"presence"`).
+    pub fn presence(&self) -> bool {
+        self.metadata
+            .get("features")
+            .and_then(Value::as_array)
+            .is_some_and(|f| f.iter().any(|v| v == "presence"))
+    }
+
     /// Whether clients may publish events (`metadata.custom_rules.client_events: true`).
     pub fn client_events(&self) -> bool {
         self.metadata
