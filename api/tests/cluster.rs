@@ -146,17 +146,7 @@ async fn an_event_published_on_c_reaches_a_and_b_with_the_same_seq() {
         );
     }
     for ws in [&mut on_a, &mut on_b] {
-        let mut seqs = Vec::new();
-        while seqs.len() < 5 {
-            let t = next_of(ws, "tick").await;
-            seqs.extend(
-                t["events"]
-                    .as_array()
-                    .expect("events")
-                    .iter()
-                    .map(|e| e["seq"].as_u64().expect("seq")),
-            );
-        }
+        let seqs = common::tick_seqs(ws, |s| s.len() >= 5).await;
         assert_eq!(seqs, published, "same seq on every node, in order");
     }
     // State changes too.
@@ -280,17 +270,7 @@ async fn a_client_leaving_a_and_resuming_on_b_gets_every_event_in_order() {
         .await;
     let w = next(&mut on_b).await;
     assert_eq!(w["recovered"], true, "{w}");
-    let mut seqs = Vec::new();
-    while seqs.len() < missed.len() {
-        let t = next_of(&mut on_b, "tick").await;
-        seqs.extend(
-            t["events"]
-                .as_array()
-                .expect("events")
-                .iter()
-                .map(|e| e["seq"].as_u64().expect("seq")),
-        );
-    }
+    let seqs = common::tick_seqs(&mut on_b, |s| s.len() >= missed.len()).await;
     assert_eq!(seqs, missed);
     drop(nodes);
     drop_database(
@@ -444,17 +424,7 @@ async fn a_node_cut_from_redis_keeps_its_clients_and_they_recover_every_event() 
         .await;
     let w = next(&mut again).await;
     assert_eq!(w["recovered"], true, "{w}");
-    let mut seqs = Vec::new();
-    while seqs.last().copied() != Some(after) {
-        let t = next_of(&mut again, "tick").await;
-        seqs.extend(
-            t["events"]
-                .as_array()
-                .expect("events")
-                .iter()
-                .map(|e| e["seq"].as_u64().expect("seq")),
-        );
-    }
+    let seqs = common::tick_seqs(&mut again, |s| s.last() == Some(&after)).await;
     assert_eq!(
         seqs,
         ((before + 1)..=after).collect::<Vec<u64>>(),

@@ -556,17 +556,7 @@ async fn reconnecting_with_since_recovers_every_missed_event_in_order() {
         .await;
     let w = next(&mut again).await;
     assert_eq!(w["recovered"], true, "{w}");
-    let mut seqs = Vec::new();
-    while seqs.len() < 5 {
-        let t = next_of(&mut again, "tick").await;
-        seqs.extend(
-            t["events"]
-                .as_array()
-                .expect("events")
-                .iter()
-                .map(|e| e["seq"].as_u64().expect("seq")),
-        );
-    }
+    let seqs = common::tick_seqs(&mut again, |s| s.len() >= 5).await;
     assert_eq!(seqs, vec![4, 5, 6, 7, 8]);
     let live = node.publish(&id, "live", json!(null), true).await;
     let t = next_of(&mut again, "tick").await;

@@ -210,3 +210,19 @@ pub async fn close_code(ws: &mut Ws) -> u16 {
 pub async fn send(ws: &mut Ws, text: &str) {
     ws.send(Message::text(text)).await.expect("send");
 }
+
+/// The `seq`s of the events in the next tick frames, until `done` says enough.
+pub async fn tick_seqs(ws: &mut Ws, done: impl Fn(&[u64]) -> bool) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    while !done(&seqs) {
+        let t = next_of(ws, "tick").await;
+        seqs.extend(
+            t["events"]
+                .as_array()
+                .expect("events")
+                .iter()
+                .map(|e| e["seq"].as_u64().expect("seq")),
+        );
+    }
+    seqs
+}
