@@ -556,3 +556,73 @@ async fn presence_counts_sessions_on_every_node_and_forgets_a_silent_one() {
     )
     .await;
 }
+
+/// Nodes subscribed to a campaign's channel (Redis `PUBSUB NUMSUB`).
+async fn subscribers(url: &str, channel: &str) -> i64 {
+    let client = redis::Client::open(url).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let (_, n): (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(channel)
+        .query_async(&mut conn)
+        .await
+        .expect("numsub");
+    n
+}
+
+#[tokio::test]
+async fn a_node_follows_a_campaign_only_while_it_has_sessions_and_catches_up_when_it_starts() {
+    let Some(url) = redis_url() else { return };
+    let (nodes, dir) = cluster("interest", &url).await;
+    let prefix = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("prefix")
+        .to_owned();
+    let id = nodes[0]
+        .campaign("interest", 10.0, json!({"state": {"v": 0}}))
+        .await;
+    live_everywhere(&nodes, &id).await;
+    let channel = format!("{prefix}:c:{id}");
+    assert_eq!(
+        subscribers(&url, &channel).await,
+        0,
+        "no sessions anywhere: nobody follows"
+    );
+    let mut on_a = nodes[0].ws(&id, "ua", "").await;
+    next_of(&mut on_a, "tick").await;
+    assert_eq!(subscribers(&url, &channel).await, 1, "node A follows");
+    // While node B follows nothing, events and a state change go by.
+    let mut last = 0;
+    for _ in 0..4 {
+        last = nodes[2].publish(&id, "e", json!(null), true).await;
+    }
+    let (status, _) = nodes[2]
+        .call(
+            "PUT",
+            &format!("/api/campaigns/{id}/state"),
+            Some(json!({"v": 9})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // A first session on B: B catches up before welcoming it.
+    let mut on_b = nodes[1].ws(&id, "ub", "").await;
+    let w = next(&mut on_b).await;
+    assert_eq!(w["seq"], last, "the welcome is up to date");
+    assert_eq!(next_of(&mut on_b, "tick").await["state"], json!({"v": 9}));
+    assert_eq!(subscribers(&url, &channel).await, 2);
+    let live = nodes[2].publish(&id, "live", json!(null), true).await;
+    assert_eq!(next_of(&mut on_b, "tick").await["events"][0]["seq"], live);
+    // The last session on B leaves: B stops following.
+    on_b.close(None).await.expect("close");
+    eventually("node B unsubscribed", || async {
+        subscribers(&url, &channel).await == 1
+    })
+    .await;
+    drop(on_a);
+    drop(nodes);
+    drop_database(&prefix, &dir).await;
+}

@@ -33,6 +33,9 @@ pub(crate) enum Input {
     Configure(CampaignSpec),
     /// The cluster-wide connection count, for campaigns whose ticks carry it.
     Presence(u64),
+    /// Where the campaign stands on the bus, read when this node started following it again:
+    /// catch up before the next session joins.
+    CatchUp(crate::broker::Snapshot),
     /// A new session: the task sends its welcome (and the events it missed, when it asks to
     /// resume), then adds it to the members, so nothing slips between history and live.
     Join {
@@ -65,6 +68,9 @@ pub(crate) struct CampaignShared {
     presence: AtomicBool,
     /// The latest cluster-wide presence (from the node's heartbeat task).
     cluster: Mutex<Option<crate::broker::Presence>>,
+    /// Local sessions, joining ones included: the node follows the campaign on the bus while
+    /// there are any (the lock also orders a first join after its catch-up).
+    pub(crate) interest: tokio::sync::Mutex<usize>,
     /// Latest event `seq` this node has seen.
     last_seq: AtomicU64,
     frames_sent: AtomicU64,
@@ -257,6 +263,8 @@ pub(crate) struct Campaign {
     sent_seq: u64,
     /// The cluster-wide connection count ticks carry, once known (presence campaigns only).
     connections: Option<u64>,
+    /// Version of the current state on the bus (0: never published through it).
+    state_rev: u64,
     /// The history's epoch (from the broker, the same on every node): a client resuming from
     /// another history learns it cannot recover.
     epoch: Box<str>,
@@ -296,6 +304,7 @@ impl Campaign {
             client_events: AtomicBool::new(spec.client_events),
             presence: AtomicBool::new(spec.presence),
             cluster: Mutex::new(None),
+            interest: tokio::sync::Mutex::new(0),
             last_seq: AtomicU64::new(0),
             frames_sent: AtomicU64::new(0),
             frames_dropped: AtomicU64::new(0),
@@ -315,6 +324,7 @@ impl Campaign {
             history: VecDeque::new(),
             sent_seq: 0,
             connections: None,
+            state_rev: 0,
             epoch: spec
                 .epoch
                 .as_deref()
@@ -331,7 +341,6 @@ impl Campaign {
         let shutdown = self.node.shutdown.clone();
         let mut interval = interval_starting(Instant::now(), self.shared.frequency_hz());
         self.node.metrics.campaigns.increment(1.0);
-        self.node.broker.follow(&self.shared.id);
         tracing::info!(campaign = %self.shared.id, frequency_hz = self.shared.frequency_hz(), "campaign task started");
         let close = loop {
             tokio::select! {
@@ -342,13 +351,13 @@ impl Campaign {
                     Some(Input::Publication(p)) => self.on_publication(p),
                     Some(Input::Configure(spec)) => self.configure(spec, &mut interval),
                     Some(Input::Presence(n)) => self.connections = Some(n),
+                    Some(Input::CatchUp(snapshot)) => self.catch_up(snapshot),
                     Some(Input::Join { session, resume, fetched }) => self.join(&session, resume.as_ref(), &fetched),
                     Some(Input::End) | None => break Close::ENDED,
                 },
             }
         };
         self.finish(close);
-        self.node.broker.unfollow(&self.shared.id);
         self.node.metrics.campaigns.decrement(1.0);
         tracing::info!(campaign = %self.shared.id, code = close.code, "campaign task stopped");
     }
@@ -369,6 +378,9 @@ impl Campaign {
 
     pub(crate) fn on_publication(&mut self, p: Publication) {
         match p {
+            Publication::Event { seq, .. } if seq <= self.sent_seq && self.sent_seq > 0 => {
+                // Already behind us: reported by the snapshot this node caught up from.
+            }
             Publication::Event {
                 seq,
                 name,
@@ -396,7 +408,14 @@ impl Campaign {
                     self.broadcast();
                 }
             }
-            Publication::State { state } => self.replace_state(&state),
+            Publication::State { state, version } => {
+                // A state the bus counted is applied only if newer than the one we have (a
+                // node that just caught up may still receive older ones).
+                if version == 0 || version > self.state_rev {
+                    self.state_rev = self.state_rev.max(version);
+                    self.replace_state(&state);
+                }
+            }
             Publication::Message {
                 seq,
                 user,
@@ -537,6 +556,22 @@ impl Campaign {
             }
         }
         join(&self.shared, session.clone());
+    }
+
+    /// Catches up with the bus after a time without following it: what was published
+    /// meanwhile is behind us (resuming clients recover it from the bus's history).
+    fn catch_up(&mut self, snapshot: crate::broker::Snapshot) {
+        self.sent_seq = self.sent_seq.max(snapshot.seq);
+        self.shared.last_seq.fetch_max(snapshot.seq, Relaxed);
+        // Nobody here is owed these any more (there were no sessions): the joining session
+        // starts after them.
+        self.pending.retain(|e| e.seq > snapshot.seq);
+        if let Some(state) = snapshot.state
+            && snapshot.state_version > self.state_rev
+        {
+            self.state_rev = snapshot.state_version;
+            self.replace_state(&state);
+        }
     }
 
     /// The latest state wins: it replaces the previous one, whether or not that was sent.

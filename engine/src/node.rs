@@ -161,7 +161,7 @@ impl Node {
         self.running(campaign)?;
         self.inner
             .broker
-            .publish(campaign, Publication::State { state })
+            .publish(campaign, Publication::State { state, version: 0 })
             .await?;
         Ok(())
     }
@@ -259,6 +259,21 @@ impl Node {
             inner.config.send_queue_capacity,
             inner.slow_policy.now_ms(),
         );
+        // Follow the campaign on the bus while this node has sessions of it; the first one
+        // catches up first (the lock keeps later joins behind that catch-up).
+        {
+            let mut interest = shared.interest.lock().await;
+            if *interest == 0 {
+                match inner.broker.follow(campaign).await {
+                    Ok(Some(snapshot)) => shared.send(Input::CatchUp(snapshot), inner),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(campaign, error = %e, "cannot follow the campaign on the bus")
+                    }
+                }
+            }
+            *interest += 1;
+        }
         // Events this node may have missed (cut from the bus) come from the bus's history.
         let fetched = match &resume {
             Some(r) => match inner.broker.history(campaign, r.since).await {
@@ -296,6 +311,13 @@ impl Node {
         tracing::debug!(campaign, user, session = id, compress, "session opened");
         let code = session::run(ws, session, shared.clone(), inner.clone()).await;
         shared.members.remove(id);
+        {
+            let mut interest = shared.interest.lock().await;
+            *interest = interest.saturating_sub(1);
+            if *interest == 0 {
+                inner.broker.unfollow(campaign);
+            }
+        }
         inner.metrics.connections.decrement(1.0);
         Metrics::session_closed(code);
         tracing::debug!(campaign, user, session = id, code, "session closed");

@@ -17,7 +17,7 @@ impl Deliver for Collect {
     fn deliver(&self, campaign: &str, p: Publication) {
         let line = match p {
             Publication::Event { seq, name, .. } => format!("{campaign} event {seq} {name}"),
-            Publication::State { state } => format!("{campaign} state {}", state.get()),
+            Publication::State { state, .. } => format!("{campaign} state {}", state.get()),
             Publication::Message { seq, user, .. } => format!("{campaign} message {seq} {user}"),
         };
         self.0.lock().expect("lock").push(line);
@@ -65,8 +65,17 @@ async fn conformance(broker: Arc<dyn Broker>, follows: bool) {
     let sink = Arc::new(Collect::default());
     let weak: Weak<dyn Deliver> = Arc::downgrade(&(sink.clone() as Arc<dyn Deliver>));
     broker.attach(weak);
-    broker.follow("c1");
-    broker.follow("c2");
+    let s1 = broker.follow("c1").await.expect("follow");
+    let s2 = broker.follow("c2").await.expect("follow");
+    assert_eq!(
+        s1.is_some(),
+        follows,
+        "a cluster broker reports where the campaign stands"
+    );
+    assert!(
+        s2.as_ref().is_none_or(|s| s.seq == 0 && s.state.is_none()),
+        "nothing published yet"
+    );
     for _ in 0..100 {
         if broker.is_ready() {
             break;
@@ -89,7 +98,8 @@ async fn conformance(broker: Arc<dyn Broker>, follows: bool) {
             .publish(
                 "c1",
                 Publication::State {
-                    state: raw(r#"{"s":1}"#)
+                    state: raw(r#"{"s":1}"#),
+                    version: 0,
                 }
             )
             .await

@@ -111,7 +111,13 @@ impl Broker for MemoryBroker {
         Box::pin(async { Ok(None) })
     }
 
-    fn follow(&self, _campaign: &str) {}
+    fn follow<'a>(
+        &'a self,
+        _campaign: &'a str,
+    ) -> BoxFuture<'a, Result<Option<super::Snapshot>, BrokerError>> {
+        // Every publication reaches this node's campaign task already.
+        Box::pin(async { Ok(None) })
+    }
 
     fn unfollow(&self, _campaign: &str) {}
 }

@@ -36,8 +36,13 @@ pub enum Publication {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         user: Option<String>,
     },
-    /// The campaign's whole new state (the latest one wins at the next tick).
-    State { state: Box<RawValue> },
+    /// The campaign's whole new state (the latest one wins at the next tick). `version`
+    /// counts the campaign's state changes on the bus (0: not counted, always applied).
+    State {
+        state: Box<RawValue>,
+        #[serde(default)]
+        version: u64,
+    },
     /// A message for every session of one user. The broker sets `seq` to the campaign's latest
     /// event `seq`, so that messages mark their place in the stream without opening a gap.
     Message {
@@ -76,6 +81,17 @@ pub enum Control {
     Upsert(CampaignSpec),
     /// Ended: send a final frame and close its sessions with 1000.
     End { campaign: String },
+}
+
+/// Where a campaign stands on the bus, read when a node starts following it.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The latest event `seq`.
+    pub seq: u64,
+    /// The latest state, if one was ever published.
+    pub state: Option<Box<RawValue>>,
+    /// The version of that state.
+    pub state_version: u64,
 }
 
 /// Who is connected to a campaign.
@@ -172,10 +188,20 @@ pub trait Broker: Send + Sync + 'static {
         after: u64,
     ) -> BoxFuture<'a, Result<Vec<Publication>, BrokerError>>;
 
-    /// This node runs the campaign's task: deliver its publications here from now on.
-    fn follow(&self, campaign: &str);
+    /// This node has sessions of the campaign: deliver its publications here from now on.
+    /// Counted: every `follow` is matched by one [`Broker::unfollow`]. Returns, once the
+    /// subscription is in place, where the campaign stands, so that the node can catch up with
+    /// what it did not receive meanwhile (`None`: the bus delivers everything to this node
+    /// anyway).
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`] when the bus cannot be reached.
+    fn follow<'a>(
+        &'a self,
+        campaign: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Snapshot>, BrokerError>>;
 
-    /// This node stopped the campaign's task.
+    /// This node no longer has sessions of the campaign.
     fn unfollow(&self, campaign: &str);
 }
 

@@ -10,9 +10,14 @@
 //! `{p}:c:{campaign}` (channel), `{p}:control` (channel), `{p}:seq:{campaign}`,
 //! `{p}:h:{campaign}` (history stream), `{p}:state:{campaign}`, `{p}:epoch:{campaign}`,
 //! `{p}:presence:{campaign}` (hash: node → its report and the time it expires).
-//! A channel message is `<seq>\n<publication JSON>`.
+//! `{p}:statev:{campaign}` (state version). A channel message is
+//! `<seq> <state version>\n<publication JSON>`.
+//!
+//! A node subscribes to a campaign's channel only while it has local sessions of it; when the
+//! first one arrives it reads the campaign's `seq` and state (a [`Snapshot`]) after the
+//! subscription is in place, so it misses nothing in between.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
@@ -25,11 +30,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     BoxFuture, Broker, BrokerError, Control, Deliver, PRESENCE_USERS, Presence, Publication,
+    Snapshot,
 };
 use crate::frame::now_ms;
 
 const PUBLISH_LUA: &str = r"
 local seq
+local version = 0
 if ARGV[1] == 'event' then
   seq = redis.call('INCR', KEYS[1])
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'm', ARGV[2])
@@ -37,10 +44,11 @@ if ARGV[1] == 'event' then
 else
   seq = tonumber(redis.call('GET', KEYS[1]) or '0')
   if ARGV[1] == 'state' then
+    version = redis.call('INCR', KEYS[5])
     redis.call('SET', KEYS[3], ARGV[2])
   end
 end
-redis.call('PUBLISH', KEYS[4], seq .. '\n' .. ARGV[2])
+redis.call('PUBLISH', KEYS[4], seq .. ' ' .. version .. '\n' .. ARGV[2])
 return seq
 ";
 
@@ -61,7 +69,8 @@ pub struct RedisConfig {
 }
 
 enum SubCommand {
-    Subscribe(String),
+    /// Subscribe, and say so once Redis confirmed.
+    Subscribe(String, Option<tokio::sync::oneshot::Sender<()>>),
     Unsubscribe(String),
 }
 
@@ -71,8 +80,9 @@ pub struct RedisBroker {
     conn: ConnectionManager,
     script: redis::Script,
     sink: OnceLock<Weak<dyn Deliver>>,
-    /// Campaigns whose channel this node wants (resubscribed after every reconnection).
-    wanted: Mutex<HashSet<String>>,
+    /// Campaigns whose channel this node wants, with how many followers each has
+    /// (resubscribed after every reconnection).
+    wanted: Mutex<HashMap<String, usize>>,
     commands: mpsc::Sender<SubCommand>,
     ready: AtomicBool,
 }
@@ -121,7 +131,7 @@ impl RedisBroker {
             conn,
             script: redis::Script::new(PUBLISH_LUA),
             sink: OnceLock::new(),
-            wanted: Mutex::new(HashSet::new()),
+            wanted: Mutex::new(HashMap::new()),
             commands: tx,
             ready: AtomicBool::new(false),
         });
@@ -143,7 +153,7 @@ impl RedisBroker {
             .strip_prefix(":c:")
     }
 
-    fn wanted(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    fn wanted(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
         self.wanted.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -167,8 +177,10 @@ impl RedisBroker {
             tracing::warn!(channel, "malformed campaign message ignored");
             return;
         };
-        let (Ok(seq), Ok(mut publication)) = (
+        let (seq, version) = seq.split_once(' ').unwrap_or((seq, "0"));
+        let (Ok(seq), Ok(version), Ok(mut publication)) = (
             seq.parse::<u64>(),
+            version.parse::<u64>(),
             serde_json::from_str::<Publication>(json),
         ) else {
             tracing::warn!(channel, "malformed campaign message ignored");
@@ -181,7 +193,7 @@ impl RedisBroker {
                 histogram!("ovasabi_broker_lag_seconds").record(lag);
             }
             Publication::Message { seq: s, .. } => *s = seq,
-            Publication::State { .. } => {}
+            Publication::State { version: v, .. } => *v = version,
         }
         sink.deliver(campaign, publication);
     }
@@ -212,6 +224,7 @@ impl Broker for RedisBroker {
                 .key(self.key("h", campaign))
                 .key(self.key("state", campaign))
                 .key(self.key("c", campaign))
+                .key(self.key("statev", campaign))
                 .arg(mode)
                 .arg(body)
                 .arg(self.config.history_size.max(1))
@@ -382,16 +395,70 @@ impl Broker for RedisBroker {
         })
     }
 
-    fn follow(&self, campaign: &str) {
-        if self.wanted().insert(campaign.to_owned()) {
-            let _ = self
-                .commands
-                .try_send(SubCommand::Subscribe(self.key("c", campaign)));
-        }
+    fn follow<'a>(
+        &'a self,
+        campaign: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Snapshot>, BrokerError>> {
+        Box::pin(async move {
+            let first = {
+                let mut wanted = self.wanted();
+                let n = wanted.entry(campaign.to_owned()).or_insert(0);
+                *n += 1;
+                *n == 1
+            };
+            if first {
+                let (ack, confirmed) = tokio::sync::oneshot::channel();
+                let _ = self
+                    .commands
+                    .try_send(SubCommand::Subscribe(self.key("c", campaign), Some(ack)));
+                if tokio::time::timeout(Duration::from_secs(5), confirmed)
+                    .await
+                    .is_err()
+                {
+                    return Err(BrokerError::Unavailable {
+                        reason: "subscription not confirmed in 5 s".into(),
+                    });
+                }
+            }
+            // Read after the subscription: what is published from now on arrives on it.
+            let mut conn = self.conn.clone();
+            let (seq, state, version): (Option<u64>, Option<String>, Option<u64>) = redis::pipe()
+                .atomic()
+                .get(self.key("seq", campaign))
+                .get(self.key("state", campaign))
+                .get(self.key("statev", campaign))
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            // The key holds the state's publication, as published.
+            let state = state.and_then(|s| match serde_json::from_str::<Publication>(&s) {
+                Ok(Publication::State { state, .. }) => Some(state),
+                _ => None,
+            });
+            Ok(Some(Snapshot {
+                seq: seq.unwrap_or(0),
+                state,
+                state_version: version.unwrap_or(0),
+            }))
+        })
     }
 
     fn unfollow(&self, campaign: &str) {
-        if self.wanted().remove(campaign) {
+        let last = {
+            let mut wanted = self.wanted();
+            match wanted.get_mut(campaign) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                Some(_) => {
+                    wanted.remove(campaign);
+                    true
+                }
+                None => false,
+            }
+        };
+        if last {
             let _ = self
                 .commands
                 .try_send(SubCommand::Unsubscribe(self.key("c", campaign)));
@@ -427,7 +494,7 @@ async fn pubsub_loop(
         match pubsub {
             Ok(Ok(pubsub)) => {
                 let (mut sink, mut stream) = pubsub.split();
-                let mut channels: Vec<String> = b.wanted().iter().map(|c| b.key("c", c)).collect();
+                let mut channels: Vec<String> = b.wanted().keys().map(|c| b.key("c", c)).collect();
                 channels.push(b.control_channel());
                 let mut ok = true;
                 for ch in &channels {
@@ -453,7 +520,13 @@ async fn pubsub_loop(
                             () = shutdown.cancelled() => return,
                             cmd = commands.recv() => {
                                 let r = match cmd {
-                                    Some(SubCommand::Subscribe(ch)) => sink.subscribe(ch).await,
+                                    Some(SubCommand::Subscribe(ch, ack)) => {
+                                        let r = sink.subscribe(ch).await;
+                                        if r.is_ok() && let Some(ack) = ack {
+                                            let _ = ack.send(());
+                                        }
+                                        r
+                                    }
                                     Some(SubCommand::Unsubscribe(ch)) => sink.unsubscribe(ch).await,
                                     None => return,
                                 };
