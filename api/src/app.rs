@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::broadcaster::EngineBroadcaster;
+use crate::cache::{METADATA_TTL, RedisMetadataCache};
 use crate::config::Config;
 use crate::{http, ops};
 
@@ -138,10 +139,21 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         None => Arc::new(MemoryBroker::new()),
     };
     let node = Node::new(config.engine(), broker);
-    let campaigns = CampaignService::new(
+    let mut campaigns = CampaignService::new(
         db.clone(),
         Arc::new(EngineBroadcaster { node: node.clone() }),
     );
+    if let Some(url) = &config.redis_url {
+        let cache = RedisMetadataCache::connect(url, &config.redis_prefix, METADATA_TTL)
+            .await
+            .map_err(|e| StartError::Broker {
+                url: url.clone(),
+                source: engine::broker::BrokerError::Unavailable {
+                    reason: e.to_string(),
+                },
+            })?;
+        campaigns = campaigns.with_cache(Arc::new(cache));
+    }
     let started = campaigns
         .start_all()
         .await

@@ -8,9 +8,11 @@
 //! * [`http`]: REST, WebSocket upgrade and the web page; [`error`]: errors as JSON.
 //! * [`ops`]: `/metrics`, `/healthz`, `/readyz`.
 //! * [`broadcaster`]: the services' broadcaster implemented with the engine.
+//! * [`cache`]: the services' metadata cache on Redis.
 
 pub mod app;
 pub mod broadcaster;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod http;

@@ -626,3 +626,56 @@ async fn a_node_follows_a_campaign_only_while_it_has_sessions_and_catches_up_whe
     drop(nodes);
     drop_database(&prefix, &dir).await;
 }
+
+#[tokio::test]
+async fn hot_campaign_metadata_is_cached_in_redis_and_invalidated_on_change() {
+    let Some(url) = redis_url() else { return };
+    let (nodes, dir) = cluster("cache", &url).await;
+    let prefix = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("prefix")
+        .to_owned();
+    let id = nodes[0].campaign("cached", 5.0, json!({})).await;
+    live_everywhere(&nodes, &id).await;
+    nodes[1].publish(&id, "e", json!(null), false).await;
+    let client = redis::Client::open(url.as_str()).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let key = format!("{prefix}:meta:campaign:{id}");
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .expect("ttl");
+    assert!(
+        (1..=600).contains(&ttl),
+        "cached for 10 minutes at most: ttl {ttl}"
+    );
+    // A change made on another node invalidates it everywhere.
+    let (status, _) = nodes[2]
+        .call("DELETE", &format!("/api/campaigns/{id}"), None)
+        .await;
+    assert_eq!(status, 200);
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .expect("exists");
+    assert_eq!(exists, 0, "invalidated");
+    let (status, _) = nodes[1]
+        .call(
+            "POST",
+            &format!("/api/campaigns/{id}/events"),
+            Some(json!({"name": "late"})),
+        )
+        .await;
+    assert_eq!(
+        status, 409,
+        "the node that cached it sees the campaign ended"
+    );
+    drop(nodes);
+    drop_database(&prefix, &dir).await;
+}

@@ -6,9 +6,11 @@
 //! * [`db`]: the pool, embedded migrations, health check.
 //! * [`campaign`]: campaigns (table `service_campaign_main`) and the [`campaign::Broadcaster`]
 //!   trait.
+//! * [`cache`]: the [`cache::MetadataCache`] trait for hot records.
 //! * [`json`]: JSON merge patch (RFC 7396).
 //! * [`error`]: [`ServiceError`], the one error type of the layer.
 
+pub mod cache;
 pub mod campaign;
 pub mod db;
 pub mod error;

@@ -104,7 +104,7 @@ pub async fn upgrade(
     let id = if app.node.has_campaign(&campaign) {
         campaign
     } else {
-        match app.campaigns.get(&campaign).await {
+        match app.campaigns.cached(&campaign).await {
             Ok(c) if app.node.has_campaign(&c.id) => c.id,
             Ok(c) => {
                 return Err(ApiError::not_found(format!(

@@ -19,6 +19,7 @@ use serde_json::value::RawValue;
 pub use model::{Campaign, NewCampaign, Status};
 pub use repo::CampaignRepo;
 
+use crate::cache::{MetadataCache, NoCache};
 use crate::json::merge_patch;
 use crate::{Database, ServiceError};
 use model::Editable;
@@ -135,6 +136,7 @@ pub struct CampaignService {
     /// Changes to one campaign are stored and broadcast in the same order: a change holds its
     /// campaign's stripe from the write until the engine has it (striped by id, bounded).
     stripes: Arc<[tokio::sync::Mutex<()>]>,
+    cache: Arc<dyn MetadataCache>,
 }
 
 /// Lock stripes for per-campaign ordering.
@@ -146,7 +148,47 @@ impl CampaignService {
             repo: CampaignRepo::new(db),
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             broadcaster,
+            cache: Arc::new(NoCache),
         }
+    }
+
+    /// Keeps hot campaign records in `cache` (see [`CampaignService::cached`]).
+    #[must_use]
+    pub fn with_cache(mut self, cache: Arc<dyn MetadataCache>) -> Self {
+        self.cache = cache;
+        self
+    }
+
+    /// The campaign with this id or slug, from the metadata cache when it has it (hot paths:
+    /// publishing, WebSocket upgrades). Every change invalidates it; the REST reads use
+    /// [`CampaignService::get`], which always reads the database.
+    ///
+    /// # Errors
+    /// [`ServiceError::NotFound`].
+    pub async fn cached(&self, key: &str) -> Result<Campaign, ServiceError> {
+        let cache_key = format!("campaign:{key}");
+        if let Some(json) = self.cache.get(&cache_key).await
+            && let Ok(c) = serde_json::from_str::<Campaign>(&json)
+        {
+            return Ok(c);
+        }
+        let c = self.get(key).await?;
+        if let Ok(json) = serde_json::to_string(&c) {
+            self.cache
+                .put(&format!("campaign:{}", c.id), json.clone())
+                .await;
+            self.cache.put(&format!("campaign:{}", c.slug), json).await;
+        }
+        Ok(c)
+    }
+
+    /// Forgets the cached records of a campaign before and after a change.
+    async fn forget(&self, before: &Campaign, after: &Campaign) {
+        let keys = [&before.id, &before.slug, &after.slug]
+            .iter()
+            .map(|k| format!("campaign:{k}"))
+            .collect();
+        self.cache.invalidate(keys).await;
     }
 
     /// Creates a campaign; an active one starts broadcasting on every node.
@@ -322,6 +364,7 @@ impl CampaignService {
                 Ok(())
             })
             .await?;
+        self.forget(&before, &after).await;
         match (before.status, after.status) {
             (_, Status::Ended) => self.broadcaster.end(&after.id).await?,
             (Status::Draft, Status::Active) => {
@@ -362,6 +405,7 @@ impl CampaignService {
                 Ok(())
             })
             .await?;
+        self.forget(&before, &after).await;
         if before.status == Status::Active {
             self.broadcaster.end(&after.id).await?;
         }
@@ -390,7 +434,7 @@ impl CampaignService {
             ));
         }
         let (id, _order) = self.lock(key).await?;
-        let (_, after) = self
+        let (before, after) = self
             .repo
             .update(&id, |c| {
                 if c.status == Status::Ended {
@@ -406,6 +450,7 @@ impl CampaignService {
                 Ok(())
             })
             .await?;
+        self.forget(&before, &after).await;
         if after.status == Status::Active {
             self.broadcaster.state(&after.id, raw(&after.state)).await?;
         }
@@ -451,7 +496,7 @@ impl CampaignService {
     /// # Errors
     /// [`ServiceError::NotFound`], [`ServiceError::Conflict`] when it is not active.
     pub async fn live(&self, key: &str) -> Result<Campaign, ServiceError> {
-        let c = self.get(key).await?;
+        let c = self.cached(key).await?;
         if c.status != Status::Active {
             return Err(ServiceError::Conflict {
                 message: format!("campaign is {}, not active", c.status.as_str()),

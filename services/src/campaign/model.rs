@@ -53,7 +53,7 @@ impl Status {
 }
 
 /// A stored campaign.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Campaign {
     pub id: String,
     pub slug: String,
