@@ -246,6 +246,9 @@ fn refuse(input: Input, shutting_down: bool) {
     }
 }
 
+/// What a join frame shows: state version, seq, cluster-wide connections.
+type JoinFrameKey = (u64, u64, Option<u64>);
+
 /// The broadcast task of one campaign.
 pub(crate) struct Campaign {
     shared: Arc<CampaignShared>,
@@ -265,6 +268,8 @@ pub(crate) struct Campaign {
     connections: Option<u64>,
     /// Version of the current state on the bus (0: never published through it).
     state_rev: u64,
+    /// The state frame new sessions get, and what it was built from.
+    join_frame: Option<(JoinFrameKey, Arc<SharedFrame>)>,
     /// The history's epoch (from the broker, the same on every node): a client resuming from
     /// another history learns it cannot recover.
     epoch: Box<str>,
@@ -325,6 +330,7 @@ impl Campaign {
             sent_seq: 0,
             connections: None,
             state_rev: 0,
+            join_frame: None,
             epoch: spec
                 .epoch
                 .as_deref()
@@ -536,24 +542,31 @@ impl Campaign {
         });
         let policy = self.node.slow_policy;
         session.offer(welcome, &self.shared, policy);
-        if let Some(Some(events)) = recovered {
-            // The missed events and the state, in one tick frame (a resuming client needs
-            // the state as much as a new one).
-            let json = frame::tick(
-                &self.shared.id_json,
-                self.sent_seq,
-                now_ms(),
-                Some(&self.state),
-                &events,
-                self.connections,
-            );
-            if session.offer(
-                SharedFrame::new(json).for_session(session.compress),
-                &self.shared,
-                policy,
-            ) {
-                session.set_state_version(self.state_version);
+        // Then, at once rather than at the next tick, the state (and the missed events when
+        // it resumes) in one tick frame. Without events the frame is shared by every join
+        // until the state, the seq or the count changes (a reconnect storm encodes it once).
+        let events = recovered.flatten().unwrap_or_default();
+        let key = (self.state_version, self.sent_seq, self.connections);
+        let frame = match &self.join_frame {
+            Some((k, f)) if events.is_empty() && *k == key => f.clone(),
+            _ => {
+                let json = frame::tick(
+                    &self.shared.id_json,
+                    self.sent_seq,
+                    now_ms(),
+                    Some(&self.state),
+                    &events,
+                    self.connections,
+                );
+                let f = Arc::new(SharedFrame::new(json));
+                if events.is_empty() {
+                    self.join_frame = Some((key, f.clone()));
+                }
+                f
             }
+        };
+        if session.offer(frame.for_session(session.compress), &self.shared, policy) {
+            session.set_state_version(self.state_version);
         }
         join(&self.shared, session.clone());
     }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::{Broker, CampaignSpec, Control, Deliver, Publication};
-use crate::campaign::{Campaign, CampaignStats, Input, Resume};
+use crate::campaign::{Campaign, CampaignShared, CampaignStats, Input, Resume};
 use crate::config::{self, Config};
 use crate::error::EngineError;
 use crate::frame::{EncodedEvent, now_ms};
@@ -367,25 +367,53 @@ impl Node {
     }
 }
 
+/// The rounds of a node-wide periodic task: each yields the node and its campaigns, until the
+/// node shuts down or is gone.
+struct Rounds {
+    interval: Option<tokio::time::Interval>,
+    shutdown: CancellationToken,
+}
+
+impl Rounds {
+    /// `delayed`: the first round comes after one period rather than at once.
+    fn new(node: &Weak<NodeInner>, period: fn(&Config) -> Duration, delayed: bool) -> Self {
+        let Some(n) = node.upgrade() else {
+            return Self {
+                interval: None,
+                shutdown: CancellationToken::new(),
+            };
+        };
+        let period = period(&n.config);
+        let start = tokio::time::Instant::now() + if delayed { period } else { Duration::ZERO };
+        let mut interval = tokio::time::interval_at(start, period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        Self {
+            interval: Some(interval),
+            shutdown: n.shutdown.clone(),
+        }
+    }
+
+    async fn next(
+        &mut self,
+        node: &Weak<NodeInner>,
+    ) -> Option<(Arc<NodeInner>, Vec<Arc<CampaignShared>>)> {
+        let interval = self.interval.as_mut()?;
+        tokio::select! {
+            () = self.shutdown.cancelled() => return None,
+            _ = interval.tick() => {}
+        }
+        let node = node.upgrade()?;
+        let campaigns = node.hub.iter().map(|c| c.value().clone()).collect();
+        Some((node, campaigns))
+    }
+}
+
 /// Every `presence_interval`: reports this node's sessions of every campaign to the bus (a
 /// heartbeat: a crashed node's reports expire), reads the cluster-wide figures back for the
 /// stats, and hands the count to the campaigns whose ticks carry it.
 async fn presence_loop(node: Weak<NodeInner>) {
-    let Some((period, shutdown)) = node
-        .upgrade()
-        .map(|n| (n.config.presence_interval, n.shutdown.clone()))
-    else {
-        return;
-    };
-    let mut interval = tokio::time::interval(period);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = interval.tick() => {}
-        }
-        let Some(node) = node.upgrade() else { return };
-        let campaigns: Vec<_> = node.hub.iter().map(|c| c.value().clone()).collect();
+    let mut rounds = Rounds::new(&node, |c| c.presence_interval, false);
+    while let Some((node, campaigns)) = rounds.next(&node).await {
         for c in campaigns {
             let local = c.local_presence();
             if let Err(e) = node
@@ -415,22 +443,8 @@ async fn presence_loop(node: Weak<NodeInner>) {
 /// (4009) and queues a protocol ping for the others. One task for the node instead of a timer
 /// per connection.
 async fn ping_loop(node: Weak<NodeInner>) {
-    let Some(period) = node.upgrade().map(|n| n.config.ping_interval) else {
-        return;
-    };
-    let shutdown = match node.upgrade() {
-        Some(n) => n.shutdown.clone(),
-        None => return,
-    };
-    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = interval.tick() => {}
-        }
-        let Some(node) = node.upgrade() else { return };
-        let campaigns: Vec<_> = node.hub.iter().map(|c| c.value().clone()).collect();
+    let mut rounds = Rounds::new(&node, |c| c.ping_interval, true);
+    while let Some((node, campaigns)) = rounds.next(&node).await {
         let now = node.slow_policy.now_ms();
         let ping = Message::Ping(bytes::Bytes::new());
         for c in campaigns {

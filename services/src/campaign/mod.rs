@@ -182,6 +182,23 @@ impl CampaignService {
         Ok(c)
     }
 
+    /// Applies `edit` to the stored campaign (see [`CampaignRepo::update`]) under the
+    /// campaign's stripe, and forgets its cached records. The caller keeps the returned guard
+    /// until the engine has the change, so that stored and broadcast order agree.
+    async fn change<F>(
+        &self,
+        key: &str,
+        edit: F,
+    ) -> Result<(Campaign, Campaign, tokio::sync::MutexGuard<'_, ()>), ServiceError>
+    where
+        F: FnOnce(&mut Campaign) -> Result<(), ServiceError>,
+    {
+        let (id, order) = self.lock(key).await?;
+        let (before, after) = self.repo.update(&id, edit).await?;
+        self.forget(&before, &after).await;
+        Ok((before, after, order))
+    }
+
     /// Forgets the cached records of a campaign before and after a change.
     async fn forget(&self, before: &Campaign, after: &Campaign) {
         let keys = [&before.id, &before.slug, &after.slug]
@@ -329,10 +346,8 @@ impl CampaignService {
                 "must be a JSON object (merge patch)",
             ));
         }
-        let (id, _order) = self.lock(key).await?;
-        let (before, after) = self
-            .repo
-            .update(&id, |c| {
+        let (before, after, _order) = self
+            .change(key, |c| {
                 if c.status == Status::Ended {
                     return Err(ServiceError::Conflict {
                         message: "campaign has ended".to_owned(),
@@ -364,7 +379,6 @@ impl CampaignService {
                 Ok(())
             })
             .await?;
-        self.forget(&before, &after).await;
         match (before.status, after.status) {
             (_, Status::Ended) => self.broadcaster.end(&after.id).await?,
             (Status::Draft, Status::Active) => {
@@ -392,10 +406,8 @@ impl CampaignService {
     /// # Errors
     /// [`ServiceError::NotFound`], [`ServiceError::Conflict`] when it already ended.
     pub async fn end(&self, key: &str) -> Result<Campaign, ServiceError> {
-        let (id, _order) = self.lock(key).await?;
-        let (before, after) = self
-            .repo
-            .update(&id, |c| {
+        let (before, after, _order) = self
+            .change(key, |c| {
                 if c.status == Status::Ended {
                     return Err(ServiceError::Conflict {
                         message: "campaign has already ended".to_owned(),
@@ -405,7 +417,6 @@ impl CampaignService {
                 Ok(())
             })
             .await?;
-        self.forget(&before, &after).await;
         if before.status == Status::Active {
             self.broadcaster.end(&after.id).await?;
         }
@@ -433,10 +444,8 @@ impl CampaignService {
                 "must be a JSON object (merge patch)",
             ));
         }
-        let (id, _order) = self.lock(key).await?;
-        let (before, after) = self
-            .repo
-            .update(&id, |c| {
+        let (_, after, _order) = self
+            .change(key, |c| {
                 if c.status == Status::Ended {
                     return Err(ServiceError::Conflict {
                         message: "campaign has ended".to_owned(),
@@ -450,7 +459,6 @@ impl CampaignService {
                 Ok(())
             })
             .await?;
-        self.forget(&before, &after).await;
         if after.status == Status::Active {
             self.broadcaster.state(&after.id, raw(&after.state)).await?;
         }
