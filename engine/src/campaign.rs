@@ -82,8 +82,8 @@ pub(crate) struct CampaignShared {
     metrics: Metrics,
 }
 
-/// A campaign's figures on this node.
-#[derive(Debug, Clone, Serialize)]
+/// A campaign's figures on this node (all zero for a campaign not running here).
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct CampaignStats {
     pub campaign: String,
     pub node: String,

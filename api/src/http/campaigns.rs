@@ -157,20 +157,19 @@ pub async fn message(
 pub async fn stats(State(app): State<AppState>, id: IdPath) -> Result<impl IntoResponse, ApiError> {
     let Path(id) = id?;
     let c = app.campaigns.get(&id).await?;
-    let s = app.node.stats(&c.id);
-    let connections = s.as_ref().map_or(0, |s| s.connections);
+    let s = app.node.stats(&c.id).unwrap_or_default();
     Ok(Json(json!({
         "campaign": c.id,
         "status": c.status,
         "node": app.node.id(),
         // This node, and every node that reported within the presence TTL.
-        "connections": {"node": connections, "cluster": s.as_ref().map_or(0, |s| s.cluster_connections)},
-        "users": s.as_ref().map_or_else(Vec::new, |s| s.users.clone()),
-        "frames_sent": s.as_ref().map_or(0, |s| s.frames_sent),
-        "frames_dropped": s.as_ref().map_or(0, |s| s.frames_dropped),
-        "events": s.as_ref().map_or(0, |s| s.events),
-        "seq": s.as_ref().map_or(0, |s| s.seq),
+        "connections": {"node": s.connections, "cluster": s.cluster_connections},
+        "users": s.users,
+        "frames_sent": s.frames_sent,
+        "frames_dropped": s.frames_dropped,
+        "events": s.events,
+        "seq": s.seq,
         "frequency_hz": c.frequency_hz(),
-        "tick_rate_hz": s.as_ref().map_or(0.0, |s| s.tick_rate_hz),
+        "tick_rate_hz": s.tick_rate_hz,
     })))
 }

@@ -303,23 +303,14 @@ impl Broker for RedisBroker {
                 let (Some(seq), Some(body)) = (seq, body) else {
                     continue;
                 };
-                if let Ok(Publication::Event {
-                    name,
-                    data,
-                    ts,
-                    immediate,
-                    user,
-                    ..
-                }) = serde_json::from_str(body)
+                // Stored as published: the seq is the entry's id.
+                if let Ok(mut p @ Publication::Event { .. }) =
+                    serde_json::from_str::<Publication>(body)
                 {
-                    out.push(Publication::Event {
-                        seq,
-                        name,
-                        data,
-                        ts,
-                        immediate,
-                        user,
-                    });
+                    if let Publication::Event { seq: s, .. } = &mut p {
+                        *s = seq;
+                    }
+                    out.push(p);
                 }
             }
             Ok(out)
