@@ -7,8 +7,9 @@ use std::sync::Arc;
 use axum::serve::ListenerExt as _;
 use engine::broker::{Broker, RedisBroker, RedisConfig};
 use engine::{MemoryBroker, Node};
-use services::Database;
-use services::campaign::CampaignService;
+use services::provider::ProviderConfig;
+use services::user::TokenConfig;
+use services::{Database, Provider};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +34,8 @@ pub enum StartError {
         #[source]
         source: engine::broker::BrokerError,
     },
+    #[error("services: {0}")]
+    Services(#[source] services::ServiceError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -63,7 +66,9 @@ pub struct Running {
     /// Where `/metrics`, `/healthz` and `/readyz` listen.
     pub metrics_addr: SocketAddr,
     pub node: Node,
-    pub campaigns: CampaignService,
+    pub services: Provider,
+    /// The token printed at start in `dev` mode (the admin account's).
+    pub dev_admin_token: Option<String>,
     db: Database,
     config: Arc<Config>,
     stop_http: CancellationToken,
@@ -139,22 +144,45 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         None => Arc::new(MemoryBroker::new()),
     };
     let node = Node::new(config.engine(), broker);
-    let mut campaigns = CampaignService::new(
-        db.clone(),
-        Arc::new(EngineBroadcaster { node: node.clone() }),
-    );
-    if let Some(url) = &config.redis_url {
-        let cache = RedisMetadataCache::connect(url, &config.redis_prefix, METADATA_TTL)
-            .await
-            .map_err(|e| StartError::Broker {
-                url: url.clone(),
-                source: engine::broker::BrokerError::Unavailable {
-                    reason: e.to_string(),
-                },
-            })?;
-        campaigns = campaigns.with_cache(Arc::new(cache));
-    }
-    let started = campaigns
+    let cache: Option<Arc<dyn services::cache::MetadataCache>> = match &config.redis_url {
+        Some(url) => Some(Arc::new(
+            RedisMetadataCache::connect(url, &config.redis_prefix, METADATA_TTL)
+                .await
+                .map_err(|e| StartError::Broker {
+                    url: url.clone(),
+                    source: engine::broker::BrokerError::Unavailable {
+                        reason: e.to_string(),
+                    },
+                })?,
+        )),
+        None => None,
+    };
+    let secret = match &config.jwt_secret {
+        Some(s) => s.as_bytes().to_vec(),
+        None => {
+            tracing::warn!(
+                "jwt_secret is not set: using a random one; tokens die with this process (set OVASABI_JWT_SECRET)"
+            );
+            random_secret()
+        }
+    };
+    let services = Provider::new(ProviderConfig {
+        db: db.clone(),
+        broadcaster: Arc::new(EngineBroadcaster { node: node.clone() }),
+        cache,
+        tokens: TokenConfig {
+            secret,
+            access_ttl: config.access_token_ttl,
+            refresh_ttl: config.refresh_token_ttl,
+        },
+    })
+    .await
+    .map_err(StartError::Services)?;
+    let dev_admin_token = bootstrap_admin(&config, &services)
+        .await
+        .map_err(StartError::Services)?;
+    let started = services
+        .campaigns
         .start_all()
         .await
         .map_err(|source| StartError::Database {
@@ -165,7 +193,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let stop_http = CancellationToken::new();
     let app = http::router(http::AppState {
         node: node.clone(),
-        campaigns: campaigns.clone(),
+        services: services.clone(),
         config: config.clone(),
     });
     let http_task = tokio::spawn({
@@ -177,7 +205,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                     tracing::debug!(error = %e, "cannot set TCP_NODELAY");
                 }
             });
-            let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+            let serve = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stop.cancelled_owned());
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "HTTP server failed");
             }
@@ -211,7 +243,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         http_addr,
         metrics_addr,
         node,
-        campaigns,
+        services,
+        dev_admin_token,
         db,
         config,
         stop_http,
@@ -222,7 +255,44 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     })
 }
 
+/// 32 random bytes from the operating system (two v4 UUIDs: 244 random bits).
+fn random_secret() -> Vec<u8> {
+    let mut s = Vec::with_capacity(32);
+    s.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    s.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    s
+}
+
+/// Creates the configured admin account when missing (`admin_password`, or a random password
+/// in `dev`); in `dev`, returns an access token of the admin account to print.
+async fn bootstrap_admin(
+    config: &Config,
+    services: &Provider,
+) -> Result<Option<String>, services::ServiceError> {
+    let password = match (&config.admin_password, config.dev) {
+        (Some(p), _) => p.clone(),
+        (None, true) => uuid::Uuid::new_v4().simple().to_string(),
+        (None, false) => return Ok(None),
+    };
+    let (admin, created) = services
+        .users
+        .ensure_admin(&config.admin_username, &config.admin_email, &password)
+        .await?;
+    if created {
+        tracing::info!(user = %admin.id, username = %admin.username, "admin account created");
+    }
+    if !config.dev {
+        return Ok(None);
+    }
+    Ok(Some(services.users.issue(&admin.id).await?.access_token))
+}
+
 impl Running {
+    /// The configuration in effect.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// Stops the node: stops accepting, keeps broadcasting for `shutdown_drain`, lets every
     /// campaign send its final tick, closes every session with 1001, and waits for all tasks
     /// up to `shutdown_timeout`. Returns whether everything finished in time.

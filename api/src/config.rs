@@ -25,6 +25,27 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// `/metrics`, `/healthz`, `/readyz`.
     pub metrics_addr: SocketAddr,
+    /// gRPC (every service, health, reflection).
+    pub grpc_addr: SocketAddr,
+    /// Development mode: anonymous WebSocket viewers, a random token secret when none is set,
+    /// an `admin` account created when missing, and its token printed at start.
+    pub dev: bool,
+    /// Require a token on WebSocket upgrades (off in `dev`). REST and gRPC calls are always
+    /// checked against the RBAC policies.
+    pub auth: bool,
+    /// HS256 secret of the JWTs (at least 32 bytes). Required with `redis_url` (every node
+    /// must check the others' tokens); otherwise a random one per start, with a warning.
+    pub jwt_secret: Option<String>,
+    /// How long an access token lives.
+    #[serde(with = "duration")]
+    pub access_token_ttl: Duration,
+    /// How long a refresh token lives.
+    #[serde(with = "duration")]
+    pub refresh_token_ttl: Duration,
+    /// The admin account created at start when `admin_password` is set (or in `dev`).
+    pub admin_username: String,
+    pub admin_email: String,
+    pub admin_password: Option<String>,
     /// Name of this node (default: host name and HTTP port).
     pub node_id: Option<String>,
     /// `sqlite://...` or `postgres://...`; default: a SQLite file under `data_dir`.
@@ -88,6 +109,15 @@ impl Default for Config {
         Self {
             http_addr: SocketAddr::from(([0, 0, 0, 0], 8090)),
             metrics_addr: SocketAddr::from(([0, 0, 0, 0], 9090)),
+            grpc_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            dev: false,
+            auth: true,
+            jwt_secret: None,
+            access_token_ttl: Duration::from_secs(15 * 60),
+            refresh_token_ttl: Duration::from_secs(7 * 24 * 3600),
+            admin_username: "admin".to_owned(),
+            admin_email: "admin@ovasabi.local".to_owned(),
+            admin_password: None,
             node_id: None,
             database_url: None,
             data_dir: PathBuf::from("data"),
@@ -123,6 +153,15 @@ impl Default for Config {
 pub const KEYS: &[&str] = &[
     "http_addr",
     "metrics_addr",
+    "grpc_addr",
+    "dev",
+    "auth",
+    "jwt_secret",
+    "access_token_ttl",
+    "refresh_token_ttl",
+    "admin_username",
+    "admin_email",
+    "admin_password",
     "node_id",
     "database_url",
     "data_dir",
@@ -293,12 +332,45 @@ impl Config {
                 "must be non-empty, without spaces",
             ));
         }
+        if let Some(secret) = &self.jwt_secret
+            && secret.len() < services::user::token::MIN_SECRET_LEN
+        {
+            return Err(ConfigError::new(
+                "jwt_secret",
+                "must have at least 32 bytes",
+            ));
+        }
+        if self.jwt_secret.is_none() && self.redis_url.is_some() {
+            return Err(ConfigError::new(
+                "jwt_secret",
+                "must be set when redis_url is: every node of a cluster checks the others' tokens",
+            ));
+        }
+        if self.access_token_ttl.is_zero() || self.refresh_token_ttl <= self.access_token_ttl {
+            return Err(ConfigError::new(
+                "refresh_token_ttl",
+                "must be longer than access_token_ttl, which must be longer than 0s",
+            ));
+        }
+        if let Some(p) = &self.admin_password
+            && !(8..=128).contains(&p.chars().count())
+        {
+            return Err(ConfigError::new(
+                "admin_password",
+                "must have 8-128 characters",
+            ));
+        }
         if let Some(id) = &self.node_id
             && (id.is_empty() || id.len() > 128)
         {
             return Err(ConfigError::new("node_id", "must have 1-128 characters"));
         }
         Ok(())
+    }
+
+    /// Whether WebSocket upgrades need a token.
+    pub fn ws_auth(&self) -> bool {
+        self.auth && !self.dev
     }
 
     /// The database URL in effect.

@@ -34,6 +34,22 @@ flags! {
     http_addr,
     /// /metrics, /healthz, /readyz address [default: 0.0.0.0:9090]
     metrics_addr,
+    /// gRPC address [default: 0.0.0.0:8080]
+    grpc_addr,
+    /// Require a token on WebSocket upgrades: true or false [default: true, false with --dev]
+    auth,
+    /// HS256 secret of the tokens, 32+ bytes [default: random per start; required with redis_url]
+    jwt_secret,
+    /// Access token lifetime [default: 15m]
+    access_token_ttl,
+    /// Refresh token lifetime [default: 7days]
+    refresh_token_ttl,
+    /// Admin account created at start when admin_password is set [default: admin]
+    admin_username,
+    /// Email of that account [default: admin@ovasabi.local]
+    admin_email,
+    /// Password of that account [default: none; with --dev a random one]
+    admin_password,
     /// Node name [default: host name and HTTP port]
     node_id,
     /// Database URL [default: sqlite://data/ovasabi.db]
@@ -99,6 +115,9 @@ struct Cli {
     /// Configuration file [default: ovasabi.toml when present; env OVASABI_CONFIG]
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Development mode: anonymous viewers, an admin account, its token printed at start
+    #[arg(long, global = true)]
+    dev: bool,
     #[command(flatten)]
     flags: Flags,
 }
@@ -120,7 +139,11 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let config = match Config::load(cli.config.clone(), &cli.flags.pairs()) {
+    let mut pairs = cli.flags.pairs();
+    if cli.dev {
+        pairs.push(("dev".to_owned(), "true".to_owned()));
+    }
+    let config = match Config::load(cli.config.clone(), &pairs) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ovasabi: {e}");
@@ -177,6 +200,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "ovasabi listening: http://{} (REST, WebSocket, web page), http://{}/metrics",
         running.http_addr, running.metrics_addr
     );
+    if let Some(token) = &running.dev_admin_token {
+        println!(
+            "dev mode: anonymous viewers allowed; admin token (valid {}):\n{token}",
+            humantime::format_duration(running.config().access_token_ttl)
+        );
+    }
     wait_for_signal().await?;
     running.shutdown().await;
     Ok(())

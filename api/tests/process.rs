@@ -80,6 +80,9 @@ async fn sigterm_closes_clients_with_1001_and_exits_0() {
             "127.0.0.1:0",
             "--metrics-addr",
             "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--dev",
         ])
         .current_dir(&dir)
         .stdout(Stdio::piped())
@@ -94,9 +97,17 @@ async fn sigterm_closes_clients_with_1001_and_exits_0() {
             break rest.split_whitespace().next().expect("addr").to_owned();
         }
     };
+    // `--dev` prints the admin token on the line after its announcement.
+    let token = loop {
+        let line = lines.next().expect("a line").expect("utf-8");
+        if line.starts_with("dev mode:") {
+            break lines.next().expect("the token").expect("utf-8");
+        }
+    };
     let client = reqwest::Client::new();
     let c: serde_json::Value = client
         .post(format!("http://{addr}/api/campaigns"))
+        .bearer_auth(token.trim())
         .json(&json!({"name": "term", "metadata": {"scheduling": {"frequency": 2}}}))
         .send()
         .await

@@ -73,7 +73,10 @@ async fn campaign_crud_state_events_and_stats() {
     assert_eq!(status, 200);
     assert_eq!(stats["seq"], 2);
     assert_eq!(stats["frequency_hz"], 5.0);
-    assert_eq!(stats["connections"], json!({"node": 0, "cluster": 0}));
+    assert_eq!(
+        stats["connections"],
+        json!({"node": 0, "cluster": 0, "peak": 0})
+    );
     let (status, m) = node
         .call(
             "POST",

@@ -29,9 +29,15 @@ async fn welcome_then_ticks_at_5_hz() {
     let publisher = {
         let client = node.client.clone();
         let url = node.url(&format!("/api/campaigns/{id}/events"));
+        let token = node.token.clone().expect("admin token");
         tokio::spawn(async move {
             loop {
-                let _ = client.post(&url).json(&json!({"name": "e"})).send().await;
+                let _ = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&json!({"name": "e"}))
+                    .send()
+                    .await;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })

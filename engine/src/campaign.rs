@@ -76,6 +76,8 @@ pub(crate) struct CampaignShared {
     frames_sent: AtomicU64,
     frames_dropped: AtomicU64,
     events: AtomicU64,
+    /// Most sessions seen at once: on this node, or cluster-wide in a presence report.
+    peak_connections: AtomicU64,
     /// Set once the task has sent its final frame; late joiners close at once.
     ended: std::sync::OnceLock<Close>,
     tick_times: Mutex<VecDeque<Instant>>,
@@ -91,6 +93,9 @@ pub struct CampaignStats {
     pub connections: usize,
     /// Sessions connected to every node (this node's figure until the first heartbeat).
     pub cluster_connections: u64,
+    /// Most sessions seen at once since the campaign started on this node (this node's, or
+    /// the cluster's in a presence report).
+    pub peak_connections: u64,
     /// Distinct users connected anywhere (at most 100).
     pub users: Vec<String>,
     pub frames_sent: u64,
@@ -174,6 +179,7 @@ impl CampaignShared {
     }
 
     pub(crate) fn set_cluster_presence(&self, p: crate::broker::Presence) {
+        self.peak_connections.fetch_max(p.connections, Relaxed);
         *self
             .cluster
             .lock()
@@ -192,6 +198,7 @@ impl CampaignShared {
             node: node.to_owned(),
             connections: self.members.len(),
             cluster_connections: cluster.connections,
+            peak_connections: self.peak_connections.load(Relaxed),
             users: cluster.users,
             frames_sent: self.frames_sent.load(Relaxed),
             frames_dropped: self.frames_dropped.load(Relaxed),
@@ -314,6 +321,7 @@ impl Campaign {
             frames_sent: AtomicU64::new(0),
             frames_dropped: AtomicU64::new(0),
             events: AtomicU64::new(0),
+            peak_connections: AtomicU64::new(0),
             ended: std::sync::OnceLock::new(),
             tick_times: Mutex::new(VecDeque::new()),
             metrics: node.metrics.clone(),
@@ -668,6 +676,9 @@ impl Campaign {
 /// is closed at once.
 pub(crate) fn join(campaign: &CampaignShared, session: Arc<Session>) {
     campaign.members.insert(session.clone());
+    campaign
+        .peak_connections
+        .fetch_max(campaign.members.len() as u64, Relaxed);
     if let Some(close) = campaign.ended.get() {
         session.close(*close);
     }

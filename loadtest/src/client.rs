@@ -53,6 +53,10 @@ pub struct ClientSpec {
     /// Source addresses to spread connections over (empty: the kernel's choice).
     pub source_ips: Vec<Ipv4Addr>,
     pub run_id: String,
+    /// An access token sent on every upgrade (`?token=`), for nodes with WebSocket auth on
+    /// (an admin's token may watch as any user).
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 impl ClientSpec {
@@ -374,6 +378,11 @@ async fn client(
             (Some(since), false) => format!("?since={since}&{compress}"),
             (None, true) => String::new(),
             (None, false) => format!("?{compress}"),
+        };
+        let query = match &spec.token {
+            Some(t) if query.is_empty() => format!("?token={t}"),
+            Some(t) => format!("{query}&token={t}"),
+            None => query,
         };
         let url = target.ws_url(campaign, &user, &query);
         let started = Instant::now();

@@ -65,6 +65,10 @@ enum Command {
 
 #[derive(Args, Debug, Clone)]
 struct Common {
+    /// Access token for the node's REST API and WebSocket upgrades (an admin's or campaign
+    /// manager's; `ovasabi --dev` prints one).
+    #[arg(long, env = "OVASABI_TOKEN")]
+    token: Option<String>,
     /// REST/WebSocket base URL of a node; repeat for several.
     #[arg(long = "node", default_value = "http://127.0.0.1:8090")]
     nodes: Vec<String>,
@@ -186,6 +190,7 @@ fn config(scenario: Scenario, c: &Common) -> anyhow::Result<RunConfig> {
         storm_after: Duration::from_secs(5),
         keep_campaigns: c.keep,
         run_id,
+        token: c.token.clone(),
     })
 }
 

@@ -60,6 +60,8 @@ pub struct RunConfig {
     pub storm_after: Duration,
     pub keep_campaigns: bool,
     pub run_id: String,
+    /// Bearer token for the REST calls (creating campaigns, publishing) and the upgrades.
+    pub token: Option<String>,
 }
 
 impl RunConfig {
@@ -125,6 +127,7 @@ impl Sets {
             compress: cfg.compress,
             source_ips: source_ips(0, cfg.source_ips),
             run_id: cfg.run_id.clone(),
+            token: cfg.token.clone(),
         };
         if cfg.clients <= cfg.max_per_process {
             let shared = Arc::new(Shared::new());
@@ -340,7 +343,7 @@ pub async fn run(cfg: RunConfig, on_tick: &mut (dyn FnMut(Tick) + Send)) -> anyh
         bail!("--clients and --campaigns must be at least 1");
     }
     let deadline = Instant::now() + cfg.deadline;
-    let api = Api::new();
+    let api = Api::new(cfg.token.clone());
     let mut all_nodes = cfg.nodes.clone();
     if !all_nodes.iter().any(|n| n.http == cfg.publisher.http) {
         all_nodes.push(cfg.publisher.clone());

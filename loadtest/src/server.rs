@@ -101,12 +101,6 @@ pub struct Api {
     http: reqwest::Client,
 }
 
-impl Default for Api {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 async fn json_of(res: reqwest::Response, what: &str) -> anyhow::Result<Value> {
     let status = res.status();
     let body: Value = res
@@ -120,8 +114,16 @@ async fn json_of(res: reqwest::Response, what: &str) -> anyhow::Result<Value> {
 }
 
 impl Api {
-    pub fn new() -> Self {
+    /// A client of the REST API that sends `token` as a bearer token when given.
+    pub fn new(token: Option<String>) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(v) =
+            token.and_then(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok())
+        {
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(64)
             .build()

@@ -13,12 +13,13 @@ async fn node() -> (api::app::Running, std::path::PathBuf) {
         metrics_addr: "127.0.0.1:0".parse().expect("addr"),
         database_url: Some(format!("sqlite://{}/db.sqlite", dir.display())),
         node_id: Some("lt".into()),
+        dev: true,
         ..api::config::Config::default()
     };
     (api::app::start(config).await.expect("node"), dir)
 }
 
-fn config(target: Target, scenario: Scenario) -> RunConfig {
+fn config(target: Target, scenario: Scenario, token: Option<String>) -> RunConfig {
     RunConfig {
         scenario,
         nodes: vec![target.clone()],
@@ -41,6 +42,7 @@ fn config(target: Target, scenario: Scenario) -> RunConfig {
         storm_after: Duration::from_secs(1),
         keep_campaigns: false,
         run_id: "t".into(),
+        token,
     }
 }
 
@@ -51,9 +53,12 @@ async fn fanout_report_counts_add_up() {
         http: format!("http://{}", running.http_addr),
         metrics: format!("http://{}", running.metrics_addr),
     };
-    let report = loadtest::run::run(config(target, Scenario::Fanout), &mut |_| {})
-        .await
-        .expect("run");
+    let report = loadtest::run::run(
+        config(target, Scenario::Fanout, running.dev_admin_token.clone()),
+        &mut |_| {},
+    )
+    .await
+    .expect("run");
     assert_eq!(report.connections.attempted, 20);
     assert_eq!(report.connections.established, 20);
     assert_eq!(report.connections.failed, 0);
@@ -96,7 +101,7 @@ async fn refuses_non_loopback_targets() {
         http: "http://10.1.2.3:8090".into(),
         metrics: "http://10.1.2.3:9090".into(),
     };
-    let err = loadtest::run::run(config(t, Scenario::Fanout), &mut |_| {})
+    let err = loadtest::run::run(config(t, Scenario::Fanout, None), &mut |_| {})
         .await
         .expect_err("refused");
     assert!(err.to_string().contains("loopback"), "{err}");

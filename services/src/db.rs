@@ -17,18 +17,32 @@ use sqlx::sqlite::{
 use crate::ServiceError;
 
 /// SQLite migrations, embedded so that the binary runs from any directory.
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "campaign",
-    include_str!("../../migrations/sqlite/0001_campaign.sql"),
-)];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "campaign",
+        include_str!("../../migrations/sqlite/0001_campaign.sql"),
+    ),
+    (
+        2,
+        "user_security",
+        include_str!("../../migrations/sqlite/0002_user_security.sql"),
+    ),
+];
 
 /// Postgres migrations, in step with the SQLite ones.
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "campaign",
-    include_str!("../../migrations/postgres/0001_campaign.sql"),
-)];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "campaign",
+        include_str!("../../migrations/postgres/0001_campaign.sql"),
+    ),
+    (
+        2,
+        "user_security",
+        include_str!("../../migrations/postgres/0002_user_security.sql"),
+    ),
+];
 
 /// A pool on the service database.
 #[derive(Clone, Debug)]

@@ -12,6 +12,12 @@ pub enum ServiceError {
     /// The request conflicts with the current state (duplicate slug, ended campaign, ...).
     #[error("{message}")]
     Conflict { message: String },
+    /// The caller must sign in (no token, or a bad or expired one).
+    #[error("{message}")]
+    Unauthenticated { message: String },
+    /// The caller is signed in but may not do this.
+    #[error("{message}")]
+    Forbidden { message: String },
     /// The database cannot be reached.
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),

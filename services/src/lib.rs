@@ -8,6 +8,10 @@
 //!   trait.
 //! * [`cache`]: the [`cache::MetadataCache`] trait for hot records.
 //! * [`json`]: JSON merge patch (RFC 7396).
+//! * [`security`]: callers, roles, RBAC policies and the audit log.
+//! * [`user`]: accounts, passwords (argon2), tokens (JWT HS256), and admin operations on them.
+//! * [`provider`]: builds every service once and records their registrations.
+//! * [`page`], [`time`]: pagination and times shared by every service.
 //! * [`error`]: [`ServiceError`], the one error type of the layer.
 
 pub mod cache;
@@ -15,6 +19,12 @@ pub mod campaign;
 pub mod db;
 pub mod error;
 pub mod json;
+pub mod page;
+pub mod provider;
+pub mod security;
+pub mod time;
+pub mod user;
 
 pub use db::Database;
 pub use error::ServiceError;
+pub use provider::Provider;

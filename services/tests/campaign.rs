@@ -1,13 +1,17 @@
 //! The campaign service on a real SQLite database (a fresh file per test), with a broadcaster
 //! that records what the service asked the engine to do.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use serde_json::{Value, json, value::RawValue};
 use services::campaign::{
     BoxFuture, BroadcastError, Broadcaster, CampaignService, LiveCampaign, NewCampaign, Status,
 };
+use services::security::{Caller, Policies, Role};
 use services::{Database, ServiceError};
+
+/// The node itself: every permission.
+static SYS: LazyLock<Caller> = LazyLock::new(Caller::system);
 
 #[derive(Default)]
 struct Recorder(Mutex<Vec<String>>);
@@ -88,7 +92,11 @@ impl Fixture {
         db.migrate().await.expect("migrations are idempotent");
         let rec = Arc::new(Recorder::default());
         Self {
-            svc: CampaignService::new(db.clone(), rec.clone()),
+            svc: CampaignService::new(
+                db.clone(),
+                rec.clone(),
+                Policies::load(db.clone()).await.expect("policies"),
+            ),
             rec,
             db,
             cleanup,
@@ -165,40 +173,49 @@ async fn create_get_list_and_paginate() {
         eprintln!("backend: {backend}");
         let c = f
             .svc
-            .create(new(
-                "Spring Sale",
-                json!({"metadata": {"scheduling": {"frequency": 5}}, "state": {"score": 0}}),
-            ))
+            .create(
+                &SYS,
+                new(
+                    "Spring Sale",
+                    json!({"metadata": {"scheduling": {"frequency": 5}}, "state": {"score": 0}}),
+                ),
+            )
             .await
             .expect("create");
         assert_eq!(c.slug, "spring-sale");
         assert_eq!(c.status, Status::Active);
         assert_eq!(c.frequency_hz(), 5.0);
         assert_eq!(f.rec.take(), vec![r#"upsert 5 false {"score":0}"#]);
-        assert_eq!(f.svc.get("spring-sale").await.expect("by slug").id, c.id);
-        assert_eq!(f.svc.get(&c.id).await.expect("by id").slug, "spring-sale");
+        assert_eq!(
+            f.svc.get(&SYS, "spring-sale").await.expect("by slug").id,
+            c.id
+        );
+        assert_eq!(
+            f.svc.get(&SYS, &c.id).await.expect("by id").slug,
+            "spring-sale"
+        );
         let draft = f
             .svc
-            .create(new("Later", json!({"status": "draft"})))
+            .create(&SYS, new("Later", json!({"status": "draft"})))
             .await
             .expect("draft");
         assert!(f.rec.take().is_empty(), "a draft does not broadcast");
         for i in 0..5 {
             f.svc
-                .create(new(&format!("c{i}"), json!({})))
+                .create(&SYS, new(&format!("c{i}"), json!({})))
                 .await
                 .expect("create");
         }
-        let p1 = f.svc.list(None, Some(3), None).await.expect("page 1");
+        let p1 = f.svc.list(&SYS, None, Some(3), None).await.expect("page 1");
         assert_eq!(p1.items.len(), 3);
         let p2 = f
             .svc
-            .list(None, Some(3), p1.next_cursor.as_deref())
+            .list(&SYS, None, Some(3), p1.next_cursor.as_deref())
             .await
             .expect("page 2");
         let p3 = f
             .svc
-            .list(None, Some(3), p2.next_cursor.as_deref())
+            .list(&SYS, None, Some(3), p2.next_cursor.as_deref())
             .await
             .expect("page 3");
         assert_eq!(p3.items.len(), 1);
@@ -212,7 +229,7 @@ async fn create_get_list_and_paginate() {
         assert_eq!(ids.len(), 7, "pages neither repeat nor skip");
         let drafts = f
             .svc
-            .list(Some(Status::Draft), None, None)
+            .list(&SYS, Some(Status::Draft), None, None)
             .await
             .expect("filter");
         assert_eq!(drafts.items.len(), 1);
@@ -246,14 +263,14 @@ async fn bad_input_is_refused_and_nothing_is_written() {
             (new("x", json!({"status": "ended"})), "status"),
         ];
         for (body, field) in cases {
-            match f.svc.create(body).await {
+            match f.svc.create(&SYS, body).await {
                 Err(ServiceError::Invalid { field: got, .. }) => assert_eq!(got, field),
                 other => panic!("expected invalid {field}, got {other:?}"),
             }
         }
         assert!(
             f.svc
-                .list(None, None, None)
+                .list(&SYS, None, None, None)
                 .await
                 .expect("list")
                 .items
@@ -264,26 +281,29 @@ async fn bad_input_is_refused_and_nothing_is_written() {
             serde_json::from_value::<NewCampaign>(json!({"name": "x", "extra": 1})).is_err(),
             "unknown fields are refused"
         );
-        f.svc.create(new("Dup", json!({}))).await.expect("first");
+        f.svc
+            .create(&SYS, new("Dup", json!({})))
+            .await
+            .expect("first");
         assert!(matches!(
-            f.svc.create(new("Dup", json!({}))).await,
+            f.svc.create(&SYS, new("Dup", json!({}))).await,
             Err(ServiceError::Conflict { .. })
         ));
         assert!(matches!(
-            f.svc.get("nope").await,
+            f.svc.get(&SYS, "nope").await,
             Err(ServiceError::NotFound { .. })
         ));
         assert!(matches!(
-            f.svc.list(None, Some(0), None).await,
+            f.svc.list(&SYS, None, Some(0), None).await,
             Err(ServiceError::Invalid { .. })
         ));
         let sql = "x'); DROP TABLE service_campaign_main; --";
         let c = f
             .svc
-            .create(new(sql, json!({"slug": "inject"})))
+            .create(&SYS, new(sql, json!({"slug": "inject"})))
             .await
             .expect("stored verbatim");
-        assert_eq!(f.svc.get("inject").await.expect("get").name, sql);
+        assert_eq!(f.svc.get(&SYS, "inject").await.expect("get").name, sql);
         assert_eq!(c.name, sql);
         f.finish().await;
     }
@@ -294,11 +314,16 @@ async fn update_retimes_and_ends() {
     for f in fixtures().await {
         let backend = f.db.backend();
         eprintln!("backend: {backend}");
-        let c = f.svc.create(new("Live", json!({}))).await.expect("create");
+        let c = f
+            .svc
+            .create(&SYS, new("Live", json!({})))
+            .await
+            .expect("create");
         f.rec.take();
         let u = f
             .svc
             .update(
+                &SYS,
                 &c.id,
                 &json!({"metadata": {"scheduling": {"frequency": 10}}}),
             )
@@ -307,7 +332,7 @@ async fn update_retimes_and_ends() {
         assert_eq!(u.frequency_hz(), 10.0);
         assert_eq!(f.rec.take(), vec!["upsert 10 false -"]);
         f.svc
-            .update(&c.id, &json!({"name": "Renamed"}))
+            .update(&SYS, &c.id, &json!({"name": "Renamed"}))
             .await
             .expect("rename");
         assert!(
@@ -322,40 +347,40 @@ async fn update_retimes_and_ends() {
         ] {
             assert!(
                 matches!(
-                    f.svc.update(&c.id, &bad).await,
+                    f.svc.update(&SYS, &c.id, &bad).await,
                     Err(ServiceError::Invalid { .. })
                 ),
                 "{bad}"
             );
         }
         assert!(matches!(
-            f.svc.update(&c.id, &json!({"status": "draft"})).await,
+            f.svc.update(&SYS, &c.id, &json!({"status": "draft"})).await,
             Err(ServiceError::Conflict { .. })
         ));
         assert_eq!(
-            f.svc.get(&c.id).await.expect("get").frequency_hz(),
+            f.svc.get(&SYS, &c.id).await.expect("get").frequency_hz(),
             10.0,
             "refused patches change nothing"
         );
-        f.svc.end(&c.id).await.expect("end");
+        f.svc.end(&SYS, &c.id).await.expect("end");
         assert_eq!(f.rec.take(), vec!["end"]);
         assert!(matches!(
-            f.svc.end(&c.id).await,
+            f.svc.end(&SYS, &c.id).await,
             Err(ServiceError::Conflict { .. })
         ));
         assert!(matches!(
             f.svc
-                .publish(&c.id, "e", RawValue::NULL.to_owned(), false)
+                .publish(&SYS, &c.id, "e", RawValue::NULL.to_owned(), false)
                 .await,
             Err(ServiceError::Conflict { .. })
         ));
         let d = f
             .svc
-            .create(new("Draft", json!({"status": "draft"})))
+            .create(&SYS, new("Draft", json!({"status": "draft"})))
             .await
             .expect("draft");
         f.svc
-            .update(&d.id, &json!({"status": "active"}))
+            .update(&SYS, &d.id, &json!({"status": "active"}))
             .await
             .expect("activate");
         assert_eq!(f.rec.take(), vec!["upsert 1 false {}"]);
@@ -370,29 +395,37 @@ async fn state_replace_and_merge_patch() {
         eprintln!("backend: {backend}");
         let c = f
             .svc
-            .create(new("S", json!({"state": {"a": 1, "b": {"c": 2}}})))
+            .create(&SYS, new("S", json!({"state": {"a": 1, "b": {"c": 2}}})))
             .await
             .expect("create");
         f.rec.take();
         let s = f
             .svc
-            .change_state(&c.id, &json!({"b": {"c": null, "d": 3}, "e": 4}), false)
+            .change_state(
+                &SYS,
+                &c.id,
+                &json!({"b": {"c": null, "d": 3}, "e": 4}),
+                false,
+            )
             .await
             .expect("patch");
         assert_eq!(s, json!({"a": 1, "b": {"d": 3}, "e": 4}));
         let s = f
             .svc
-            .change_state(&c.id, &json!({"z": 0}), true)
+            .change_state(&SYS, &c.id, &json!({"z": 0}), true)
             .await
             .expect("put");
         assert_eq!(s, json!({"z": 0}));
-        assert_eq!(f.svc.get(&c.id).await.expect("get").state, json!({"z": 0}));
+        assert_eq!(
+            f.svc.get(&SYS, &c.id).await.expect("get").state,
+            json!({"z": 0})
+        );
         assert_eq!(
             f.rec.take(),
             vec![r#"state {"a":1,"b":{"d":3},"e":4}"#, r#"state {"z":0}"#]
         );
         assert!(matches!(
-            f.svc.change_state(&c.id, &json!(5), true).await,
+            f.svc.change_state(&SYS, &c.id, &json!(5), true).await,
             Err(ServiceError::Invalid { .. })
         ));
         // Concurrent patches serialise: none is lost.
@@ -401,7 +434,7 @@ async fn state_replace_and_merge_patch() {
                 let svc = f.svc.clone();
                 let id = c.id.clone();
                 tokio::spawn(async move {
-                    svc.change_state(&id, &json!({format!("k{i}"): i}), false)
+                    svc.change_state(&SYS, &id, &json!({format!("k{i}"): i}), false)
                         .await
                 })
             })
@@ -409,7 +442,7 @@ async fn state_replace_and_merge_patch() {
         for h in futs {
             h.await.expect("task").expect("patch");
         }
-        let state = f.svc.get(&c.id).await.expect("get").state;
+        let state = f.svc.get(&SYS, &c.id).await.expect("get").state;
         assert_eq!(state.as_object().expect("object").len(), 21);
         f.finish().await;
     }
@@ -433,6 +466,166 @@ async fn every_table_is_named_service_service_entity() {
                 "{}: table {t:?} is not service_{{service}}_{{entity}}",
                 f.db.backend()
             );
+        }
+        f.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn roles_are_enforced_and_every_change_is_audited_in_its_transaction() {
+    use services::security::audit::{AuditFilter, AuditLog};
+    for f in fixtures().await {
+        let policies = Policies::load(f.db.clone()).await.expect("policies");
+        let log = AuditLog::new(f.db.clone(), policies);
+        let anon = Caller::anonymous();
+        let viewer = Caller::user("viewer", vec![Role::User]);
+        let manager = Caller::user("mgr", vec![Role::User, Role::CampaignManager])
+            .from_addr("127.0.0.9:5000");
+
+        assert!(matches!(
+            f.svc.create(&anon, new("No", json!({}))).await,
+            Err(ServiceError::Unauthenticated { .. })
+        ));
+        assert!(matches!(
+            f.svc.create(&viewer, new("No", json!({}))).await,
+            Err(ServiceError::Forbidden { .. })
+        ));
+        let c = f
+            .svc
+            .create(
+                &manager,
+                new("Audited", json!({"starts_at": "2030-01-01T00:00:00Z"})),
+            )
+            .await
+            .expect("a manager creates");
+        assert_eq!(c.starts_at.as_deref(), Some("2030-01-01T00:00:00.000Z"));
+        assert!(f.svc.get(&anon, &c.id).await.is_ok(), "anyone reads");
+        assert!(matches!(
+            f.svc.update(&viewer, &c.id, &json!({"name": "x"})).await,
+            Err(ServiceError::Forbidden { .. })
+        ));
+        assert!(matches!(
+            f.svc
+                .publish(
+                    &viewer,
+                    &c.id,
+                    "e",
+                    RawValue::from_string("1".into()).expect("raw"),
+                    false
+                )
+                .await,
+            Err(ServiceError::Forbidden { .. })
+        ));
+        f.svc
+            .update(
+                &manager,
+                &c.id,
+                &json!({"metadata": {"scheduling": {"frequency": 4}}}),
+            )
+            .await
+            .expect("update");
+        // A refused change (bad schedule) writes neither the change nor an audit row.
+        assert!(matches!(
+            f.svc
+                .update(&manager, &c.id, &json!({"ends_at": "2029-01-01T00:00:00Z"}))
+                .await,
+            Err(ServiceError::Invalid { .. })
+        ));
+        f.svc
+            .change_state(&manager, &c.id, &json!({"k": 1}), false)
+            .await
+            .expect("state");
+        f.svc.end(&manager, &c.id).await.expect("end");
+
+        let filter = AuditFilter {
+            entity_type: Some("campaign".into()),
+            entity_id: Some(c.id.clone()),
+            ..AuditFilter::default()
+        };
+        let rows = log
+            .query(&SYS, &filter, None, None)
+            .await
+            .expect("audit")
+            .items;
+        let actions: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
+        assert_eq!(
+            actions,
+            [
+                "campaign.create",
+                "campaign.update",
+                "campaign.patch_state",
+                "campaign.end"
+            ]
+        );
+        assert!(rows.iter().all(|r| r.actor == "mgr"));
+        assert!(
+            rows.iter()
+                .all(|r| r.client_addr.as_deref() == Some("127.0.0.9:5000"))
+        );
+        assert_eq!(rows[0].before, None);
+        assert_eq!(
+            rows[1]
+                .before
+                .as_ref()
+                .and_then(|b| b.pointer("/metadata/scheduling/frequency")),
+            None
+        );
+        assert_eq!(
+            rows[1]
+                .after
+                .as_ref()
+                .and_then(|b| b.pointer("/metadata/scheduling/frequency")),
+            Some(&json!(4))
+        );
+        assert_eq!(
+            rows[2].after.as_ref().and_then(|b| b.pointer("/state/k")),
+            Some(&json!(1))
+        );
+        assert_eq!(
+            rows[3].after.as_ref().and_then(|b| b.get("status")),
+            Some(&json!("ended"))
+        );
+        // Filters narrow; a viewer may not read the log.
+        let by_actor = AuditFilter {
+            actor: Some("nobody".into()),
+            ..AuditFilter::default()
+        };
+        assert!(
+            log.query(&SYS, &by_actor, None, None)
+                .await
+                .expect("q")
+                .items
+                .is_empty()
+        );
+        let future = AuditFilter {
+            since: Some("2100-01-01T00:00:00Z".into()),
+            ..AuditFilter::default()
+        };
+        assert!(
+            log.query(&SYS, &future, None, None)
+                .await
+                .expect("q")
+                .items
+                .is_empty()
+        );
+        let bad = AuditFilter {
+            since: Some("yesterday".into()),
+            ..AuditFilter::default()
+        };
+        assert!(matches!(
+            log.query(&SYS, &bad, None, None).await,
+            Err(ServiceError::Invalid { .. })
+        ));
+        assert!(matches!(
+            log.query(&viewer, &filter, None, None).await,
+            Err(ServiceError::Forbidden { .. })
+        ));
+        let (lines, next) = log.export_page(&SYS, &filter, None).await.expect("export");
+        assert_eq!(lines.len(), 4);
+        assert!(next.is_none());
+        for l in &lines {
+            let v: Value = serde_json::from_str(l).expect("one JSON object per line");
+            assert_eq!(v["entity_id"], json!(c.id));
         }
         f.finish().await;
     }

@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use services::campaign::{NewCampaign, Status};
 
+use super::auth::Auth;
 use super::{AppState, check_user_id};
 use crate::error::ApiError;
 
@@ -31,6 +32,7 @@ pub struct ListQuery {
 
 pub async fn list(
     State(app): State<AppState>,
+    Auth(caller): Auth,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Query(q) = q?;
@@ -46,56 +48,81 @@ pub async fn list(
         }
     };
     Ok(Json(
-        app.campaigns
-            .list(status, q.limit, q.cursor.as_deref())
+        app.services
+            .campaigns
+            .list(&caller, status, q.limit, q.cursor.as_deref())
             .await?,
     ))
 }
 
 pub async fn create(
     State(app): State<AppState>,
+    Auth(caller): Auth,
     body: JsonBody<NewCampaign>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Json(new) = body?;
-    let c = app.campaigns.create(new).await?;
+    let c = app.services.campaigns.create(&caller, new).await?;
     Ok((StatusCode::CREATED, Json(c)))
 }
 
-pub async fn get(State(app): State<AppState>, id: IdPath) -> Result<impl IntoResponse, ApiError> {
+pub async fn get(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    id: IdPath,
+) -> Result<impl IntoResponse, ApiError> {
     let Path(id) = id?;
-    Ok(Json(app.campaigns.get(&id).await?))
+    Ok(Json(app.services.campaigns.get(&caller, &id).await?))
 }
 
 pub async fn update(
     State(app): State<AppState>,
+    Auth(caller): Auth,
     id: IdPath,
     body: JsonBody<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
     let (Path(id), Json(patch)) = (id?, body?);
-    Ok(Json(app.campaigns.update(&id, &patch).await?))
+    Ok(Json(
+        app.services.campaigns.update(&caller, &id, &patch).await?,
+    ))
 }
 
-pub async fn end(State(app): State<AppState>, id: IdPath) -> Result<impl IntoResponse, ApiError> {
+pub async fn end(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    id: IdPath,
+) -> Result<impl IntoResponse, ApiError> {
     let Path(id) = id?;
-    Ok(Json(app.campaigns.end(&id).await?))
+    Ok(Json(app.services.campaigns.end(&caller, &id).await?))
 }
 
 pub async fn put_state(
     State(app): State<AppState>,
+    Auth(caller): Auth,
     id: IdPath,
     body: JsonBody<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
     let (Path(id), Json(state)) = (id?, body?);
-    Ok(Json(app.campaigns.change_state(&id, &state, true).await?))
+    Ok(Json(
+        app.services
+            .campaigns
+            .change_state(&caller, &id, &state, true)
+            .await?,
+    ))
 }
 
 pub async fn patch_state(
     State(app): State<AppState>,
+    Auth(caller): Auth,
     id: IdPath,
     body: JsonBody<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
     let (Path(id), Json(patch)) = (id?, body?);
-    Ok(Json(app.campaigns.change_state(&id, &patch, false).await?))
+    Ok(Json(
+        app.services
+            .campaigns
+            .change_state(&caller, &id, &patch, false)
+            .await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -122,14 +149,16 @@ fn event_data(data: Option<Box<RawValue>>) -> Result<Box<RawValue>, ApiError> {
 
 pub async fn publish(
     State(app): State<AppState>,
+    Auth(caller): Auth,
     id: IdPath,
     body: JsonBody<EventBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let (Path(id), Json(e)) = (id?, body?);
     let data = event_data(e.data)?;
     let seq = app
+        .services
         .campaigns
-        .publish(&id, &e.name, data, e.immediate)
+        .publish(&caller, &id, &e.name, data, e.immediate)
         .await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"seq": seq}))))
 }
@@ -144,26 +173,35 @@ pub struct MessageBody {
 
 pub async fn message(
     State(app): State<AppState>,
+    Auth(caller): Auth,
     path: Result<Path<(String, String)>, PathRejection>,
     body: JsonBody<MessageBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let (Path((id, user)), Json(m)) = (path?, body?);
     check_user_id(&user)?;
     let data = event_data(m.data)?;
-    let seq = app.campaigns.message(&id, &user, &m.name, data).await?;
+    let seq = app
+        .services
+        .campaigns
+        .message(&caller, &id, &user, &m.name, data)
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"seq": seq}))))
 }
 
-pub async fn stats(State(app): State<AppState>, id: IdPath) -> Result<impl IntoResponse, ApiError> {
+pub async fn stats(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    id: IdPath,
+) -> Result<impl IntoResponse, ApiError> {
     let Path(id) = id?;
-    let c = app.campaigns.get(&id).await?;
+    let c = app.services.campaigns.get(&caller, &id).await?;
     let s = app.node.stats(&c.id).unwrap_or_default();
     Ok(Json(json!({
         "campaign": c.id,
         "status": c.status,
         "node": app.node.id(),
         // This node, and every node that reported within the presence TTL.
-        "connections": {"node": s.connections, "cluster": s.cluster_connections},
+        "connections": {"node": s.connections, "cluster": s.cluster_connections, "peak": s.peak_connections},
         "users": s.users,
         "frames_sent": s.frames_sent,
         "frames_dropped": s.frames_dropped,

@@ -1,18 +1,22 @@
 //! The public HTTP surface on `:8090`: REST under `/api`, WebSockets under `/ws`, and the web
 //! page at `/`.
 
+mod admin;
+pub mod auth;
 mod campaigns;
 mod page;
 mod ws;
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post, put};
 use engine::Node;
-use services::campaign::CampaignService;
+use services::Provider;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
@@ -22,7 +26,7 @@ use crate::error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub node: Node,
-    pub campaigns: CampaignService,
+    pub services: Provider,
     pub config: Arc<Config>,
 }
 
@@ -51,12 +55,45 @@ pub fn router(state: AppState) -> Router {
             post(campaigns::message),
         )
         .route("/api/campaigns/{id}/stats", get(campaigns::stats))
+        .route("/api/auth/register", post(auth::register))
+        .route("/api/auth/login", post(auth::login))
+        .route("/api/auth/refresh", post(auth::refresh))
+        .route("/api/users/me", get(auth::me).patch(auth::update_me))
+        .route("/api/users/{id}", get(auth::get_user))
+        .route("/api/admin/users", get(admin::list_users))
+        .route("/api/admin/users/{id}/roles", post(admin::grant_role))
+        .route(
+            "/api/admin/users/{id}/roles/{role}",
+            delete(admin::revoke_role),
+        )
+        .route("/api/admin/users/{id}/disable", post(admin::disable))
+        .route("/api/admin/users/{id}/enable", post(admin::enable))
+        .route("/api/admin/audit", get(admin::audit))
+        .route("/api/security/audit", get(admin::audit))
+        .route("/api/security/audit/export", get(admin::export))
+        .route("/api/security/policies", get(admin::policies))
+        .route("/api/services", get(services_list))
         .route("/ws/{campaign_id}/{user_id}", get(ws::upgrade))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Every service's registration (name, version, capabilities, dependencies, endpoints, health
+/// check, metrics prefix) and whether it is healthy now.
+async fn services_list(
+    axum::extract::State(app): axum::extract::State<AppState>,
+) -> impl IntoResponse {
+    let mut items = Vec::new();
+    for r in services::provider::registrations() {
+        let healthy = app.services.healthy(r.name).await;
+        let mut v = serde_json::to_value(&r).unwrap_or_default();
+        v["healthy"] = serde_json::Value::Bool(healthy);
+        items.push(v);
+    }
+    Json(serde_json::json!({ "items": items }))
 }
 
 async fn not_found() -> ApiError {

@@ -24,6 +24,9 @@ pub struct WsQuery {
     since: Option<String>,
     /// The epoch of the welcome in which it saw it.
     epoch: Option<String>,
+    /// An access token (browsers cannot set headers on a WebSocket); `Authorization: Bearer`
+    /// works too.
+    token: Option<String>,
 }
 
 /// Longest accepted `epoch`.
@@ -36,6 +39,41 @@ fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) 
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Checks who may watch: with a token, its subject must be the path's user, unless its roles
+/// allow `watch` on `campaign` (managers, admins); without one, only when WebSocket auth is off
+/// (`--dev`, `auth = false`).
+fn authorize(
+    app: &AppState,
+    req: &Request,
+    token: Option<&str>,
+    user: &str,
+) -> Result<(), ApiError> {
+    let header_token = super::auth::bearer(req.headers())?;
+    let Some(token) = token.filter(|t| !t.is_empty()).or(header_token) else {
+        if app.config.ws_auth() {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "a token is required: connect with ?token=<access token>",
+            ));
+        }
+        return Ok(());
+    };
+    let caller = app.services.users.authenticate(token)?;
+    if caller.user_id() == Some(user) || app.services.policies.allows(&caller, "campaign", "watch")
+    {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "the token is not {user:?}'s, and its roles do not allow watching as another user"
+            ),
+        ))
+    }
 }
 
 pub async fn upgrade(
@@ -99,12 +137,13 @@ pub async fn upgrade(
         return Err(ApiError::bad_request("Sec-WebSocket-Key is missing"));
     };
     let accept = derive_accept_key(key.as_bytes());
+    authorize(&app, &req, query.token.as_deref(), &user)?;
 
     // The path may name the campaign by id or by slug.
     let id = if app.node.has_campaign(&campaign) {
         campaign
     } else {
-        match app.campaigns.cached(&campaign).await {
+        match app.services.campaigns.cached(&campaign).await {
             Ok(c) if app.node.has_campaign(&c.id) => c.id,
             Ok(c) => {
                 return Err(ApiError::not_found(format!(

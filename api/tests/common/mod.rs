@@ -22,8 +22,13 @@ pub struct TestNode {
     pub http: SocketAddr,
     pub metrics: SocketAddr,
     pub client: reqwest::Client,
+    /// The admin token the node printed (`dev`): `call` and `raw` send it.
+    pub token: Option<String>,
     dir: PathBuf,
 }
+
+/// The token secret every test node shares (so the nodes of a cluster accept each other's).
+pub const TEST_SECRET: &str = "an e2e test secret of at least 32 bytes";
 
 impl TestNode {
     pub async fn start() -> Self {
@@ -40,6 +45,8 @@ impl TestNode {
             node_id: Some(format!("test-{n}")),
             database_url: Some(format!("sqlite://{}/db.sqlite", dir.display())),
             shutdown_timeout: Duration::from_secs(5),
+            dev: true,
+            jwt_secret: Some(TEST_SECRET.to_owned()),
             ..Config::default()
         };
         tweak(&mut config);
@@ -47,6 +54,7 @@ impl TestNode {
         Self {
             http: running.http_addr,
             metrics: running.metrics_addr,
+            token: running.dev_admin_token.clone(),
             running: Some(running),
             client: reqwest::Client::new(),
             dir,
@@ -59,8 +67,23 @@ impl TestNode {
 
     /// Sends a JSON request; returns the status and the JSON body (Null when empty).
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call_as(self.token.as_deref(), method, path, body)
+            .await
+    }
+
+    /// As [`TestNode::call`], with `token` (or none) instead of the admin's.
+    pub async fn call_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = self.client.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -84,9 +107,11 @@ impl TestNode {
         body: &str,
     ) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let res = self
-            .client
-            .request(method, self.url(path))
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let res = req
             .header("content-type", content_type)
             .body(body.to_owned())
             .send()

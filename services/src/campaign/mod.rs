@@ -12,7 +12,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -21,6 +20,10 @@ pub use repo::CampaignRepo;
 
 use crate::cache::{MetadataCache, NoCache};
 use crate::json::merge_patch;
+pub use crate::page::{DEFAULT_PAGE, MAX_PAGE, Page};
+use crate::page::{check_limit, paginate};
+use crate::security::{Caller, Policies};
+use crate::time::{now_ms, rfc3339};
 use crate::{Database, ServiceError};
 use model::Editable;
 
@@ -115,19 +118,6 @@ impl From<BroadcastError> for ServiceError {
     }
 }
 
-/// A page of a list.
-#[derive(Debug, Clone, Serialize)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    /// Pass as `cursor` to get the next page; absent on the last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
-}
-
-/// Default and largest page sizes.
-pub const DEFAULT_PAGE: u32 = 50;
-pub const MAX_PAGE: u32 = 500;
-
 /// Campaign operations.
 #[derive(Clone)]
 pub struct CampaignService {
@@ -137,14 +127,16 @@ pub struct CampaignService {
     /// campaign's stripe from the write until the engine has it (striped by id, bounded).
     stripes: Arc<[tokio::sync::Mutex<()>]>,
     cache: Arc<dyn MetadataCache>,
+    policies: Policies,
 }
 
 /// Lock stripes for per-campaign ordering.
 const STRIPES: usize = 64;
 
 impl CampaignService {
-    pub fn new(db: Database, broadcaster: Arc<dyn Broadcaster>) -> Self {
+    pub fn new(db: Database, broadcaster: Arc<dyn Broadcaster>, policies: Policies) -> Self {
         Self {
+            policies,
             repo: CampaignRepo::new(db),
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             broadcaster,
@@ -172,7 +164,7 @@ impl CampaignService {
         {
             return Ok(c);
         }
-        let c = self.get(key).await?;
+        let c = self.find(key).await?;
         if let Ok(json) = serde_json::to_string(&c) {
             self.cache
                 .put(&format!("campaign:{}", c.id), json.clone())
@@ -187,6 +179,8 @@ impl CampaignService {
     /// until the engine has the change, so that stored and broadcast order agree.
     async fn change<F>(
         &self,
+        caller: &Caller,
+        action: &str,
         key: &str,
         edit: F,
     ) -> Result<(Campaign, Campaign, tokio::sync::MutexGuard<'_, ()>), ServiceError>
@@ -194,7 +188,8 @@ impl CampaignService {
         F: FnOnce(&mut Campaign) -> Result<(), ServiceError>,
     {
         let (id, order) = self.lock(key).await?;
-        let (before, after) = self.repo.update(&id, edit).await?;
+        let audit = caller.audit(action, "campaign", &id);
+        let (before, after) = self.repo.update(&id, audit, edit).await?;
         self.forget(&before, &after).await;
         Ok((before, after, order))
     }
@@ -208,11 +203,23 @@ impl CampaignService {
         self.cache.invalidate(keys).await;
     }
 
-    /// Creates a campaign; an active one starts broadcasting on every node.
+    /// The policies every method checks.
+    pub fn policies(&self) -> &Policies {
+        &self.policies
+    }
+
+    /// Creates a campaign; an active one starts broadcasting on every node. Needs `create`
+    /// on `campaign`.
     ///
     /// # Errors
-    /// [`ServiceError::Invalid`] (field named), [`ServiceError::Conflict`] for a taken slug.
-    pub async fn create(&self, new: NewCampaign) -> Result<Campaign, ServiceError> {
+    /// [`ServiceError::Invalid`] (field named), [`ServiceError::Conflict`] for a taken slug,
+    /// [`ServiceError::Unauthenticated`]/[`ServiceError::Forbidden`].
+    pub async fn create(
+        &self,
+        caller: &Caller,
+        new: NewCampaign,
+    ) -> Result<Campaign, ServiceError> {
+        self.policies.require(caller, "campaign", "create")?;
         model::validate_name(&new.name)?;
         let slug = match new.slug {
             Some(s) => {
@@ -232,7 +239,9 @@ impl CampaignService {
                 "a new campaign is draft or active",
             ));
         }
-        let at = repo::now_ms();
+        let (starts, ends) =
+            model::validate_schedule(new.starts_at.as_deref(), new.ends_at.as_deref())?;
+        let at = now_ms();
         let mut c = Campaign {
             id: uuid::Uuid::now_v7().to_string(),
             slug,
@@ -240,12 +249,15 @@ impl CampaignService {
             status,
             metadata,
             state,
-            created_at: String::new(),
-            updated_at: String::new(),
+            starts_at: starts.map(rfc3339),
+            ends_at: ends.map(rfc3339),
+            created_at: rfc3339(at),
+            updated_at: rfc3339(at),
         };
         let _order = self.stripe(&c.id).lock().await;
-        self.repo.insert(&c, at).await?;
-        c = self.get(&c.id).await?;
+        let audit = caller.audit("campaign.create", "campaign", &c.id).after(&c);
+        self.repo.insert(&c, at, &audit).await?;
+        c = self.find(&c.id).await?;
         if c.status == Status::Active {
             self.broadcaster.upsert(LiveCampaign::of(&c, true)).await?;
         }
@@ -258,7 +270,7 @@ impl CampaignService {
         &self,
         key: &str,
     ) -> Result<(String, tokio::sync::MutexGuard<'_, ()>), ServiceError> {
-        let id = self.get(key).await?.id;
+        let id = self.find(key).await?.id;
         let guard = self.stripe(&id).lock().await;
         Ok((id, guard))
     }
@@ -270,11 +282,17 @@ impl CampaignService {
         &self.stripes[(h.finish() % self.stripes.len() as u64) as usize]
     }
 
-    /// The campaign with this id or slug.
+    /// The campaign with this id or slug. Needs `read` on `campaign`.
     ///
     /// # Errors
-    /// [`ServiceError::NotFound`].
-    pub async fn get(&self, key: &str) -> Result<Campaign, ServiceError> {
+    /// [`ServiceError::NotFound`], [`ServiceError::Unauthenticated`]/[`ServiceError::Forbidden`].
+    pub async fn get(&self, caller: &Caller, key: &str) -> Result<Campaign, ServiceError> {
+        self.policies.require(caller, "campaign", "read")?;
+        self.find(key).await
+    }
+
+    /// The campaign with this id or slug, without a permission check (internal lookups).
+    async fn find(&self, key: &str) -> Result<Campaign, ServiceError> {
         self.repo
             .get(key)
             .await?
@@ -284,31 +302,22 @@ impl CampaignService {
             })
     }
 
-    /// A page of campaigns, oldest first.
+    /// A page of campaigns, oldest first. Needs `read` on `campaign`.
     ///
     /// # Errors
-    /// [`ServiceError::Invalid`] for a limit out of 1–500.
+    /// [`ServiceError::Invalid`] for a limit out of 1–500,
+    /// [`ServiceError::Unauthenticated`]/[`ServiceError::Forbidden`].
     pub async fn list(
         &self,
+        caller: &Caller,
         status: Option<Status>,
         limit: Option<u32>,
         cursor: Option<&str>,
     ) -> Result<Page<Campaign>, ServiceError> {
-        let limit = limit.unwrap_or(DEFAULT_PAGE);
-        if limit == 0 || limit > MAX_PAGE {
-            return Err(ServiceError::invalid(
-                "limit",
-                format!("must be 1-{MAX_PAGE}"),
-            ));
-        }
-        let mut items = self.repo.list(status, cursor, limit + 1).await?;
-        let next_cursor = if items.len() > limit as usize {
-            items.truncate(limit as usize);
-            items.last().map(|c| c.id.clone())
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+        self.policies.require(caller, "campaign", "read")?;
+        let limit = check_limit(limit)?;
+        let items = self.repo.list(status, cursor, limit + 1).await?;
+        Ok(paginate(items, limit, |c| c.id.clone()))
     }
 
     /// Every active campaign (for start-up).
@@ -334,12 +343,19 @@ impl CampaignService {
 
     /// Applies a JSON merge patch to the campaign's `name`, `slug`, `status` and `metadata`.
     /// A new frequency retimes the running task; `status: "active"` starts a draft;
-    /// `status: "ended"` ends it.
+    /// `status: "ended"` ends it. Needs `update` on `campaign`.
     ///
     /// # Errors
     /// [`ServiceError::Invalid`], [`ServiceError::NotFound`], [`ServiceError::Conflict`] (an
-    /// ended campaign, a taken slug, a move back to draft).
-    pub async fn update(&self, key: &str, patch: &Value) -> Result<Campaign, ServiceError> {
+    /// ended campaign, a taken slug, a move back to draft),
+    /// [`ServiceError::Unauthenticated`]/[`ServiceError::Forbidden`].
+    pub async fn update(
+        &self,
+        caller: &Caller,
+        key: &str,
+        patch: &Value,
+    ) -> Result<Campaign, ServiceError> {
+        self.policies.require(caller, "campaign", "update")?;
         if !patch.is_object() {
             return Err(ServiceError::invalid(
                 "body",
@@ -347,7 +363,7 @@ impl CampaignService {
             ));
         }
         let (before, after, _order) = self
-            .change(key, |c| {
+            .change(caller, "campaign.update", key, |c| {
                 if c.status == Status::Ended {
                     return Err(ServiceError::Conflict {
                         message: "campaign has ended".to_owned(),
@@ -358,6 +374,8 @@ impl CampaignService {
                     slug: c.slug.clone(),
                     status: c.status,
                     metadata: c.metadata.clone(),
+                    starts_at: c.starts_at.clone(),
+                    ends_at: c.ends_at.clone(),
                 };
                 let mut view = serde_json::to_value(&current)
                     .map_err(|e| ServiceError::invalid("body", e.to_string()))?;
@@ -367,6 +385,8 @@ impl CampaignService {
                 model::validate_name(&next.name)?;
                 model::validate_slug(&next.slug)?;
                 model::validate_metadata(&next.metadata)?;
+                let (starts, ends) =
+                    model::validate_schedule(next.starts_at.as_deref(), next.ends_at.as_deref())?;
                 if c.status == Status::Active && next.status == Status::Draft {
                     return Err(ServiceError::Conflict {
                         message: "an active campaign cannot go back to draft".to_owned(),
@@ -376,6 +396,8 @@ impl CampaignService {
                 c.slug = next.slug;
                 c.status = next.status;
                 c.metadata = next.metadata;
+                c.starts_at = starts.map(rfc3339);
+                c.ends_at = ends.map(rfc3339);
                 Ok(())
             })
             .await?;
@@ -401,13 +423,16 @@ impl CampaignService {
         Ok(after)
     }
 
-    /// Ends the campaign: its sessions get a final frame and close 1000.
+    /// Ends the campaign: its sessions get a final frame and close 1000. Needs `delete` on
+    /// `campaign`.
     ///
     /// # Errors
-    /// [`ServiceError::NotFound`], [`ServiceError::Conflict`] when it already ended.
-    pub async fn end(&self, key: &str) -> Result<Campaign, ServiceError> {
+    /// [`ServiceError::NotFound`], [`ServiceError::Conflict`] when it already ended,
+    /// [`ServiceError::Unauthenticated`]/[`ServiceError::Forbidden`].
+    pub async fn end(&self, caller: &Caller, key: &str) -> Result<Campaign, ServiceError> {
+        self.policies.require(caller, "campaign", "delete")?;
         let (before, after, _order) = self
-            .change(key, |c| {
+            .change(caller, "campaign.end", key, |c| {
                 if c.status == Status::Ended {
                     return Err(ServiceError::Conflict {
                         message: "campaign has already ended".to_owned(),
@@ -425,17 +450,20 @@ impl CampaignService {
     }
 
     /// Replaces the state (`replace`) or merges a JSON merge patch into it; the new state
-    /// goes out with the next tick. Returns the new state.
+    /// goes out with the next tick. Returns the new state. Needs `publish` on `broadcast`.
     ///
     /// # Errors
     /// [`ServiceError::Invalid`] for a non-object state, [`ServiceError::NotFound`],
-    /// [`ServiceError::Conflict`] for an ended campaign.
+    /// [`ServiceError::Conflict`] for an ended campaign,
+    /// [`ServiceError::Unauthenticated`]/[`ServiceError::Forbidden`].
     pub async fn change_state(
         &self,
+        caller: &Caller,
         key: &str,
         body: &Value,
         replace: bool,
     ) -> Result<Value, ServiceError> {
+        self.policies.require(caller, "broadcast", "publish")?;
         if replace {
             model::validate_state(body)?;
         } else if !body.is_object() {
@@ -444,8 +472,13 @@ impl CampaignService {
                 "must be a JSON object (merge patch)",
             ));
         }
+        let action = if replace {
+            "campaign.replace_state"
+        } else {
+            "campaign.patch_state"
+        };
         let (_, after, _order) = self
-            .change(key, |c| {
+            .change(caller, action, key, |c| {
                 if c.status == Status::Ended {
                     return Err(ServiceError::Conflict {
                         message: "campaign has ended".to_owned(),
@@ -465,18 +498,23 @@ impl CampaignService {
         Ok(after.state)
     }
 
-    /// Publishes an event to a live campaign; returns its `seq`.
+    /// Publishes an event to a live campaign; returns its `seq`. Needs `publish` on
+    /// `broadcast`. Events are not stored in the database (the engine's history keeps them), so
+    /// they write no audit row.
     ///
     /// # Errors
     /// [`ServiceError::NotFound`], [`ServiceError::Conflict`] when the campaign is not live,
-    /// [`ServiceError::Invalid`] for a bad event name.
+    /// [`ServiceError::Invalid`] for a bad event name,
+    /// [`ServiceError::Unauthenticated`]/[`ServiceError::Forbidden`].
     pub async fn publish(
         &self,
+        caller: &Caller,
         key: &str,
         name: &str,
         data: Box<RawValue>,
         immediate: bool,
     ) -> Result<u64, ServiceError> {
+        self.policies.require(caller, "broadcast", "publish")?;
         let c = self.live(key).await?;
         Ok(self
             .broadcaster
@@ -490,11 +528,13 @@ impl CampaignService {
     /// As [`CampaignService::publish`].
     pub async fn message(
         &self,
+        caller: &Caller,
         key: &str,
         user: &str,
         name: &str,
         data: Box<RawValue>,
     ) -> Result<u64, ServiceError> {
+        self.policies.require(caller, "broadcast", "publish")?;
         let c = self.live(key).await?;
         Ok(self.broadcaster.message(&c.id, user, name, data).await?)
     }

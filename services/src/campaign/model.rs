@@ -62,6 +62,11 @@ pub struct Campaign {
     /// `common.Metadata` as JSON; `scheduling.frequency` drives the broadcast rate.
     pub metadata: Value,
     pub state: Value,
+    /// When the campaign is scheduled to start and end (RFC 3339), if it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<String>,
     /// RFC 3339.
     pub created_at: String,
     pub updated_at: String,
@@ -104,6 +109,11 @@ pub struct NewCampaign {
     pub metadata: Option<Value>,
     #[serde(default)]
     pub state: Option<Value>,
+    /// RFC 3339 UTC.
+    #[serde(default)]
+    pub starts_at: Option<String>,
+    #[serde(default)]
+    pub ends_at: Option<String>,
 }
 
 /// The fields a PATCH may change (a JSON merge patch over this view).
@@ -114,6 +124,27 @@ pub(crate) struct Editable {
     pub slug: String,
     pub status: Status,
     pub metadata: Value,
+    pub starts_at: Option<String>,
+    pub ends_at: Option<String>,
+}
+
+/// Parses a schedule and checks that it ends after it starts; returns both in ms.
+pub(crate) fn validate_schedule(
+    starts_at: Option<&str>,
+    ends_at: Option<&str>,
+) -> Result<(Option<i64>, Option<i64>), ServiceError> {
+    let start = starts_at
+        .map(|s| crate::time::parse_rfc3339("starts_at", s))
+        .transpose()?;
+    let end = ends_at
+        .map(|s| crate::time::parse_rfc3339("ends_at", s))
+        .transpose()?;
+    if let (Some(s), Some(e)) = (start, end)
+        && e <= s
+    {
+        return Err(ServiceError::invalid("ends_at", "must be after starts_at"));
+    }
+    Ok((start, end))
 }
 
 fn frequency_of(metadata: &Value) -> Option<f64> {

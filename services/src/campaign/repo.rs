@@ -2,13 +2,13 @@
 //! and `jsonb` in Postgres. Each query is written once per dialect ([`Queries`]); the code
 //! around it is shared through `on_pool!`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use serde_json::Value;
 use sqlx::Row;
 
 use super::model::{Campaign, Status};
 use crate::db::on_pool;
+use crate::security::{AuditRecord, audit};
+use crate::time::{now_ms, parse_rfc3339, rfc3339};
 use crate::{Database, ServiceError};
 
 /// The SQL of one dialect.
@@ -20,56 +20,47 @@ struct Queries {
     begin: &'static str,
     get_for_update: &'static str,
     update: &'static str,
+    audit: &'static str,
 }
 
 const SQLITE: Queries = Queries {
-    insert: "INSERT INTO service_campaign_main (id, slug, name, status, metadata, state, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
-    get: "SELECT id, slug, name, status, metadata, state, created_at, updated_at \
+    insert: "INSERT INTO service_campaign_main (id, slug, name, status, metadata, state, starts_at, ends_at, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8, ?9, ?7, ?7)",
+    get: "SELECT id, slug, name, status, metadata, state, starts_at, ends_at, created_at, updated_at \
           FROM service_campaign_main WHERE id = ?1 OR slug = ?1 ORDER BY id = ?1 DESC LIMIT 1",
-    list: "SELECT id, slug, name, status, metadata, state, created_at, updated_at \
+    list: "SELECT id, slug, name, status, metadata, state, starts_at, ends_at, created_at, updated_at \
            FROM service_campaign_main \
            WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3",
     // SQLite: take the write lock at once, so that concurrent read-modify-writes serialise.
     begin: "BEGIN IMMEDIATE",
-    get_for_update: "SELECT id, slug, name, status, metadata, state, created_at, updated_at \
+    get_for_update: "SELECT id, slug, name, status, metadata, state, starts_at, ends_at, created_at, updated_at \
                      FROM service_campaign_main WHERE id = ?1",
     update: "UPDATE service_campaign_main SET slug = ?2, name = ?3, status = ?4, metadata = ?5, \
-             state = ?6, updated_at = ?7 WHERE id = ?1",
+             state = ?6, updated_at = ?7, starts_at = ?8, ends_at = ?9 WHERE id = ?1",
+    audit: audit::INSERT_SQLITE,
 };
 
 const POSTGRES: Queries = Queries {
-    insert: "INSERT INTO service_campaign_main (id, slug, name, status, metadata, state, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $7)",
-    get: "SELECT id, slug, name, status, metadata::text AS metadata, state::text AS state, created_at, updated_at \
+    insert: "INSERT INTO service_campaign_main (id, slug, name, status, metadata, state, starts_at, ends_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $8, $9, $7, $7)",
+    get: "SELECT id, slug, name, status, metadata::text AS metadata, state::text AS state, starts_at, ends_at, created_at, updated_at \
           FROM service_campaign_main WHERE id = $1 OR slug = $1 ORDER BY id = $1 DESC LIMIT 1",
-    list: "SELECT id, slug, name, status, metadata::text AS metadata, state::text AS state, created_at, updated_at \
+    list: "SELECT id, slug, name, status, metadata::text AS metadata, state::text AS state, starts_at, ends_at, created_at, updated_at \
            FROM service_campaign_main \
            WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR id > $2) ORDER BY id LIMIT $3",
     begin: "BEGIN",
     // Postgres: lock the row for the rest of the transaction.
-    get_for_update: "SELECT id, slug, name, status, metadata::text AS metadata, state::text AS state, created_at, updated_at \
+    get_for_update: "SELECT id, slug, name, status, metadata::text AS metadata, state::text AS state, starts_at, ends_at, created_at, updated_at \
                      FROM service_campaign_main WHERE id = $1 FOR UPDATE",
     update: "UPDATE service_campaign_main SET slug = $2, name = $3, status = $4, metadata = $5::jsonb, \
-             state = $6::jsonb, updated_at = $7 WHERE id = $1",
+             state = $6::jsonb, updated_at = $7, starts_at = $8, ends_at = $9 WHERE id = $1",
+    audit: audit::INSERT_POSTGRES,
 };
 
 /// Reads and writes campaigns.
 #[derive(Clone, Debug)]
 pub struct CampaignRepo {
     db: Database,
-}
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-fn rfc3339(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_millis(t).to_string()
 }
 
 fn decode_error(e: impl std::error::Error + Send + Sync + 'static) -> ServiceError {
@@ -84,6 +75,8 @@ struct Columns {
     status: String,
     metadata: String,
     state: String,
+    starts_at: Option<i64>,
+    ends_at: Option<i64>,
     created_at: i64,
     updated_at: i64,
 }
@@ -97,6 +90,8 @@ macro_rules! columns {
             status: $row.try_get("status")?,
             metadata: $row.try_get("metadata")?,
             state: $row.try_get("state")?,
+            starts_at: $row.try_get("starts_at")?,
+            ends_at: $row.try_get("ends_at")?,
             created_at: $row.try_get("created_at")?,
             updated_at: $row.try_get("updated_at")?,
         }
@@ -117,10 +112,26 @@ impl Columns {
             status,
             metadata: serde_json::from_str::<Value>(&self.metadata).map_err(decode_error)?,
             state: serde_json::from_str::<Value>(&self.state).map_err(decode_error)?,
+            starts_at: self.starts_at.map(rfc3339),
+            ends_at: self.ends_at.map(rfc3339),
             created_at: rfc3339(self.created_at),
             updated_at: rfc3339(self.updated_at),
         })
     }
+}
+
+/// The schedule of `c` in ms.
+fn schedule(c: &Campaign) -> Result<(Option<i64>, Option<i64>), ServiceError> {
+    Ok((
+        c.starts_at
+            .as_deref()
+            .map(|s| parse_rfc3339("starts_at", s))
+            .transpose()?,
+        c.ends_at
+            .as_deref()
+            .map(|s| parse_rfc3339("ends_at", s))
+            .transpose()?,
+    ))
 }
 
 fn slug_conflict(e: sqlx::Error, slug: &str) -> ServiceError {
@@ -137,12 +148,19 @@ impl CampaignRepo {
         Self { db }
     }
 
-    /// Stores a new campaign.
+    /// Stores a new campaign with the audit row of its creation.
     ///
     /// # Errors
     /// [`ServiceError::Conflict`] when the id or slug is taken.
-    pub async fn insert(&self, c: &Campaign, at_ms: i64) -> Result<(), ServiceError> {
+    pub async fn insert(
+        &self,
+        c: &Campaign,
+        at_ms: i64,
+        audit: &AuditRecord,
+    ) -> Result<(), ServiceError> {
+        let (starts, ends) = schedule(c)?;
         on_pool!(&self.db, SQLITE, POSTGRES, |pool, sql| {
+            let mut tx = pool.begin_with(sql.begin).await?;
             sqlx::query(sql.insert)
                 .bind(&c.id)
                 .bind(&c.slug)
@@ -151,9 +169,13 @@ impl CampaignRepo {
                 .bind(c.metadata.to_string())
                 .bind(c.state.to_string())
                 .bind(at_ms)
-                .execute(pool)
+                .bind(starts)
+                .bind(ends)
+                .execute(&mut *tx)
                 .await
                 .map_err(|e| slug_conflict(e, &c.slug))?;
+            audit::insert!(&mut *tx, sql.audit, audit);
+            tx.commit().await?;
         });
         Ok(())
     }
@@ -198,12 +220,18 @@ impl CampaignRepo {
         rows.into_iter().map(Columns::into_campaign).collect()
     }
 
-    /// Reads the campaign, lets `change` edit it, and writes it back, in one write
-    /// transaction (so concurrent edits serialise). Returns the campaign before and after.
+    /// Reads the campaign, lets `change` edit it, and writes it back with the audit row
+    /// (`audit` gets the campaign before and after), in one write transaction (so concurrent
+    /// edits serialise). Returns the campaign before and after.
     ///
     /// # Errors
     /// [`ServiceError::NotFound`], whatever `change` returns, database failures.
-    pub async fn update<F>(&self, id: &str, change: F) -> Result<(Campaign, Campaign), ServiceError>
+    pub async fn update<F>(
+        &self,
+        id: &str,
+        audit: AuditRecord,
+        change: F,
+    ) -> Result<(Campaign, Campaign), ServiceError>
     where
         F: FnOnce(&mut Campaign) -> Result<(), ServiceError>,
     {
@@ -225,6 +253,8 @@ impl CampaignRepo {
             };
             let mut after = before.clone();
             change(&mut after)?;
+            after.updated_at = rfc3339(at);
+            let (starts, ends) = schedule(&after)?;
             sqlx::query(sql.update)
                 .bind(&after.id)
                 .bind(&after.slug)
@@ -233,14 +263,16 @@ impl CampaignRepo {
                 .bind(after.metadata.to_string())
                 .bind(after.state.to_string())
                 .bind(at)
+                .bind(starts)
+                .bind(ends)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| slug_conflict(e, &after.slug))?;
+            let audit = audit.before(&before).after(&after);
+            audit::insert!(&mut *tx, sql.audit, &audit);
             tx.commit().await?;
             (before, after)
         });
-        let mut after = after;
-        after.updated_at = rfc3339(at);
         Ok((before, after))
     }
 }

@@ -1,0 +1,92 @@
+//! OVASABI gRPC contracts.
+//!
+//! This crate owns the `.proto` files of the platform (under `proto/` in this crate) and the
+//! Rust code generated from them at build time with `protox` and `tonic-prost-build` (no system
+//! `protoc` needed):
+//!
+//! * [`common`]: `common.Metadata`, the canonical metadata shared by every service (this
+//!   package is deliberately not versioned);
+//! * [`user::v0`]: `UserService` (register, login, tokens, own profile);
+//! * [`admin::v0`]: `AdminService` (accounts, roles, disabling);
+//! * [`security::v0`]: `SecurityService` (audit log, policies);
+//! * [`campaign::v0`]: `CampaignService` (campaigns and their live analytics);
+//! * [`content::v0`]: `ContentService` (content, search, comments, reactions);
+//! * [`broadcast::v0`]: `BroadcastService` (publish, state, frequency, direct messages, and a
+//!   server-streaming subscription);
+//! * [`FILE_DESCRIPTOR_SET`]: the encoded descriptors of all of the above (and the well-known
+//!   types they import), for gRPC server reflection;
+//! * [`convert`]: conversions between `serde_json` values and the protobuf well-known
+//!   `Value`/`Struct` types, and between [`common::Metadata`] and its JSON object form.
+//!
+//! Each service module holds the messages, a `*_client` module (`*Client<T>`) and a `*_server`
+//! module (the service trait and its `*Server<T>` wrapper). Well-known types map to
+//! [`prost_types`] (`google.protobuf.Struct` → [`prost_types::Struct`], `google.protobuf.Value`
+//! → [`prost_types::Value`]). This crate is a leaf: it depends on neither `engine` nor
+//! `services`.
+
+pub mod convert;
+
+/// Encoded `google.protobuf.FileDescriptorSet` of every OVASABI contract, including the
+/// well-known types they import; feed it to `tonic-reflection`.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/ovasabi_descriptor.bin"));
+
+/// Shared types (`common` proto package, not versioned).
+#[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
+pub mod common {
+    tonic::include_proto!("common");
+}
+
+/// Accounts and authentication (`user` proto packages).
+pub mod user {
+    /// `user.v0`: `UserService` and its messages.
+    #[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
+    pub mod v0 {
+        tonic::include_proto!("user.v0");
+    }
+}
+
+/// Account administration (`admin` proto packages).
+pub mod admin {
+    /// `admin.v0`: `AdminService` and its messages.
+    #[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
+    pub mod v0 {
+        tonic::include_proto!("admin.v0");
+    }
+}
+
+/// Audit log and policies (`security` proto packages).
+pub mod security {
+    /// `security.v0`: `SecurityService` and its messages.
+    #[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
+    pub mod v0 {
+        tonic::include_proto!("security.v0");
+    }
+}
+
+/// Campaigns (`campaign` proto packages).
+pub mod campaign {
+    /// `campaign.v0`: `CampaignService` and its messages.
+    #[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
+    pub mod v0 {
+        tonic::include_proto!("campaign.v0");
+    }
+}
+
+/// Content, comments and reactions (`content` proto packages).
+pub mod content {
+    /// `content.v0`: `ContentService` and its messages.
+    #[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
+    pub mod v0 {
+        tonic::include_proto!("content.v0");
+    }
+}
+
+/// Real-time broadcast (`broadcast` proto packages).
+pub mod broadcast {
+    /// `broadcast.v0`: `BroadcastService` and its messages.
+    #[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
+    pub mod v0 {
+        tonic::include_proto!("broadcast.v0");
+    }
+}

@@ -1,0 +1,161 @@
+//! The [`Provider`]: the one place that builds every repository and service once, from config,
+//! and records each service's [`ServiceRegistration`] (name, version, capabilities,
+//! dependencies, endpoints, health check, metrics prefix). The node's REST and gRPC handlers
+//! are thin adapters over the services it holds.
+//!
+//! # Adding a service
+//! 1. Write its module (`services/src/<name>/`): `model.rs` (records, inputs with
+//!    `deny_unknown_fields`, field rules), `repo.rs` (one `Queries` per dialect run through
+//!    `on_pool!`; tables `service_<name>_<entity>`; every write in a transaction that also
+//!    writes its audit row with `security::audit::insert!`), `mod.rs` (the service: each method
+//!    takes the [`Caller`](crate::security::Caller) first and calls
+//!    [`Policies::require`](crate::security::Policies::require)).
+//! 2. Add its migrations to `migrations/sqlite/` and `migrations/postgres/` and list them in
+//!    `db.rs`; add its default policies to the migration.
+//! 3. Optional cache: take an `Arc<dyn MetadataCache>` like the campaign service and forget
+//!    keys on every change.
+//! 4. Build it here in [`Provider::new`] (services with several dependencies get them passed
+//!    explicitly, e.g. the campaign service takes the broadcaster and the cache) and push its
+//!    [`ServiceRegistration`] in [`registrations`].
+//! 5. In `api`: a REST module under `api/src/http/` and a gRPC adapter under `api/src/grpc/`,
+//!    both calling the service's methods only; its proto under `proto/proto/<name>/v0/`.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::cache::{MetadataCache, NoCache};
+use crate::campaign::{Broadcaster, CampaignService};
+use crate::security::Policies;
+use crate::security::audit::AuditLog;
+use crate::user::{TokenConfig, TokenIssuer, UserService};
+use crate::{Database, ServiceError};
+
+/// What the provider is built from.
+pub struct ProviderConfig {
+    pub db: Database,
+    /// How the campaign service reaches the engine.
+    pub broadcaster: Arc<dyn Broadcaster>,
+    /// Where hot campaign records are cached (Redis in a cluster).
+    pub cache: Option<Arc<dyn MetadataCache>>,
+    pub tokens: TokenConfig,
+}
+
+/// Where a service can be called.
+#[derive(Debug, Clone, Serialize)]
+pub struct Endpoints {
+    /// REST path prefixes on `:8090`.
+    pub rest: Vec<&'static str>,
+    /// Fully qualified gRPC service names on `:8080`.
+    pub grpc: Vec<&'static str>,
+}
+
+/// What a service says about itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceRegistration {
+    pub name: &'static str,
+    pub version: &'static str,
+    pub capabilities: Vec<&'static str>,
+    /// Other services and infrastructure it needs.
+    pub dependencies: Vec<&'static str>,
+    pub endpoints: Endpoints,
+    /// What its health check verifies.
+    pub health_check: &'static str,
+    /// The prefix of its metrics on `:9090/metrics`.
+    pub metrics_prefix: &'static str,
+}
+
+/// Every service, built once.
+#[derive(Clone)]
+pub struct Provider {
+    pub db: Database,
+    pub policies: Policies,
+    pub campaigns: CampaignService,
+    pub users: UserService,
+    pub audit: AuditLog,
+}
+
+impl Provider {
+    /// Builds every service on `config.db` (already migrated).
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`] for a bad token config, database failures loading the
+    /// policies.
+    pub async fn new(config: ProviderConfig) -> Result<Self, ServiceError> {
+        let db = config.db;
+        let policies = Policies::load(db.clone()).await?;
+        let tokens = Arc::new(TokenIssuer::new(config.tokens)?);
+        let cache = config.cache.unwrap_or_else(|| Arc::new(NoCache));
+        Ok(Self {
+            campaigns: CampaignService::new(db.clone(), config.broadcaster, policies.clone())
+                .with_cache(cache),
+            users: UserService::new(db.clone(), policies.clone(), tokens),
+            audit: AuditLog::new(db.clone(), policies.clone()),
+            policies,
+            db,
+        })
+    }
+
+    /// Whether the service `name` can serve: its database answers.
+    pub async fn healthy(&self, name: &str) -> bool {
+        registrations().iter().any(|r| r.name == name) && self.db.ping().await
+    }
+}
+
+/// The registrations of every service the provider builds.
+pub fn registrations() -> Vec<ServiceRegistration> {
+    const V: &str = env!("CARGO_PKG_VERSION");
+    vec![
+        ServiceRegistration {
+            name: "campaign",
+            version: V,
+            capabilities: vec!["crud", "schedule", "state", "publish", "analytics"],
+            dependencies: vec!["database", "security", "broadcast-engine", "metadata-cache"],
+            endpoints: Endpoints {
+                rest: vec!["/api/campaigns"],
+                grpc: vec![
+                    "campaign.v0.CampaignService",
+                    "broadcast.v0.BroadcastService",
+                ],
+            },
+            health_check: "database ping",
+            metrics_prefix: "ovasabi_campaign",
+        },
+        ServiceRegistration {
+            name: "user",
+            version: V,
+            capabilities: vec!["register", "login", "jwt", "refresh", "profile"],
+            dependencies: vec!["database", "security"],
+            endpoints: Endpoints {
+                rest: vec!["/api/auth", "/api/users"],
+                grpc: vec!["user.v0.UserService"],
+            },
+            health_check: "database ping",
+            metrics_prefix: "ovasabi_user",
+        },
+        ServiceRegistration {
+            name: "security",
+            version: V,
+            capabilities: vec!["rbac", "audit-log", "audit-query", "compliance-export"],
+            dependencies: vec!["database"],
+            endpoints: Endpoints {
+                rest: vec!["/api/security"],
+                grpc: vec!["security.v0.SecurityService"],
+            },
+            health_check: "database ping",
+            metrics_prefix: "ovasabi_security",
+        },
+        ServiceRegistration {
+            name: "admin",
+            version: V,
+            capabilities: vec!["user-management", "roles", "disable", "audit-view"],
+            dependencies: vec!["database", "user", "security"],
+            endpoints: Endpoints {
+                rest: vec!["/api/admin"],
+                grpc: vec!["admin.v0.AdminService"],
+            },
+            health_check: "database ping",
+            metrics_prefix: "ovasabi_admin",
+        },
+    ]
+}

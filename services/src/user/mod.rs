@@ -1,0 +1,404 @@
+//! The user service: registration, login (argon2id hashes), JWT access and refresh tokens,
+//! profiles, and the admin operations on accounts (roles, disabling, listing). Tables
+//! `service_user_master` and `service_user_role`; every change writes its audit row in the
+//! same transaction.
+//!
+//! # Layout
+//! * `model`: records, requests, field rules; `repo`: storage; `password`: hashing;
+//!   `token`: JWT.
+
+pub mod model;
+mod password;
+mod repo;
+pub mod token;
+
+pub use model::{NewUser, ProfileUpdate, Tokens, User, UserFilter};
+pub use token::{Claims, TokenConfig, TokenIssuer};
+
+use std::sync::Arc;
+
+use crate::page::{Page, check_limit, paginate};
+use crate::security::{Caller, Policies, Role};
+use crate::time::{now_ms, rfc3339};
+use crate::{Database, ServiceError};
+use repo::{Account, UserRepo};
+
+/// User operations.
+#[derive(Clone, Debug)]
+pub struct UserService {
+    repo: UserRepo,
+    policies: Policies,
+    tokens: Arc<TokenIssuer>,
+}
+
+fn bad_credentials() -> ServiceError {
+    ServiceError::Unauthenticated {
+        message: "wrong username/email or password".to_owned(),
+    }
+}
+
+fn not_found(id: &str) -> ServiceError {
+    ServiceError::NotFound {
+        entity: "user",
+        id: id.to_owned(),
+    }
+}
+
+impl UserService {
+    pub fn new(db: Database, policies: Policies, tokens: Arc<TokenIssuer>) -> Self {
+        Self {
+            repo: UserRepo::new(db),
+            policies,
+            tokens,
+        }
+    }
+
+    /// The token issuer (the node checks access tokens with it).
+    pub fn tokens(&self) -> &TokenIssuer {
+        &self.tokens
+    }
+
+    /// The caller an `Authorization` bearer token stands for.
+    ///
+    /// # Errors
+    /// [`ServiceError::Unauthenticated`] for a bad or expired token.
+    pub fn authenticate(&self, access_token: &str) -> Result<Caller, ServiceError> {
+        self.tokens.caller(access_token)
+    }
+
+    async fn create_account(
+        &self,
+        caller: &Caller,
+        new: NewUser,
+        roles: Vec<Role>,
+    ) -> Result<User, ServiceError> {
+        let username = model::validate_username(&new.username)?;
+        let email = model::validate_email(&new.email)?;
+        model::validate_password("password", &new.password)?;
+        let display_name = match new.display_name.as_deref() {
+            Some(d) => model::validate_display_name(d)?,
+            None => username.clone(),
+        };
+        let at = now_ms();
+        let account = Account {
+            user: User {
+                id: uuid::Uuid::now_v7().to_string(),
+                username,
+                email,
+                display_name,
+                roles,
+                disabled: false,
+                created_at: rfc3339(at),
+                updated_at: rfc3339(at),
+            },
+            password_hash: password::hash(new.password).await?,
+        };
+        let audit = caller
+            .audit("user.register", "user", &account.user.id)
+            .after(&account.user);
+        self.repo.insert(&account, at, &audit).await?;
+        tracing::info!(user = %account.user.id, username = %account.user.username, "user registered");
+        Ok(account.user)
+    }
+
+    /// Registers a new account with the role `user`. Open to anyone.
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`] naming the field, [`ServiceError::Conflict`] for a taken
+    /// username or email.
+    pub async fn register(&self, caller: &Caller, new: NewUser) -> Result<User, ServiceError> {
+        self.create_account(caller, new, vec![Role::User]).await
+    }
+
+    /// Makes sure an admin account `username` exists (start-up bootstrap); creates it with
+    /// `password` when it does not. Returns the account and whether it was created.
+    ///
+    /// # Errors
+    /// As [`UserService::register`].
+    pub async fn ensure_admin(
+        &self,
+        username: &str,
+        email: &str,
+        password: &str,
+    ) -> Result<(User, bool), ServiceError> {
+        let name = model::validate_username(username)?;
+        if let Some(a) = self.repo.by_login(&name).await? {
+            return Ok((a.user, false));
+        }
+        let new = NewUser {
+            username: name.clone(),
+            email: email.to_owned(),
+            password: password.to_owned(),
+            display_name: Some("Administrator".to_owned()),
+        };
+        match self
+            .create_account(&Caller::system(), new, vec![Role::User, Role::Admin])
+            .await
+        {
+            Ok(user) => Ok((user, true)),
+            // Another node sharing the database created it at the same moment.
+            Err(ServiceError::Conflict { .. }) => match self.repo.by_login(&name).await? {
+                Some(a) => Ok((a.user, false)),
+                None => Err(ServiceError::Conflict {
+                    message: format!("email {email:?} belongs to another account"),
+                }),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    fn tokens_for(&self, user: User) -> Result<Tokens, ServiceError> {
+        Ok(Tokens {
+            access_token: self.tokens.access(&user.id, &user.roles)?,
+            refresh_token: self.tokens.refresh(&user.id)?,
+            token_type: "Bearer",
+            expires_in: self.tokens.access_ttl_secs(),
+            user,
+        })
+    }
+
+    /// Fresh tokens for an existing account (the `--dev` admin token at start-up).
+    ///
+    /// # Errors
+    /// [`ServiceError::NotFound`], signing failures.
+    pub async fn issue(&self, user_id: &str) -> Result<Tokens, ServiceError> {
+        let a = self
+            .repo
+            .by_id(user_id)
+            .await?
+            .ok_or_else(|| not_found(user_id))?;
+        self.tokens_for(a.user)
+    }
+
+    /// Checks a username or email and password; returns tokens.
+    ///
+    /// # Errors
+    /// [`ServiceError::Unauthenticated`] for an unknown login or a wrong password (the same
+    /// message and about the same time for both), [`ServiceError::Forbidden`] for a disabled
+    /// account.
+    pub async fn login(&self, login: &str, password: &str) -> Result<Tokens, ServiceError> {
+        if login.is_empty() || login.len() > model::MAX_EMAIL_LEN || password.len() > 1024 {
+            return Err(bad_credentials());
+        }
+        let account = self
+            .repo
+            .by_login(&login.trim().to_ascii_lowercase())
+            .await?;
+        let stored = account
+            .as_ref()
+            .map_or(password::DECOY, |a| a.password_hash.as_str())
+            .to_owned();
+        let ok = password::verify(password.to_owned(), stored).await?;
+        let Some(account) = account.filter(|_| ok) else {
+            tracing::info!(login = %login, "login failed");
+            return Err(bad_credentials());
+        };
+        if account.user.disabled {
+            return Err(ServiceError::Forbidden {
+                message: "this account is disabled".to_owned(),
+            });
+        }
+        tracing::info!(user = %account.user.id, "login");
+        self.tokens_for(account.user)
+    }
+
+    /// New tokens for a valid refresh token, with the account's current roles.
+    ///
+    /// # Errors
+    /// [`ServiceError::Unauthenticated`] for a bad or expired token or a deleted account,
+    /// [`ServiceError::Forbidden`] for a disabled one.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Tokens, ServiceError> {
+        let claims = self.tokens.verify(refresh_token, "refresh")?;
+        let account =
+            self.repo
+                .by_id(&claims.sub)
+                .await?
+                .ok_or_else(|| ServiceError::Unauthenticated {
+                    message: "the token's account no longer exists".to_owned(),
+                })?;
+        if account.user.disabled {
+            return Err(ServiceError::Forbidden {
+                message: "this account is disabled".to_owned(),
+            });
+        }
+        self.tokens_for(account.user)
+    }
+
+    /// The signed-in caller's account.
+    ///
+    /// # Errors
+    /// [`ServiceError::Unauthenticated`] without a user, [`ServiceError::NotFound`].
+    pub async fn me(&self, caller: &Caller) -> Result<User, ServiceError> {
+        let id = caller.require_user()?;
+        Ok(self
+            .repo
+            .by_id(id)
+            .await?
+            .ok_or_else(|| not_found(id))?
+            .user)
+    }
+
+    /// A user: callers read their own account; reading others needs `read` on `user`.
+    ///
+    /// # Errors
+    /// [`ServiceError::Unauthenticated`]/[`ServiceError::Forbidden`], [`ServiceError::NotFound`].
+    pub async fn get(&self, caller: &Caller, id: &str) -> Result<User, ServiceError> {
+        if caller.user_id() != Some(id) {
+            self.policies.require(caller, "user", "read")?;
+        }
+        Ok(self
+            .repo
+            .by_id(id)
+            .await?
+            .ok_or_else(|| not_found(id))?
+            .user)
+    }
+
+    /// Changes the caller's display name, email or password (the last needs the current
+    /// password).
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`], [`ServiceError::Unauthenticated`] (also for a wrong current
+    /// password), [`ServiceError::Conflict`] for a taken email.
+    pub async fn update_profile(
+        &self,
+        caller: &Caller,
+        change: ProfileUpdate,
+    ) -> Result<User, ServiceError> {
+        let id = caller.require_user()?.to_owned();
+        let display_name = change
+            .display_name
+            .as_deref()
+            .map(model::validate_display_name)
+            .transpose()?;
+        let email = change
+            .email
+            .as_deref()
+            .map(model::validate_email)
+            .transpose()?;
+        let new_hash = match change.new_password {
+            Some(new) => {
+                model::validate_password("new_password", &new)?;
+                let Some(current) = change.current_password else {
+                    return Err(ServiceError::invalid(
+                        "current_password",
+                        "required to set a new password",
+                    ));
+                };
+                let account = self.repo.by_id(&id).await?.ok_or_else(|| not_found(&id))?;
+                if !password::verify(current, account.password_hash).await? {
+                    return Err(ServiceError::Unauthenticated {
+                        message: "current_password is wrong".to_owned(),
+                    });
+                }
+                Some(password::hash(new).await?)
+            }
+            None => None,
+        };
+        let audit = caller.audit("user.update_profile", "user", &id);
+        self.repo
+            .update(&id, now_ms(), audit, |a| {
+                if let Some(d) = display_name {
+                    a.user.display_name = d;
+                }
+                if let Some(e) = email {
+                    a.user.email = e;
+                }
+                if let Some(h) = new_hash {
+                    a.password_hash = h;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// A page of users matching `filter`. Needs `manage` on `user`.
+    ///
+    /// # Errors
+    /// [`ServiceError::Unauthenticated`]/[`ServiceError::Forbidden`], [`ServiceError::Invalid`].
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        filter: &UserFilter,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<Page<User>, ServiceError> {
+        self.policies.require(caller, "user", "manage")?;
+        let limit = check_limit(limit)?;
+        if let Some(q) = &filter.query
+            && (q.is_empty() || q.chars().count() > model::MAX_QUERY_LEN)
+        {
+            return Err(ServiceError::invalid("query", "must have 1-100 characters"));
+        }
+        let rows = self.repo.list(filter, cursor, limit + 1).await?;
+        Ok(paginate(rows, limit, |u| u.id.clone()))
+    }
+
+    /// Grants (`grant = true`) or revokes a role. Needs `manage` on `user`; an admin cannot
+    /// revoke their own admin role.
+    ///
+    /// # Errors
+    /// As [`UserService::list`], [`ServiceError::NotFound`], [`ServiceError::Conflict`].
+    pub async fn set_role(
+        &self,
+        caller: &Caller,
+        id: &str,
+        role: Role,
+        grant: bool,
+    ) -> Result<User, ServiceError> {
+        self.policies.require(caller, "user", "manage")?;
+        if !grant && role == Role::Admin && caller.user_id() == Some(id) {
+            return Err(ServiceError::Conflict {
+                message: "you cannot revoke your own admin role".to_owned(),
+            });
+        }
+        let action = if grant {
+            "user.grant_role"
+        } else {
+            "user.revoke_role"
+        };
+        let audit = caller.audit(action, "user", id);
+        self.repo
+            .update(id, now_ms(), audit, |a| {
+                if grant {
+                    a.user.roles.push(role);
+                } else {
+                    a.user.roles.retain(|r| *r != role);
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Disables or enables an account: a disabled account cannot log in or refresh (its
+    /// access tokens run out within their lifetime). Needs `manage` on `user`; nobody can
+    /// disable themselves.
+    ///
+    /// # Errors
+    /// As [`UserService::set_role`].
+    pub async fn set_disabled(
+        &self,
+        caller: &Caller,
+        id: &str,
+        disabled: bool,
+    ) -> Result<User, ServiceError> {
+        self.policies.require(caller, "user", "manage")?;
+        if disabled && caller.user_id() == Some(id) {
+            return Err(ServiceError::Conflict {
+                message: "you cannot disable your own account".to_owned(),
+            });
+        }
+        let action = if disabled {
+            "user.disable"
+        } else {
+            "user.enable"
+        };
+        let audit = caller.audit(action, "user", id);
+        self.repo
+            .update(id, now_ms(), audit, |a| {
+                a.user.disabled = disabled;
+                Ok(())
+            })
+            .await
+    }
+}

@@ -1,0 +1,234 @@
+//! Access and refresh tokens: JWT signed with HS256 and the configured secret. An access token
+//! carries the user's roles; a refresh token only the subject, so a refresh re-reads the roles
+//! and the disabled flag from the database.
+
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::ServiceError;
+use crate::security::{Caller, Role};
+use crate::time::now_ms;
+
+/// How tokens are signed and how long they live.
+#[derive(Clone)]
+pub struct TokenConfig {
+    /// The HS256 secret (at least 32 bytes).
+    pub secret: Vec<u8>,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+}
+
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("secret", &"<redacted>")
+            .field("access_ttl", &self.access_ttl)
+            .field("refresh_ttl", &self.refresh_ttl)
+            .finish()
+    }
+}
+
+/// Shortest accepted secret, in bytes.
+pub const MIN_SECRET_LEN: usize = 32;
+
+const ISSUER: &str = "ovasabi";
+
+/// The claims of both kinds of token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    /// `access` or `refresh`.
+    pub typ: String,
+    #[serde(default)]
+    pub roles: Vec<Role>,
+    pub iat: i64,
+    pub exp: i64,
+    pub iss: String,
+    pub jti: String,
+}
+
+/// Issues and checks tokens.
+#[derive(Clone)]
+pub struct TokenIssuer {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    config: TokenConfig,
+}
+
+impl std::fmt::Debug for TokenIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenIssuer")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+fn unauthenticated(message: impl Into<String>) -> ServiceError {
+    ServiceError::Unauthenticated {
+        message: message.into(),
+    }
+}
+
+impl TokenIssuer {
+    /// # Errors
+    /// [`ServiceError::Invalid`] for a secret shorter than 32 bytes.
+    pub fn new(config: TokenConfig) -> Result<Self, ServiceError> {
+        if config.secret.len() < MIN_SECRET_LEN {
+            return Err(ServiceError::invalid(
+                "jwt_secret",
+                format!("must have at least {MIN_SECRET_LEN} bytes"),
+            ));
+        }
+        Ok(Self {
+            encoding: EncodingKey::from_secret(&config.secret),
+            decoding: DecodingKey::from_secret(&config.secret),
+            config,
+        })
+    }
+
+    /// Seconds an access token lives.
+    pub fn access_ttl_secs(&self) -> i64 {
+        i64::try_from(self.config.access_ttl.as_secs()).unwrap_or(i64::MAX)
+    }
+
+    fn issue(
+        &self,
+        sub: &str,
+        typ: &str,
+        roles: &[Role],
+        ttl: Duration,
+    ) -> Result<String, ServiceError> {
+        let iat = now_ms() / 1000;
+        let claims = Claims {
+            sub: sub.to_owned(),
+            typ: typ.to_owned(),
+            roles: roles.to_vec(),
+            iat,
+            exp: iat.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
+            iss: ISSUER.to_owned(),
+            jti: uuid::Uuid::now_v7().to_string(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(|e| {
+            ServiceError::Database(sqlx::Error::Protocol(format!("signing a token: {e}")))
+        })
+    }
+
+    /// An access token for `sub` with `roles`.
+    ///
+    /// # Errors
+    /// When signing fails.
+    pub fn access(&self, sub: &str, roles: &[Role]) -> Result<String, ServiceError> {
+        self.issue(sub, "access", roles, self.config.access_ttl)
+    }
+
+    /// A refresh token for `sub`.
+    ///
+    /// # Errors
+    /// When signing fails.
+    pub fn refresh(&self, sub: &str) -> Result<String, ServiceError> {
+        self.issue(sub, "refresh", &[], self.config.refresh_ttl)
+    }
+
+    /// The claims of a valid, unexpired token of kind `typ`.
+    ///
+    /// # Errors
+    /// [`ServiceError::Unauthenticated`] saying what is wrong with it.
+    pub fn verify(&self, token: &str, typ: &str) -> Result<Claims, ServiceError> {
+        let mut v = Validation::new(Algorithm::HS256);
+        v.set_issuer(&[ISSUER]);
+        v.leeway = 5;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &v).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::ExpiredSignature => unauthenticated("the token has expired"),
+                ErrorKind::InvalidSignature => unauthenticated("the token's signature is invalid"),
+                _ => unauthenticated(format!("the token is not valid: {e}")),
+            }
+        })?;
+        if data.claims.typ != typ {
+            return Err(unauthenticated(format!(
+                "expected an {typ} token, got a {} token",
+                data.claims.typ
+            )));
+        }
+        Ok(data.claims)
+    }
+
+    /// The caller an access token stands for.
+    ///
+    /// # Errors
+    /// As [`TokenIssuer::verify`].
+    pub fn caller(&self, access_token: &str) -> Result<Caller, ServiceError> {
+        let c = self.verify(access_token, "access")?;
+        Ok(Caller::user(c.sub, c.roles))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issuer(ttl: u64) -> TokenIssuer {
+        TokenIssuer::new(TokenConfig {
+            secret: vec![7; 32],
+            access_ttl: Duration::from_secs(ttl),
+            refresh_ttl: Duration::from_secs(3600),
+        })
+        .expect("issuer")
+    }
+
+    #[test]
+    fn round_trip_and_kinds() {
+        let i = issuer(60);
+        let t = i.access("u1", &[Role::Admin]).expect("token");
+        let caller = i.caller(&t).expect("valid");
+        assert_eq!(caller.user_id(), Some("u1"));
+        assert!(caller.has_role(Role::Admin));
+        assert!(matches!(
+            i.verify(&t, "refresh"),
+            Err(ServiceError::Unauthenticated { .. })
+        ));
+        let r = i.refresh("u1").expect("refresh");
+        assert!(
+            i.caller(&r).is_err(),
+            "a refresh token is not an access token"
+        );
+    }
+
+    #[test]
+    fn rejects_other_secrets_garbage_and_short_secrets() {
+        let t = issuer(60).access("u1", &[]).expect("token");
+        let other = TokenIssuer::new(TokenConfig {
+            secret: vec![8; 32],
+            access_ttl: Duration::from_secs(60),
+            refresh_ttl: Duration::from_secs(60),
+        })
+        .expect("issuer");
+        assert!(other.caller(&t).is_err());
+        assert!(issuer(60).caller("not.a.token").is_err());
+        assert!(issuer(60).caller("").is_err());
+        assert!(
+            TokenIssuer::new(TokenConfig {
+                secret: vec![1; 31],
+                access_ttl: Duration::from_secs(1),
+                refresh_ttl: Duration::from_secs(1),
+            })
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn rejects_expired_tokens() {
+        let i = issuer(0);
+        let mut c = i
+            .verify(&i.access("u1", &[]).expect("t"), "access")
+            .expect("fresh");
+        c.exp = now_ms() / 1000 - 60;
+        let old =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &c, &i.encoding).expect("sign");
+        let e = i.caller(&old).expect_err("expired");
+        assert!(e.to_string().contains("expired"), "{e}");
+    }
+}

@@ -1,0 +1,577 @@
+//! The user service on real SQLite (a fresh file per test) and Postgres (a schema per run,
+//! when `OVASABI_TEST_DATABASE_URL` is set): registration, login, tokens, profiles, admin
+//! operations, RBAC, and the audit rows each change writes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use services::security::audit::{AuditFilter, AuditLog};
+use services::security::{Caller, Policies, Role};
+use services::user::{NewUser, ProfileUpdate, TokenConfig, TokenIssuer, UserFilter, UserService};
+use services::{Database, ServiceError};
+
+fn unique(tag: &str) -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{tag}_{}_{n}", std::process::id())
+}
+
+struct Fixture {
+    users: UserService,
+    log: AuditLog,
+    db: Database,
+    drop_schema: Option<(String, String)>,
+    dir: Option<std::path::PathBuf>,
+}
+
+impl Fixture {
+    async fn with(db: Database) -> Self {
+        db.migrate().await.expect("migrate");
+        let policies = Policies::load(db.clone()).await.expect("policies");
+        let tokens = TokenIssuer::new(TokenConfig {
+            secret: b"a test secret that is long enough!!".to_vec(),
+            access_ttl: Duration::from_secs(900),
+            refresh_ttl: Duration::from_secs(3600),
+        })
+        .expect("issuer");
+        Self {
+            users: UserService::new(db.clone(), policies.clone(), Arc::new(tokens)),
+            log: AuditLog::new(db.clone(), policies),
+            db,
+            drop_schema: None,
+            dir: None,
+        }
+    }
+
+    async fn finish(self) {
+        self.db.close().await;
+        if let Some(dir) = self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        if let Some((url, schema)) = self.drop_schema {
+            let admin = Database::connect(&url).await.expect("connect");
+            if let Database::Postgres(pool) = &admin {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP SCHEMA \"{schema}\" CASCADE"
+                )))
+                .execute(pool)
+                .await
+                .expect("drop schema");
+            }
+            admin.close().await;
+        }
+    }
+}
+
+async fn fixtures() -> Vec<Fixture> {
+    let dir = std::env::temp_dir().join(unique("ovasabi-user"));
+    let sqlite = Database::connect(&format!("sqlite://{}/test.db", dir.display()))
+        .await
+        .expect("open sqlite");
+    let mut f = Fixture::with(sqlite).await;
+    f.dir = Some(dir);
+    let mut out = vec![f];
+    match std::env::var("OVASABI_TEST_DATABASE_URL") {
+        Ok(url) => {
+            let schema = unique("ovasabi_user");
+            let admin = Database::connect(&url).await.expect("connect");
+            if let Database::Postgres(pool) = &admin {
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
+                    .execute(pool)
+                    .await
+                    .expect("create schema");
+            }
+            admin.close().await;
+            let sep = if url.contains('?') { '&' } else { '?' };
+            let db = Database::connect(&format!("{url}{sep}options=-csearch_path%3D{schema}"))
+                .await
+                .expect("connect to the schema");
+            let mut f = Fixture::with(db).await;
+            f.drop_schema = Some((url, schema));
+            out.push(f);
+        }
+        Err(_) => eprintln!(
+            "SKIPPED: OVASABI_TEST_DATABASE_URL is not set; the Postgres run of this suite did not run"
+        ),
+    }
+    out
+}
+
+fn new(username: &str) -> NewUser {
+    NewUser {
+        username: username.to_owned(),
+        email: format!("{username}@example.org"),
+        password: "correct horse battery".to_owned(),
+        display_name: None,
+    }
+}
+
+#[tokio::test]
+async fn register_login_refresh_and_profile() {
+    for f in fixtures().await {
+        let anon = Caller::anonymous().from_addr("127.0.0.1:4000");
+        let u = f
+            .users
+            .register(&anon, new("Alice"))
+            .await
+            .expect("register");
+        assert_eq!(u.username, "alice", "usernames are case-insensitive");
+        assert_eq!(u.roles, [Role::User]);
+        assert!(!u.disabled);
+
+        let t = f
+            .users
+            .login("alice", "correct horse battery")
+            .await
+            .expect("login");
+        assert_eq!(t.token_type, "Bearer");
+        assert_eq!(t.expires_in, 900);
+        let caller = f.users.authenticate(&t.access_token).expect("valid token");
+        assert_eq!(caller.user_id(), Some(u.id.as_str()));
+        assert!(
+            f.users
+                .login("ALICE@example.org", "correct horse battery")
+                .await
+                .is_ok()
+        );
+        assert!(matches!(
+            f.users.login("alice", "wrong password!").await,
+            Err(ServiceError::Unauthenticated { .. })
+        ));
+        assert!(matches!(
+            f.users.login("nobody", "correct horse battery").await,
+            Err(ServiceError::Unauthenticated { .. })
+        ));
+        assert!(f.users.authenticate(&t.refresh_token).is_err());
+        let again = f.users.refresh(&t.refresh_token).await.expect("refresh");
+        assert_eq!(again.user.id, u.id);
+        assert!(f.users.refresh(&t.access_token).await.is_err());
+
+        assert_eq!(f.users.me(&caller).await.expect("me").id, u.id);
+        assert!(matches!(
+            f.users.me(&anon).await,
+            Err(ServiceError::Unauthenticated { .. })
+        ));
+
+        let changed = f
+            .users
+            .update_profile(
+                &caller,
+                ProfileUpdate {
+                    display_name: Some("Alice A.".into()),
+                    new_password: Some("a new long password".into()),
+                    current_password: Some("correct horse battery".into()),
+                    ..ProfileUpdate::default()
+                },
+            )
+            .await
+            .expect("update");
+        assert_eq!(changed.display_name, "Alice A.");
+        assert!(f.users.login("alice", "a new long password").await.is_ok());
+        assert!(
+            f.users
+                .login("alice", "correct horse battery")
+                .await
+                .is_err()
+        );
+        assert!(matches!(
+            f.users
+                .update_profile(
+                    &caller,
+                    ProfileUpdate {
+                        new_password: Some("another password".into()),
+                        current_password: Some("wrong".into()),
+                        ..ProfileUpdate::default()
+                    },
+                )
+                .await,
+            Err(ServiceError::Unauthenticated { .. })
+        ));
+
+        // Audit: registration (by anonymous, with the address) and the profile change.
+        let rows = f
+            .log
+            .query(
+                &Caller::system(),
+                &AuditFilter {
+                    entity_id: Some(u.id.clone()),
+                    ..AuditFilter::default()
+                },
+                None,
+                None,
+            )
+            .await
+            .expect("audit")
+            .items;
+        let actions: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
+        assert_eq!(actions, ["user.register", "user.update_profile"]);
+        assert_eq!(rows[0].actor, "anonymous");
+        assert_eq!(rows[0].client_addr.as_deref(), Some("127.0.0.1:4000"));
+        assert_eq!(rows[1].actor, u.id);
+        let text = serde_json::to_string(&rows).expect("json");
+        assert!(
+            !text.contains("argon2"),
+            "no password hash in the audit log"
+        );
+        f.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn bad_registrations_are_refused_and_write_nothing() {
+    for f in fixtures().await {
+        let anon = Caller::anonymous();
+        f.users.register(&anon, new("bob")).await.expect("first");
+        let cases: Vec<(NewUser, &str)> = vec![
+            (
+                NewUser {
+                    username: "ab".into(),
+                    ..new("xx1")
+                },
+                "username",
+            ),
+            (
+                NewUser {
+                    username: "has space".into(),
+                    ..new("xx2")
+                },
+                "username",
+            ),
+            (
+                NewUser {
+                    username: "x".repeat(33),
+                    ..new("xx3")
+                },
+                "username",
+            ),
+            (
+                NewUser {
+                    email: "not-an-email".into(),
+                    ..new("xx4")
+                },
+                "email",
+            ),
+            (
+                NewUser {
+                    email: format!("{}@example.org", "e".repeat(250)),
+                    ..new("xx5")
+                },
+                "email",
+            ),
+            (
+                NewUser {
+                    password: "short".into(),
+                    ..new("xx6")
+                },
+                "password",
+            ),
+            (
+                NewUser {
+                    password: "p".repeat(129),
+                    ..new("xx7")
+                },
+                "password",
+            ),
+            (
+                NewUser {
+                    display_name: Some("\u{7}bell".into()),
+                    ..new("xx8")
+                },
+                "display_name",
+            ),
+        ];
+        for (bad, field) in cases {
+            match f.users.register(&anon, bad).await {
+                Err(ServiceError::Invalid { field: got, .. }) => assert_eq!(got, field),
+                other => panic!("expected Invalid {field}, got {other:?}"),
+            }
+        }
+        let dup_name = f
+            .users
+            .register(
+                &anon,
+                NewUser {
+                    email: "other@example.org".into(),
+                    ..new("BOB")
+                },
+            )
+            .await;
+        assert!(
+            matches!(dup_name, Err(ServiceError::Conflict { ref message }) if message.contains("username")),
+            "{dup_name:?}"
+        );
+        let dup_mail = f
+            .users
+            .register(
+                &anon,
+                NewUser {
+                    email: "bob@example.org".into(),
+                    ..new("bobby")
+                },
+            )
+            .await;
+        assert!(
+            matches!(dup_mail, Err(ServiceError::Conflict { ref message }) if message.contains("email")),
+            "{dup_mail:?}"
+        );
+        let all = f
+            .users
+            .list(&Caller::system(), &UserFilter::default(), None, None)
+            .await
+            .expect("list");
+        assert_eq!(all.items.len(), 1, "nothing half-written");
+        let audit = f
+            .log
+            .query(&Caller::system(), &AuditFilter::default(), None, None)
+            .await
+            .expect("audit");
+        assert_eq!(
+            audit.items.len(),
+            1,
+            "one audit row, for the one registration"
+        );
+        f.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn admins_manage_roles_and_accounts_and_others_cannot() {
+    for f in fixtures().await {
+        let anon = Caller::anonymous();
+        let (admin, created) = f
+            .users
+            .ensure_admin("root", "root@example.org", "the admin password")
+            .await
+            .expect("bootstrap");
+        assert!(created);
+        assert!(
+            !f.users
+                .ensure_admin("root", "root@example.org", "ignored")
+                .await
+                .expect("again")
+                .1
+        );
+        assert_eq!(admin.roles, [Role::User, Role::Admin]);
+        let admin_caller = f
+            .users
+            .authenticate(&f.users.issue(&admin.id).await.expect("issue").access_token)
+            .expect("caller");
+        let carol = f.users.register(&anon, new("carol")).await.expect("carol");
+        let dave = f.users.register(&anon, new("dave")).await.expect("dave");
+        let carol_caller = Caller::user(&carol.id, carol.roles.clone());
+
+        // Only admins manage users.
+        for r in [
+            f.users
+                .set_role(&carol_caller, &dave.id, Role::Admin, true)
+                .await
+                .err(),
+            f.users
+                .set_disabled(&carol_caller, &dave.id, true)
+                .await
+                .err(),
+            f.users
+                .list(&carol_caller, &UserFilter::default(), None, None)
+                .await
+                .err(),
+            f.users.get(&carol_caller, &dave.id).await.err(),
+        ] {
+            assert!(matches!(r, Some(ServiceError::Forbidden { .. })), "{r:?}");
+        }
+        assert!(matches!(
+            f.users
+                .list(&anon, &UserFilter::default(), None, None)
+                .await,
+            Err(ServiceError::Unauthenticated { .. })
+        ));
+
+        let dave2 = f
+            .users
+            .set_role(&admin_caller, &dave.id, Role::CampaignManager, true)
+            .await
+            .expect("grant");
+        assert_eq!(dave2.roles, [Role::User, Role::CampaignManager]);
+        let again = f
+            .users
+            .set_role(&admin_caller, &dave.id, Role::CampaignManager, true)
+            .await
+            .expect("idempotent");
+        assert_eq!(again.roles, dave2.roles);
+        let managers = f
+            .users
+            .list(
+                &admin_caller,
+                &UserFilter {
+                    role: Some(Role::CampaignManager),
+                    ..UserFilter::default()
+                },
+                None,
+                None,
+            )
+            .await
+            .expect("filter by role");
+        assert_eq!(
+            managers
+                .items
+                .iter()
+                .map(|u| u.username.as_str())
+                .collect::<Vec<_>>(),
+            ["dave"]
+        );
+        // Login reflects the new roles.
+        let t = f
+            .users
+            .login("dave", "correct horse battery")
+            .await
+            .expect("login");
+        assert!(
+            f.users
+                .authenticate(&t.access_token)
+                .expect("c")
+                .has_role(Role::CampaignManager)
+        );
+
+        f.users
+            .set_disabled(&admin_caller, &carol.id, true)
+            .await
+            .expect("disable");
+        assert!(matches!(
+            f.users.login("carol", "correct horse battery").await,
+            Err(ServiceError::Forbidden { .. })
+        ));
+        let disabled = f
+            .users
+            .list(
+                &admin_caller,
+                &UserFilter {
+                    disabled: Some(true),
+                    ..UserFilter::default()
+                },
+                None,
+                None,
+            )
+            .await
+            .expect("disabled");
+        assert_eq!(disabled.items.len(), 1);
+        f.users
+            .set_disabled(&admin_caller, &carol.id, false)
+            .await
+            .expect("enable");
+        assert!(
+            f.users
+                .login("carol", "correct horse battery")
+                .await
+                .is_ok()
+        );
+
+        // Search and pagination; LIKE wildcards in the query are literal.
+        let q = |s: &str| UserFilter {
+            query: Some(s.into()),
+            ..UserFilter::default()
+        };
+        assert_eq!(
+            f.users
+                .list(&admin_caller, &q("CAR"), None, None)
+                .await
+                .expect("q")
+                .items
+                .len(),
+            1
+        );
+        assert_eq!(
+            f.users
+                .list(&admin_caller, &q("%"), None, None)
+                .await
+                .expect("q")
+                .items
+                .len(),
+            0
+        );
+        assert_eq!(
+            f.users
+                .list(&admin_caller, &q("_"), None, None)
+                .await
+                .expect("q")
+                .items
+                .len(),
+            0
+        );
+        let p1 = f
+            .users
+            .list(&admin_caller, &UserFilter::default(), Some(2), None)
+            .await
+            .expect("p1");
+        assert_eq!(p1.items.len(), 2);
+        let p2 = f
+            .users
+            .list(
+                &admin_caller,
+                &UserFilter::default(),
+                Some(2),
+                p1.next_cursor.as_deref(),
+            )
+            .await
+            .expect("p2");
+        assert_eq!(p2.items.len(), 1);
+        assert!(p2.next_cursor.is_none());
+        assert!(matches!(
+            f.users
+                .list(&admin_caller, &UserFilter::default(), Some(0), None)
+                .await,
+            Err(ServiceError::Invalid { .. })
+        ));
+
+        // Self-protection and unknown ids.
+        assert!(matches!(
+            f.users.set_disabled(&admin_caller, &admin.id, true).await,
+            Err(ServiceError::Conflict { .. })
+        ));
+        assert!(matches!(
+            f.users
+                .set_role(&admin_caller, &admin.id, Role::Admin, false)
+                .await,
+            Err(ServiceError::Conflict { .. })
+        ));
+        assert!(matches!(
+            f.users.set_disabled(&admin_caller, "nope", true).await,
+            Err(ServiceError::NotFound { .. })
+        ));
+
+        let rows = f
+            .log
+            .query(
+                &admin_caller,
+                &AuditFilter {
+                    actor: Some(admin.id.clone()),
+                    ..AuditFilter::default()
+                },
+                None,
+                None,
+            )
+            .await
+            .expect("audit")
+            .items;
+        let actions: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
+        assert_eq!(
+            actions,
+            [
+                "user.grant_role",
+                "user.grant_role",
+                "user.disable",
+                "user.enable"
+            ]
+        );
+        assert_eq!(
+            rows[2].before.as_ref().and_then(|v| v.get("disabled")),
+            Some(&serde_json::json!(false))
+        );
+        assert_eq!(
+            rows[2].after.as_ref().and_then(|v| v.get("disabled")),
+            Some(&serde_json::json!(true))
+        );
+        f.finish().await;
+    }
+}
