@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::broadcaster::EngineBroadcaster;
 use crate::cache::{METADATA_TTL, RedisMetadataCache};
 use crate::config::Config;
-use crate::{http, ops};
+use crate::{grpc, http, ops};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +65,8 @@ pub struct Running {
     pub http_addr: SocketAddr,
     /// Where `/metrics`, `/healthz` and `/readyz` listen.
     pub metrics_addr: SocketAddr,
+    /// Where gRPC listens.
+    pub grpc_addr: SocketAddr,
     pub node: Node,
     pub services: Provider,
     /// The token printed at start in `dev` mode (the admin account's).
@@ -75,6 +77,8 @@ pub struct Running {
     http_task: JoinHandle<()>,
     stop_ops: CancellationToken,
     ops_task: JoinHandle<()>,
+    stop_grpc: CancellationToken,
+    grpc_task: JoinHandle<()>,
     /// Stops the bus's background connection (Redis pub/sub).
     stop_bus: CancellationToken,
 }
@@ -104,6 +108,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let db = open_database(&config).await?;
     let http_listener = bind(config.http_addr).await?;
     let ops_listener = bind(config.metrics_addr).await?;
+    let grpc_listener = bind(config.grpc_addr).await?;
+    let grpc_addr = grpc_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            addr: config.grpc_addr,
+            source,
+        })?;
     let http_addr = http_listener
         .local_addr()
         .map_err(|source| StartError::Bind {
@@ -231,9 +242,23 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             }
         }
     });
+    let stop_grpc = CancellationToken::new();
+    let grpc_task = tokio::spawn({
+        let state = grpc::GrpcState {
+            services: services.clone(),
+            node: node.clone(),
+        };
+        let stop = stop_grpc.clone();
+        async move {
+            if let Err(e) = grpc::serve(state, grpc_listener, stop).await {
+                tracing::error!(error = %e, "gRPC server cannot start");
+            }
+        }
+    });
     tracing::info!(
         node = node.id(),
         http = %http_addr,
+        grpc = %grpc_addr,
         metrics = %metrics_addr,
         database = %config.database_url(),
         campaigns = started,
@@ -242,6 +267,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     Ok(Running {
         http_addr,
         metrics_addr,
+        grpc_addr,
         node,
         services,
         dev_admin_token,
@@ -251,6 +277,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         http_task,
         stop_ops,
         ops_task,
+        stop_grpc,
+        grpc_task,
         stop_bus,
     })
 }
@@ -299,6 +327,7 @@ impl Running {
     pub async fn shutdown(self) -> bool {
         tracing::info!(drain = ?self.config.shutdown_drain, "shutting down");
         self.stop_http.cancel();
+        self.stop_grpc.cancel();
         if !self.config.shutdown_drain.is_zero() {
             tokio::time::sleep(self.config.shutdown_drain).await;
         }
@@ -307,6 +336,7 @@ impl Running {
         // stopped whatever they are doing.
         for (task, stop) in [
             (self.http_task, None),
+            (self.grpc_task, None),
             (self.ops_task, Some(&self.stop_ops)),
         ] {
             if let Some(stop) = stop {

@@ -48,6 +48,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::Conflict { .. } => {
                 Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
+            ServiceError::Duplicate { .. } => {
+                Self::new(StatusCode::CONFLICT, "already_exists", e.to_string())
+            }
             ServiceError::Unauthenticated { .. } => {
                 Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string())
             }

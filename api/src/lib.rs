@@ -1,11 +1,12 @@
-//! The OVASABI node: composes the engine and the services, serves REST + WebSocket on `:8090`
-//! and metrics and health on `:9090`, reads the layered configuration, and shuts down
+//! The OVASABI node: composes the engine and the services, serves REST + WebSocket on `:8090`,
+//! gRPC on `:8080`, and metrics and health on `:9090`, reads the layered configuration, and shuts down
 //! gracefully. The only crate that reads the environment, binds ports, or knows HTTP.
 //!
 //! # Layout
 //! * [`config`]: layered configuration and its validation.
 //! * [`app`]: wiring, start and ordered shutdown.
 //! * [`http`]: REST, WebSocket upgrade and the web page; [`error`]: errors as JSON.
+//! * [`grpc`]: the gRPC adapters, health and reflection.
 //! * [`ops`]: `/metrics`, `/healthz`, `/readyz`.
 //! * [`broadcaster`]: the services' broadcaster implemented with the engine.
 //! * [`cache`]: the services' metadata cache on Redis.
@@ -15,5 +16,6 @@ pub mod broadcaster;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod grpc;
 pub mod http;
 pub mod ops;

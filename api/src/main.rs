@@ -197,8 +197,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("cannot start the node")?;
     println!(
-        "ovasabi listening: http://{} (REST, WebSocket, web page), http://{}/metrics",
-        running.http_addr, running.metrics_addr
+        "ovasabi listening: http://{} (REST, WebSocket, web page), grpc://{}, http://{}/metrics",
+        running.http_addr, running.grpc_addr, running.metrics_addr
     );
     if let Some(token) = &running.dev_admin_token {
         println!(

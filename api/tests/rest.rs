@@ -2,19 +2,8 @@
 
 mod common;
 
-use common::TestNode;
+use common::{TestNode, assert_error};
 use serde_json::{Value, json};
-
-fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
-    assert_eq!(status, want_status, "{body}");
-    assert_eq!(body["error"]["code"], want_code, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
-}
 
 #[tokio::test]
 async fn campaign_crud_state_events_and_stats() {
@@ -138,7 +127,7 @@ async fn bad_inputs_get_json_errors_and_change_nothing() {
             Some(json!({"name": "dup", "slug": "target"})),
         )
         .await;
-    assert_error(s, &b, 409, "conflict");
+    assert_error(s, &b, 409, "already_exists");
     let (_, list) = node.call("GET", "/api/campaigns", None).await;
     assert_eq!(
         list["items"].as_array().expect("items").len(),

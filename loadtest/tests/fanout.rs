@@ -11,6 +11,7 @@ async fn node() -> (api::app::Running, std::path::PathBuf) {
     let config = api::config::Config {
         http_addr: "127.0.0.1:0".parse().expect("addr"),
         metrics_addr: "127.0.0.1:0".parse().expect("addr"),
+        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
         database_url: Some(format!("sqlite://{}/db.sqlite", dir.display())),
         node_id: Some("lt".into()),
         dev: true,

@@ -28,6 +28,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "user_security",
         include_str!("../../migrations/sqlite/0002_user_security.sql"),
     ),
+    (
+        3,
+        "content",
+        include_str!("../../migrations/sqlite/0003_content.sql"),
+    ),
 ];
 
 /// Postgres migrations, in step with the SQLite ones.
@@ -41,6 +46,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "user_security",
         include_str!("../../migrations/postgres/0002_user_security.sql"),
+    ),
+    (
+        3,
+        "content",
+        include_str!("../../migrations/postgres/0003_content.sql"),
     ),
 ];
 

@@ -9,7 +9,10 @@ pub enum ServiceError {
     /// No such entity.
     #[error("{entity} {id:?} not found")]
     NotFound { entity: &'static str, id: String },
-    /// The request conflicts with the current state (duplicate slug, ended campaign, ...).
+    /// A record with the same unique key (slug, username, email, ...) exists.
+    #[error("{message}")]
+    Duplicate { message: String },
+    /// The request conflicts with the current state (ended campaign, own admin role, ...).
     #[error("{message}")]
     Conflict { message: String },
     /// The caller must sign in (no token, or a bad or expired one).
@@ -46,7 +49,7 @@ impl From<sqlx::Error> for ServiceError {
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
             | sqlx::Error::WorkerCrashed => Self::Unavailable(e),
-            sqlx::Error::Database(d) if d.is_unique_violation() => Self::Conflict {
+            sqlx::Error::Database(d) if d.is_unique_violation() => Self::Duplicate {
                 message: "a record with the same unique key exists".to_owned(),
             },
             _ => Self::Database(e),

@@ -6,6 +6,7 @@
 //! * [`db`]: the pool, embedded migrations, health check.
 //! * [`campaign`]: campaigns (table `service_campaign_main`) and the [`campaign::Broadcaster`]
 //!   trait.
+//! * [`content`]: posts, threaded comments, reactions, full-text search (`service_content_*`).
 //! * [`cache`]: the [`cache::MetadataCache`] trait for hot records.
 //! * [`json`]: JSON merge patch (RFC 7396).
 //! * [`security`]: callers, roles, RBAC policies and the audit log.
@@ -16,6 +17,7 @@
 
 pub mod cache;
 pub mod campaign;
+pub mod content;
 pub mod db;
 pub mod error;
 pub mod json;

@@ -26,6 +26,7 @@ use serde::Serialize;
 
 use crate::cache::{MetadataCache, NoCache};
 use crate::campaign::{Broadcaster, CampaignService};
+use crate::content::ContentService;
 use crate::security::Policies;
 use crate::security::audit::AuditLog;
 use crate::user::{TokenConfig, TokenIssuer, UserService};
@@ -72,6 +73,7 @@ pub struct Provider {
     pub policies: Policies,
     pub campaigns: CampaignService,
     pub users: UserService,
+    pub content: ContentService,
     pub audit: AuditLog,
 }
 
@@ -90,6 +92,7 @@ impl Provider {
             campaigns: CampaignService::new(db.clone(), config.broadcaster, policies.clone())
                 .with_cache(cache),
             users: UserService::new(db.clone(), policies.clone(), tokens),
+            content: ContentService::new(db.clone(), policies.clone()),
             audit: AuditLog::new(db.clone(), policies.clone()),
             policies,
             db,
@@ -132,6 +135,25 @@ pub fn registrations() -> Vec<ServiceRegistration> {
             },
             health_check: "database ping",
             metrics_prefix: "ovasabi_user",
+        },
+        ServiceRegistration {
+            name: "content",
+            version: V,
+            capabilities: vec![
+                "articles",
+                "micro-posts",
+                "videos",
+                "threaded-comments",
+                "reactions",
+                "full-text-search",
+            ],
+            dependencies: vec!["database", "security"],
+            endpoints: Endpoints {
+                rest: vec!["/api/content"],
+                grpc: vec!["content.v0.ContentService"],
+            },
+            health_check: "database ping",
+            metrics_prefix: "ovasabi_content",
         },
         ServiceRegistration {
             name: "security",

@@ -287,7 +287,7 @@ async fn bad_input_is_refused_and_nothing_is_written() {
             .expect("first");
         assert!(matches!(
             f.svc.create(&SYS, new("Dup", json!({}))).await,
-            Err(ServiceError::Conflict { .. })
+            Err(ServiceError::Duplicate { .. })
         ));
         assert!(matches!(
             f.svc.get(&SYS, "nope").await,

@@ -300,7 +300,7 @@ async fn bad_registrations_are_refused_and_write_nothing() {
             )
             .await;
         assert!(
-            matches!(dup_name, Err(ServiceError::Conflict { ref message }) if message.contains("username")),
+            matches!(dup_name, Err(ServiceError::Duplicate { ref message }) if message.contains("username")),
             "{dup_name:?}"
         );
         let dup_mail = f
@@ -314,7 +314,7 @@ async fn bad_registrations_are_refused_and_write_nothing() {
             )
             .await;
         assert!(
-            matches!(dup_mail, Err(ServiceError::Conflict { ref message }) if message.contains("email")),
+            matches!(dup_mail, Err(ServiceError::Duplicate { ref message }) if message.contains("email")),
             "{dup_mail:?}"
         );
         let all = f

@@ -3,7 +3,8 @@
 
 mod admin;
 pub mod auth;
-mod campaigns;
+pub mod campaigns;
+mod content;
 mod page;
 mod ws;
 
@@ -72,6 +73,29 @@ pub fn router(state: AppState) -> Router {
         .route("/api/security/audit", get(admin::audit))
         .route("/api/security/audit/export", get(admin::export))
         .route("/api/security/policies", get(admin::policies))
+        .route("/api/content", get(content::list).post(content::create))
+        .route("/api/content/search", get(content::search))
+        .route(
+            "/api/content/{id}",
+            get(content::get)
+                .patch(content::update)
+                .delete(content::delete),
+        )
+        .route(
+            "/api/content/{id}/comments",
+            get(content::comments).post(content::add_comment),
+        )
+        .route(
+            "/api/content/comments/{id}",
+            get(content::get_comment)
+                .patch(content::update_comment)
+                .delete(content::delete_comment),
+        )
+        .route("/api/content/{id}/reactions", get(content::reactions))
+        .route(
+            "/api/content/{id}/reactions/{kind}",
+            put(content::react).delete(content::unreact),
+        )
         .route("/api/services", get(services_list))
         .route("/ws/{campaign_id}/{user_id}", get(ws::upgrade))
         .fallback(not_found)

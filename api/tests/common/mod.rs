@@ -21,6 +21,7 @@ pub struct TestNode {
     pub running: Option<Running>,
     pub http: SocketAddr,
     pub metrics: SocketAddr,
+    pub grpc: SocketAddr,
     pub client: reqwest::Client,
     /// The admin token the node printed (`dev`): `call` and `raw` send it.
     pub token: Option<String>,
@@ -42,6 +43,7 @@ impl TestNode {
         let mut config = Config {
             http_addr: "127.0.0.1:0".parse().expect("addr"),
             metrics_addr: "127.0.0.1:0".parse().expect("addr"),
+            grpc_addr: "127.0.0.1:0".parse().expect("addr"),
             node_id: Some(format!("test-{n}")),
             database_url: Some(format!("sqlite://{}/db.sqlite", dir.display())),
             shutdown_timeout: Duration::from_secs(5),
@@ -54,6 +56,7 @@ impl TestNode {
         Self {
             http: running.http_addr,
             metrics: running.metrics_addr,
+            grpc: running.grpc_addr,
             token: running.dev_admin_token.clone(),
             running: Some(running),
             client: reqwest::Client::new(),
@@ -179,6 +182,44 @@ impl Drop for TestNode {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Asserts an error answer: status, `error.code`, and a message.
+pub fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["error"]["code"], want_code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+/// Registers `username` (password `password123`) and logs in; returns (user id, token).
+pub async fn user(node: &TestNode, username: &str) -> (String, String) {
+    let (s, u) = node
+        .call_as(
+            None,
+            "POST",
+            "/api/auth/register",
+            Some(json!({"username": username, "email": format!("{username}@example.org"), "password": "password123"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{u}");
+    let (s, t) = node
+        .call_as(
+            None,
+            "POST",
+            "/api/auth/login",
+            Some(json!({"login": username, "password": "password123"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{t}");
+    (
+        u["id"].as_str().expect("id").to_owned(),
+        t["access_token"].as_str().expect("token").to_owned(),
+    )
 }
 
 /// The next data frame as JSON (binary frames inflated); panics after 10 s.

@@ -136,7 +136,7 @@ fn schedule(c: &Campaign) -> Result<(Option<i64>, Option<i64>), ServiceError> {
 
 fn slug_conflict(e: sqlx::Error, slug: &str) -> ServiceError {
     match ServiceError::from(e) {
-        ServiceError::Conflict { .. } => ServiceError::Conflict {
+        ServiceError::Duplicate { .. } => ServiceError::Duplicate {
             message: format!("a campaign with slug {slug:?} exists"),
         },
         other => other,

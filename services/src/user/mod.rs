@@ -104,7 +104,7 @@ impl UserService {
     /// Registers a new account with the role `user`. Open to anyone.
     ///
     /// # Errors
-    /// [`ServiceError::Invalid`] naming the field, [`ServiceError::Conflict`] for a taken
+    /// [`ServiceError::Invalid`] naming the field, [`ServiceError::Duplicate`] for a taken
     /// username or email.
     pub async fn register(&self, caller: &Caller, new: NewUser) -> Result<User, ServiceError> {
         self.create_account(caller, new, vec![Role::User]).await
@@ -137,9 +137,9 @@ impl UserService {
         {
             Ok(user) => Ok((user, true)),
             // Another node sharing the database created it at the same moment.
-            Err(ServiceError::Conflict { .. }) => match self.repo.by_login(&name).await? {
+            Err(ServiceError::Duplicate { .. }) => match self.repo.by_login(&name).await? {
                 Some(a) => Ok((a.user, false)),
-                None => Err(ServiceError::Conflict {
+                None => Err(ServiceError::Duplicate {
                     message: format!("email {email:?} belongs to another account"),
                 }),
             },

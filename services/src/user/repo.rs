@@ -141,7 +141,7 @@ fn taken(e: sqlx::Error, username: &str, email: &str) -> ServiceError {
         _ => None,
     };
     match which {
-        Some(message) => ServiceError::Conflict { message },
+        Some(message) => ServiceError::Duplicate { message },
         None => e.into(),
     }
 }

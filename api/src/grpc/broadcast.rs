@@ -1,0 +1,270 @@
+//! `broadcast.v0.BroadcastService`: publish, state, frequency and direct messages through the
+//! campaign service; `Subscribe` runs an ordinary engine session whose socket is an in-memory
+//! pipe, and turns its frames into typed `Update`s, so a backend consumer gets exactly what a
+//! browser gets (welcome, ticks with state and events, config changes, the end), with the same
+//! `since` recovery and the same slow-consumer rule (a consumer that does not read loses
+//! frames, it never slows the campaign).
+
+use std::pin::Pin;
+
+use engine::Resume;
+use engine::tokio_tungstenite::WebSocketStream;
+use engine::tungstenite::Message;
+use engine::tungstenite::protocol::Role;
+use futures_util::{Stream, StreamExt};
+use proto::broadcast::v0 as pb;
+use proto::broadcast::v0::broadcast_service_server::{BroadcastService, BroadcastServiceServer};
+use proto::convert;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use tonic::{Request, Response, Status};
+
+use super::{GrpcState, bad_json, caller, status};
+use crate::http::campaigns::MAX_EVENT_DATA;
+
+pub fn server(state: GrpcState) -> BroadcastServiceServer<Broadcast> {
+    BroadcastServiceServer::new(Broadcast(state))
+}
+
+pub struct Broadcast(GrpcState);
+
+/// Bytes the in-memory pipe of a subscription buffers.
+const PIPE_BYTES: usize = 64 * 1024;
+/// Updates buffered for a subscriber before the pipe (and then the session's queue) fills.
+const UPDATES: usize = 64;
+
+fn data(v: Option<prost_types::Value>) -> Result<Box<RawValue>, Status> {
+    let json = match v {
+        Some(v) => convert::value_to_json(v).map_err(|e| bad_json("data", e))?,
+        None => Value::Null,
+    };
+    let text = json.to_string();
+    if text.len() > MAX_EVENT_DATA {
+        return Err(Status::invalid_argument(format!(
+            "data is larger than {MAX_EVENT_DATA} bytes"
+        )));
+    }
+    RawValue::from_string(text).map_err(|e| Status::invalid_argument(format!("data: {e}")))
+}
+
+/// A frame of the wire protocol as an `Update` (`None` for frames a subscription does not
+/// carry: pongs, user messages, errors).
+fn update(text: &str) -> Result<Option<pb::Update>, Status> {
+    use pb::update::Kind;
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| Status::internal(format!("unreadable frame: {e}")))?;
+    let u64_of = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let kind = match v.get("type").and_then(Value::as_str) {
+        Some("welcome") => Kind::Welcome(pb::Welcome {
+            seq: u64_of("seq"),
+            frequency_hz: v.get("frequency_hz").and_then(Value::as_f64).unwrap_or(0.0),
+            epoch: v
+                .get("epoch")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            recovered: v.get("recovered").and_then(Value::as_bool).unwrap_or(false),
+        }),
+        Some("tick") => {
+            let state = match v.get("state") {
+                Some(s) => Some(convert::json_to_struct(s.clone()).map_err(super::internal_json)?),
+                None => None,
+            };
+            let mut events = Vec::new();
+            for e in v
+                .get("events")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                events.push(pb::Event {
+                    seq: e.get("seq").and_then(Value::as_u64).unwrap_or(0),
+                    name: e
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    data: Some(
+                        convert::json_to_value(e.get("data").cloned().unwrap_or(Value::Null))
+                            .map_err(super::internal_json)?,
+                    ),
+                    ts: e.get("ts").and_then(Value::as_i64).unwrap_or(0),
+                });
+            }
+            Kind::Tick(pb::Tick {
+                seq: u64_of("seq"),
+                ts: v.get("ts").and_then(Value::as_i64).unwrap_or(0),
+                state,
+                events,
+            })
+        }
+        Some("config") => Kind::Config(pb::Config {
+            frequency_hz: v.get("frequency_hz").and_then(Value::as_f64).unwrap_or(0.0),
+        }),
+        _ => return Ok(None),
+    };
+    Ok(Some(pb::Update { kind: Some(kind) }))
+}
+
+type Updates = Pin<Box<dyn Stream<Item = Result<pb::Update, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl BroadcastService for Broadcast {
+    async fn publish(
+        &self,
+        req: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::PublishResponse>, Status> {
+        let caller = caller(&self.0, &req)?;
+        let r = req.into_inner();
+        let seq = self
+            .0
+            .services
+            .campaigns
+            .publish(&caller, &r.campaign_id, &r.name, data(r.data)?, r.immediate)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::PublishResponse { seq }))
+    }
+
+    async fn set_state(
+        &self,
+        req: Request<pb::SetStateRequest>,
+    ) -> Result<Response<pb::SetStateResponse>, Status> {
+        let caller = caller(&self.0, &req)?;
+        let r = req.into_inner();
+        let state = match r.state {
+            Some(s) => convert::struct_to_json(s).map_err(|e| bad_json("state", e))?,
+            None => json!({}),
+        };
+        let after = self
+            .0
+            .services
+            .campaigns
+            .change_state(&caller, &r.campaign_id, &state, !r.merge)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::SetStateResponse {
+            state: Some(convert::json_to_struct(after).map_err(super::internal_json)?),
+        }))
+    }
+
+    async fn set_frequency(
+        &self,
+        req: Request<pb::SetFrequencyRequest>,
+    ) -> Result<Response<pb::SetFrequencyResponse>, Status> {
+        let caller = caller(&self.0, &req)?;
+        let r = req.into_inner();
+        if !r.frequency_hz.is_finite() {
+            return Err(Status::invalid_argument("frequency_hz must be a number"));
+        }
+        let patch = json!({"metadata": {"scheduling": {"frequency": r.frequency_hz}}});
+        let c = self
+            .0
+            .services
+            .campaigns
+            .update(&caller, &r.campaign_id, &patch)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::SetFrequencyResponse {
+            frequency_hz: c.frequency_hz(),
+        }))
+    }
+
+    async fn send_message(
+        &self,
+        req: Request<pb::SendMessageRequest>,
+    ) -> Result<Response<pb::SendMessageResponse>, Status> {
+        let caller = caller(&self.0, &req)?;
+        let r = req.into_inner();
+        if r.user_id.is_empty() || r.user_id.len() > 128 {
+            return Err(Status::invalid_argument(
+                "user_id must have 1-128 characters",
+            ));
+        }
+        let seq = self
+            .0
+            .services
+            .campaigns
+            .message(&caller, &r.campaign_id, &r.user_id, &r.name, data(r.data)?)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::SendMessageResponse { seq }))
+    }
+
+    type SubscribeStream = Updates;
+
+    async fn subscribe(
+        &self,
+        req: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let caller = caller(&self.0, &req)?;
+        let services = &self.0.services;
+        services
+            .policies
+            .require(&caller, "broadcast", "subscribe")
+            .map_err(status)?;
+        let r = req.into_inner();
+        let c = services
+            .campaigns
+            .live(&r.campaign_id)
+            .await
+            .map_err(status)?;
+        let node = self.0.node.clone();
+        if !node.has_campaign(&c.id) {
+            return Err(Status::failed_precondition(format!(
+                "campaign {:?} is not running on this node",
+                c.id
+            )));
+        }
+        let user = format!("grpc:{}", caller.actor());
+        let resume = r.since.map(|since| Resume { since, epoch: None });
+        let (server_io, client_io) = tokio::io::duplex(PIPE_BYTES);
+        let id = c.id.clone();
+        node.spawn_tracked({
+            let node = node.clone();
+            async move {
+                let ws = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+                node.serve_session(&id, &user, false, resume, Box::new(ws))
+                    .await;
+            }
+        });
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::Update, Status>>(UPDATES);
+        tokio::spawn(async move {
+            let mut ws = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+            while let Some(msg) = ws.next().await {
+                let out = match msg {
+                    Ok(Message::Text(t)) => match update(t.as_str()) {
+                        Ok(Some(u)) => Ok(u),
+                        Ok(None) => continue,
+                        Err(e) => Err(e),
+                    },
+                    Ok(Message::Close(_)) => Ok(pb::Update {
+                        kind: Some(pb::update::Kind::End(pb::End {})),
+                    }),
+                    Ok(_) => continue,
+                    Err(e) => Err(Status::internal(format!("subscription failed: {e}"))),
+                };
+                let last = !matches!(
+                    &out,
+                    Ok(pb::Update {
+                        kind: Some(
+                            pb::update::Kind::Tick(_)
+                                | pb::update::Kind::Welcome(_)
+                                | pb::update::Kind::Config(_)
+                        )
+                    })
+                );
+                if tx.send(out).await.is_err() || last {
+                    break;
+                }
+            }
+            // Dropping the client end closes the pipe: the session ends on its side.
+        });
+        let updates =
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|u| (u, rx)) },
+            );
+        Ok(Response::new(Box::pin(updates)))
+    }
+}

@@ -1,0 +1,513 @@
+//! gRPC end to end against a node on port 0: health (one status per service), reflection,
+//! every service's happy path through the generated clients, the status codes of bad input,
+//! missing or insufficient credentials, unknown ids and duplicates, and a `Subscribe` stream
+//! that sees what a WebSocket client sees.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestNode, user};
+use proto::broadcast::v0 as bpb;
+use proto::broadcast::v0::broadcast_service_client::BroadcastServiceClient;
+use proto::campaign::v0 as cpb;
+use proto::campaign::v0::campaign_service_client::CampaignServiceClient;
+use proto::content::v0 as kpb;
+use proto::content::v0::content_service_client::ContentServiceClient;
+use proto::security::v0 as spb;
+use proto::security::v0::security_service_client::SecurityServiceClient;
+use proto::user::v0 as upb;
+use proto::user::v0::user_service_client::UserServiceClient;
+use serde_json::json;
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+
+async fn channel(node: &TestNode) -> Channel {
+    Channel::from_shared(format!("http://{}", node.grpc))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+fn with_token<T>(msg: T, token: &str) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("metadata"),
+    );
+    r
+}
+
+fn s(v: serde_json::Value) -> prost_types::Struct {
+    proto::convert::json_to_struct(v).expect("struct")
+}
+
+#[tokio::test]
+async fn health_and_reflection_answer() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let node = TestNode::start().await;
+    let ch = channel(&node).await;
+    let mut health = HealthClient::new(ch.clone());
+    for service in [
+        "",
+        "user.v0.UserService",
+        "admin.v0.AdminService",
+        "security.v0.SecurityService",
+        "campaign.v0.CampaignService",
+        "broadcast.v0.BroadcastService",
+        "content.v0.ContentService",
+    ] {
+        // The first statuses are set just after the server starts.
+        let mut status = None;
+        for _ in 0..50 {
+            match health
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+            {
+                Ok(r) => {
+                    status = Some(r.into_inner().status);
+                    break;
+                }
+                Err(e) if e.code() == Code::NotFound => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("{service}: {e}"),
+            }
+        }
+        assert_eq!(status, Some(ServingStatus::Serving as i32), "{service}");
+    }
+    let unknown = health
+        .check(HealthCheckRequest {
+            service: "nope.v0.Nope".into(),
+        })
+        .await
+        .expect_err("unknown service");
+    assert_eq!(unknown.code(), Code::NotFound);
+
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let mut reflection = ServerReflectionClient::new(ch);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(futures_util::stream::iter([req]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let answer = answers
+        .message()
+        .await
+        .expect("answer")
+        .expect("one answer");
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("expected a service list");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in [
+        "grpc.health.v1.Health",
+        "user.v0.UserService",
+        "campaign.v0.CampaignService",
+        "broadcast.v0.BroadcastService",
+        "content.v0.ContentService",
+        "security.v0.SecurityService",
+        "admin.v0.AdminService",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
+    // A symbol resolves to its file.
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol(
+            "campaign.v0.Campaign".into(),
+        )),
+    };
+    let mut answers = reflection
+        .server_reflection_info(futures_util::stream::iter([req]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let answer = answers
+        .message()
+        .await
+        .expect("answer")
+        .expect("one answer");
+    assert!(matches!(
+        answer.message_response,
+        Some(MessageResponse::FileDescriptorResponse(_))
+    ));
+}
+
+#[tokio::test]
+async fn services_over_grpc_with_rbac_and_status_codes() {
+    let node = TestNode::start().await;
+    let admin = node.token.clone().expect("admin token");
+    let ch = channel(&node).await;
+    let mut users = UserServiceClient::new(ch.clone());
+    let mut campaigns = CampaignServiceClient::new(ch.clone());
+    let mut broadcast = BroadcastServiceClient::new(ch.clone());
+    let mut content = ContentServiceClient::new(ch.clone());
+    let mut security = SecurityServiceClient::new(ch);
+
+    // Register and log in over gRPC.
+    let u = users
+        .register(upb::RegisterRequest {
+            username: "grpcuser".into(),
+            email: "grpc@example.org".into(),
+            password: "password123".into(),
+            display_name: String::new(),
+        })
+        .await
+        .expect("register")
+        .into_inner();
+    assert_eq!(u.roles, ["user"]);
+    let dup = users
+        .register(upb::RegisterRequest {
+            username: "grpcuser".into(),
+            email: "other@example.org".into(),
+            password: "password123".into(),
+            display_name: String::new(),
+        })
+        .await
+        .expect_err("duplicate");
+    assert_eq!(dup.code(), Code::AlreadyExists);
+    let bad = users
+        .register(upb::RegisterRequest {
+            username: "x".into(),
+            email: "x@example.org".into(),
+            password: "password123".into(),
+            display_name: String::new(),
+        })
+        .await
+        .expect_err("bad username");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    let tokens = users
+        .login(upb::LoginRequest {
+            login: "grpcuser".into(),
+            password: "password123".into(),
+        })
+        .await
+        .expect("login")
+        .into_inner();
+    let wrong = users
+        .login(upb::LoginRequest {
+            login: "grpcuser".into(),
+            password: "nope-nope".into(),
+        })
+        .await
+        .expect_err("wrong password");
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    let me = users
+        .get_me(with_token(upb::GetMeRequest {}, &tokens.access_token))
+        .await
+        .expect("me")
+        .into_inner();
+    assert_eq!(me.id, u.id);
+    let anon = users
+        .get_me(upb::GetMeRequest {})
+        .await
+        .expect_err("anonymous");
+    assert_eq!(anon.code(), Code::Unauthenticated);
+    let garbage = users
+        .get_me(with_token(upb::GetMeRequest {}, "garbage"))
+        .await
+        .expect_err("bad token");
+    assert_eq!(garbage.code(), Code::Unauthenticated);
+
+    // Campaigns: a plain user is denied; the admin creates one with metadata.
+    let create = || cpb::CreateCampaignRequest {
+        name: "Over gRPC".into(),
+        slug: Some("over-grpc".into()),
+        metadata: Some(
+            proto::convert::metadata_from_json(
+                json!({"scheduling": {"frequency": 20}, "tags": ["g"]}),
+            )
+            .expect("metadata"),
+        ),
+        state: Some(s(json!({"score": 0}))),
+        status: None,
+        starts_at: None,
+        ends_at: None,
+    };
+    let denied = campaigns
+        .create_campaign(with_token(create(), &tokens.access_token))
+        .await
+        .expect_err("a user cannot create");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let c = campaigns
+        .create_campaign(with_token(create(), &admin))
+        .await
+        .expect("create")
+        .into_inner();
+    assert_eq!(c.status, "active");
+    assert_eq!(c.state, Some(s(json!({"score": 0}))));
+    let dup = campaigns
+        .create_campaign(with_token(create(), &admin))
+        .await
+        .expect_err("duplicate slug");
+    assert_eq!(dup.code(), Code::AlreadyExists);
+    let missing = campaigns
+        .get_campaign(cpb::GetCampaignRequest {
+            id: "no-such".into(),
+        })
+        .await
+        .expect_err("unknown id");
+    assert_eq!(missing.code(), Code::NotFound);
+    let got = campaigns
+        .get_campaign(cpb::GetCampaignRequest {
+            id: "over-grpc".into(),
+        })
+        .await
+        .expect("anyone reads, by slug")
+        .into_inner();
+    assert_eq!(got.id, c.id);
+    let listed = campaigns
+        .list_campaigns(cpb::ListCampaignsRequest {
+            status: Some("active".into()),
+            limit: 10,
+            cursor: String::new(),
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(listed.campaigns.iter().any(|x| x.id == c.id));
+    let bad_status = campaigns
+        .list_campaigns(cpb::ListCampaignsRequest {
+            status: Some("paused".into()),
+            limit: 0,
+            cursor: String::new(),
+        })
+        .await
+        .expect_err("bad status");
+    assert_eq!(bad_status.code(), Code::InvalidArgument);
+
+    // A backend consumer subscribes, and sees the welcome, then ticks with the state and the
+    // events published over gRPC.
+    let mut updates = broadcast
+        .subscribe(with_token(
+            bpb::SubscribeRequest {
+                campaign_id: c.id.clone(),
+                since: None,
+            },
+            &admin,
+        ))
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let first = updates.message().await.expect("stream").expect("an update");
+    let Some(bpb::update::Kind::Welcome(w)) = first.kind else {
+        panic!("expected a welcome, got {first:?}");
+    };
+    assert_eq!(w.frequency_hz, 20.0);
+    let denied = broadcast
+        .subscribe(with_token(
+            bpb::SubscribeRequest {
+                campaign_id: c.id.clone(),
+                since: None,
+            },
+            &tokens.access_token,
+        ))
+        .await
+        .expect_err("a user cannot subscribe");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let seq = broadcast
+        .publish(with_token(
+            bpb::PublishRequest {
+                campaign_id: c.id.clone(),
+                name: "goal".into(),
+                data: Some(proto::convert::json_to_value(json!({"team": "a"})).expect("value")),
+                immediate: false,
+            },
+            &admin,
+        ))
+        .await
+        .expect("publish")
+        .into_inner()
+        .seq;
+    assert_eq!(seq, 1);
+    let denied = broadcast
+        .publish(bpb::PublishRequest {
+            campaign_id: c.id.clone(),
+            name: "x".into(),
+            data: None,
+            immediate: false,
+        })
+        .await
+        .expect_err("anonymous publish");
+    assert_eq!(denied.code(), Code::Unauthenticated);
+    let event = loop {
+        let u = updates.message().await.expect("stream").expect("an update");
+        if let Some(bpb::update::Kind::Tick(t)) = u.kind
+            && let Some(e) = t.events.into_iter().next()
+        {
+            break e;
+        }
+    };
+    assert_eq!((event.seq, event.name.as_str()), (1, "goal"));
+    assert_eq!(
+        event.data,
+        Some(proto::convert::json_to_value(json!({"team": "a"})).expect("v"))
+    );
+    let state = broadcast
+        .set_state(with_token(
+            bpb::SetStateRequest {
+                campaign_id: c.id.clone(),
+                state: Some(s(json!({"score": 3}))),
+                merge: true,
+            },
+            &admin,
+        ))
+        .await
+        .expect("state")
+        .into_inner();
+    assert_eq!(state.state, Some(s(json!({"score": 3}))));
+    let f = broadcast
+        .set_frequency(with_token(
+            bpb::SetFrequencyRequest {
+                campaign_id: c.id.clone(),
+                frequency_hz: 5.0,
+            },
+            &admin,
+        ))
+        .await
+        .expect("frequency")
+        .into_inner();
+    assert_eq!(f.frequency_hz, 5.0);
+    let config = loop {
+        let u = updates.message().await.expect("stream").expect("an update");
+        if let Some(bpb::update::Kind::Config(c)) = u.kind {
+            break c;
+        }
+    };
+    assert_eq!(config.frequency_hz, 5.0);
+    let bad = broadcast
+        .set_frequency(with_token(
+            bpb::SetFrequencyRequest {
+                campaign_id: c.id.clone(),
+                frequency_hz: 1e9,
+            },
+            &admin,
+        ))
+        .await
+        .expect_err("out of range");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    let analytics = campaigns
+        .get_analytics(cpb::GetAnalyticsRequest { id: c.id.clone() })
+        .await
+        .expect("analytics")
+        .into_inner();
+    assert_eq!(
+        analytics.connections_node, 1,
+        "the subscription is a session"
+    );
+    assert_eq!(analytics.peak_connections, 1);
+    assert_eq!(analytics.events_published, 1);
+    // Ending the campaign ends the subscription.
+    campaigns
+        .end_campaign(with_token(
+            cpb::EndCampaignRequest { id: c.id.clone() },
+            &admin,
+        ))
+        .await
+        .expect("end");
+    let end = loop {
+        let u = updates.message().await.expect("stream").expect("an update");
+        if let Some(bpb::update::Kind::End(e)) = u.kind {
+            break e;
+        }
+    };
+    assert_eq!(end, bpb::End {});
+    assert!(updates.message().await.expect("clean end").is_none());
+
+    // Content over gRPC, found by a word in its body.
+    let post = content
+        .create_content(with_token(
+            kpb::CreateContentRequest {
+                kind: "article".into(),
+                title: "Tides".into(),
+                body: "Every estuary breathes twice a day.".into(),
+                url: None,
+                tags: vec!["sea".into()],
+                metadata: None,
+            },
+            &tokens.access_token,
+        ))
+        .await
+        .expect("create content")
+        .into_inner();
+    let hits = content
+        .search_content(kpb::SearchContentRequest {
+            query: "estuary".into(),
+            limit: 0,
+            cursor: String::new(),
+        })
+        .await
+        .expect("search")
+        .into_inner();
+    assert_eq!(
+        hits.hits
+            .first()
+            .and_then(|h| h.content.as_ref())
+            .map(|c| c.id.as_str()),
+        Some(post.id.as_str())
+    );
+    let counts = content
+        .react(with_token(
+            kpb::ReactRequest {
+                content_id: post.id.clone(),
+                kind: "like".into(),
+            },
+            &tokens.access_token,
+        ))
+        .await
+        .expect("react")
+        .into_inner();
+    assert_eq!(counts.counts.get("like"), Some(&1));
+
+    // The audit log over gRPC: admins only; the campaign's rows are there.
+    let filter = spb::AuditFilter {
+        entity_id: Some(c.id.clone()),
+        ..spb::AuditFilter::default()
+    };
+    let denied = security
+        .query_audit(with_token(filter.clone(), &tokens.access_token))
+        .await
+        .expect_err("a user cannot read the audit log");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let rows = security
+        .query_audit(with_token(filter.clone(), &admin))
+        .await
+        .expect("audit")
+        .into_inner()
+        .entries;
+    let actions: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "campaign.create",
+            "campaign.patch_state",
+            "campaign.update",
+            "campaign.end"
+        ]
+    );
+    let mut lines = security
+        .export_audit(with_token(filter, &admin))
+        .await
+        .expect("export")
+        .into_inner();
+    let mut n = 0;
+    while let Some(line) = lines.message().await.expect("line") {
+        let v: serde_json::Value = serde_json::from_str(&line.line).expect("JSON");
+        assert_eq!(v["entity_id"], c.id.as_str());
+        n += 1;
+    }
+    assert_eq!(n, 4);
+    let _ = user(&node, "restuser").await;
+}

@@ -1,0 +1,631 @@
+//! The service layer end to end against a node on port 0, over REST and gRPC: accounts and
+//! tokens, RBAC, the audit rows each mutation wrote, admin operations, content with full-text
+//! search, WebSocket auth, and gRPC health and reflection.
+
+mod common;
+
+use common::{TestNode, assert_error, next_of, user};
+use serde_json::{Value, json};
+
+/// Audit rows about `entity_id`, oldest first, read by the admin.
+async fn audit_of(node: &TestNode, entity_id: &str) -> Vec<Value> {
+    let (s, page) = node
+        .call(
+            "GET",
+            &format!("/api/security/audit?entity_id={entity_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{page}");
+    page["items"].as_array().expect("items").clone()
+}
+
+fn actions(rows: &[Value]) -> Vec<&str> {
+    rows.iter()
+        .map(|r| r["action"].as_str().expect("action"))
+        .collect()
+}
+
+#[tokio::test]
+async fn accounts_tokens_roles_and_audit_over_rest() {
+    let node = TestNode::start().await;
+    let admin = node.token.clone().expect("dev admin token");
+
+    // Bad registrations: every class gets a clear 4xx and writes nothing.
+    let bad = [
+        (
+            json!({"username": "ab", "email": "a@example.org", "password": "password123"}),
+            400,
+            "invalid_argument",
+        ),
+        (
+            json!({"username": "okname", "email": "nope", "password": "password123"}),
+            400,
+            "invalid_argument",
+        ),
+        (
+            json!({"username": "okname", "email": "a@example.org", "password": "short"}),
+            400,
+            "invalid_argument",
+        ),
+        (
+            json!({"username": "okname", "email": "a@example.org"}),
+            400,
+            "invalid_argument",
+        ),
+        (
+            json!({"username": "okname", "email": "a@example.org", "password": "password123", "role": "admin"}),
+            400,
+            "invalid_argument",
+        ),
+        (
+            json!({"username": 5, "email": "a@example.org", "password": "password123"}),
+            400,
+            "invalid_argument",
+        ),
+        (
+            json!({"username": "x".repeat(10_000), "email": "a@example.org", "password": "password123"}),
+            400,
+            "invalid_argument",
+        ),
+    ];
+    for (body, status, code) in bad {
+        let (s, b) = node
+            .call_as(None, "POST", "/api/auth/register", Some(body))
+            .await;
+        assert_error(s, &b, status, code);
+    }
+    let (s, b) = node
+        .raw(
+            "POST",
+            "/api/auth/register",
+            "application/json",
+            "{\"username\": ",
+        )
+        .await;
+    assert_error(s, &b, 400, "malformed_json");
+
+    let (alice, alice_token) = user(&node, "alice").await;
+    let (s, b) = node
+        .call_as(
+            None,
+            "POST",
+            "/api/auth/register",
+            Some(json!({"username": "ALICE", "email": "other@example.org", "password": "password123"})),
+        )
+        .await;
+    assert_error(s, &b, 409, "already_exists");
+
+    // Login, refresh, me.
+    let (s, b) = node
+        .call_as(
+            None,
+            "POST",
+            "/api/auth/login",
+            Some(json!({"login": "alice", "password": "wrong-password"})),
+        )
+        .await;
+    assert_error(s, &b, 401, "unauthenticated");
+    let (s, tokens) = node
+        .call_as(
+            None,
+            "POST",
+            "/api/auth/login",
+            Some(json!({"login": "alice@example.org", "password": "password123"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{tokens}");
+    assert_eq!(tokens["token_type"], "Bearer");
+    let (s, again) = node
+        .call_as(
+            None,
+            "POST",
+            "/api/auth/refresh",
+            Some(json!({"refresh_token": tokens["refresh_token"]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{again}");
+    let (s, b) = node
+        .call_as(
+            None,
+            "POST",
+            "/api/auth/refresh",
+            Some(json!({"refresh_token": tokens["access_token"]})),
+        )
+        .await;
+    assert_error(s, &b, 401, "unauthenticated");
+    let (s, me) = node
+        .call_as(Some(&alice_token), "GET", "/api/users/me", None)
+        .await;
+    assert_eq!(s, 200, "{me}");
+    assert_eq!(me["id"], alice.as_str());
+    assert_eq!(me["roles"], json!(["user"]));
+    assert!(me.get("password_hash").is_none());
+    let (s, b) = node.call_as(None, "GET", "/api/users/me", None).await;
+    assert_error(s, &b, 401, "unauthenticated");
+    let (s, b) = node
+        .call_as(Some("garbage"), "GET", "/api/users/me", None)
+        .await;
+    assert_error(s, &b, 401, "unauthenticated");
+    let res = node
+        .client
+        .get(node.url("/api/users/me"))
+        .header("authorization", "Basic YTpi")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 401);
+    let (s, me) = node
+        .call_as(
+            Some(&alice_token),
+            "PATCH",
+            "/api/users/me",
+            Some(json!({"display_name": "Alice"})),
+        )
+        .await;
+    assert_eq!((s, me["display_name"].clone()), (200, json!("Alice")));
+
+    // A plain user may not create campaigns, manage users or read the audit log.
+    let campaign = json!({"name": "Managed", "metadata": {"scheduling": {"frequency": 2}}});
+    let (s, b) = node
+        .call_as(
+            Some(&alice_token),
+            "POST",
+            "/api/campaigns",
+            Some(campaign.clone()),
+        )
+        .await;
+    assert_error(s, &b, 403, "forbidden");
+    let (s, b) = node
+        .call_as(None, "POST", "/api/campaigns", Some(campaign.clone()))
+        .await;
+    assert_error(s, &b, 401, "unauthenticated");
+    for path in [
+        "/api/admin/users",
+        "/api/security/audit",
+        "/api/security/policies",
+        &format!("/api/users/{alice}"),
+    ] {
+        let (s, b) = node.call_as(Some(&alice_token), "GET", path, None).await;
+        if path.ends_with(&alice) {
+            assert_eq!(s, 200, "a user reads their own account: {b}");
+        } else {
+            assert_error(s, &b, 403, "forbidden");
+        }
+    }
+    // Anyone may read campaigns.
+    let (s, _) = node.call_as(None, "GET", "/api/campaigns", None).await;
+    assert_eq!(s, 200);
+
+    // The admin grants campaign_manager; after a new login alice creates a campaign.
+    let (s, b) = node
+        .call(
+            "POST",
+            &format!("/api/admin/users/{alice}/roles"),
+            Some(json!({"role": "campaign_manager"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["roles"], json!(["user", "campaign_manager"]));
+    let (s, b) = node
+        .call(
+            "POST",
+            &format!("/api/admin/users/{alice}/roles"),
+            Some(json!({"role": "emperor"})),
+        )
+        .await;
+    assert_error(s, &b, 400, "invalid_argument");
+    let (s, b) = node
+        .call("POST", "/api/admin/users/no-such-user/disable", None)
+        .await;
+    assert_error(s, &b, 404, "not_found");
+    let (_, t) = node
+        .call_as(
+            None,
+            "POST",
+            "/api/auth/login",
+            Some(json!({"login": "alice", "password": "password123"})),
+        )
+        .await;
+    let manager = t["access_token"].as_str().expect("token").to_owned();
+    let (s, c) = node
+        .call_as(Some(&manager), "POST", "/api/campaigns", Some(campaign))
+        .await;
+    assert_eq!(s, 201, "{c}");
+    let cid = c["id"].as_str().expect("id").to_owned();
+    let (s, _) = node
+        .call_as(
+            Some(&manager),
+            "PATCH",
+            &format!("/api/campaigns/{cid}"),
+            Some(json!({"metadata": {"scheduling": {"frequency": 4}}})),
+        )
+        .await;
+    assert_eq!(s, 200);
+
+    // Admin listing with filters and pagination; bad filters are 400.
+    let (s, managers) = node
+        .call("GET", "/api/admin/users?role=campaign_manager", None)
+        .await;
+    assert_eq!(s, 200, "{managers}");
+    assert_eq!(managers["items"].as_array().map(Vec::len), Some(1));
+    let (s, page) = node.call("GET", "/api/admin/users?limit=1", None).await;
+    assert_eq!(s, 200);
+    assert!(page["next_cursor"].is_string(), "{page}");
+    for q in [
+        "role=king",
+        "limit=0",
+        "limit=501",
+        "disabled=maybe",
+        "bogus=1",
+    ] {
+        let (s, b) = node
+            .call("GET", &format!("/api/admin/users?{q}"), None)
+            .await;
+        assert_error(s, &b, 400, "invalid_argument");
+    }
+
+    // Disable: login refused; enable: back.
+    let (s, _) = node
+        .call("POST", &format!("/api/admin/users/{alice}/disable"), None)
+        .await;
+    assert_eq!(s, 200);
+    let (s, b) = node
+        .call_as(
+            None,
+            "POST",
+            "/api/auth/login",
+            Some(json!({"login": "alice", "password": "password123"})),
+        )
+        .await;
+    assert_error(s, &b, 403, "forbidden");
+    let (s, _) = node
+        .call("POST", &format!("/api/admin/users/{alice}/enable"), None)
+        .await;
+    assert_eq!(s, 200);
+
+    // The audit rows each mutation wrote, with the actor and the client address.
+    let rows = audit_of(&node, &alice).await;
+    assert_eq!(
+        actions(&rows),
+        [
+            "user.register",
+            "user.update_profile",
+            "user.grant_role",
+            "user.disable",
+            "user.enable"
+        ]
+    );
+    assert_eq!(rows[0]["actor"], "anonymous");
+    assert!(
+        rows[0]["client_addr"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:"))
+    );
+    let (_, me) = node.call("GET", "/api/users/me", None).await;
+    assert_eq!(rows[2]["actor"], me["id"]);
+    assert_eq!(
+        rows[2]["after"]["roles"],
+        json!(["user", "campaign_manager"])
+    );
+    let rows = audit_of(&node, &cid).await;
+    assert_eq!(actions(&rows), ["campaign.create", "campaign.update"]);
+    assert!(rows.iter().all(|r| r["actor"] == alice.as_str()));
+    assert_eq!(rows[1]["before"]["metadata"]["scheduling"]["frequency"], 2);
+    assert_eq!(rows[1]["after"]["metadata"]["scheduling"]["frequency"], 4);
+    let (s, b) = node
+        .call("GET", "/api/security/audit?since=yesterday", None)
+        .await;
+    assert_error(s, &b, 400, "invalid_argument");
+
+    // The compliance export: JSON lines.
+    let res = node
+        .client
+        .get(node.url(&format!("/api/security/audit/export?actor={alice}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("export");
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/x-ndjson");
+    let text = res.text().await.expect("body");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines.iter().all(|l| l["actor"] == alice.as_str()));
+
+    let (s, p) = node.call("GET", "/api/security/policies", None).await;
+    assert_eq!(s, 200);
+    assert!(p["items"].as_array().is_some_and(|a| {
+        a.iter()
+            .any(|x| x == &json!({"role": "admin", "resource": "*", "action": "*"}))
+    }));
+    let (s, reg) = node.call_as(None, "GET", "/api/services", None).await;
+    assert_eq!(s, 200);
+    let names: Vec<&str> = reg["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|r| r["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["campaign", "user", "content", "security", "admin"]);
+    assert!(
+        reg["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .all(|r| r["healthy"] == true)
+    );
+}
+
+#[tokio::test]
+async fn websocket_upgrades_need_a_matching_token_when_auth_is_on() {
+    let node = TestNode::start_with(|c| {
+        c.dev = false;
+        c.admin_password = Some("admin password".into());
+    })
+    .await;
+    // Not in dev: no token is printed; log in as the configured admin.
+    assert!(node.token.is_none());
+    let (s, t) = node
+        .call_as(
+            None,
+            "POST",
+            "/api/auth/login",
+            Some(json!({"login": "admin", "password": "admin password"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{t}");
+    let admin = t["access_token"].as_str().expect("token").to_owned();
+    let (s, c) = node
+        .call_as(
+            Some(&admin),
+            "POST",
+            "/api/campaigns",
+            Some(json!({"name": "Locked", "slug": "locked"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{c}");
+    let (bob, bob_token) = user(&node, "bob").await;
+
+    let status_of = |path: String| {
+        let url = format!("ws://{}{path}", node.http);
+        async move {
+            match tokio_tungstenite::connect_async(url).await {
+                Ok((_, res)) => res.status().as_u16(),
+                Err(tokio_tungstenite::tungstenite::Error::Http(res)) => res.status().as_u16(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    assert_eq!(status_of(format!("/ws/locked/{bob}")).await, 401);
+    assert_eq!(
+        status_of(format!("/ws/locked/{bob}?token=garbage")).await,
+        401
+    );
+    assert_eq!(
+        status_of(format!("/ws/locked/someone-else?token={bob_token}")).await,
+        403
+    );
+    assert_eq!(
+        status_of(format!("/ws/nope/{bob}?token={bob_token}")).await,
+        404
+    );
+    // Bob as himself; the admin as anyone.
+    let mut ws = node
+        .ws("locked", &bob, &format!("?token={bob_token}"))
+        .await;
+    assert_eq!(next_of(&mut ws, "welcome").await["user"], bob.as_str());
+    let mut ws = node
+        .ws("locked", "anyone", &format!("?token={admin}"))
+        .await;
+    assert_eq!(next_of(&mut ws, "welcome").await["user"], "anyone");
+}
+
+#[tokio::test]
+async fn content_search_comments_and_reactions_over_rest() {
+    let node = TestNode::start().await;
+    let (alice, alice_token) = user(&node, "alice").await;
+    let (_, bob_token) = user(&node, "bob").await;
+    let injection = "Robert'); DROP TABLE service_content_main; --";
+    let (s, post) = node
+        .call_as(
+            Some(&alice_token),
+            "POST",
+            "/api/content",
+            Some(json!({
+                "kind": "article",
+                "title": injection,
+                "body": "The lighthouse keeper counted waves all night. \" * NEAR( AND",
+                "tags": ["x' OR '1'='1", "news"],
+                "metadata": {"tags": ["a"], "service_specific": {"q": "'; --"}}
+            })),
+        )
+        .await;
+    assert_eq!(s, 201, "{post}");
+    let id = post["id"].as_str().expect("id").to_owned();
+    assert_eq!(post["author_id"], alice.as_str());
+    let (s, got) = node
+        .call_as(None, "GET", &format!("/api/content/{id}"), None)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(got["title"], injection, "stored and returned verbatim");
+    assert_eq!(got["tags"], json!(["x' OR '1'='1", "news"]));
+    assert_eq!(got["metadata"]["service_specific"]["q"], "'; --");
+
+    // Search by a word of the body; FTS syntax in a query is just text.
+    let (s, hits) = node
+        .call_as(None, "GET", "/api/content/search?q=lighthouse", None)
+        .await;
+    assert_eq!(s, 200, "{hits}");
+    assert_eq!(hits["items"][0]["content"]["id"], id.as_str());
+    assert!(
+        hits["items"][0]["snippet"]
+            .as_str()
+            .is_some_and(|s| s.contains("lighthouse")),
+        "{hits}"
+    );
+    for q in [
+        "%22",
+        "*",
+        "NEAR(",
+        "AND%20OR",
+        "%27%3B%20DROP%20TABLE%20x%3B%20--",
+    ] {
+        let (s, b) = node
+            .call_as(None, "GET", &format!("/api/content/search?q={q}"), None)
+            .await;
+        assert_eq!(s, 200, "q={q}: {b}");
+    }
+    let (s, b) = node.call_as(None, "GET", "/api/content/search", None).await;
+    assert_error(s, &b, 400, "invalid_argument");
+
+    // Bad input, unknown ids, RBAC.
+    let (s, b) = node
+        .call_as(
+            Some(&alice_token),
+            "POST",
+            "/api/content",
+            Some(json!({"kind": "poem", "title": "t", "body": "b"})),
+        )
+        .await;
+    assert_error(s, &b, 400, "invalid_argument");
+    let (s, b) = node
+        .call_as(
+            Some(&alice_token),
+            "POST",
+            "/api/content",
+            Some(json!({"kind": "video", "title": "t", "body": "b", "url": "ftp://x"})),
+        )
+        .await;
+    assert_error(s, &b, 400, "invalid_argument");
+    let (s, b) = node
+        .call_as(
+            None,
+            "POST",
+            "/api/content",
+            Some(json!({"kind": "micro", "body": "hi"})),
+        )
+        .await;
+    assert_error(s, &b, 401, "unauthenticated");
+    let (s, b) = node
+        .call_as(None, "GET", "/api/content/no-such-id", None)
+        .await;
+    assert_error(s, &b, 404, "not_found");
+    let (s, b) = node
+        .call_as(
+            Some(&bob_token),
+            "PATCH",
+            &format!("/api/content/{id}"),
+            Some(json!({"title": "mine now"})),
+        )
+        .await;
+    assert_error(s, &b, 403, "forbidden");
+    let (s, b) = node
+        .call_as(
+            Some(&alice_token),
+            "PATCH",
+            &format!("/api/content/{id}"),
+            Some(json!({"title": "ok", "author_id": "bob"})),
+        )
+        .await;
+    assert_error(s, &b, 400, "invalid_argument");
+    let (s, b) = node
+        .call_as(
+            Some(&alice_token),
+            "PATCH",
+            &format!("/api/content/{id}"),
+            Some(json!({"title": "Keeper"})),
+        )
+        .await;
+    assert_eq!((s, b["title"].clone()), (200, json!("Keeper")));
+
+    // Threaded comments and reactions.
+    let (s, c1) = node
+        .call_as(
+            Some(&bob_token),
+            "POST",
+            &format!("/api/content/{id}/comments"),
+            Some(json!({"body": "first"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{c1}");
+    let (s, c2) = node
+        .call_as(
+            Some(&alice_token),
+            "POST",
+            &format!("/api/content/{id}/comments"),
+            Some(json!({"body": "reply", "parent_id": c1["id"]})),
+        )
+        .await;
+    assert_eq!(s, 201, "{c2}");
+    assert_eq!(c2["parent_id"], c1["id"]);
+    let (s, list) = node
+        .call_as(
+            None,
+            "GET",
+            &format!("/api/content/{id}/comments?limit=1"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1));
+    assert!(list["next_cursor"].is_string());
+    for t in [&alice_token, &bob_token, &bob_token] {
+        let (s, _) = node
+            .call_as(
+                Some(t),
+                "PUT",
+                &format!("/api/content/{id}/reactions/like"),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200);
+    }
+    let (s, r) = node
+        .call_as(
+            Some(&bob_token),
+            "GET",
+            &format!("/api/content/{id}/reactions"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(r["counts"], json!({"like": 2}), "one per user per kind");
+    assert_eq!(r["mine"], json!(["like"]));
+    let (s, b) = node
+        .call_as(
+            Some(&bob_token),
+            "PUT",
+            &format!("/api/content/{id}/reactions/NOT%20OK"),
+            None,
+        )
+        .await;
+    assert_error(s, &b, 400, "invalid_argument");
+
+    let rows = audit_of(&node, &id).await;
+    assert_eq!(
+        actions(&rows),
+        [
+            "content.create",
+            "content.update",
+            "content.react",
+            "content.react"
+        ]
+    );
+    let (s, _) = node
+        .call_as(
+            Some(&alice_token),
+            "DELETE",
+            &format!("/api/content/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    let (s, _) = node
+        .call_as(None, "GET", &format!("/api/content/{id}"), None)
+        .await;
+    assert_eq!(s, 404);
+}
