@@ -79,6 +79,8 @@ pub struct Running {
     ops_task: JoinHandle<()>,
     stop_grpc: CancellationToken,
     grpc_task: JoinHandle<()>,
+    /// Stops the task that applies campaign schedules.
+    stop_schedule: CancellationToken,
     /// Stops the bus's background connection (Redis pub/sub).
     stop_bus: CancellationToken,
 }
@@ -242,6 +244,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             }
         }
     });
+    let stop_schedule = CancellationToken::new();
+    tokio::spawn(run_schedules(services.clone(), stop_schedule.clone()));
     let stop_grpc = CancellationToken::new();
     let grpc_task = tokio::spawn({
         let state = grpc::GrpcState {
@@ -279,8 +283,31 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         ops_task,
         stop_grpc,
         grpc_task,
+        stop_schedule,
         stop_bus,
     })
+}
+
+/// How often scheduled starts and ends are applied.
+const SCHEDULE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Starts and ends campaigns whose `starts_at`/`ends_at` has come, every second, until `stop`.
+async fn run_schedules(services: Provider, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(SCHEDULE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = services
+            .campaigns
+            .apply_schedule(services::time::now_ms())
+            .await
+        {
+            tracing::debug!(error = %e, "campaign schedules not read");
+        }
+    }
 }
 
 /// 32 random bytes from the operating system (two v4 UUIDs: 244 random bits).
@@ -326,6 +353,7 @@ impl Running {
     /// up to `shutdown_timeout`. Returns whether everything finished in time.
     pub async fn shutdown(self) -> bool {
         tracing::info!(drain = ?self.config.shutdown_drain, "shutting down");
+        self.stop_schedule.cancel();
         self.stop_http.cancel();
         self.stop_grpc.cancel();
         if !self.config.shutdown_drain.is_zero() {

@@ -273,16 +273,18 @@ async fn services_over_grpc_with_rbac_and_status_codes() {
             status: Some("active".into()),
             limit: 10,
             cursor: String::new(),
+            tag: Some("g".into()),
+            query: Some("GRPC".into()),
         })
         .await
         .expect("list")
         .into_inner();
-    assert!(listed.campaigns.iter().any(|x| x.id == c.id));
+    assert_eq!(listed.campaigns.len(), 1);
+    assert_eq!(listed.campaigns[0].id, c.id);
     let bad_status = campaigns
         .list_campaigns(cpb::ListCampaignsRequest {
             status: Some("paused".into()),
-            limit: 0,
-            cursor: String::new(),
+            ..cpb::ListCampaignsRequest::default()
         })
         .await
         .expect_err("bad status");

@@ -629,3 +629,62 @@ async fn content_search_comments_and_reactions_over_rest() {
         .await;
     assert_eq!(s, 404);
 }
+
+#[tokio::test]
+async fn a_scheduled_draft_goes_live_by_itself_and_lists_filter() {
+    let node = TestNode::start().await;
+    let (s, c) = node
+        .call(
+            "POST",
+            "/api/campaigns",
+            Some(
+                json!({"name": "Timed", "status": "draft", "starts_at": "2020-01-01T00:00:00Z",
+                        "metadata": {"tags": ["timed"]}}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 201, "{c}");
+    let id = c["id"].as_str().expect("id").to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, c) = node
+            .call("GET", &format!("/api/campaigns/{id}"), None)
+            .await;
+        if c["status"] == "active" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {c}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut ws = node.ws(&id, "viewer", "").await;
+    assert_eq!(next_of(&mut ws, "welcome").await["campaign"], id.as_str());
+    let rows = audit_of(&node, &id).await;
+    assert_eq!(actions(&rows), ["campaign.create", "campaign.update"]);
+    assert_eq!(rows[1]["actor"], "system");
+
+    let (s, l) = node
+        .call_as(None, "GET", "/api/campaigns?tag=timed&q=TIM", None)
+        .await;
+    assert_eq!(s, 200, "{l}");
+    assert_eq!(l["items"].as_array().map(Vec::len), Some(1));
+    let (s, l) = node
+        .call_as(None, "GET", "/api/campaigns?tag=other", None)
+        .await;
+    assert_eq!((s, l["items"].as_array().map(Vec::len)), (200, Some(0)));
+    let (s, b) = node
+        .call(
+            "POST",
+            "/api/campaigns",
+            Some(json!({"name": "Bad", "starts_at": "tomorrow"})),
+        )
+        .await;
+    assert_error(s, &b, 400, "invalid_argument");
+    let (s, b) = node
+        .call(
+            "POST",
+            "/api/campaigns",
+            Some(json!({"name": "Bad", "starts_at": "2030-01-02T00:00:00Z", "ends_at": "2030-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_error(s, &b, 400, "invalid_argument");
+}

@@ -5,7 +5,8 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use serde_json::{Value, json, value::RawValue};
 use services::campaign::{
-    BoxFuture, BroadcastError, Broadcaster, CampaignService, LiveCampaign, NewCampaign, Status,
+    BoxFuture, BroadcastError, Broadcaster, CampaignFilter, CampaignService, LiveCampaign,
+    NewCampaign, Status,
 };
 use services::security::{Caller, Policies, Role};
 use services::{Database, ServiceError};
@@ -206,16 +207,30 @@ async fn create_get_list_and_paginate() {
                 .await
                 .expect("create");
         }
-        let p1 = f.svc.list(&SYS, None, Some(3), None).await.expect("page 1");
+        let p1 = f
+            .svc
+            .list(&SYS, &CampaignFilter::default(), Some(3), None)
+            .await
+            .expect("page 1");
         assert_eq!(p1.items.len(), 3);
         let p2 = f
             .svc
-            .list(&SYS, None, Some(3), p1.next_cursor.as_deref())
+            .list(
+                &SYS,
+                &CampaignFilter::default(),
+                Some(3),
+                p1.next_cursor.as_deref(),
+            )
             .await
             .expect("page 2");
         let p3 = f
             .svc
-            .list(&SYS, None, Some(3), p2.next_cursor.as_deref())
+            .list(
+                &SYS,
+                &CampaignFilter::default(),
+                Some(3),
+                p2.next_cursor.as_deref(),
+            )
             .await
             .expect("page 3");
         assert_eq!(p3.items.len(), 1);
@@ -229,7 +244,15 @@ async fn create_get_list_and_paginate() {
         assert_eq!(ids.len(), 7, "pages neither repeat nor skip");
         let drafts = f
             .svc
-            .list(&SYS, Some(Status::Draft), None, None)
+            .list(
+                &SYS,
+                &CampaignFilter {
+                    status: Some(Status::Draft),
+                    ..CampaignFilter::default()
+                },
+                None,
+                None,
+            )
             .await
             .expect("filter");
         assert_eq!(drafts.items.len(), 1);
@@ -270,7 +293,7 @@ async fn bad_input_is_refused_and_nothing_is_written() {
         }
         assert!(
             f.svc
-                .list(&SYS, None, None, None)
+                .list(&SYS, &CampaignFilter::default(), None, None)
                 .await
                 .expect("list")
                 .items
@@ -294,7 +317,9 @@ async fn bad_input_is_refused_and_nothing_is_written() {
             Err(ServiceError::NotFound { .. })
         ));
         assert!(matches!(
-            f.svc.list(&SYS, None, Some(0), None).await,
+            f.svc
+                .list(&SYS, &CampaignFilter::default(), Some(0), None)
+                .await,
             Err(ServiceError::Invalid { .. })
         ));
         let sql = "x'); DROP TABLE service_campaign_main; --";
@@ -627,6 +652,111 @@ async fn roles_are_enforced_and_every_change_is_audited_in_its_transaction() {
             let v: Value = serde_json::from_str(l).expect("one JSON object per line");
             assert_eq!(v["entity_id"], json!(c.id));
         }
+        f.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn lists_filter_by_tag_and_text_and_schedules_start_and_end_campaigns() {
+    for f in fixtures().await {
+        f.svc
+            .create(
+                &SYS,
+                new(
+                    "Spring Sale",
+                    json!({"metadata": {"tags": ["promo", "spring"]}}),
+                ),
+            )
+            .await
+            .expect("a");
+        f.svc
+            .create(
+                &SYS,
+                new(
+                    "Winter 100% off_now",
+                    json!({"metadata": {"tags": ["promo"]}}),
+                ),
+            )
+            .await
+            .expect("b");
+        f.svc
+            .create(&SYS, new("Plain", json!({})))
+            .await
+            .expect("c");
+        let names = |p: services::campaign::Page<services::campaign::Campaign>| {
+            p.items.into_iter().map(|c| c.name).collect::<Vec<_>>()
+        };
+        let by = |tag: Option<&str>, query: Option<&str>| CampaignFilter {
+            tag: tag.map(str::to_owned),
+            query: query.map(str::to_owned),
+            ..CampaignFilter::default()
+        };
+        let l = f
+            .svc
+            .list(&SYS, &by(Some("promo"), None), None, None)
+            .await
+            .expect("tag");
+        assert_eq!(names(l), ["Spring Sale", "Winter 100% off_now"]);
+        let l = f
+            .svc
+            .list(&SYS, &by(Some("spring"), Some("SALE")), None, None)
+            .await
+            .expect("both");
+        assert_eq!(names(l), ["Spring Sale"]);
+        // LIKE wildcards are literal.
+        let l = f
+            .svc
+            .list(&SYS, &by(None, Some("100%")), None, None)
+            .await
+            .expect("percent");
+        assert_eq!(names(l), ["Winter 100% off_now"]);
+        let l = f
+            .svc
+            .list(&SYS, &by(None, Some("_")), None, None)
+            .await
+            .expect("underscore");
+        assert_eq!(names(l), ["Winter 100% off_now"]);
+        let l = f
+            .svc
+            .list(&SYS, &by(Some("' OR 1=1 --"), None), None, None)
+            .await
+            .expect("inject");
+        assert!(l.items.is_empty());
+        assert!(matches!(
+            f.svc.list(&SYS, &by(Some(""), None), None, None).await,
+            Err(ServiceError::Invalid { .. })
+        ));
+
+        // Schedules: a draft starts when its time comes and ends at its end.
+        let now = services::time::now_ms();
+        let at = |ms: i64| services::time::rfc3339(ms);
+        let c = f
+            .svc
+            .create(
+                &SYS,
+                new(
+                    "Timed",
+                    json!({"status": "draft", "starts_at": at(now + 60_000), "ends_at": at(now + 120_000)}),
+                ),
+            )
+            .await
+            .expect("timed");
+        f.rec.take();
+        assert_eq!(f.svc.apply_schedule(now).await.expect("nothing due"), 0);
+        assert_eq!(f.svc.apply_schedule(now + 60_000).await.expect("start"), 1);
+        assert_eq!(
+            f.svc.get(&SYS, &c.id).await.expect("get").status,
+            Status::Active
+        );
+        assert!(f.rec.take().iter().any(|s| s.starts_with("upsert")));
+        assert_eq!(f.svc.apply_schedule(now + 60_000).await.expect("again"), 0);
+        assert_eq!(f.svc.apply_schedule(now + 120_000).await.expect("end"), 1);
+        assert_eq!(
+            f.svc.get(&SYS, &c.id).await.expect("get").status,
+            Status::Ended
+        );
+        assert_eq!(f.rec.take(), ["end"]);
+        assert_eq!(f.svc.apply_schedule(now + 999_999).await.expect("done"), 0);
         f.finish().await;
     }
 }

@@ -5,7 +5,7 @@ use proto::campaign::v0 as pb;
 use proto::campaign::v0::campaign_service_server::{CampaignService, CampaignServiceServer};
 use proto::convert;
 use serde_json::{Map, Value};
-use services::campaign::{Campaign, NewCampaign, Status as CampaignStatus};
+use services::campaign::{Campaign, CampaignFilter, NewCampaign, Status as CampaignStatus};
 use tonic::{Request, Response, Status};
 
 use super::{GrpcState, bad_json, caller, cursor, internal_json, limit, status};
@@ -134,7 +134,11 @@ impl CampaignService for Campaigns {
             .campaigns
             .list(
                 &caller,
-                r.status.as_deref().map(status_of).transpose()?,
+                &CampaignFilter {
+                    status: r.status.as_deref().map(status_of).transpose()?,
+                    tag: r.tag,
+                    query: r.query,
+                },
                 limit(r.limit),
                 cursor(&r.cursor),
             )

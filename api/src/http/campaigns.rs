@@ -10,7 +10,7 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use services::campaign::{NewCampaign, Status};
+use services::campaign::{CampaignFilter, NewCampaign, Status};
 
 use super::auth::Auth;
 use super::{AppState, check_user_id};
@@ -26,6 +26,8 @@ type IdPath = Result<Path<String>, PathRejection>;
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     status: Option<String>,
+    tag: Option<String>,
+    q: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
 }
@@ -50,7 +52,16 @@ pub async fn list(
     Ok(Json(
         app.services
             .campaigns
-            .list(&caller, status, q.limit, q.cursor.as_deref())
+            .list(
+                &caller,
+                &CampaignFilter {
+                    status,
+                    tag: q.tag,
+                    query: q.q,
+                },
+                q.limit,
+                q.cursor.as_deref(),
+            )
             .await?,
     ))
 }

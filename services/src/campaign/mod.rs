@@ -15,7 +15,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-pub use model::{Campaign, NewCampaign, Status};
+pub use model::{Campaign, CampaignFilter, NewCampaign, Status};
 pub use repo::CampaignRepo;
 
 use crate::cache::{MetadataCache, NoCache};
@@ -310,13 +310,20 @@ impl CampaignService {
     pub async fn list(
         &self,
         caller: &Caller,
-        status: Option<Status>,
+        filter: &CampaignFilter,
         limit: Option<u32>,
         cursor: Option<&str>,
     ) -> Result<Page<Campaign>, ServiceError> {
         self.policies.require(caller, "campaign", "read")?;
         let limit = check_limit(limit)?;
-        let items = self.repo.list(status, cursor, limit + 1).await?;
+        for (field, v) in [("tag", &filter.tag), ("query", &filter.query)] {
+            if let Some(v) = v
+                && (v.is_empty() || v.chars().count() > 100)
+            {
+                return Err(ServiceError::invalid(field, "must have 1-100 characters"));
+            }
+        }
+        let items = self.repo.list(filter, cursor, limit + 1).await?;
         Ok(paginate(items, limit, |c| c.id.clone()))
     }
 
@@ -328,10 +335,11 @@ impl CampaignService {
         let mut all = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
-            let page = self
-                .repo
-                .list(Some(Status::Active), cursor.as_deref(), MAX_PAGE)
-                .await?;
+            let filter = CampaignFilter {
+                status: Some(Status::Active),
+                ..CampaignFilter::default()
+            };
+            let page = self.repo.list(&filter, cursor.as_deref(), MAX_PAGE).await?;
             let full = page.len() == MAX_PAGE as usize;
             cursor = page.last().map(|c| c.id.clone());
             all.extend(page);
@@ -551,6 +559,40 @@ impl CampaignService {
             });
         }
         Ok(c)
+    }
+
+    /// Applies the schedules whose time has come: a draft whose `starts_at` passed becomes
+    /// active (and starts broadcasting), a campaign whose `ends_at` passed ends. Runs as the
+    /// node (`system` in the audit log); several nodes may run it at once, the second one to
+    /// reach a campaign finds it already changed. Returns how many campaigns it changed.
+    ///
+    /// # Errors
+    /// Database failures reading the schedule.
+    pub async fn apply_schedule(&self, now_ms: i64) -> Result<usize, ServiceError> {
+        let system = Caller::system();
+        let mut changed = 0;
+        for due in self.repo.due(now_ms).await? {
+            let ending = due.ends_at.is_some_and(|e| e <= now_ms);
+            let result = if ending {
+                self.end(&system, &due.id).await.map(|_| ())
+            } else if due.draft {
+                self.update(&system, &due.id, &serde_json::json!({"status": "active"}))
+                    .await
+                    .map(|_| ())
+            } else {
+                Ok(())
+            };
+            match result {
+                Ok(()) => {
+                    changed += 1;
+                    tracing::info!(campaign = %due.id, ended = ending, "schedule applied");
+                }
+                // Another node got there first.
+                Err(ServiceError::Conflict { .. } | ServiceError::NotFound { .. }) => {}
+                Err(e) => tracing::warn!(campaign = %due.id, error = %e, "schedule not applied"),
+            }
+        }
+        Ok(changed)
     }
 
     /// Starts the broadcast task of every active campaign (at node start).

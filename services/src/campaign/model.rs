@@ -96,6 +96,16 @@ impl Campaign {
     }
 }
 
+/// Which campaigns a list returns; every field narrows it.
+#[derive(Debug, Clone, Default)]
+pub struct CampaignFilter {
+    pub status: Option<Status>,
+    /// Campaigns whose `metadata.tags` holds this tag.
+    pub tag: Option<String>,
+    /// A substring of the name or slug (case-insensitive).
+    pub query: Option<String>,
+}
+
 /// Body of a create call.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -5,7 +5,7 @@
 use serde_json::Value;
 use sqlx::Row;
 
-use super::model::{Campaign, Status};
+use super::model::{Campaign, CampaignFilter, Status};
 use crate::db::on_pool;
 use crate::security::{AuditRecord, audit};
 use crate::time::{now_ms, parse_rfc3339, rfc3339};
@@ -16,6 +16,8 @@ struct Queries {
     insert: &'static str,
     get: &'static str,
     list: &'static str,
+    /// Campaigns whose start or end time has come.
+    due: &'static str,
     /// Starts the write transaction of an update.
     begin: &'static str,
     get_for_update: &'static str,
@@ -30,7 +32,13 @@ const SQLITE: Queries = Queries {
           FROM service_campaign_main WHERE id = ?1 OR slug = ?1 ORDER BY id = ?1 DESC LIMIT 1",
     list: "SELECT id, slug, name, status, metadata, state, starts_at, ends_at, created_at, updated_at \
            FROM service_campaign_main \
-           WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3",
+           WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR id > ?2) \
+           AND (?4 IS NULL OR EXISTS (SELECT 1 FROM json_each(metadata, '$.tags') WHERE value = ?4)) \
+           AND (?5 IS NULL OR name LIKE ?5 ESCAPE '\\' OR slug LIKE ?5 ESCAPE '\\') \
+           ORDER BY id LIMIT ?3",
+    due: "SELECT id, status, starts_at, ends_at FROM service_campaign_main \
+          WHERE (status = 'draft' AND starts_at IS NOT NULL AND starts_at <= ?1) \
+          OR (status <> 'ended' AND ends_at IS NOT NULL AND ends_at <= ?1) ORDER BY id LIMIT 100",
     // SQLite: take the write lock at once, so that concurrent read-modify-writes serialise.
     begin: "BEGIN IMMEDIATE",
     get_for_update: "SELECT id, slug, name, status, metadata, state, starts_at, ends_at, created_at, updated_at \
@@ -47,7 +55,13 @@ const POSTGRES: Queries = Queries {
           FROM service_campaign_main WHERE id = $1 OR slug = $1 ORDER BY id = $1 DESC LIMIT 1",
     list: "SELECT id, slug, name, status, metadata::text AS metadata, state::text AS state, starts_at, ends_at, created_at, updated_at \
            FROM service_campaign_main \
-           WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR id > $2) ORDER BY id LIMIT $3",
+           WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR id > $2) \
+           AND ($4::text IS NULL OR metadata @> jsonb_build_object('tags', jsonb_build_array($4::text))) \
+           AND ($5::text IS NULL OR name ILIKE $5 ESCAPE '\\' OR slug ILIKE $5 ESCAPE '\\') \
+           ORDER BY id LIMIT $3",
+    due: "SELECT id, status, starts_at, ends_at FROM service_campaign_main \
+          WHERE (status = 'draft' AND starts_at IS NOT NULL AND starts_at <= $1) \
+          OR (status <> 'ended' AND ends_at IS NOT NULL AND ends_at <= $1) ORDER BY id LIMIT 100",
     begin: "BEGIN",
     // Postgres: lock the row for the rest of the transaction.
     get_for_update: "SELECT id, slug, name, status, metadata::text AS metadata, state::text AS state, starts_at, ends_at, created_at, updated_at \
@@ -56,6 +70,15 @@ const POSTGRES: Queries = Queries {
              state = $6::jsonb, updated_at = $7, starts_at = $8, ends_at = $9 WHERE id = $1",
     audit: audit::INSERT_POSTGRES,
 };
+
+/// A campaign whose scheduled start or end has come.
+#[derive(Debug, Clone)]
+pub struct Due {
+    pub id: String,
+    pub draft: bool,
+    pub starts_at: Option<i64>,
+    pub ends_at: Option<i64>,
+}
 
 /// Reads and writes campaigns.
 #[derive(Clone, Debug)]
@@ -200,15 +223,24 @@ impl CampaignRepo {
     /// Database failures.
     pub async fn list(
         &self,
-        status: Option<Status>,
+        filter: &CampaignFilter,
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Campaign>, ServiceError> {
+        let pattern = filter.query.as_deref().map(|q| {
+            let escaped = q
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%{escaped}%")
+        });
         let rows: Vec<Columns> = on_pool!(&self.db, SQLITE, POSTGRES, |pool, sql| {
             let rows = sqlx::query(sql.list)
-                .bind(status.map(Status::as_str))
+                .bind(filter.status.map(Status::as_str))
                 .bind(after)
                 .bind(i64::from(limit))
+                .bind(filter.tag.as_deref())
+                .bind(pattern.as_deref())
                 .fetch_all(pool)
                 .await?;
             let mut out = Vec::with_capacity(rows.len());
@@ -218,6 +250,27 @@ impl CampaignRepo {
             out
         });
         rows.into_iter().map(Columns::into_campaign).collect()
+    }
+
+    /// Up to 100 campaigns whose start (drafts) or end (not ended) time is at or before
+    /// `now_ms`: `(id, status, starts_at, ends_at)`.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn due(&self, now_ms: i64) -> Result<Vec<Due>, ServiceError> {
+        let rows: Vec<(String, String, Option<i64>, Option<i64>)> =
+            on_pool!(&self.db, SQLITE, POSTGRES, |pool, sql| {
+                sqlx::query_as(sql.due).bind(now_ms).fetch_all(pool).await?
+            });
+        Ok(rows
+            .into_iter()
+            .map(|(id, status, starts_at, ends_at)| Due {
+                id,
+                draft: status == "draft",
+                starts_at,
+                ends_at,
+            })
+            .collect())
     }
 
     /// Reads the campaign, lets `change` edit it, and writes it back with the audit row
