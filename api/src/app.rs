@@ -146,6 +146,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 history_size: config.history_size,
                 history_ttl: config.history_ttl,
                 presence_ttl: config.presence_ttl,
+                sharded: config.redis_sharded,
             };
             RedisBroker::connect(redis, stop_bus.clone())
                 .await

@@ -54,6 +54,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Redis for a cluster of nodes (`redis://host:port`); none: in-process bus, one node.
     pub redis_url: Option<String>,
+    /// Sharded pub/sub (Redis 7+): campaign channels are shard channels (`SPUBLISH`,
+    /// `SSUBSCRIBE`); every node of a cluster must agree.
+    pub redis_sharded: bool,
     /// Prefix of every Redis key and channel (several clusters can share one Redis).
     pub redis_prefix: String,
     /// `text` or `json` log lines.
@@ -122,6 +125,7 @@ impl Default for Config {
             database_url: None,
             data_dir: PathBuf::from("data"),
             redis_url: None,
+            redis_sharded: false,
             redis_prefix: "ovasabi".to_owned(),
             log_format: "text".to_owned(),
             max_body_size: 1024 * 1024,
@@ -166,6 +170,7 @@ pub const KEYS: &[&str] = &[
     "database_url",
     "data_dir",
     "redis_url",
+    "redis_sharded",
     "redis_prefix",
     "log_format",
     "max_body_size",

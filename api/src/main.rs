@@ -58,6 +58,8 @@ flags! {
     data_dir,
     /// Redis URL for a cluster, redis://host:port [default: none, in-process bus]
     redis_url,
+    /// Sharded pub/sub on Redis 7+ (SPUBLISH/SSUBSCRIBE): true or false [default: false]
+    redis_sharded,
     /// Prefix of Redis keys and channels [default: ovasabi]
     redis_prefix,
     /// Log format: text or json [default: text]

@@ -64,6 +64,11 @@ async fn drop_database(name: &str, dir: &std::path::Path) {
 
 /// Three nodes on one Redis prefix and one database.
 async fn cluster(test: &str, url: &str) -> (Vec<TestNode>, std::path::PathBuf) {
+    cluster_with(test, url, false).await
+}
+
+/// Three nodes on one Redis prefix and one database, with sharded pub/sub or not.
+async fn cluster_with(test: &str, url: &str, sharded: bool) -> (Vec<TestNode>, std::path::PathBuf) {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -82,6 +87,7 @@ async fn cluster(test: &str, url: &str) -> (Vec<TestNode>, std::path::PathBuf) {
                 c.node_id = Some(format!("node-{name}"));
                 c.presence_interval = Duration::from_millis(200);
                 c.presence_ttl = Duration::from_secs(1);
+                c.redis_sharded = sharded;
             })
             .await,
         );
@@ -121,8 +127,17 @@ async fn live_everywhere(nodes: &[TestNode], id: &str) {
 
 #[tokio::test]
 async fn an_event_published_on_c_reaches_a_and_b_with_the_same_seq() {
+    fanout_across_nodes(false).await;
+}
+
+#[tokio::test]
+async fn with_sharded_pub_sub_an_event_published_on_c_reaches_a_and_b() {
+    fanout_across_nodes(true).await;
+}
+
+async fn fanout_across_nodes(sharded: bool) {
     let Some(url) = redis_url() else { return };
-    let (nodes, dir) = cluster("fanout", &url).await;
+    let (nodes, dir) = cluster_with("fanout", &url, sharded).await;
     let id = nodes[0].campaign("x-node", 10.0, json!({})).await;
     live_everywhere(&nodes, &id).await;
     let mut on_a = nodes[0].ws(&id, "ua", "").await;

@@ -243,11 +243,80 @@ async fn redis_broker_conformance() {
         history_size: 100,
         history_ttl: Duration::from_secs(60),
         presence_ttl: Duration::from_secs(1),
+        sharded: false,
     };
     let broker = RedisBroker::connect(config, shutdown.clone())
         .await
         .expect("connect");
     conformance(broker.clone(), true).await;
+    shutdown.cancel();
+}
+
+/// `PUBSUB <sub> <channel>`'s count for `channel`.
+async fn subscribers(url: &str, sub: &str, channel: &str) -> i64 {
+    let client = redis::Client::open(url).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let (_, n): (String, i64) = redis::cmd("PUBSUB")
+        .arg(sub)
+        .arg(channel)
+        .query_async(&mut conn)
+        .await
+        .expect("pubsub");
+    n
+}
+
+#[tokio::test]
+async fn redis_sharded_broker_conformance() {
+    let Some(url) = redis_url() else { return };
+    let shutdown = CancellationToken::new();
+    let p = prefix("shard");
+    let config = RedisConfig {
+        url: url.clone(),
+        prefix: p.clone(),
+        history_size: 100,
+        history_ttl: Duration::from_secs(60),
+        presence_ttl: Duration::from_secs(1),
+        sharded: true,
+    };
+    let broker = RedisBroker::connect(config, shutdown.clone())
+        .await
+        .expect("connect");
+    conformance(broker.clone(), true).await;
+    // Campaign channels are shard channels, named with the campaign as a hash tag, and the
+    // campaign's keys share the tag.
+    broker.follow("c9").await.expect("follow");
+    let channel = format!("{p}:c:{{c9}}");
+    assert_eq!(subscribers(&url, "SHARDNUMSUB", &channel).await, 1);
+    assert_eq!(subscribers(&url, "NUMSUB", &channel).await, 0);
+    assert_eq!(
+        broker
+            .publish("c9", event("tagged"))
+            .await
+            .expect("publish"),
+        1
+    );
+    let client = redis::Client::open(url.as_str()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let seq: i64 = redis::cmd("GET")
+        .arg(format!("{p}:seq:{{c9}}"))
+        .query_async(&mut conn)
+        .await
+        .expect("get");
+    assert_eq!(seq, 1);
+    broker.unfollow("c9");
+    for _ in 0..100 {
+        if subscribers(&url, "SHARDNUMSUB", &channel).await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(subscribers(&url, "SHARDNUMSUB", &channel).await, 0);
     shutdown.cancel();
 }
 
@@ -262,6 +331,7 @@ async fn redis_broker_reports_an_unreachable_redis_at_start() {
         history_size: 10,
         history_ttl: Duration::from_secs(60),
         presence_ttl: Duration::from_secs(1),
+        sharded: false,
     };
     let err = RedisBroker::connect(config, CancellationToken::new()).await;
     assert!(err.is_err());

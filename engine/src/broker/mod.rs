@@ -5,6 +5,7 @@
 
 mod memory;
 mod redis;
+mod shard;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -13,6 +13,9 @@
 //! `{p}:statev:{campaign}` (state version). A channel message is
 //! `<seq> <state version>\n<publication JSON>`.
 //!
+//! With `sharded`, campaign channels are shard channels and every per-campaign key above
+//! carries the campaign id as a hash tag (`{p}:seq:{<id>}`), see [`super::shard`].
+//!
 //! A node subscribes to a campaign's channel only while it has local sessions of it; when the
 //! first one arrives it reads the campaign's `seq` and state (a [`Snapshot`]) after the
 //! subscription is in place, so it misses nothing in between.
@@ -28,6 +31,7 @@ use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::shard::{Push, ShardConn};
 use super::{
     BoxFuture, Broker, BrokerError, Control, Deliver, PRESENCE_USERS, Presence, Publication,
     Snapshot,
@@ -48,7 +52,7 @@ else
     redis.call('SET', KEYS[3], ARGV[2])
   end
 end
-redis.call('PUBLISH', KEYS[4], seq .. ' ' .. version .. '\n' .. ARGV[2])
+redis.call(ARGV[5], KEYS[4], seq .. ' ' .. version .. '\n' .. ARGV[2])
 return seq
 ";
 
@@ -66,6 +70,11 @@ pub struct RedisConfig {
     /// A node's presence report is forgotten this long after its last heartbeat (so a crashed
     /// node's sessions disappear).
     pub presence_ttl: Duration,
+    /// Sharded pub/sub (Redis 7+): campaign channels are shard channels (`SPUBLISH`,
+    /// `SSUBSCRIBE`) and every key of a campaign carries its id as a hash tag
+    /// (`{p}:seq:{<id>}`), so that a campaign's keys and channel share one slot. Every node of
+    /// a cluster must agree on it.
+    pub sharded: bool,
 }
 
 enum SubCommand {
@@ -140,7 +149,11 @@ impl RedisBroker {
     }
 
     fn key(&self, kind: &str, campaign: &str) -> String {
-        format!("{}:{kind}:{campaign}", self.config.prefix)
+        if self.config.sharded {
+            format!("{}:{kind}:{{{campaign}}}", self.config.prefix)
+        } else {
+            format!("{}:{kind}:{campaign}", self.config.prefix)
+        }
     }
 
     fn control_channel(&self) -> String {
@@ -148,9 +161,14 @@ impl RedisBroker {
     }
 
     fn campaign_of<'a>(&self, channel: &'a str) -> Option<&'a str> {
-        channel
+        let id = channel
             .strip_prefix(self.config.prefix.as_str())?
-            .strip_prefix(":c:")
+            .strip_prefix(":c:")?;
+        if self.config.sharded {
+            id.strip_prefix('{')?.strip_suffix('}')
+        } else {
+            Some(id)
+        }
     }
 
     fn wanted(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
@@ -229,6 +247,11 @@ impl Broker for RedisBroker {
                 .arg(body)
                 .arg(self.config.history_size.max(1))
                 .arg(ttl)
+                .arg(if self.config.sharded {
+                    "SPUBLISH"
+                } else {
+                    "PUBLISH"
+                })
                 .invoke_async(&mut conn)
                 .await
                 .map_err(|e| unavailable(&e))?;
@@ -465,6 +488,19 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(base / 2 + jitter)
 }
 
+/// How a pub/sub session ended.
+enum Ended {
+    /// Shutdown, or the broker is gone: stop for good.
+    Stop,
+    /// The connection could not be set up.
+    Failed(String),
+    /// It was subscribed and serving, then broke.
+    Lost(String),
+}
+
+/// The pub/sub connection of a node: connects, subscribes to the control channel and every
+/// wanted campaign channel, serves until the connection breaks, and starts again after a
+/// back-off, reporting readiness all along.
 async fn pubsub_loop(
     broker: Weak<RedisBroker>,
     client: redis::Client,
@@ -477,74 +513,37 @@ async fn pubsub_loop(
         if shutdown.is_cancelled() {
             return;
         }
-        let pubsub = tokio::select! {
-            () = shutdown.cancelled() => return,
-            r = tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub()) => r,
+        let Some(sharded) = broker.upgrade().map(|b| b.config.sharded) else {
+            return;
         };
-        let Some(b) = broker.upgrade() else { return };
-        match pubsub {
-            Ok(Ok(pubsub)) => {
-                let (mut sink, mut stream) = pubsub.split();
-                let mut channels: Vec<String> = b.wanted().keys().map(|c| b.key("c", c)).collect();
-                channels.push(b.control_channel());
-                let mut ok = true;
-                for ch in &channels {
-                    if sink.subscribe(ch).await.is_err() {
-                        ok = false;
-                        break;
-                    }
-                }
-                if ok {
-                    if connected_before {
-                        counter!("ovasabi_broker_reconnects_total").increment(1);
-                        tracing::info!(
-                            channels = channels.len(),
-                            "Redis pub/sub reconnected and resubscribed"
-                        );
-                    }
-                    connected_before = true;
-                    attempt = 0;
-                    b.ready.store(true, Ordering::Relaxed);
-                    drop(b);
-                    loop {
-                        tokio::select! {
-                            () = shutdown.cancelled() => return,
-                            cmd = commands.recv() => {
-                                let r = match cmd {
-                                    Some(SubCommand::Subscribe(ch, ack)) => {
-                                        let r = sink.subscribe(ch).await;
-                                        if r.is_ok() && let Some(ack) = ack {
-                                            let _ = ack.send(());
-                                        }
-                                        r
-                                    }
-                                    Some(SubCommand::Unsubscribe(ch)) => sink.unsubscribe(ch).await,
-                                    None => return,
-                                };
-                                if r.is_err() {
-                                    break;
-                                }
-                            }
-                            msg = stream.next() => {
-                                let Some(msg) = msg else { break };
-                                let Some(b) = broker.upgrade() else { return };
-                                b.deliver_message(msg.get_channel_name(), msg.get_payload_bytes());
-                            }
-                        }
-                    }
-                    if let Some(b) = broker.upgrade() {
-                        b.ready.store(false, Ordering::Relaxed);
-                    }
-                    tracing::warn!("Redis pub/sub connection lost; reconnecting");
-                }
+        let mut ready = |b: &RedisBroker, channels: usize| {
+            if connected_before {
+                counter!("ovasabi_broker_reconnects_total").increment(1);
+                tracing::info!(
+                    channels,
+                    sharded,
+                    "Redis pub/sub reconnected and resubscribed"
+                );
             }
-            Ok(Err(e)) => {
-                b.ready.store(false, Ordering::Relaxed);
-                tracing::warn!(error = %e, attempt, "cannot connect to Redis pub/sub");
+            connected_before = true;
+            attempt = 0;
+            b.ready.store(true, Ordering::Relaxed);
+        };
+        let ended = if sharded {
+            sharded_session(&broker, &client, &mut commands, &shutdown, &mut ready).await
+        } else {
+            classic_session(&broker, &client, &mut commands, &shutdown, &mut ready).await
+        };
+        if let Some(b) = broker.upgrade() {
+            b.ready.store(false, Ordering::Relaxed);
+        }
+        match ended {
+            Ended::Stop => return,
+            Ended::Failed(reason) => {
+                tracing::warn!(error = %reason, attempt, "cannot connect to Redis pub/sub");
             }
-            Err(_) => {
-                b.ready.store(false, Ordering::Relaxed);
-                tracing::warn!(attempt, "Redis pub/sub connection timed out");
+            Ended::Lost(reason) => {
+                tracing::warn!(error = %reason, "Redis pub/sub connection lost; reconnecting");
             }
         }
         let wait = backoff(attempt);
@@ -552,6 +551,165 @@ async fn pubsub_loop(
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Every channel a fresh connection subscribes to: the control channel and the wanted
+/// campaigns' channels (`None` once the broker is gone).
+fn channels(broker: &Weak<RedisBroker>) -> Option<(Vec<String>, String)> {
+    let b = broker.upgrade()?;
+    let campaigns = b.wanted().keys().map(|c| b.key("c", c)).collect();
+    Some((campaigns, b.control_channel()))
+}
+
+/// One session on redis-rs's pub/sub connection (classic channels).
+async fn classic_session(
+    broker: &Weak<RedisBroker>,
+    client: &redis::Client,
+    commands: &mut mpsc::Receiver<SubCommand>,
+    shutdown: &CancellationToken,
+    ready: &mut impl FnMut(&RedisBroker, usize),
+) -> Ended {
+    let pubsub = tokio::select! {
+        () = shutdown.cancelled() => return Ended::Stop,
+        r = tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub()) => r,
+    };
+    let pubsub = match pubsub {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => return Ended::Failed(e.to_string()),
+        Err(_) => return Ended::Failed("no answer in 5 s".to_owned()),
+    };
+    let (mut sink, mut stream) = pubsub.split();
+    let Some((campaigns, control)) = channels(broker) else {
+        return Ended::Stop;
+    };
+    for ch in campaigns.iter().chain([&control]) {
+        if let Err(e) = sink.subscribe(ch).await {
+            return Ended::Failed(e.to_string());
+        }
+    }
+    match broker.upgrade() {
+        Some(b) => ready(&b, campaigns.len() + 1),
+        None => return Ended::Stop,
+    }
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ended::Stop,
+            cmd = commands.recv() => {
+                let r = match cmd {
+                    Some(SubCommand::Subscribe(ch, ack)) => {
+                        let r = sink.subscribe(ch).await;
+                        if r.is_ok() && let Some(ack) = ack {
+                            let _ = ack.send(());
+                        }
+                        r
+                    }
+                    Some(SubCommand::Unsubscribe(ch)) => sink.unsubscribe(ch).await,
+                    None => return Ended::Stop,
+                };
+                if let Err(e) = r {
+                    return Ended::Lost(e.to_string());
+                }
+            }
+            msg = stream.next() => {
+                let Some(msg) = msg else { return Ended::Lost("stream ended".to_owned()) };
+                let Some(b) = broker.upgrade() else { return Ended::Stop };
+                b.deliver_message(msg.get_channel_name(), msg.get_payload_bytes());
+            }
+        }
+    }
+}
+
+/// One session on a [`ShardConn`]: `SSUBSCRIBE` for campaign channels, `SUBSCRIBE` for the
+/// control channel. A subscription is acknowledged when Redis confirms it.
+async fn sharded_session(
+    broker: &Weak<RedisBroker>,
+    client: &redis::Client,
+    commands: &mut mpsc::Receiver<SubCommand>,
+    shutdown: &CancellationToken,
+    ready: &mut impl FnMut(&RedisBroker, usize),
+) -> Ended {
+    let conn = tokio::select! {
+        () = shutdown.cancelled() => return Ended::Stop,
+        r = tokio::time::timeout(
+            Duration::from_secs(5),
+            ShardConn::connect(client.get_connection_info()),
+        ) => r,
+    };
+    let mut conn = match conn {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return Ended::Failed(e),
+        Err(_) => return Ended::Failed("no answer in 5 s".to_owned()),
+    };
+    let Some((campaigns, control)) = channels(broker) else {
+        return Ended::Stop;
+    };
+    let mut waiting: HashMap<String, Vec<tokio::sync::oneshot::Sender<()>>> = HashMap::new();
+    let mut unconfirmed = campaigns.len() + 1;
+    let setup = async {
+        conn.send(&[b"SUBSCRIBE", control.as_bytes()]).await?;
+        for ch in &campaigns {
+            conn.send(&[b"SSUBSCRIBE", ch.as_bytes()]).await?;
+        }
+        // Ready once every subscription is confirmed.
+        while unconfirmed > 0 {
+            match conn.next().await? {
+                Push::Subscribed(_) => unconfirmed -= 1,
+                Push::Error(e) => return Err(e),
+                Push::Message { .. } | Push::Other => {}
+            }
+        }
+        Ok::<_, String>(())
+    };
+    let setup = tokio::select! {
+        () = shutdown.cancelled() => return Ended::Stop,
+        r = tokio::time::timeout(Duration::from_secs(5), setup) => r,
+    };
+    match setup {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Ended::Failed(e),
+        Err(_) => return Ended::Failed("subscriptions not confirmed in 5 s".to_owned()),
+    }
+    match broker.upgrade() {
+        Some(b) => ready(&b, campaigns.len() + 1),
+        None => return Ended::Stop,
+    }
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ended::Stop,
+            cmd = commands.recv() => {
+                let r = match cmd {
+                    Some(SubCommand::Subscribe(ch, ack)) => {
+                        let r = conn.send(&[b"SSUBSCRIBE", ch.as_bytes()]).await;
+                        if let Some(ack) = ack {
+                            waiting.entry(ch).or_default().push(ack);
+                        }
+                        r
+                    }
+                    Some(SubCommand::Unsubscribe(ch)) => {
+                        conn.send(&[b"SUNSUBSCRIBE", ch.as_bytes()]).await
+                    }
+                    None => return Ended::Stop,
+                };
+                if let Err(e) = r {
+                    return Ended::Lost(e);
+                }
+            }
+            push = conn.next() => match push {
+                Ok(Push::Message { channel, payload }) => {
+                    let Some(b) = broker.upgrade() else { return Ended::Stop };
+                    b.deliver_message(&channel, &payload);
+                }
+                Ok(Push::Subscribed(ch)) => {
+                    for ack in waiting.remove(&ch).unwrap_or_default() {
+                        let _ = ack.send(());
+                    }
+                }
+                Ok(Push::Error(e)) => tracing::warn!(error = %e, "Redis refused a pub/sub command"),
+                Ok(Push::Other) => {}
+                Err(e) => return Ended::Lost(e),
+            }
         }
     }
 }
