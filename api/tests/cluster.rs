@@ -404,18 +404,55 @@ async fn a_node_cut_from_redis_keeps_its_clients_and_they_recover_every_event() 
     // Node A still serves its clients.
     common::send(&mut on_a, r#"{"type":"ping"}"#).await;
     assert_eq!(next_of(&mut on_a, "pong").await["type"], "pong");
-    // Publishing through the cut node is refused, not lost silently.
+    // Publishing through the cut node reaches its own sessions at once, in an epoch of its
+    // own (the cluster's seq cannot be known), and is kept for the bus.
     let (status, body) = nodes[0]
         .call(
             "POST",
             &format!("/api/campaigns/{id}/events"),
-            Some(json!({"name": "x"})),
+            Some(json!({"name": "local", "immediate": true})),
         )
         .await;
-    assert_eq!(status, 503, "{body}");
+    assert_eq!(status, 202, "{body}");
+    let local_seq = body["seq"].as_u64().expect("seq");
+    let t = next_of(&mut on_a, "tick").await;
+    assert_eq!(t["events"][0]["name"], "local", "{t}");
+    assert_eq!(t["events"][0]["seq"], local_seq);
+    let mut late = nodes[0].ws(&id, "late", "").await;
+    let detached_epoch = next(&mut late).await["epoch"]
+        .as_str()
+        .expect("epoch")
+        .to_owned();
+    assert_ne!(
+        detached_epoch, epoch,
+        "a joiner during the cut sees the detached epoch"
+    );
 
     proxy.set_cut(false);
     eventually("node A ready again", || async { ready(&nodes[0]) }).await;
+    // A's sessions are told to resync (1012); B's get A's kept event, with a cluster seq.
+    assert_eq!(common::close_code(&mut on_a).await, 1012);
+    assert_eq!(common::close_code(&mut late).await, 1012);
+    let flushed = loop {
+        let t = next_of(&mut on_b, "tick").await;
+        if let Some(e) = t["events"]
+            .as_array()
+            .and_then(|e| e.iter().find(|e| e["name"] == "local"))
+        {
+            break e["seq"].as_u64().expect("seq");
+        }
+    };
+    assert!(
+        flushed > *during.last().expect("during"),
+        "after the cut's events"
+    );
+    let mut on_a = nodes[0].ws(&id, "ua", "").await;
+    assert_eq!(
+        next(&mut on_a).await["epoch"],
+        epoch.as_str(),
+        "back in the cluster's epoch"
+    );
+    next_of(&mut on_a, "tick").await;
     // Cross-node delivery resumes (the subscription may take a moment to land).
     let start = Instant::now();
     let after = loop {
@@ -446,6 +483,21 @@ async fn a_node_cut_from_redis_keeps_its_clients_and_they_recover_every_event() 
         "none lost, none twice"
     );
     assert!(during.iter().all(|s| seqs.contains(s)));
+    assert!(
+        seqs.contains(&flushed),
+        "the event published on A during the cut, once"
+    );
+    // A resume from the detached epoch cannot be served exactly: it says so, and resyncs.
+    let mut stale = nodes[0]
+        .ws(
+            &id,
+            "ua",
+            &format!("?since={local_seq}&epoch={detached_epoch}"),
+        )
+        .await;
+    let sw = next(&mut stale).await;
+    assert_eq!(sw["recovered"], false, "{sw}");
+    assert!(next_of(&mut stale, "tick").await.get("state").is_some());
     drop(nodes);
     drop_database(
         dir.file_name().and_then(|n| n.to_str()).unwrap_or_default(),

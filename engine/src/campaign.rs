@@ -36,6 +36,15 @@ pub(crate) enum Input {
     /// Where the campaign stands on the bus, read when this node started following it again:
     /// catch up before the next session joins.
     CatchUp(crate::broker::Snapshot),
+    /// A publication made on this node while the bus is unreachable: applied here only, with
+    /// a `seq` this task assigns (answered on `seq`), in a detached epoch.
+    Local {
+        publication: Publication,
+        seq: tokio::sync::oneshot::Sender<u64>,
+    },
+    /// The bus is reachable again: leave the detached epoch, close every session with 1012
+    /// so that clients resync, and take the bus's publications again.
+    Reattach,
     /// A new session: the task sends its welcome (and the events it missed, when it asks to
     /// resume), then adds it to the members, so nothing slips between history and live.
     Join {
@@ -73,6 +82,8 @@ pub(crate) struct CampaignShared {
     pub(crate) interest: tokio::sync::Mutex<usize>,
     /// Latest event `seq` this node has seen.
     last_seq: AtomicU64,
+    /// Whether the campaign publishes on this node only (the bus was unreachable).
+    pub(crate) detached: AtomicBool,
     frames_sent: AtomicU64,
     frames_dropped: AtomicU64,
     events: AtomicU64,
@@ -137,6 +148,11 @@ impl CampaignShared {
 
     /// Hands an input to the task. Publications are dropped (and counted) when the inbox is
     /// full; lifecycle inputs are never dropped: they wait for room in a spawned task.
+    /// Queues `input` if the inbox has room.
+    pub(crate) fn try_send(&self, input: Input) -> Result<(), ()> {
+        self.inbox.try_send(input).map_err(|_| ())
+    }
+
     pub(crate) fn send(&self, input: Input, node: &NodeInner) {
         match self.inbox.try_send(input) {
             Ok(()) => {}
@@ -283,6 +299,9 @@ pub(crate) struct Campaign {
     /// Membership version at the last broadcast in which every session got the current
     /// state; lets an idle tick return without looking at any session.
     settled_members: Option<u64>,
+    /// While detached: the cluster's epoch and the last `seq` seen from the bus when the
+    /// detachment began (restored on reattach).
+    detached_from: Option<(Box<str>, u64)>,
     last_overflow_warn_ms: i64,
 }
 
@@ -318,6 +337,7 @@ impl Campaign {
             cluster: Mutex::new(None),
             interest: tokio::sync::Mutex::new(0),
             last_seq: AtomicU64::new(0),
+            detached: AtomicBool::new(false),
             frames_sent: AtomicU64::new(0),
             frames_dropped: AtomicU64::new(0),
             events: AtomicU64::new(0),
@@ -344,6 +364,7 @@ impl Campaign {
                 .as_deref()
                 .map_or_else(|| crate::broker::new_epoch().into(), Into::into),
             settled_members: None,
+            detached_from: None,
             last_overflow_warn_ms: 0,
         };
         (task, shared)
@@ -366,6 +387,10 @@ impl Campaign {
                     Some(Input::Configure(spec)) => self.configure(spec, &mut interval),
                     Some(Input::Presence(n)) => self.connections = Some(n),
                     Some(Input::CatchUp(snapshot)) => self.catch_up(snapshot),
+                    Some(Input::Local { publication, seq }) => {
+                        let _ = seq.send(self.publish_detached(publication));
+                    }
+                    Some(Input::Reattach) => self.reattach(),
                     Some(Input::Join { session, resume, fetched }) => self.join(&session, resume.as_ref(), &fetched),
                     Some(Input::End) | None => break Close::ENDED,
                 },
@@ -391,6 +416,11 @@ impl Campaign {
     }
 
     pub(crate) fn on_publication(&mut self, p: Publication) {
+        if self.detached_from.is_some() && !matches!(p, Publication::State { .. }) {
+            // The bus came back before the reattach: these belong to the cluster's epoch,
+            // which this task's sessions are about to resync to.
+            return;
+        }
         match p {
             Publication::Event { seq, .. } if seq <= self.sent_seq && self.sent_seq > 0 => {
                 // Already behind us: reported by the snapshot this node caught up from.
@@ -444,6 +474,88 @@ impl Campaign {
                 }
             }
         }
+    }
+
+    /// Applies a publication made on this node while the bus is unreachable: the first one
+    /// detaches the campaign into an epoch of its own (new sessions see it in their welcome;
+    /// resuming across it is refused, so clients resync); events get the next local `seq`.
+    /// Returns the `seq` (the event's, or the latest for a state or message).
+    fn publish_detached(&mut self, p: Publication) -> u64 {
+        if self.detached_from.is_none() {
+            let base = self.sent_seq.max(self.shared.last_seq());
+            let local: Box<str> =
+                format!("{}~{}-{}", self.epoch, self.node.config.node_id, now_ms()).into();
+            tracing::warn!(campaign = %self.shared.id, epoch = %local, seq = base, "bus unreachable: publishing on this node only");
+            self.detached_from = Some((std::mem::replace(&mut self.epoch, local), base));
+            self.shared.detached.store(true, Relaxed);
+        }
+        let next = self.sent_seq.max(self.shared.last_seq()) + 1;
+        let (seq, p) = match p {
+            Publication::Event {
+                name,
+                data,
+                ts,
+                immediate,
+                user,
+                ..
+            } => (
+                next,
+                Publication::Event {
+                    seq: next,
+                    name,
+                    data,
+                    ts,
+                    immediate,
+                    user,
+                },
+            ),
+            Publication::Message {
+                user,
+                name,
+                data,
+                ts,
+                ..
+            } => {
+                let seq = self.shared.last_seq();
+                (
+                    seq,
+                    Publication::Message {
+                        seq,
+                        user,
+                        name,
+                        data,
+                        ts,
+                    },
+                )
+            }
+            state @ Publication::State { .. } => (self.shared.last_seq(), state),
+        };
+        // Applied as if the bus had delivered it (`detached_from` is taken for the call).
+        let detached = self.detached_from.take();
+        self.on_publication(p);
+        self.detached_from = detached;
+        seq
+    }
+
+    /// The bus is back: restores the cluster's epoch and `seq`, forgets the local events, and
+    /// closes every session with 1012 after what is queued for it, so that clients reconnect
+    /// (a resume from the detached epoch reports `recovered: false` and resyncs the state).
+    fn reattach(&mut self) {
+        let Some((epoch, base)) = self.detached_from.take() else {
+            return;
+        };
+        self.epoch = epoch;
+        self.sent_seq = base;
+        self.shared.last_seq.store(base, Relaxed);
+        self.pending.clear();
+        self.history.retain(|(_, e)| e.seq <= base);
+        self.join_frame = None;
+        self.shared.detached.store(false, Relaxed);
+        let (_, members) = self.shared.members.snapshot();
+        for s in members.iter() {
+            s.close(Close::RESYNC);
+        }
+        tracing::info!(campaign = %self.shared.id, sessions = members.len(), "bus reachable again: sessions told to resync");
     }
 
     fn configure(&mut self, spec: CampaignSpec, interval: &mut Interval) {

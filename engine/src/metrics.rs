@@ -18,6 +18,7 @@ pub const TICK_LAG: &str = "ovasabi_campaign_tick_lag_seconds";
 pub const CAMPAIGNS: &str = "ovasabi_campaign_running";
 pub const EVENTS_PUBLISHED: &str = "ovasabi_campaign_events_total";
 pub const INPUTS_DROPPED: &str = "ovasabi_campaign_inputs_dropped_total";
+pub const LOCAL_PUBLICATIONS: &str = "ovasabi_broker_local_publications_total";
 
 /// Histogram buckets (seconds) suited to tick duration and lag.
 pub const TICK_BUCKETS: &[f64] = &[
@@ -43,6 +44,10 @@ pub fn describe() {
     describe_histogram!(TICK_LAG, "Delay between a tick's scheduled and actual time");
     describe_gauge!(CAMPAIGNS, "Campaign broadcast tasks running on this node");
     describe_counter!(
+        LOCAL_PUBLICATIONS,
+        "Publications applied on this node only while the bus was unreachable"
+    );
+    describe_counter!(
         EVENTS_PUBLISHED,
         "Events received by this node's campaign tasks"
     );
@@ -66,6 +71,7 @@ pub(crate) struct Metrics {
     pub campaigns: Gauge,
     pub events: Counter,
     pub inputs_dropped: Counter,
+    pub local_publications: Counter,
 }
 
 impl Metrics {
@@ -81,6 +87,7 @@ impl Metrics {
             tick_lag: histogram!(TICK_LAG),
             campaigns: gauge!(CAMPAIGNS),
             events: counter!(EVENTS_PUBLISHED),
+            local_publications: counter!(LOCAL_PUBLICATIONS),
             inputs_dropped: counter!(INPUTS_DROPPED),
         }
     }

@@ -2,8 +2,9 @@
 //! broker every publish goes through, and the tasks of campaigns and sessions; it is what the
 //! node binary calls from its REST and WebSocket handlers.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream};
@@ -14,7 +15,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::broker::{Broker, CampaignSpec, Control, Deliver, Publication};
+use crate::broker::{Broker, BrokerError, CampaignSpec, Control, Deliver, Publication};
 use crate::campaign::{Campaign, CampaignShared, CampaignStats, Input, Resume};
 use crate::config::{self, Config};
 use crate::error::EngineError;
@@ -43,6 +44,9 @@ pub(crate) struct NodeInner {
     pinger: std::sync::Once,
     /// Whether the presence task runs (it starts with the first campaign).
     presence: std::sync::Once,
+    /// Publications made here while the bus was unreachable, oldest first: published on the
+    /// bus, in order, once it is back (so other nodes get them late rather than never).
+    outbox: Mutex<VecDeque<(String, Publication)>>,
     /// A weak handle on this very value, for the tasks that [`Deliver::control`] starts.
     me: Weak<NodeInner>,
 }
@@ -67,6 +71,7 @@ impl Node {
             next_session: AtomicU64::new(1),
             pinger: std::sync::Once::new(),
             presence: std::sync::Once::new(),
+            outbox: Mutex::new(VecDeque::new()),
             me: me.clone(),
         });
         let sink: Weak<dyn Deliver> = Arc::downgrade(&inner) as Weak<dyn Deliver>;
@@ -150,7 +155,55 @@ impl Node {
             immediate,
             user: None,
         };
-        Ok(self.inner.broker.publish(campaign, p).await?)
+        self.publish(campaign, p).await
+    }
+
+    /// Publishes through the bus; while the bus is unreachable, applies the publication on
+    /// this node only (its sessions get it at once, in a detached epoch) and keeps it for the
+    /// bus, which gets it when it is back.
+    async fn publish(&self, campaign: &str, p: Publication) -> Result<u64, EngineError> {
+        let inner = &self.inner;
+        if inner.broker.is_ready() {
+            match inner.broker.publish(campaign, p.clone()).await {
+                Err(BrokerError::Unavailable { reason }) => {
+                    tracing::debug!(campaign, reason, "bus unavailable: publishing locally");
+                }
+                other => return Ok(other?),
+            }
+        }
+        let shared = inner
+            .hub
+            .get(campaign)
+            .map(|c| c.value().clone())
+            .ok_or_else(|| EngineError::UnknownCampaign {
+                campaign: campaign.to_owned(),
+            })?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        {
+            // One lock for both, so that the bus later gets them in the order the sessions did.
+            let mut outbox = inner.outbox.lock().unwrap_or_else(PoisonError::into_inner);
+            if outbox.len() >= MAX_OUTBOX {
+                return Err(BrokerError::Unavailable {
+                    reason: format!(
+                        "the bus is unreachable and {MAX_OUTBOX} publications wait for it"
+                    ),
+                }
+                .into());
+            }
+            shared
+                .try_send(Input::Local {
+                    publication: p.clone(),
+                    seq: tx,
+                })
+                .map_err(|()| BrokerError::Unavailable {
+                    reason: "the bus is unreachable and the campaign's inbox is full".to_owned(),
+                })?;
+            outbox.push_back((campaign.to_owned(), p));
+        }
+        inner.metrics.local_publications.increment(1);
+        rx.await.map_err(|_| EngineError::UnknownCampaign {
+            campaign: campaign.to_owned(),
+        })
     }
 
     /// Replaces the campaign's state; clients get it with the next tick.
@@ -159,9 +212,7 @@ impl Node {
     /// [`EngineError::UnknownCampaign`], or a broker error.
     pub async fn set_state(&self, campaign: &str, state: Box<RawValue>) -> Result<(), EngineError> {
         self.running(campaign)?;
-        self.inner
-            .broker
-            .publish(campaign, Publication::State { state, version: 0 })
+        self.publish(campaign, Publication::State { state, version: 0 })
             .await?;
         Ok(())
     }
@@ -191,7 +242,7 @@ impl Node {
             data,
             ts: now_ms(),
         };
-        Ok(self.inner.broker.publish(campaign, p).await?)
+        self.publish(campaign, p).await
     }
 
     /// Whether the campaign's task runs on this node.
@@ -439,6 +490,47 @@ async fn presence_loop(node: Weak<NodeInner>) {
     }
 }
 
+/// Most publications kept for the bus while it is unreachable.
+const MAX_OUTBOX: usize = 10_000;
+
+/// Every 100 ms: once the bus is reachable again after this node published on its own, tells
+/// every detached campaign to reattach (its sessions resync), then hands the kept publications
+/// to the bus in order. A campaign's reattach is queued before the bus can bring back any of
+/// them, so its sessions never see one twice.
+async fn bus_loop(node: Weak<NodeInner>) {
+    let mut rounds = Rounds::new(&node, |_| Duration::from_millis(100), true);
+    while let Some((node, campaigns)) = rounds.next(&node).await {
+        if !node.broker.is_ready() {
+            continue;
+        }
+        for c in campaigns.iter().filter(|c| c.detached.load(Relaxed)) {
+            c.detached.store(false, Relaxed);
+            c.send(Input::Reattach, &node);
+        }
+        loop {
+            let next = node
+                .outbox
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .front()
+                .cloned();
+            let Some((campaign, p)) = next else { break };
+            match node.broker.publish(&campaign, p).await {
+                Ok(_) => {
+                    node.outbox
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .pop_front();
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "bus refused a kept publication; retrying");
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// Every `ping_interval`: closes the sessions from which nothing arrived for `pong_timeout`
 /// (4009) and queues a protocol ping for the others. One task for the node instead of a timer
 /// per connection.
@@ -493,6 +585,7 @@ impl NodeInner {
         }
         self.presence.call_once(|| {
             self.tracker.spawn(presence_loop(Arc::downgrade(self)));
+            self.tracker.spawn(bus_loop(Arc::downgrade(self)));
         });
         let (task, shared) = Campaign::new(spec, self.clone());
         self.hub.insert(shared.id.clone(), shared);

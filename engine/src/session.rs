@@ -36,6 +36,8 @@ pub mod close_code {
     pub const INVALID_PAYLOAD: u16 = 1007;
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
+    /// Service restart: reconnect (with `since`) and resync.
+    pub const RESYNC: u16 = 1012;
     pub const SLOW: u16 = 4008;
     pub const PING_TIMEOUT: u16 = 4009;
 }
@@ -58,6 +60,12 @@ impl Close {
     pub const SHUTDOWN: Self = Self {
         code: close_code::GOING_AWAY,
         reason: "server shutting down",
+        drain: true,
+    };
+    /// The bus is back after this node published on its own: sessions reconnect and resync.
+    pub const RESYNC: Self = Self {
+        code: close_code::RESYNC,
+        reason: "bus reconnected: resume with since to resync",
         drain: true,
     };
     pub const SLOW: Self = Self {

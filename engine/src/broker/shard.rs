@@ -226,7 +226,7 @@ mod tests {
 
     #[test]
     fn parses_every_kind_and_waits_for_more() {
-        let msg = b"*3\r\n$8\r\nsmessage\r\n$4\r\nc:{x}\r\n$5\r\nhello\r\n";
+        let msg = b"*3\r\n$8\r\nsmessage\r\n$5\r\nc:{x}\r\n$5\r\nhello\r\n";
         let (v, used) = parse(msg).expect("valid").expect("complete");
         assert_eq!(used, msg.len());
         assert_eq!(
