@@ -1,6 +1,6 @@
 # Multi-stage build of the ovasabi node.
 #   docker build -t ovasabi .
-#   docker run -p 8090:8090 -p 9090:9090 ovasabi
+#   docker run -e OVASABI_ADMIN_PASSWORD=change-me-now -p 8090:8090 -p 8080:8080 -p 9090:9090 ovasabi
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
@@ -18,7 +18,7 @@ USER ovasabi
 WORKDIR /var/lib/ovasabi
 ENV OVASABI_DATA_DIR=/var/lib/ovasabi \
     OVASABI_LOG_FORMAT=json
-EXPOSE 8090 9090
+EXPOSE 8090 8080 9090
 HEALTHCHECK --interval=10s --timeout=3s CMD curl -fsS http://127.0.0.1:9090/healthz || exit 1
 ENTRYPOINT ["ovasabi"]
 CMD ["serve"]
