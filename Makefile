@@ -6,11 +6,11 @@ CARGO ?= cargo
 build:          ## release build of the node
 	$(CARGO) build --release
 
-run:            ## run a node on its embedded defaults (SQLite under ./data, in-process bus)
-	$(CARGO) run --release
+run:            ## run a node on its embedded defaults (SQLite under ./data, in-process bus), dev mode
+	$(CARGO) run --release -- --dev
 
-dev:            ## run a debug node with debug logs
-	RUST_LOG=debug,sqlx=warn,hyper=info $(CARGO) run
+dev:            ## run a debug node in dev mode with debug logs
+	RUST_LOG=debug,sqlx=warn,hyper=info $(CARGO) run -- --dev
 
 test:           ## every test
 	$(CARGO) test --workspace
@@ -20,7 +20,7 @@ test-unit:      ## unit tests (library code, paused-time engine tests)
 	$(CARGO) test -p engine --test broadcast
 
 test-integration: ## end-to-end tests against real nodes on port 0
-	$(CARGO) test -p services --test campaign
+	$(CARGO) test -p services --tests
 	$(CARGO) test -p api --tests
 
 lint:           ## formatting and clippy, as CI runs them
