@@ -17,9 +17,11 @@ for hz in $HZS; do for n in $CLIENTS; do for slow in $SLOWS; do for p in $PAYLOA
   name="hz${hz}-n${n}-slow${slow}-p${p}"
   data=$(mktemp -d)
   taskset -c 0 target/release/ovasabi --http-addr 127.0.0.1:18090 --metrics-addr 127.0.0.1:19090 \
-    --database-url "sqlite://$data/db.sqlite" >"$data/node.log" 2>&1 &
+    --grpc-addr 127.0.0.1:18080 --database-url "sqlite://$data/db.sqlite" --dev >"$data/node.log" 2>&1 &
   node=$!
   for _ in $(seq 50); do curl -sf 127.0.0.1:19090/healthz >/dev/null && break; sleep 0.1; done
+  # --dev prints an admin token on the line after "dev mode:"; the harness sends it.
+  OVASABI_TOKEN=$(grep -A1 '^dev mode:' "$data/node.log" | tail -1); export OVASABI_TOKEN
   # Every tick carries events: publish at twice the tick rate, at least 10 events/s.
   rate=$(python3 -c "print(max(10, 2 * $hz))")
   if [ "$slow" = 0 ]; then scenario=(fanout); else scenario=(slow --slow-fraction "$slow" --slow-read stall); fi
