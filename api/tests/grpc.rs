@@ -513,3 +513,408 @@ async fn services_over_grpc_with_rbac_and_status_codes() {
     assert_eq!(n, 4);
     let _ = user(&node, "restuser").await;
 }
+
+#[tokio::test]
+async fn the_remaining_operations_over_grpc() {
+    use proto::admin::v0 as apb;
+    use proto::admin::v0::admin_service_client::AdminServiceClient;
+    let node = TestNode::start().await;
+    let admin = node.token.clone().expect("admin token");
+    let ch = channel(&node).await;
+    let mut users = UserServiceClient::new(ch.clone());
+    let mut admins = AdminServiceClient::new(ch.clone());
+    let mut campaigns = CampaignServiceClient::new(ch.clone());
+    let mut broadcast = BroadcastServiceClient::new(ch.clone());
+    let mut content = ContentServiceClient::new(ch.clone());
+    let mut security = SecurityServiceClient::new(ch);
+
+    // User: register, refresh, profile, read by id.
+    let u = users
+        .register(upb::RegisterRequest {
+            username: "carol".into(),
+            email: "carol@example.org".into(),
+            password: "password123".into(),
+            display_name: "Carol".into(),
+        })
+        .await
+        .expect("register")
+        .into_inner();
+    let t = users
+        .login(upb::LoginRequest {
+            login: "carol".into(),
+            password: "password123".into(),
+        })
+        .await
+        .expect("login")
+        .into_inner();
+    let t2 = users
+        .refresh(upb::RefreshRequest {
+            refresh_token: t.refresh_token.clone(),
+        })
+        .await
+        .expect("refresh")
+        .into_inner();
+    assert_eq!(t2.user.map(|u| u.id), Some(u.id.clone()));
+    let changed = users
+        .update_profile(with_token(
+            upb::UpdateProfileRequest {
+                display_name: Some("Carol C.".into()),
+                email: None,
+                current_password: "password123".into(),
+                new_password: Some("new password 1".into()),
+            },
+            &t.access_token,
+        ))
+        .await
+        .expect("update")
+        .into_inner();
+    assert_eq!(changed.display_name, "Carol C.");
+    let short = users
+        .update_profile(with_token(
+            upb::UpdateProfileRequest {
+                new_password: Some("x".into()),
+                ..Default::default()
+            },
+            &t.access_token,
+        ))
+        .await
+        .expect_err("short password");
+    assert_eq!(short.code(), Code::InvalidArgument);
+    let by_admin = users
+        .get_user(with_token(upb::GetUserRequest { id: u.id.clone() }, &admin))
+        .await
+        .expect("admin reads anyone")
+        .into_inner();
+    assert_eq!(by_admin.username, "carol");
+    let other = users
+        .get_user(with_token(
+            upb::GetUserRequest {
+                id: "someone".into(),
+            },
+            &t.access_token,
+        ))
+        .await
+        .expect_err("users read themselves only");
+    assert_eq!(other.code(), Code::PermissionDenied);
+
+    // Admin: grant, list by role, revoke, disable, enable; users may not.
+    let denied = admins
+        .list_users(with_token(
+            apb::ListUsersRequest::default(),
+            &t.access_token,
+        ))
+        .await
+        .expect_err("not an admin");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let granted = admins
+        .grant_role(with_token(
+            apb::GrantRoleRequest {
+                user_id: u.id.clone(),
+                role: "campaign_manager".into(),
+            },
+            &admin,
+        ))
+        .await
+        .expect("grant")
+        .into_inner();
+    assert_eq!(granted.roles, ["user", "campaign_manager"]);
+    let bad = admins
+        .grant_role(with_token(
+            apb::GrantRoleRequest {
+                user_id: u.id.clone(),
+                role: "king".into(),
+            },
+            &admin,
+        ))
+        .await
+        .expect_err("bad role");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    let managers = admins
+        .list_users(with_token(
+            apb::ListUsersRequest {
+                role: Some("campaign_manager".into()),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(managers.users.len(), 1);
+    let revoked = admins
+        .revoke_role(with_token(
+            apb::RevokeRoleRequest {
+                user_id: u.id.clone(),
+                role: "campaign_manager".into(),
+            },
+            &admin,
+        ))
+        .await
+        .expect("revoke")
+        .into_inner();
+    assert_eq!(revoked.roles, ["user"]);
+    let disabled = admins
+        .disable_user(with_token(
+            apb::DisableUserRequest {
+                user_id: u.id.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .expect("disable")
+        .into_inner();
+    assert!(disabled.disabled);
+    let refused = users
+        .login(upb::LoginRequest {
+            login: "carol".into(),
+            password: "new password 1".into(),
+        })
+        .await
+        .expect_err("disabled");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    admins
+        .enable_user(with_token(
+            apb::EnableUserRequest {
+                user_id: u.id.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .expect("enable");
+    let missing = admins
+        .disable_user(with_token(
+            apb::DisableUserRequest {
+                user_id: "nope".into(),
+            },
+            &admin,
+        ))
+        .await
+        .expect_err("unknown user");
+    assert_eq!(missing.code(), Code::NotFound);
+
+    // Campaign update and a direct message.
+    let c = campaigns
+        .create_campaign(with_token(
+            cpb::CreateCampaignRequest {
+                name: "Msg".into(),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .expect("create")
+        .into_inner();
+    let updated = campaigns
+        .update_campaign(with_token(
+            cpb::UpdateCampaignRequest {
+                id: c.id.clone(),
+                patch: Some(s(json!({"name": "Messages"}))),
+            },
+            &admin,
+        ))
+        .await
+        .expect("update")
+        .into_inner();
+    assert_eq!(updated.name, "Messages");
+    let bad = campaigns
+        .update_campaign(with_token(
+            cpb::UpdateCampaignRequest {
+                id: c.id.clone(),
+                patch: Some(s(json!({"colour": "red"}))),
+            },
+            &admin,
+        ))
+        .await
+        .expect_err("unknown field");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    let mut ws = node.ws(&c.id, "dave", "").await;
+    common::next_of(&mut ws, "welcome").await;
+    broadcast
+        .send_message(with_token(
+            bpb::SendMessageRequest {
+                campaign_id: c.id.clone(),
+                user_id: "dave".into(),
+                name: "note".into(),
+                data: Some(proto::convert::json_to_value(json!({"hi": 1})).expect("v")),
+            },
+            &admin,
+        ))
+        .await
+        .expect("message");
+    let m = common::next_of(&mut ws, "message").await;
+    assert_eq!(
+        (m["name"].clone(), m["data"].clone()),
+        (json!("note"), json!({"hi": 1}))
+    );
+
+    // Content: update, list, comments, reactions, delete.
+    let post = content
+        .create_content(with_token(
+            kpb::CreateContentRequest {
+                kind: "micro".into(),
+                body: "short".into(),
+                ..Default::default()
+            },
+            &t.access_token,
+        ))
+        .await
+        .expect("create")
+        .into_inner();
+    let edited = content
+        .update_content(with_token(
+            kpb::UpdateContentRequest {
+                id: post.id.clone(),
+                body: Some("shorter".into()),
+                tags: vec!["t".into()],
+                replace_tags: true,
+                ..Default::default()
+            },
+            &t.access_token,
+        ))
+        .await
+        .expect("update")
+        .into_inner();
+    assert_eq!(
+        (edited.body.as_str(), edited.tags.as_slice()),
+        ("shorter", ["t".to_owned()].as_slice())
+    );
+    let listed = content
+        .list_content(kpb::ListContentRequest {
+            kind: Some("micro".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(listed.items.len(), 1);
+    let c1 = content
+        .add_comment(with_token(
+            kpb::AddCommentRequest {
+                content_id: post.id.clone(),
+                parent_id: None,
+                body: "one".into(),
+            },
+            &admin,
+        ))
+        .await
+        .expect("comment")
+        .into_inner();
+    content
+        .add_comment(with_token(
+            kpb::AddCommentRequest {
+                content_id: post.id.clone(),
+                parent_id: Some(c1.id.clone()),
+                body: "two".into(),
+            },
+            &t.access_token,
+        ))
+        .await
+        .expect("reply");
+    let comments = content
+        .list_comments(kpb::ListCommentsRequest {
+            content_id: post.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("comments")
+        .into_inner();
+    assert_eq!(comments.comments.len(), 2);
+    assert_eq!(
+        comments.comments[1].parent_id.as_deref(),
+        Some(c1.id.as_str())
+    );
+    content
+        .react(with_token(
+            kpb::ReactRequest {
+                content_id: post.id.clone(),
+                kind: "wow".into(),
+            },
+            &admin,
+        ))
+        .await
+        .expect("react");
+    let after = content
+        .unreact(with_token(
+            kpb::UnreactRequest {
+                content_id: post.id.clone(),
+                kind: "wow".into(),
+            },
+            &admin,
+        ))
+        .await
+        .expect("unreact")
+        .into_inner();
+    assert!(after.counts.is_empty());
+    let counts = content
+        .get_reactions(kpb::GetReactionsRequest {
+            content_id: post.id.clone(),
+        })
+        .await
+        .expect("reactions")
+        .into_inner();
+    assert!(counts.mine.is_empty());
+    let denied = content
+        .delete_content(with_token(
+            kpb::DeleteContentRequest {
+                id: post.id.clone(),
+            },
+            "not-a-token",
+        ))
+        .await
+        .expect_err("bad token");
+    assert_eq!(denied.code(), Code::Unauthenticated);
+    content
+        .delete_content(with_token(
+            kpb::DeleteContentRequest {
+                id: post.id.clone(),
+            },
+            &t.access_token,
+        ))
+        .await
+        .expect("the author deletes");
+    let gone = content
+        .get_content(kpb::GetContentRequest {
+            id: post.id.clone(),
+        })
+        .await
+        .expect_err("deleted");
+    assert_eq!(gone.code(), Code::NotFound);
+
+    // Every change above is in the audit log, attributed to its caller.
+    let rows = security
+        .query_audit(with_token(
+            spb::AuditFilter {
+                entity_id: Some(u.id.clone()),
+                limit: 100,
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .expect("audit")
+        .into_inner()
+        .entries;
+    let actions: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "user.register",
+            "user.update_profile",
+            "user.grant_role",
+            "user.revoke_role",
+            "user.disable",
+            "user.enable"
+        ]
+    );
+    let policies = security
+        .list_policies(with_token(spb::ListPoliciesRequest {}, &admin))
+        .await
+        .expect("policies")
+        .into_inner();
+    assert!(
+        policies
+            .policies
+            .iter()
+            .any(|p| p.role == "campaign_manager" && p.resource == "broadcast")
+    );
+}
