@@ -5,7 +5,8 @@
 //! # Layout
 //! * [`config`]: layered configuration and its validation.
 //! * [`app`]: wiring, start and ordered shutdown.
-//! * [`http`]: REST, WebSocket upgrade and the web page; [`error`]: errors as JSON.
+//! * [`http`]: REST, WebSocket upgrade and the web page; [`error`]: errors as JSON;
+//!   [`openapi`]: the OpenAPI document generated from the REST handlers.
 //! * [`grpc`]: the gRPC adapters, health and reflection.
 //! * [`ops`]: `/metrics`, `/healthz`, `/readyz`.
 //! * [`broadcaster`]: the services' broadcaster implemented with the engine.
@@ -18,4 +19,5 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod openapi;
 pub mod ops;

@@ -43,26 +43,34 @@ pub struct ProviderConfig {
 }
 
 /// Where a service can be called.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Endpoints {
     /// REST path prefixes on `:8090`.
+    #[schema(value_type = Vec<String>)]
     pub rest: Vec<&'static str>,
     /// Fully qualified gRPC service names on `:8080`.
+    #[schema(value_type = Vec<String>)]
     pub grpc: Vec<&'static str>,
 }
 
 /// What a service says about itself.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ServiceRegistration {
+    #[schema(value_type = String)]
     pub name: &'static str,
+    #[schema(value_type = String)]
     pub version: &'static str,
+    #[schema(value_type = Vec<String>)]
     pub capabilities: Vec<&'static str>,
     /// Other services and infrastructure it needs.
+    #[schema(value_type = Vec<String>)]
     pub dependencies: Vec<&'static str>,
     pub endpoints: Endpoints,
     /// What its health check verifies.
+    #[schema(value_type = String)]
     pub health_check: &'static str,
     /// The prefix of its metrics on `:9090/metrics`.
+    #[schema(value_type = String)]
     pub metrics_prefix: &'static str,
 }
 

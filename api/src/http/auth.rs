@@ -12,10 +12,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use services::security::Caller;
-use services::user::{NewUser, ProfileUpdate};
+use services::user::{NewUser, ProfileUpdate, Tokens, User};
+use utoipa::ToSchema;
 
 use super::AppState;
 use crate::error::ApiError;
+use crate::openapi::ErrorBody;
 
 /// The caller of a request: anonymous without a token; a bad or expired token is refused
 /// with 401 even where anonymous calls are allowed.
@@ -74,6 +76,25 @@ impl FromRequestParts<AppState> for Auth {
 
 type JsonBody<T> = Result<Json<T>, JsonRejection>;
 
+/// Registers an account with the role `user`. Open to anyone.
+#[utoipa::path(
+    post,
+    path = "/api/auth/register",
+    operation_id = "register",
+    tag = "auth",
+    request_body = NewUser,
+    security((), ("bearer" = [])),
+    responses(
+        (status = 201, description = "Registered", body = User),
+        (status = 400, description = "Malformed JSON, unknown field or invalid value", body = ErrorBody),
+        (status = 401, description = "Bad or expired token", body = ErrorBody),
+        (status = 409, description = "The username or email is taken", body = ErrorBody),
+        (status = 413, description = "Body larger than the node's limit", body = ErrorBody),
+        (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
 pub async fn register(
     State(app): State<AppState>,
     Auth(caller): Auth,
@@ -84,7 +105,8 @@ pub async fn register(
     Ok((StatusCode::CREATED, Json(user)))
 }
 
-#[derive(Deserialize)]
+/// Credentials.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
     /// Username or email.
@@ -92,6 +114,24 @@ pub struct LoginBody {
     password: String,
 }
 
+/// Checks a username or email and password; returns tokens.
+#[utoipa::path(
+    post,
+    path = "/api/auth/login",
+    operation_id = "login",
+    tag = "auth",
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "Signed in", body = Tokens),
+        (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
+        (status = 401, description = "Unknown login or wrong password", body = ErrorBody),
+        (status = 403, description = "The account is disabled", body = ErrorBody),
+        (status = 413, description = "Body larger than the node's limit", body = ErrorBody),
+        (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
 pub async fn login(
     State(app): State<AppState>,
     body: JsonBody<LoginBody>,
@@ -100,12 +140,32 @@ pub async fn login(
     Ok(Json(app.services.users.login(&b.login, &b.password).await?))
 }
 
-#[derive(Deserialize)]
+/// A refresh token.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshBody {
+    /// The `refresh_token` of a login or an earlier refresh.
     refresh_token: String,
 }
 
+/// New tokens (with the account's current roles) for a valid refresh token.
+#[utoipa::path(
+    post,
+    path = "/api/auth/refresh",
+    operation_id = "refresh",
+    tag = "auth",
+    request_body = RefreshBody,
+    responses(
+        (status = 200, description = "New tokens", body = Tokens),
+        (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
+        (status = 401, description = "Bad or expired refresh token, or the account no longer exists", body = ErrorBody),
+        (status = 403, description = "The account is disabled", body = ErrorBody),
+        (status = 413, description = "Body larger than the node's limit", body = ErrorBody),
+        (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
 pub async fn refresh(
     State(app): State<AppState>,
     body: JsonBody<RefreshBody>,
@@ -114,6 +174,21 @@ pub async fn refresh(
     Ok(Json(app.services.users.refresh(&b.refresh_token).await?))
 }
 
+/// The signed-in caller's account.
+#[utoipa::path(
+    get,
+    path = "/api/users/me",
+    operation_id = "get_me",
+    tag = "users",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The account", body = User),
+        (status = 401, description = "No token, or a bad or expired one", body = ErrorBody),
+        (status = 404, description = "The token's account no longer exists", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
 pub async fn me(
     State(app): State<AppState>,
     Auth(caller): Auth,
@@ -121,6 +196,27 @@ pub async fn me(
     Ok(Json(app.services.users.me(&caller).await?))
 }
 
+/// Changes the caller's display name, email or password (a new password needs the current
+/// one).
+#[utoipa::path(
+    patch,
+    path = "/api/users/me",
+    operation_id = "update_me",
+    tag = "users",
+    request_body = ProfileUpdate,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The account after the change", body = User),
+        (status = 400, description = "Malformed JSON, unknown field or invalid value", body = ErrorBody),
+        (status = 401, description = "No token, a bad or expired one, or a wrong current_password", body = ErrorBody),
+        (status = 404, description = "The token's account no longer exists", body = ErrorBody),
+        (status = 409, description = "The email is taken", body = ErrorBody),
+        (status = 413, description = "Body larger than the node's limit", body = ErrorBody),
+        (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
 pub async fn update_me(
     State(app): State<AppState>,
     Auth(caller): Auth,
@@ -132,6 +228,24 @@ pub async fn update_me(
     ))
 }
 
+/// A user: callers read their own account; reading others needs `read` on `user`.
+#[utoipa::path(
+    get,
+    path = "/api/users/{id}",
+    operation_id = "get_user",
+    tag = "users",
+    params(("id" = String, Path, description = "User id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The account", body = User),
+        (status = 400, description = "Bad path", body = ErrorBody),
+        (status = 401, description = "No token, or a bad or expired one", body = ErrorBody),
+        (status = 403, description = "Another user's account, and the caller's roles do not allow reading users", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
 pub async fn get_user(
     State(app): State<AppState>,
     Auth(caller): Auth,

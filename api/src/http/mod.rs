@@ -1,5 +1,10 @@
 //! The public HTTP surface on `:8090`: REST under `/api`, WebSockets under `/ws`, and the web
 //! page at `/`.
+//!
+//! Every route but the web page is registered through `utoipa_axum::routes!` in
+//! [`api_router`], which takes its path, method, parameters, body and responses from the
+//! `#[utoipa::path(...)]` on its handler: the same call gives the axum router and the OpenAPI
+//! document served at `GET /api/openapi.json`, so a route cannot exist undocumented.
 
 mod admin;
 pub mod auth;
@@ -10,18 +15,24 @@ mod ws;
 
 use std::sync::Arc;
 
-use axum::Json;
-use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Extension};
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{delete, get, post, put};
+use axum::routing::get;
+use axum::{Json, Router};
+use bytes::Bytes;
 use engine::Node;
+use serde::Serialize;
 use services::Provider;
+use services::provider::ServiceRegistration;
 use tower_http::trace::TraceLayer;
+use utoipa::{OpenApi as _, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::openapi::ApiDoc;
 
 /// What handlers share.
 #[derive(Clone)]
@@ -31,93 +42,119 @@ pub struct AppState {
     pub config: Arc<Config>,
 }
 
+/// The routes of `:8090` that the OpenAPI document describes, with the document. One
+/// `routes!` per path: the handlers of its methods.
+pub fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(campaigns::list, campaigns::create))
+        .routes(routes!(campaigns::get, campaigns::update, campaigns::end))
+        .routes(routes!(campaigns::put_state, campaigns::patch_state))
+        .routes(routes!(campaigns::publish))
+        .routes(routes!(campaigns::message))
+        .routes(routes!(campaigns::stats))
+        .routes(routes!(auth::register))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::refresh))
+        .routes(routes!(auth::me, auth::update_me))
+        .routes(routes!(auth::get_user))
+        .routes(routes!(admin::list_users))
+        .routes(routes!(admin::grant_role))
+        .routes(routes!(admin::revoke_role))
+        .routes(routes!(admin::disable))
+        .routes(routes!(admin::enable))
+        .routes(routes!(admin::admin_audit))
+        .routes(routes!(admin::audit))
+        .routes(routes!(admin::export))
+        .routes(routes!(admin::policies))
+        .routes(routes!(content::list, content::create))
+        .routes(routes!(content::search))
+        .routes(routes!(content::get, content::update, content::delete))
+        .routes(routes!(content::comments, content::add_comment))
+        .routes(routes!(
+            content::get_comment,
+            content::update_comment,
+            content::delete_comment
+        ))
+        .routes(routes!(content::reactions))
+        .routes(routes!(content::react, content::unreact))
+        .routes(routes!(services_list))
+        .routes(routes!(openapi_json))
+        .routes(routes!(ws::upgrade))
+}
+
 /// The router of `:8090`.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_size;
+    let (api, doc) = api_router().split_for_parts();
+    let doc = OpenApiJson(Bytes::from(
+        serde_json::to_vec(&doc).expect("the OpenAPI document serialises"),
+    ));
     Router::new()
         .route("/", get(page::index))
-        .route(
-            "/api/campaigns",
-            get(campaigns::list).post(campaigns::create),
-        )
-        .route(
-            "/api/campaigns/{id}",
-            get(campaigns::get)
-                .patch(campaigns::update)
-                .delete(campaigns::end),
-        )
-        .route(
-            "/api/campaigns/{id}/state",
-            put(campaigns::put_state).patch(campaigns::patch_state),
-        )
-        .route("/api/campaigns/{id}/events", post(campaigns::publish))
-        .route(
-            "/api/campaigns/{id}/users/{user_id}/messages",
-            post(campaigns::message),
-        )
-        .route("/api/campaigns/{id}/stats", get(campaigns::stats))
-        .route("/api/auth/register", post(auth::register))
-        .route("/api/auth/login", post(auth::login))
-        .route("/api/auth/refresh", post(auth::refresh))
-        .route("/api/users/me", get(auth::me).patch(auth::update_me))
-        .route("/api/users/{id}", get(auth::get_user))
-        .route("/api/admin/users", get(admin::list_users))
-        .route("/api/admin/users/{id}/roles", post(admin::grant_role))
-        .route(
-            "/api/admin/users/{id}/roles/{role}",
-            delete(admin::revoke_role),
-        )
-        .route("/api/admin/users/{id}/disable", post(admin::disable))
-        .route("/api/admin/users/{id}/enable", post(admin::enable))
-        .route("/api/admin/audit", get(admin::audit))
-        .route("/api/security/audit", get(admin::audit))
-        .route("/api/security/audit/export", get(admin::export))
-        .route("/api/security/policies", get(admin::policies))
-        .route("/api/content", get(content::list).post(content::create))
-        .route("/api/content/search", get(content::search))
-        .route(
-            "/api/content/{id}",
-            get(content::get)
-                .patch(content::update)
-                .delete(content::delete),
-        )
-        .route(
-            "/api/content/{id}/comments",
-            get(content::comments).post(content::add_comment),
-        )
-        .route(
-            "/api/content/comments/{id}",
-            get(content::get_comment)
-                .patch(content::update_comment)
-                .delete(content::delete_comment),
-        )
-        .route("/api/content/{id}/reactions", get(content::reactions))
-        .route(
-            "/api/content/{id}/reactions/{kind}",
-            put(content::react).delete(content::unreact),
-        )
-        .route("/api/services", get(services_list))
-        .route("/ws/{campaign_id}/{user_id}", get(ws::upgrade))
+        .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(doc))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 
+/// The serialised OpenAPI document, built once with the router.
+#[derive(Clone)]
+struct OpenApiJson(Bytes);
+
+/// This document: the OpenAPI 3.1 description of every route of this API.
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    operation_id = "openapi",
+    tag = "node",
+    responses(
+        (status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object),
+    )
+)]
+async fn openapi_json(Extension(doc): Extension<OpenApiJson>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], doc.0)
+}
+
+/// `{"items": [...]}`: a list that is never paged.
+#[derive(Serialize, ToSchema)]
+pub struct Items<T> {
+    pub items: Vec<T>,
+}
+
+/// A service's registration and whether it is healthy now.
+#[derive(Serialize, ToSchema)]
+pub struct ServiceStatus {
+    #[serde(flatten)]
+    pub registration: ServiceRegistration,
+    pub healthy: bool,
+}
+
 /// Every service's registration (name, version, capabilities, dependencies, endpoints, health
 /// check, metrics prefix) and whether it is healthy now.
+#[utoipa::path(
+    get,
+    path = "/api/services",
+    operation_id = "list_services",
+    tag = "node",
+    responses(
+        (status = 200, description = "Every service", body = Items<ServiceStatus>),
+    )
+)]
 async fn services_list(
     axum::extract::State(app): axum::extract::State<AppState>,
 ) -> impl IntoResponse {
     let mut items = Vec::new();
-    for r in services::provider::registrations() {
-        let healthy = app.services.healthy(r.name).await;
-        let mut v = serde_json::to_value(&r).unwrap_or_default();
-        v["healthy"] = serde_json::Value::Bool(healthy);
-        items.push(v);
+    for registration in services::provider::registrations() {
+        let healthy = app.services.healthy(registration.name).await;
+        items.push(ServiceStatus {
+            registration,
+            healthy,
+        });
     }
-    Json(serde_json::json!({ "items": items }))
+    Json(Items { items })
 }
 
 async fn not_found() -> ApiError {

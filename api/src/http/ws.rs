@@ -12,17 +12,22 @@ use engine::tungstenite::handshake::derive_accept_key;
 use engine::tungstenite::protocol::{Role, WebSocketConfig};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::{AppState, check_user_id};
 use crate::error::ApiError;
+use crate::openapi::ErrorBody;
 
-#[derive(Deserialize)]
+/// Options of a WebSocket session.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct WsQuery {
-    /// `deflate`: tick frames as binary raw-deflate frames.
+    /// `deflate`: tick frames as binary raw-deflate frames (`none` or empty: text frames).
     compress: Option<String>,
     /// The last `seq` the client saw: resume from there.
+    #[param(value_type = Option<u64>)]
     since: Option<String>,
-    /// The epoch of the welcome in which it saw it.
+    /// The epoch of the welcome in which it saw it (1–64 characters; only with `since`).
     epoch: Option<String>,
     /// An access token (browsers cannot set headers on a WebSocket); `Authorization: Bearer`
     /// works too.
@@ -76,6 +81,33 @@ fn authorize(
     }
 }
 
+/// Opens a campaign's live stream: a WebSocket (`Connection: Upgrade`, `Upgrade: websocket`,
+/// `Sec-WebSocket-Version: 13`, `Sec-WebSocket-Key`) carrying a welcome frame, then tick frames.
+/// The campaign may be named by id or slug. With WebSocket auth on, a token is needed (query
+/// `token` or `Authorization: Bearer`) whose subject is the path's user, unless its roles allow
+/// `watch` on `campaign`.
+#[utoipa::path(
+    get,
+    path = "/ws/{campaign_id}/{user_id}",
+    operation_id = "watch_campaign",
+    tag = "websocket",
+    params(
+        ("campaign_id" = String, Path, description = "Campaign id or slug"),
+        ("user_id" = String, Path, description = "The watching user: 1-128 characters, no spaces or control characters"),
+        WsQuery,
+    ),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 101, description = "Switching Protocols: the connection is now a WebSocket"),
+        (status = 400, description = "Bad user id, query parameter or WebSocket handshake header", body = ErrorBody),
+        (status = 401, description = "No token while WebSocket auth is on, or a bad or expired one", body = ErrorBody),
+        (status = 403, description = "The token is another user's and its roles do not allow watching", body = ErrorBody),
+        (status = 404, description = "No such campaign, or it is not live", body = ErrorBody),
+        (status = 426, description = "Not a WebSocket upgrade request (or not HTTP/1.1)", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
 pub async fn upgrade(
     State(app): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,

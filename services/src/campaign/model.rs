@@ -25,7 +25,7 @@ const METADATA_KEYS: &[&str] = &[
 ];
 
 /// Lifecycle of a campaign: only `active` campaigns broadcast.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Draft,
@@ -53,14 +53,17 @@ impl Status {
 }
 
 /// A stored campaign.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Campaign {
     pub id: String,
     pub slug: String,
     pub name: String,
     pub status: Status,
     /// `common.Metadata` as JSON; `scheduling.frequency` drives the broadcast rate.
+    #[schema(value_type = Object)]
     pub metadata: Value,
+    /// The campaign's state, sent to every client with each tick.
+    #[schema(value_type = Object)]
     pub state: Value,
     /// When the campaign is scheduled to start and end (RFC 3339), if it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -107,17 +110,27 @@ pub struct CampaignFilter {
 }
 
 /// Body of a create call.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCampaign {
+    /// 1–200 characters.
     pub name: String,
+    /// 1–64 characters of `[a-z0-9-]`, not starting with `-`; derived from the name when
+    /// absent.
     #[serde(default)]
     pub slug: Option<String>,
+    /// `active` when absent.
     #[serde(default)]
     pub status: Option<Status>,
+    /// `common.Metadata`: an object with only the keys `scheduling`, `features`,
+    /// `custom_rules`, `audit`, `tags`, `service_specific`, `knowledge_graph`;
+    /// `scheduling.frequency` is 0.1–100 Hz (default 1).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
+    /// The initial state (an object); `{}` when absent.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub state: Option<Value>,
     /// RFC 3339 UTC.
     #[serde(default)]

@@ -24,7 +24,7 @@ pub const MAX_QUERY_WORDS: usize = 32;
 pub const MAX_SEARCH_OFFSET: u64 = 10_000;
 
 /// What a post is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// A long post; needs a title.
@@ -64,7 +64,7 @@ impl Kind {
 }
 
 /// A stored post.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Content {
     /// UUID v7.
     pub id: String,
@@ -77,6 +77,7 @@ pub struct Content {
     pub url: Option<String>,
     pub tags: Vec<String>,
     /// `common.Metadata` as JSON.
+    #[schema(value_type = Object)]
     pub metadata: Value,
     /// RFC 3339.
     pub created_at: String,
@@ -84,11 +85,12 @@ pub struct Content {
 }
 
 /// Body of a create call.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewContent {
     /// `article`, `micro` or `video` (checked by the service, so a bad one is an
     /// [`ServiceError::Invalid`] naming `kind`).
+    #[schema(value_type = Kind)]
     pub kind: String,
     /// 1–300 characters (trimmed); may be empty for a micro-post.
     #[serde(default)]
@@ -104,11 +106,12 @@ pub struct NewContent {
     pub tags: Vec<String>,
     /// `common.Metadata`; `{}` when absent.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
 }
 
 /// A change to a post: absent fields stay as they are. The kind and author never change.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContentPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -121,12 +124,14 @@ pub struct ContentPatch {
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(value_type = Option<String>)]
     pub url: Option<Option<String>>,
     /// Replaces the tags.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<String>>,
     /// A JSON merge patch (RFC 7396) applied to the stored metadata.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
 }
 
@@ -147,7 +152,7 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D:
 }
 
 /// A stored comment. Replies carry the id of the comment they answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Comment {
     /// UUID v7.
     pub id: String,
@@ -162,7 +167,7 @@ pub struct Comment {
 }
 
 /// Body of a comment call.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewComment {
     /// The comment this one answers; it must belong to the same content.
@@ -173,7 +178,7 @@ pub struct NewComment {
 }
 
 /// The reactions to a post: how many of each kind, and which of them are the caller's.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReactionCounts {
     pub content_id: String,
     /// Kind → number of users who reacted so (kinds nobody used are absent).
@@ -183,7 +188,7 @@ pub struct ReactionCounts {
 }
 
 /// One search result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SearchHit {
     pub content: Content,
     /// Relevance: higher is better. Comparable within one result list only (SQLite: the

@@ -87,7 +87,7 @@ macro_rules! insert {
 pub(crate) use insert;
 
 /// A stored audit row.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: String,
     pub actor: String,

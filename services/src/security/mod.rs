@@ -19,7 +19,19 @@ use crate::{Database, ServiceError};
 pub use audit::{AuditEntry, AuditFilter, AuditRecord};
 
 /// The roles a user can hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     User,
@@ -159,7 +171,7 @@ impl Caller {
 }
 
 /// One rule: `role` may do `action` on `resource` (`*` matches any).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Policy {
     pub role: String,
     pub resource: String,

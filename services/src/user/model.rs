@@ -13,7 +13,7 @@ pub const MAX_DISPLAY_NAME_LEN: usize = 100;
 pub const MAX_QUERY_LEN: usize = 100;
 
 /// A user as the API shows it (never the password hash).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct User {
     pub id: String,
     pub username: String,
@@ -27,7 +27,7 @@ pub struct User {
 }
 
 /// A registration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     pub username: String,
@@ -37,7 +37,7 @@ pub struct NewUser {
 }
 
 /// A profile change by the user; changing the password needs the current one.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileUpdate {
     pub display_name: Option<String>,
@@ -56,11 +56,12 @@ pub struct UserFilter {
 }
 
 /// What a successful login or refresh returns.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Tokens {
     pub access_token: String,
     pub refresh_token: String,
     /// Always `Bearer`.
+    #[schema(value_type = String)]
     pub token_type: &'static str,
     /// Seconds until the access token expires.
     pub expires_in: i64,
