@@ -122,6 +122,30 @@ async fn health_and_reflection_answer() {
     ] {
         assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
     }
+    // The older v1alpha protocol, which many tools still speak, answers too.
+    {
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as Alpha;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest as AlphaRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse as AlphaResponse;
+        let mut alpha = Alpha::new(channel(&node).await);
+        let req = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(AlphaRequest::ListServices(String::new())),
+        };
+        let answer = alpha
+            .server_reflection_info(futures_util::stream::iter([req]))
+            .await
+            .expect("v1alpha reflection")
+            .into_inner()
+            .message()
+            .await
+            .expect("answer")
+            .expect("one answer");
+        let Some(AlphaResponse::ListServicesResponse(list)) = answer.message_response else {
+            panic!("expected a service list");
+        };
+        assert!(list.service.iter().any(|s| s.name == "broadcast.v0.BroadcastService"));
+    }
     // A symbol resolves to its file.
     let req = ServerReflectionRequest {
         host: String::new(),

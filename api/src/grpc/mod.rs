@@ -1,6 +1,6 @@
 //! gRPC on `:8080`: thin adapters from the generated `proto` services to the same service
 //! methods the REST handlers call, plus the standard `grpc.health.v1` service (one status per
-//! service, refreshed from the services' health checks) and server reflection.
+//! service, refreshed from the services' health checks) and server reflection (v1 and v1alpha).
 //!
 //! Callers authenticate with the `authorization: Bearer <token>` metadata; every call runs as
 //! that [`Caller`] (anonymous without it), seen from the peer's address, so RBAC and the audit
@@ -121,10 +121,14 @@ pub async fn serve(
     stop: CancellationToken,
 ) -> Result<(), tonic_reflection::server::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Both reflection versions: grpcurl speaks v1, many other tools still only v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
     let health_task = tokio::spawn({
         let services = state.services.clone();
         let stop = stop.clone();
@@ -157,7 +161,8 @@ pub async fn serve(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let result = Server::builder()
         .add_service(health)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(user::user_server(state.clone()))
         .add_service(user::admin_server(state.clone()))
         .add_service(security::server(state.clone()))
