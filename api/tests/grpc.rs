@@ -144,7 +144,11 @@ async fn health_and_reflection_answer() {
         let Some(AlphaResponse::ListServicesResponse(list)) = answer.message_response else {
             panic!("expected a service list");
         };
-        assert!(list.service.iter().any(|s| s.name == "broadcast.v0.BroadcastService"));
+        assert!(
+            list.service
+                .iter()
+                .any(|s| s.name == "broadcast.v0.BroadcastService")
+        );
     }
     // A symbol resolves to its file.
     let req = ServerReflectionRequest {

@@ -1,6 +1,8 @@
 //! The campaign service on a real SQLite database (a fresh file per test), with a broadcaster
 //! that records what the service asked the engine to do.
 
+mod common;
+
 use std::sync::{Arc, LazyLock, Mutex};
 
 use serde_json::{Value, json, value::RawValue};
@@ -70,27 +72,12 @@ struct Fixture {
     svc: CampaignService,
     rec: Arc<Recorder>,
     db: Database,
-    cleanup: Cleanup,
-}
-
-enum Cleanup {
-    Dir(std::path::PathBuf),
-    Schema { admin: String, schema: String },
-}
-
-fn unique(tag: &str) -> String {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    let n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{tag}_{}_{n}", std::process::id())
+    home: common::TestDb,
 }
 
 impl Fixture {
-    async fn with(db: Database, cleanup: Cleanup) -> Self {
-        db.migrate().await.expect("migrate");
-        db.migrate().await.expect("migrations are idempotent");
+    async fn with(home: common::TestDb) -> Self {
+        let db = home.db.clone();
         let rec = Arc::new(Recorder::default());
         Self {
             svc: CampaignService::new(
@@ -100,63 +87,21 @@ impl Fixture {
             ),
             rec,
             db,
-            cleanup,
+            home,
         }
     }
 
     async fn finish(self) {
-        self.db.close().await;
-        match self.cleanup {
-            Cleanup::Dir(dir) => {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            Cleanup::Schema { admin, schema } => {
-                let admin = Database::connect(&admin).await.expect("connect");
-                if let Database::Postgres(pool) = &admin {
-                    sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP SCHEMA \"{schema}\" CASCADE"
-                    )))
-                    .execute(pool)
-                    .await
-                    .expect("drop schema");
-                }
-                admin.close().await;
-            }
-        }
+        self.home.finish().await;
     }
 }
 
 /// The suite runs on SQLite always, and on Postgres when `OVASABI_TEST_DATABASE_URL` is set
 /// (in a schema of its own, dropped at the end).
 async fn fixtures() -> Vec<Fixture> {
-    let dir = std::env::temp_dir().join(unique("ovasabi-svc"));
-    let sqlite = Database::connect(&format!("sqlite://{}/test.db", dir.display()))
-        .await
-        .expect("open sqlite");
-    let mut out = vec![Fixture::with(sqlite, Cleanup::Dir(dir)).await];
-    match std::env::var("OVASABI_TEST_DATABASE_URL") {
-        Ok(url) => {
-            let schema = unique("ovasabi_test");
-            let admin = Database::connect(&url)
-                .await
-                .expect("connect to OVASABI_TEST_DATABASE_URL");
-            if let Database::Postgres(pool) = &admin {
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
-                    .execute(pool)
-                    .await
-                    .expect("create schema");
-            }
-            admin.close().await;
-            let sep = if url.contains('?') { '&' } else { '?' };
-            let scoped = format!("{url}{sep}options=-csearch_path%3D{schema}");
-            let db = Database::connect(&scoped)
-                .await
-                .expect("connect to the test schema");
-            out.push(Fixture::with(db, Cleanup::Schema { admin: url, schema }).await);
-        }
-        Err(_) => eprintln!(
-            "SKIPPED: OVASABI_TEST_DATABASE_URL is not set; the Postgres run of this suite did not run"
-        ),
+    let mut out = Vec::new();
+    for home in common::databases("svc").await {
+        out.push(Fixture::with(home).await);
     }
     out
 }

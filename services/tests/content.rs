@@ -2,6 +2,8 @@
 //! `OVASABI_TEST_DATABASE_URL` is set, on Postgres (a schema of its own per run, dropped at the
 //! end): posts, comments, reactions, search, validation, RBAC and the audit rows.
 
+mod common;
+
 use std::sync::LazyLock;
 
 use serde_json::{Value, json};
@@ -25,55 +27,23 @@ struct Fixture {
     svc: ContentService,
     log: AuditLog,
     db: Database,
-    cleanup: Cleanup,
-}
-
-enum Cleanup {
-    Dir(std::path::PathBuf),
-    Schema { admin: String, schema: String },
-}
-
-fn unique(tag: &str) -> String {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    let n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{tag}_{}_{n}", std::process::id())
+    home: common::TestDb,
 }
 
 impl Fixture {
-    async fn with(db: Database, cleanup: Cleanup) -> Self {
-        db.migrate().await.expect("migrate");
-        db.migrate().await.expect("migrations are idempotent");
+    async fn with(home: common::TestDb) -> Self {
+        let db = home.db.clone();
         let policies = Policies::load(db.clone()).await.expect("policies");
         Self {
             svc: ContentService::new(db.clone(), policies.clone()),
             log: AuditLog::new(db.clone(), policies),
             db,
-            cleanup,
+            home,
         }
     }
 
     async fn finish(self) {
-        self.db.close().await;
-        match self.cleanup {
-            Cleanup::Dir(dir) => {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            Cleanup::Schema { admin, schema } => {
-                let admin = Database::connect(&admin).await.expect("connect");
-                if let Database::Postgres(pool) = &admin {
-                    sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP SCHEMA \"{schema}\" CASCADE"
-                    )))
-                    .execute(pool)
-                    .await
-                    .expect("drop schema");
-                }
-                admin.close().await;
-            }
-        }
+        self.home.finish().await;
     }
 
     /// The audit rows about one entity, oldest first.
@@ -118,34 +88,9 @@ impl Fixture {
 /// The suite runs on SQLite always, and on Postgres when `OVASABI_TEST_DATABASE_URL` is set
 /// (in a schema of its own, dropped at the end).
 async fn fixtures() -> Vec<Fixture> {
-    let dir = std::env::temp_dir().join(unique("ovasabi-content"));
-    let sqlite = Database::connect(&format!("sqlite://{}/test.db", dir.display()))
-        .await
-        .expect("open sqlite");
-    let mut out = vec![Fixture::with(sqlite, Cleanup::Dir(dir)).await];
-    match std::env::var("OVASABI_TEST_DATABASE_URL") {
-        Ok(url) => {
-            let schema = unique("ovasabi_content_test");
-            let admin = Database::connect(&url)
-                .await
-                .expect("connect to OVASABI_TEST_DATABASE_URL");
-            if let Database::Postgres(pool) = &admin {
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
-                    .execute(pool)
-                    .await
-                    .expect("create schema");
-            }
-            admin.close().await;
-            let sep = if url.contains('?') { '&' } else { '?' };
-            let scoped = format!("{url}{sep}options=-csearch_path%3D{schema}");
-            let db = Database::connect(&scoped)
-                .await
-                .expect("connect to the test schema");
-            out.push(Fixture::with(db, Cleanup::Schema { admin: url, schema }).await);
-        }
-        Err(_) => eprintln!(
-            "SKIPPED: OVASABI_TEST_DATABASE_URL is not set; the Postgres run of this suite did not run"
-        ),
+    let mut out = Vec::new();
+    for home in common::databases("content").await {
+        out.push(Fixture::with(home).await);
     }
     out
 }

@@ -2,34 +2,25 @@
 //! when `OVASABI_TEST_DATABASE_URL` is set): registration, login, tokens, profiles, admin
 //! operations, RBAC, and the audit rows each change writes.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use services::security::audit::{AuditFilter, AuditLog};
 use services::security::{Caller, Policies, Role};
 use services::user::{NewUser, ProfileUpdate, TokenConfig, TokenIssuer, UserFilter, UserService};
-use services::{Database, ServiceError};
-
-fn unique(tag: &str) -> String {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    let n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{tag}_{}_{n}", std::process::id())
-}
+use services::ServiceError;
 
 struct Fixture {
     users: UserService,
     log: AuditLog,
-    db: Database,
-    drop_schema: Option<(String, String)>,
-    dir: Option<std::path::PathBuf>,
+    home: common::TestDb,
 }
 
 impl Fixture {
-    async fn with(db: Database) -> Self {
-        db.migrate().await.expect("migrate");
+    async fn with(home: common::TestDb) -> Self {
+        let db = home.db.clone();
         let policies = Policies::load(db.clone()).await.expect("policies");
         let tokens = TokenIssuer::new(TokenConfig {
             secret: b"a test secret that is long enough!!".to_vec(),
@@ -39,63 +30,20 @@ impl Fixture {
         .expect("issuer");
         Self {
             users: UserService::new(db.clone(), policies.clone(), Arc::new(tokens)),
-            log: AuditLog::new(db.clone(), policies),
-            db,
-            drop_schema: None,
-            dir: None,
+            log: AuditLog::new(db, policies),
+            home,
         }
     }
 
     async fn finish(self) {
-        self.db.close().await;
-        if let Some(dir) = self.dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-        if let Some((url, schema)) = self.drop_schema {
-            let admin = Database::connect(&url).await.expect("connect");
-            if let Database::Postgres(pool) = &admin {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP SCHEMA \"{schema}\" CASCADE"
-                )))
-                .execute(pool)
-                .await
-                .expect("drop schema");
-            }
-            admin.close().await;
-        }
+        self.home.finish().await;
     }
 }
 
 async fn fixtures() -> Vec<Fixture> {
-    let dir = std::env::temp_dir().join(unique("ovasabi-user"));
-    let sqlite = Database::connect(&format!("sqlite://{}/test.db", dir.display()))
-        .await
-        .expect("open sqlite");
-    let mut f = Fixture::with(sqlite).await;
-    f.dir = Some(dir);
-    let mut out = vec![f];
-    match std::env::var("OVASABI_TEST_DATABASE_URL") {
-        Ok(url) => {
-            let schema = unique("ovasabi_user");
-            let admin = Database::connect(&url).await.expect("connect");
-            if let Database::Postgres(pool) = &admin {
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
-                    .execute(pool)
-                    .await
-                    .expect("create schema");
-            }
-            admin.close().await;
-            let sep = if url.contains('?') { '&' } else { '?' };
-            let db = Database::connect(&format!("{url}{sep}options=-csearch_path%3D{schema}"))
-                .await
-                .expect("connect to the schema");
-            let mut f = Fixture::with(db).await;
-            f.drop_schema = Some((url, schema));
-            out.push(f);
-        }
-        Err(_) => eprintln!(
-            "SKIPPED: OVASABI_TEST_DATABASE_URL is not set; the Postgres run of this suite did not run"
-        ),
+    let mut out = Vec::new();
+    for home in common::databases("user").await {
+        out.push(Fixture::with(home).await);
     }
     out
 }

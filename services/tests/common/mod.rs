@@ -1,0 +1,98 @@
+//! The databases every repository suite runs on: a fresh SQLite file always, and Postgres when
+//! `OVASABI_TEST_DATABASE_URL` is set (a schema of the run's own, dropped by `finish`; without
+//! the variable a `SKIPPED` line says so). Each database is migrated twice (migrations are
+//! idempotent).
+
+#![allow(dead_code)]
+
+use services::Database;
+
+/// One database of a suite run.
+pub struct TestDb {
+    pub db: Database,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    Dir(std::path::PathBuf),
+    Schema { admin: String, schema: String },
+}
+
+/// A name no earlier or parallel run uses.
+pub fn unique(tag: &str) -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{tag}_{}_{n}", std::process::id())
+}
+
+async fn migrated(db: Database) -> Database {
+    db.migrate().await.expect("migrate");
+    db.migrate().await.expect("migrations are idempotent");
+    db
+}
+
+/// SQLite, and Postgres when configured.
+pub async fn databases(tag: &str) -> Vec<TestDb> {
+    let dir = std::env::temp_dir().join(unique(&format!("ovasabi-{tag}")));
+    let sqlite = Database::connect(&format!("sqlite://{}/test.db", dir.display()))
+        .await
+        .expect("open sqlite");
+    let mut out = vec![TestDb {
+        db: migrated(sqlite).await,
+        cleanup: Cleanup::Dir(dir),
+    }];
+    match std::env::var("OVASABI_TEST_DATABASE_URL") {
+        Ok(url) => {
+            let schema = unique(&format!("ovasabi_{tag}"));
+            let admin = Database::connect(&url)
+                .await
+                .expect("connect to OVASABI_TEST_DATABASE_URL");
+            if let Database::Postgres(pool) = &admin {
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
+                    .execute(pool)
+                    .await
+                    .expect("create schema");
+            }
+            admin.close().await;
+            let sep = if url.contains('?') { '&' } else { '?' };
+            let db = Database::connect(&format!("{url}{sep}options=-csearch_path%3D{schema}"))
+                .await
+                .expect("connect to the test schema");
+            out.push(TestDb {
+                db: migrated(db).await,
+                cleanup: Cleanup::Schema { admin: url, schema },
+            });
+        }
+        Err(_) => eprintln!(
+            "SKIPPED: OVASABI_TEST_DATABASE_URL is not set; the Postgres run of this suite did not run"
+        ),
+    }
+    out
+}
+
+impl TestDb {
+    /// Closes the pool and removes the file or drops the schema.
+    pub async fn finish(self) {
+        self.db.close().await;
+        match self.cleanup {
+            Cleanup::Dir(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Cleanup::Schema { admin, schema } => {
+                let admin = Database::connect(&admin).await.expect("connect");
+                if let Database::Postgres(pool) = &admin {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP SCHEMA \"{schema}\" CASCADE"
+                    )))
+                    .execute(pool)
+                    .await
+                    .expect("drop schema");
+                }
+                admin.close().await;
+            }
+        }
+    }
+}
