@@ -204,8 +204,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     if let Some(token) = &running.dev_admin_token {
         println!(
-            "dev mode: anonymous viewers allowed; admin token (valid {}):\n{token}",
-            humantime::format_duration(running.config().access_token_ttl)
+            "dev mode: anonymous viewers allowed; admin token (valid {}):\n{token}\n\
+             web page signed in as admin: http://localhost:{}/#token={token}",
+            humantime::format_duration(running.config().access_token_ttl),
+            running.http_addr.port()
         );
     }
     wait_for_signal().await?;
