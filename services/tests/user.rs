@@ -7,10 +7,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use services::ServiceError;
 use services::security::audit::{AuditFilter, AuditLog};
 use services::security::{Caller, Policies, Role};
 use services::user::{NewUser, ProfileUpdate, TokenConfig, TokenIssuer, UserFilter, UserService};
-use services::ServiceError;
 
 struct Fixture {
     users: UserService,

@@ -8,7 +8,7 @@
 
 pub mod audit;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -178,11 +178,14 @@ pub struct Policy {
     pub action: String,
 }
 
+/// Role → resource → actions: looked up with borrowed keys, so a check allocates nothing.
+type Rules = HashMap<String, HashMap<String, HashSet<String>>>;
+
 /// The RBAC rules, loaded from `service_security_policy` and kept in memory.
 #[derive(Clone, Debug)]
 pub struct Policies {
     db: Database,
-    rules: Arc<RwLock<HashSet<Policy>>>,
+    rules: Arc<RwLock<Rules>>,
 }
 
 impl Policies {
@@ -193,7 +196,7 @@ impl Policies {
     pub async fn load(db: Database) -> Result<Self, ServiceError> {
         let p = Self {
             db,
-            rules: Arc::new(RwLock::new(HashSet::new())),
+            rules: Arc::new(RwLock::new(Rules::new())),
         };
         p.reload().await?;
         Ok(p)
@@ -208,26 +211,33 @@ impl Policies {
         let rows: Vec<(String, String, String)> = on_pool!(&self.db, SQL, SQL, |pool, sql| {
             sqlx::query_as(*sql).fetch_all(pool).await?
         });
-        let set = rows
-            .into_iter()
-            .map(|(role, resource, action)| Policy {
-                role,
-                resource,
-                action,
-            })
-            .collect();
-        *self.rules.write().unwrap_or_else(|e| e.into_inner()) = set;
+        let mut rules = Rules::new();
+        for (role, resource, action) in rows {
+            rules
+                .entry(role)
+                .or_default()
+                .entry(resource)
+                .or_default()
+                .insert(action);
+        }
+        *self.rules.write().unwrap_or_else(|e| e.into_inner()) = rules;
         Ok(())
     }
 
     /// Every rule, sorted.
     pub fn list(&self) -> Vec<Policy> {
-        let mut v: Vec<Policy> = self
-            .rules
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        let rules = self.rules.read().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<Policy> = rules
             .iter()
-            .cloned()
+            .flat_map(|(role, resources)| {
+                resources.iter().flat_map(move |(resource, actions)| {
+                    actions.iter().map(move |action| Policy {
+                        role: role.clone(),
+                        resource: resource.clone(),
+                        action: action.clone(),
+                    })
+                })
+            })
             .collect();
         v.sort_by(|a, b| (&a.role, &a.resource, &a.action).cmp(&(&b.role, &b.resource, &b.action)));
         v
@@ -235,15 +245,13 @@ impl Policies {
 
     fn role_allows(&self, role: &str, resource: &str, action: &str) -> bool {
         let rules = self.rules.read().unwrap_or_else(|e| e.into_inner());
-        [resource, "*"].iter().any(|r| {
-            [action, "*"].iter().any(|a| {
-                rules.contains(&Policy {
-                    role: role.to_owned(),
-                    resource: (*r).to_owned(),
-                    action: (*a).to_owned(),
-                })
-            })
-        })
+        let Some(resources) = rules.get(role) else {
+            return false;
+        };
+        [resource, "*"]
+            .iter()
+            .filter_map(|r| resources.get(*r))
+            .any(|actions| actions.contains(action) || actions.contains("*"))
     }
 
     /// Whether `caller` may do `action` on `resource`.
