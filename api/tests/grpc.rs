@@ -935,7 +935,7 @@ async fn the_remaining_operations_over_grpc() {
         ]
     );
     let policies = security
-        .list_policies(with_token(spb::ListPoliciesRequest {}, &admin))
+        .list_policies(with_token(spb::ListPoliciesRequest::default(), &admin))
         .await
         .expect("policies")
         .into_inner();

@@ -338,6 +338,19 @@ async fn accounts_tokens_roles_and_audit_over_rest() {
 
     let (s, p) = node.call("GET", "/api/security/policies", None).await;
     assert_eq!(s, 200);
+    let (s, p1) = node
+        .call("GET", "/api/security/policies?limit=3", None)
+        .await;
+    assert_eq!((s, p1["items"].as_array().map(Vec::len)), (200, Some(3)));
+    let cursor = p1["next_cursor"].as_str().expect("cursor").to_owned();
+    let (_, p2) = node
+        .call(
+            "GET",
+            &format!("/api/security/policies?limit=3&cursor={cursor}"),
+            None,
+        )
+        .await;
+    assert_eq!(p2["items"][0], p["items"][3], "pages follow each other");
     assert!(p["items"].as_array().is_some_and(|a| {
         a.iter()
             .any(|x| x == &json!({"role": "admin", "resource": "*", "action": "*"}))

@@ -121,13 +121,17 @@ impl SecurityService for Security {
         req: Request<pb::ListPoliciesRequest>,
     ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
         let caller = caller(&self.0, &req)?;
-        let policies = &self.0.services.policies;
-        policies
-            .require(&caller, "policy", "read")
+        let r = req.into_inner();
+        let page = self
+            .0
+            .services
+            .policies
+            .page(&caller, limit(r.limit), cursor(&r.cursor))
             .map_err(status)?;
         Ok(Response::new(pb::ListPoliciesResponse {
-            policies: policies
-                .list()
+            next_cursor: page.next_cursor.unwrap_or_default(),
+            policies: page
+                .items
                 .into_iter()
                 .map(|p| pb::Policy {
                     role: p.role,

@@ -15,8 +15,8 @@ use services::security::{Policy, Role};
 use services::user::{User, UserFilter};
 use utoipa::{IntoParams, ToSchema};
 
+use super::AppState;
 use super::auth::Auth;
-use super::{AppState, Items};
 use crate::error::ApiError;
 use crate::openapi::ErrorBody;
 
@@ -399,9 +399,11 @@ pub async fn export(
     path = "/api/security/policies",
     operation_id = "list_policies",
     tag = "security",
+    params(super::content::PageQuery),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Every rule, sorted", body = Items<Policy>),
+        (status = 200, description = "A page of the rules, sorted by role, resource and action", body = Page<Policy>),
+        (status = 400, description = "Bad limit or unknown query parameter", body = ErrorBody),
         (status = 401, description = "No token, or a bad or expired one", body = ErrorBody),
         (status = 403, description = "The caller's roles do not allow reading policies", body = ErrorBody),
     )
@@ -409,9 +411,12 @@ pub async fn export(
 pub async fn policies(
     State(app): State<AppState>,
     Auth(caller): Auth,
+    q: Result<Query<super::content::PageQuery>, QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    app.services.policies.require(&caller, "policy", "read")?;
-    Ok(Json(Items {
-        items: app.services.policies.list(),
-    }))
+    let Query(q) = q?;
+    Ok(Json(app.services.policies.page(
+        &caller,
+        q.limit,
+        q.cursor.as_deref(),
+    )?))
 }

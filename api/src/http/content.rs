@@ -247,9 +247,9 @@ pub async fn search(
 pub struct PageQuery {
     /// Page size, 1–500 (default 50).
     #[param(minimum = 1, maximum = 500)]
-    limit: Option<u32>,
+    pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
-    cursor: Option<String>,
+    pub cursor: Option<String>,
 }
 
 /// A post's comments, oldest first; replies carry their `parent_id`.

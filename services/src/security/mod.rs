@@ -243,6 +243,30 @@ impl Policies {
         v
     }
 
+    /// A page of the rules, sorted; the cursor is the last rule's `role/resource/action`.
+    /// Needs `read` on `policy`.
+    ///
+    /// # Errors
+    /// [`ServiceError::Unauthenticated`]/[`ServiceError::Forbidden`], [`ServiceError::Invalid`]
+    /// for a bad limit.
+    pub fn page(
+        &self,
+        caller: &Caller,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<crate::page::Page<Policy>, ServiceError> {
+        self.require(caller, "policy", "read")?;
+        let limit = crate::page::check_limit(limit)?;
+        let key = |p: &Policy| format!("{}/{}/{}", p.role, p.resource, p.action);
+        let rows: Vec<Policy> = self
+            .list()
+            .into_iter()
+            .filter(|p| cursor.is_none_or(|c| key(p).as_str() > c))
+            .take(limit as usize + 1)
+            .collect();
+        Ok(crate::page::paginate(rows, limit, key))
+    }
+
     fn role_allows(&self, role: &str, resource: &str, action: &str) -> bool {
         let rules = self.rules.read().unwrap_or_else(|e| e.into_inner());
         let Some(resources) = rules.get(role) else {
