@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt as _;
 use engine::broker::{Broker, RedisBroker, RedisConfig};
 use engine::{MemoryBroker, Node};
 use services::provider::ProviderConfig;
@@ -210,25 +209,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         services: services.clone(),
         config: config.clone(),
     });
-    let http_task = tokio::spawn({
-        let stop = stop_http.clone();
-        async move {
-            // Frames are batched per flush already: send them at once, without Nagle's delay.
-            let listener = http_listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-                }
-            });
-            let serve = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(stop.cancelled_owned());
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        }
-    });
+    let http_task = tokio::spawn(serve_http1(http_listener, app, stop_http.clone()));
     let stop_ops = CancellationToken::new();
     let ops_app = ops::router(ops::OpsState {
         metrics,
@@ -287,6 +268,60 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         stop_schedule,
         stop_bus,
     })
+}
+
+/// Serves `app` over HTTP/1.1 with upgrades until `stop`, then lets in-flight requests finish.
+///
+/// Not `axum::serve`: with hyper-util's `http2` feature on (tonic enables it) that serves every
+/// connection through protocol detection, whose rewinding reader then sits under every
+/// WebSocket read and write; the WebSocket port needs HTTP/1.1 only. Each request carries the
+/// client's address (`ConnectInfo`) for the audit log.
+async fn serve_http1(listener: TcpListener, app: axum::Router, stop: CancellationToken) {
+    use hyper_util::rt::TokioIo;
+    use tower::ServiceExt as _;
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let (tcp, addr) = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // Frames are batched per flush already: send them at once, without Nagle's delay.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(addr));
+            app.clone().oneshot(req.map(axum::body::Body::new))
+        });
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                () = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::trace!(error = %e, "HTTP connection ended");
+            }
+        });
+    }
+    connections.close();
+    connections.wait().await;
 }
 
 /// How often scheduled starts and ends are applied.
