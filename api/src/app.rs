@@ -298,10 +298,12 @@ async fn serve_http1(listener: TcpListener, app: axum::Router, stop: Cancellatio
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
         let app = app.clone();
-        let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(axum::extract::ConnectInfo(addr));
-            app.clone().oneshot(req.map(axum::body::Body::new))
-        });
+        let service =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(addr));
+                app.clone().oneshot(req.map(axum::body::Body::new))
+            });
         let stop = stop.clone();
         connections.spawn(async move {
             let conn = hyper::server::conn::http1::Builder::new()
