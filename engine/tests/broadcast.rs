@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use engine::broker::CampaignSpec;
+use engine::broker::{
+    BoxFuture, Broker, BrokerError, CampaignSpec, Control, Deliver, Presence, Publication, Snapshot,
+};
 use engine::tungstenite::{Error as WsError, Message};
 use engine::{Config, MemoryBroker, Node, Resume};
 use futures_util::{Sink, Stream};
@@ -871,4 +873,162 @@ async fn settings_for_an_ended_campaign_do_not_restart_it() {
     node.upsert_campaign(restart).await.expect("accepted");
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert!(node.has_campaign("c"), "a start (with state) does");
+}
+
+/// An in-process bus that can be cut: while `down`, it refuses publishes and reports not
+/// ready, as a Redis broker cut from Redis does.
+struct Cuttable {
+    inner: MemoryBroker,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl Cuttable {
+    fn down(&self) -> bool {
+        self.down.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Broker for Cuttable {
+    fn attach(&self, sink: std::sync::Weak<dyn Deliver>) {
+        self.inner.attach(sink);
+    }
+    fn publish<'a>(
+        &'a self,
+        campaign: &'a str,
+        publication: Publication,
+    ) -> BoxFuture<'a, Result<u64, BrokerError>> {
+        if self.down() {
+            return Box::pin(async {
+                Err(BrokerError::Unavailable {
+                    reason: "cut".into(),
+                })
+            });
+        }
+        self.inner.publish(campaign, publication)
+    }
+    fn control(&self, control: Control) -> BoxFuture<'_, Result<(), BrokerError>> {
+        self.inner.control(control)
+    }
+    fn is_ready(&self) -> bool {
+        !self.down()
+    }
+    fn report_presence<'a>(
+        &'a self,
+        campaign: &'a str,
+        node: &'a str,
+        presence: &'a Presence,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        self.inner.report_presence(campaign, node, presence)
+    }
+    fn cluster_presence<'a>(
+        &'a self,
+        campaign: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Presence>, BrokerError>> {
+        self.inner.cluster_presence(campaign)
+    }
+    fn epoch<'a>(&'a self, campaign: &'a str) -> BoxFuture<'a, Result<String, BrokerError>> {
+        self.inner.epoch(campaign)
+    }
+    fn history<'a>(
+        &'a self,
+        campaign: &'a str,
+        after: u64,
+    ) -> BoxFuture<'a, Result<Vec<Publication>, BrokerError>> {
+        self.inner.history(campaign, after)
+    }
+    fn follow<'a>(
+        &'a self,
+        campaign: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Snapshot>, BrokerError>> {
+        self.inner.follow(campaign)
+    }
+    fn unfollow(&self, campaign: &str) {
+        self.inner.unfollow(campaign);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn publishes_during_a_bus_outage_reach_local_sessions_then_the_bus_and_sessions_resync() {
+    let bus = Arc::new(Cuttable {
+        inner: MemoryBroker::new(),
+        down: std::sync::atomic::AtomicBool::new(false),
+    });
+    let node = Node::new(
+        Config {
+            node_id: "test-node".into(),
+            ..Config::default()
+        },
+        bus.clone(),
+    );
+    campaign(&node, "c", 10.0, false).await;
+    let mut a = Client::connect(&node, "c", "a", false, 64);
+    let welcome = a.next().await;
+    let epoch = welcome["epoch"].as_str().expect("epoch").to_owned();
+    a.next().await; // the state
+    let s1 = node
+        .publish_event("c", "before", raw(json!(1)), true)
+        .await
+        .expect("publish");
+    assert_eq!(a.next().await["events"][0]["seq"], s1);
+
+    bus.down.store(true, std::sync::atomic::Ordering::Relaxed);
+    let local = node
+        .publish_event("c", "local", raw(json!(2)), true)
+        .await
+        .expect("a local publish is accepted while the bus is down");
+    assert_eq!(local, s1 + 1, "the next seq this node knows");
+    let t = a.next().await;
+    assert_eq!(t["events"][0]["name"], "local");
+    assert_eq!(t["events"][0]["seq"], local);
+    node.set_state("c", raw(json!({"during": true})))
+        .await
+        .expect("state while down");
+    assert_eq!(a.next().await["state"], json!({"during": true}));
+    let mut joiner = Client::connect(&node, "c", "j", false, 64);
+    let jw = joiner.next().await;
+    assert_ne!(jw["epoch"], epoch.as_str(), "a detached epoch");
+
+    bus.down.store(false, std::sync::atomic::Ordering::Relaxed);
+    // Within a round of the bus watcher, the sessions are told to resync.
+    assert_eq!(a.closed().await, 1012);
+    assert_eq!(joiner.closed().await, 1012);
+    // The kept publications went to the bus, in order: a new session resuming from the last
+    // cluster seq gets the local event again with a cluster seq, once, and the state.
+    let mut b = Client::resume(
+        &node,
+        "c",
+        "b",
+        false,
+        64,
+        Some(Resume {
+            since: s1,
+            epoch: Some(epoch.clone()),
+        }),
+    );
+    let w = b.next().await;
+    assert_eq!(w["epoch"], epoch.as_str(), "back in the bus's epoch");
+    assert_eq!(w["recovered"], true, "{w}");
+    let mut seen = Vec::new();
+    while seen.is_empty() {
+        let t = b.next().await;
+        if let Some(e) = t["events"].as_array() {
+            seen.extend(e.iter().map(|e| (e["seq"].clone(), e["name"].clone())));
+        }
+    }
+    assert_eq!(seen, [(json!(s1 + 1), json!("local"))]);
+    // A resume from the detached epoch cannot be exact: it is refused, with the state.
+    let mut stale = Client::resume(
+        &node,
+        "c",
+        "s",
+        false,
+        64,
+        Some(Resume {
+            since: local,
+            epoch: jw["epoch"].as_str().map(str::to_owned),
+        }),
+    );
+    let sw = stale.next().await;
+    assert_eq!(sw["recovered"], false, "{sw}");
+    assert_eq!(stale.next().await["state"], json!({"during": true}));
 }
