@@ -118,6 +118,13 @@ async fn register_login_refresh_and_profile() {
             .await
             .expect("update");
         assert_eq!(changed.display_name, "Alice A.");
+        assert!(
+            matches!(
+                f.users.refresh(&t.refresh_token).await,
+                Err(ServiceError::Unauthenticated { .. })
+            ),
+            "a refresh token issued before a password change is dead"
+        );
         assert!(f.users.login("alice", "a new long password").await.is_ok());
         assert!(
             f.users
@@ -295,6 +302,17 @@ async fn admins_manage_roles_and_accounts_and_others_cannot() {
             .await
             .expect("bootstrap");
         assert!(created);
+        // A name someone else registered first is not made an admin.
+        f.users
+            .register(&anon, new("squatter"))
+            .await
+            .expect("squatter");
+        assert!(matches!(
+            f.users
+                .ensure_admin("squatter", "s2@example.org", "the admin password")
+                .await,
+            Err(ServiceError::Conflict { .. })
+        ));
         assert!(
             !f.users
                 .ensure_admin("root", "root@example.org", "ignored")
@@ -463,7 +481,7 @@ async fn admins_manage_roles_and_accounts_and_others_cannot() {
             )
             .await
             .expect("p2");
-        assert_eq!(p2.items.len(), 1);
+        assert_eq!(p2.items.len(), 2);
         assert!(p2.next_cursor.is_none());
         assert!(matches!(
             f.users

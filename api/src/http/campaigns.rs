@@ -89,7 +89,8 @@ pub struct CampaignStats {
     /// The node that answered.
     pub node: String,
     pub connections: Connections,
-    /// Distinct users connected anywhere (at most 100).
+    /// Distinct users connected anywhere (at most 100); only for callers allowed to watch
+    /// as anyone (`watch` on `campaign`), empty for others.
     pub users: Vec<String>,
     pub frames_sent: u64,
     pub frames_dropped: u64,
@@ -517,7 +518,11 @@ pub async fn stats(
             cluster: s.cluster_connections,
             peak: s.peak_connections,
         },
-        users: s.users,
+        users: if app.services.policies.allows(&caller, "campaign", "watch") {
+            s.users
+        } else {
+            Vec::new()
+        },
         frames_sent: s.frames_sent,
         frames_dropped: s.frames_dropped,
         events: s.events,

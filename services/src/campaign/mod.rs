@@ -370,8 +370,18 @@ impl CampaignService {
                 "must be a JSON object (merge patch)",
             ));
         }
+        // Ending through a patch is ending: the same permission and audit action as `end`.
+        let ending = patch.get("status").and_then(Value::as_str) == Some("ended");
+        if ending {
+            self.policies.require(caller, "campaign", "delete")?;
+        }
+        let action = if ending {
+            "campaign.end"
+        } else {
+            "campaign.update"
+        };
         let (before, after, _order) = self
-            .change(caller, "campaign.update", key, |c| {
+            .change(caller, action, key, |c| {
                 if c.status == Status::Ended {
                     return Err(ServiceError::Conflict {
                         message: "campaign has ended".to_owned(),

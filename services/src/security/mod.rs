@@ -258,10 +258,23 @@ impl Policies {
         self.require(caller, "policy", "read")?;
         let limit = crate::page::check_limit(limit)?;
         let key = |p: &Policy| format!("{}/{}/{}", p.role, p.resource, p.action);
+        // The cursor is compared as the tuple the list is sorted by.
+        let after = cursor.map(|c| {
+            let mut parts = c.splitn(3, '/');
+            (
+                parts.next().unwrap_or_default().to_owned(),
+                parts.next().unwrap_or_default().to_owned(),
+                parts.next().unwrap_or_default().to_owned(),
+            )
+        });
         let rows: Vec<Policy> = self
             .list()
             .into_iter()
-            .filter(|p| cursor.is_none_or(|c| key(p).as_str() > c))
+            .filter(|p| {
+                after
+                    .as_ref()
+                    .is_none_or(|(r, s, a)| (&p.role, &p.resource, &p.action) > (r, s, a))
+            })
             .take(limit as usize + 1)
             .collect();
         Ok(crate::page::paginate(rows, limit, key))

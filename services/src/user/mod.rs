@@ -122,8 +122,21 @@ impl UserService {
         password: &str,
     ) -> Result<(User, bool), ServiceError> {
         let name = model::validate_username(username)?;
+        // An existing account of that name that is not an admin (someone registered it first)
+        // is not made one.
+        let existing = |a: Account| {
+            if a.user.roles.contains(&Role::Admin) {
+                Ok((a.user, false))
+            } else {
+                Err(ServiceError::Conflict {
+                    message: format!(
+                        "an account {name:?} exists and is not an admin; choose another admin_username"
+                    ),
+                })
+            }
+        };
         if let Some(a) = self.repo.by_login(&name).await? {
-            return Ok((a.user, false));
+            return existing(a);
         }
         let new = NewUser {
             username: name.clone(),
@@ -138,7 +151,7 @@ impl UserService {
             Ok(user) => Ok((user, true)),
             // Another node sharing the database created it at the same moment.
             Err(ServiceError::Duplicate { .. }) => match self.repo.by_login(&name).await? {
-                Some(a) => Ok((a.user, false)),
+                Some(a) => existing(a),
                 None => Err(ServiceError::Duplicate {
                     message: format!("email {email:?} belongs to another account"),
                 }),
@@ -147,10 +160,15 @@ impl UserService {
         }
     }
 
-    fn tokens_for(&self, user: User) -> Result<Tokens, ServiceError> {
+    /// Tokens for `account`; the refresh token is bound to its current password (a password
+    /// change makes every earlier refresh token useless).
+    fn tokens_for(&self, account: Account) -> Result<Tokens, ServiceError> {
+        let user = account.user;
         Ok(Tokens {
             access_token: self.tokens.access(&user.id, &user.roles)?,
-            refresh_token: self.tokens.refresh(&user.id)?,
+            refresh_token: self
+                .tokens
+                .refresh(&user.id, &token::fingerprint(&account.password_hash))?,
             token_type: "Bearer",
             expires_in: self.tokens.access_ttl_secs(),
             user,
@@ -167,7 +185,7 @@ impl UserService {
             .by_id(user_id)
             .await?
             .ok_or_else(|| not_found(user_id))?;
-        self.tokens_for(a.user)
+        self.tokens_for(a)
     }
 
     /// Checks a username or email and password; returns tokens.
@@ -199,7 +217,7 @@ impl UserService {
             });
         }
         tracing::info!(user = %account.user.id, "login");
-        self.tokens_for(account.user)
+        self.tokens_for(account)
     }
 
     /// New tokens for a valid refresh token, with the account's current roles.
@@ -221,7 +239,13 @@ impl UserService {
                 message: "this account is disabled".to_owned(),
             });
         }
-        self.tokens_for(account.user)
+        if claims.pwd.as_deref() != Some(token::fingerprint(&account.password_hash).as_str()) {
+            return Err(ServiceError::Unauthenticated {
+                message: "the password changed since this token was issued: log in again"
+                    .to_owned(),
+            });
+        }
+        self.tokens_for(account)
     }
 
     /// The signed-in caller's account.

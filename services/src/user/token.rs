@@ -47,6 +47,17 @@ pub struct Claims {
     pub exp: i64,
     pub iss: String,
     pub jti: String,
+    /// Refresh tokens: a fingerprint of the password hash they were issued under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pwd: Option<String>,
+}
+
+/// A short, stable fingerprint of a password hash (the first 16 bytes of its SHA-256, hex): it
+/// changes with the password and reveals nothing usable about it.
+pub fn fingerprint(password_hash: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(password_hash.as_bytes());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Issues and checks tokens.
@@ -99,6 +110,7 @@ impl TokenIssuer {
         typ: &str,
         roles: &[Role],
         ttl: Duration,
+        pwd: Option<String>,
     ) -> Result<String, ServiceError> {
         let iat = now_ms() / 1000;
         let claims = Claims {
@@ -109,6 +121,7 @@ impl TokenIssuer {
             exp: iat.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
             iss: ISSUER.to_owned(),
             jti: uuid::Uuid::now_v7().to_string(),
+            pwd,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(|e| {
             ServiceError::Database(sqlx::Error::Protocol(format!("signing a token: {e}")))
@@ -120,15 +133,21 @@ impl TokenIssuer {
     /// # Errors
     /// When signing fails.
     pub fn access(&self, sub: &str, roles: &[Role]) -> Result<String, ServiceError> {
-        self.issue(sub, "access", roles, self.config.access_ttl)
+        self.issue(sub, "access", roles, self.config.access_ttl, None)
     }
 
-    /// A refresh token for `sub`.
+    /// A refresh token for `sub`, bound to the password `fingerprint`.
     ///
     /// # Errors
     /// When signing fails.
-    pub fn refresh(&self, sub: &str) -> Result<String, ServiceError> {
-        self.issue(sub, "refresh", &[], self.config.refresh_ttl)
+    pub fn refresh(&self, sub: &str, fingerprint: &str) -> Result<String, ServiceError> {
+        self.issue(
+            sub,
+            "refresh",
+            &[],
+            self.config.refresh_ttl,
+            Some(fingerprint.to_owned()),
+        )
     }
 
     /// The claims of a valid, unexpired token of kind `typ`.
@@ -190,7 +209,7 @@ mod tests {
             i.verify(&t, "refresh"),
             Err(ServiceError::Unauthenticated { .. })
         ));
-        let r = i.refresh("u1").expect("refresh");
+        let r = i.refresh("u1", "fp").expect("refresh");
         assert!(
             i.caller(&r).is_err(),
             "a refresh token is not an access token"
