@@ -325,6 +325,7 @@ async fn services_over_grpc_with_rbac_and_status_codes() {
             bpb::SubscribeRequest {
                 campaign_id: c.id.clone(),
                 since: None,
+                epoch: None,
             },
             &admin,
         ))
@@ -341,6 +342,7 @@ async fn services_over_grpc_with_rbac_and_status_codes() {
             bpb::SubscribeRequest {
                 campaign_id: c.id.clone(),
                 since: None,
+                epoch: None,
             },
             &tokens.access_token,
         ))
@@ -945,4 +947,30 @@ async fn the_remaining_operations_over_grpc() {
             .iter()
             .any(|p| p.role == "campaign_manager" && p.resource == "broadcast")
     );
+}
+
+#[tokio::test]
+async fn a_stored_integer_too_wide_for_protobuf_is_rounded_not_fatal() {
+    let node = TestNode::start().await;
+    let (s, c) = node
+        .call(
+            "POST",
+            "/api/content",
+            Some(json!({"kind": "micro", "body": "wide",
+                        "metadata": {"custom_rules": {"n": 9_007_199_254_740_993_u64}}})),
+        )
+        .await;
+    assert_eq!(s, 201, "{c}");
+    assert_eq!(
+        c["metadata"]["custom_rules"]["n"],
+        json!(9_007_199_254_740_993_u64),
+        "REST keeps it exact"
+    );
+    let mut content = ContentServiceClient::new(channel(&node).await);
+    let listed = content
+        .list_content(kpb::ListContentRequest::default())
+        .await
+        .expect("the page is served")
+        .into_inner();
+    assert_eq!(listed.items.len(), 1);
 }

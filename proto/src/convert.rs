@@ -127,6 +127,24 @@ fn f64_to_number(x: f64) -> Result<Number, ConvertError> {
     Number::from_f64(x).ok_or(ConvertError::NonFiniteNumber(x))
 }
 
+/// `value` with every integer that an `f64` cannot hold exactly replaced by the nearest `f64`:
+/// what a server applies to values it stored (and accepted over JSON) before sending them as
+/// protobuf numbers, so that one wide integer degrades to a rounded number instead of failing
+/// the whole answer.
+pub fn lossy(value: JsonValue) -> JsonValue {
+    match value {
+        JsonValue::Number(n) if number_to_f64(&n).is_err() => n
+            .as_f64()
+            .and_then(Number::from_f64)
+            .map_or(JsonValue::Null, JsonValue::Number),
+        JsonValue::Array(items) => JsonValue::Array(items.into_iter().map(lossy).collect()),
+        JsonValue::Object(map) => {
+            JsonValue::Object(map.into_iter().map(|(k, v)| (k, lossy(v))).collect())
+        }
+        other => other,
+    }
+}
+
 /// Converts a JSON value to a `google.protobuf.Value`.
 ///
 /// # Errors
@@ -358,6 +376,17 @@ mod tests {
         });
         let pb = json_to_value(original.clone())?;
         assert_eq!(value_to_json(pb)?, original);
+        Ok(())
+    }
+
+    #[test]
+    fn lossy_rounds_wide_integers_instead_of_failing() -> Result<(), ConvertError> {
+        let wide = json!({"n": 9_007_199_254_740_993_u64, "list": [u64::MAX], "ok": 5});
+        assert!(json_to_value(wide.clone()).is_err());
+        let v = value_to_json(json_to_value(lossy(wide))?)?;
+        assert_eq!(v["ok"], json!(5));
+        assert_eq!(v["n"].as_f64(), Some(9_007_199_254_740_992.0));
+        assert!(v["list"][0].as_f64().is_some());
         Ok(())
     }
 

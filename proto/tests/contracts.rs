@@ -117,6 +117,7 @@ fn messages_round_trip_through_the_wire_format() -> TestResult {
     let req = SubscribeRequest {
         campaign_id: "c1".into(),
         since: None,
+        epoch: None,
     };
     assert_eq!(
         SubscribeRequest::decode(req.encode_to_vec().as_slice())?.since,
@@ -253,6 +254,7 @@ async fn generated_server_and_client_talk_over_loopback() -> TestResult {
         .subscribe(SubscribeRequest {
             campaign_id: "c1".into(),
             since: Some(40),
+            epoch: None,
         })
         .await?
         .into_inner();

@@ -51,8 +51,10 @@ fn data(v: Option<prost_types::Value>) -> Result<Box<RawValue>, Status> {
 /// carry: pongs, user messages, errors).
 fn update(text: &str) -> Result<Option<pb::Update>, Status> {
     use pb::update::Kind;
-    let v: Value = serde_json::from_str(text)
-        .map_err(|e| Status::internal(format!("unreadable frame: {e}")))?;
+    let v: Value = convert::lossy(
+        serde_json::from_str(text)
+            .map_err(|e| Status::internal(format!("unreadable frame: {e}")))?,
+    );
     let u64_of = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
     let kind = match v.get("type").and_then(Value::as_str) {
         Some("welcome") => Kind::Welcome(pb::Welcome {
@@ -144,7 +146,9 @@ impl BroadcastService for Broadcast {
             .await
             .map_err(status)?;
         Ok(Response::new(pb::SetStateResponse {
-            state: Some(convert::json_to_struct(after).map_err(super::internal_json)?),
+            state: Some(
+                convert::json_to_struct(convert::lossy(after)).map_err(super::internal_json)?,
+            ),
         }))
     }
 
@@ -217,7 +221,21 @@ impl BroadcastService for Broadcast {
             )));
         }
         let user = format!("grpc:{}", caller.actor());
-        let resume = r.since.map(|since| Resume { since, epoch: None });
+        if r.epoch.is_some() && r.since.is_none() {
+            return Err(Status::invalid_argument(
+                "epoch is only meaningful with since",
+            ));
+        }
+        if r.epoch
+            .as_ref()
+            .is_some_and(|e| e.is_empty() || e.len() > 64)
+        {
+            return Err(Status::invalid_argument("epoch must have 1-64 characters"));
+        }
+        let resume = r.since.map(|since| Resume {
+            since,
+            epoch: r.epoch.clone(),
+        });
         let (server_io, client_io) = tokio::io::duplex(PIPE_BYTES);
         let id = c.id.clone();
         node.spawn_tracked({
@@ -231,7 +249,15 @@ impl BroadcastService for Broadcast {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::Update, Status>>(UPDATES);
         tokio::spawn(async move {
             let mut ws = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
-            while let Some(msg) = ws.next().await {
+            loop {
+                // A consumer that went away ends the session even when nothing is sent.
+                let msg = tokio::select! {
+                    () = tx.closed() => break,
+                    msg = ws.next() => match msg {
+                        Some(m) => m,
+                        None => break,
+                    },
+                };
                 let out = match msg {
                     Ok(Message::Text(t)) => match update(t.as_str()) {
                         Ok(Some(u)) => Ok(u),

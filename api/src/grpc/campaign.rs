@@ -22,8 +22,10 @@ pub fn campaign_pb(c: Campaign) -> Result<pb::Campaign, Status> {
         slug: c.slug,
         name: c.name,
         status: c.status.as_str().to_owned(),
-        metadata: Some(convert::metadata_from_json(c.metadata).map_err(internal_json)?),
-        state: Some(convert::json_to_struct(c.state).map_err(internal_json)?),
+        metadata: Some(
+            convert::metadata_from_json(convert::lossy(c.metadata)).map_err(internal_json)?,
+        ),
+        state: Some(convert::json_to_struct(convert::lossy(c.state)).map_err(internal_json)?),
         starts_at: c.starts_at,
         ends_at: c.ends_at,
         created_at: c.created_at,

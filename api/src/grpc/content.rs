@@ -25,7 +25,9 @@ fn content_pb(c: Content) -> Result<pb::Content, Status> {
         body: c.body,
         url: c.url,
         tags: c.tags,
-        metadata: Some(convert::metadata_from_json(c.metadata).map_err(internal_json)?),
+        metadata: Some(
+            convert::metadata_from_json(convert::lossy(c.metadata)).map_err(internal_json)?,
+        ),
         created_at: c.created_at,
         updated_at: c.updated_at,
     })

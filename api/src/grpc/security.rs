@@ -29,7 +29,7 @@ fn filter(r: &pb::AuditFilter) -> AuditFilter {
 
 fn entry_pb(e: AuditEntry) -> Result<pb::AuditEntry, Status> {
     let json = |v: Option<serde_json::Value>| {
-        v.map(proto::convert::json_to_value)
+        v.map(|v| proto::convert::json_to_value(proto::convert::lossy(v)))
             .transpose()
             .map_err(internal_json)
     };

@@ -172,12 +172,16 @@ async fn method_not_allowed() -> ApiError {
 /// Longest accepted user id.
 const MAX_USER_ID: usize = 128;
 
+/// Whether `user` is an acceptable user id: 1–128 bytes, no control characters or spaces.
+pub fn valid_user_id(user: &str) -> bool {
+    !user.is_empty()
+        && user.len() <= MAX_USER_ID
+        && !user.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
 /// A user id from a path: 1–128 characters, none of them control characters or spaces.
 fn check_user_id(user: &str) -> Result<(), ApiError> {
-    let ok = !user.is_empty()
-        && user.len() <= MAX_USER_ID
-        && !user.chars().any(|c| c.is_control() || c.is_whitespace());
-    if ok {
+    if valid_user_id(user) {
         Ok(())
     } else {
         Err(ApiError::bad_request(format!(
