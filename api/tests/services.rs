@@ -672,7 +672,7 @@ async fn a_scheduled_draft_goes_live_by_itself_and_lists_filter() {
     let mut ws = node.ws(&id, "viewer", "").await;
     assert_eq!(next_of(&mut ws, "welcome").await["campaign"], id.as_str());
     let rows = audit_of(&node, &id).await;
-    assert_eq!(actions(&rows), ["campaign.create", "campaign.update"]);
+    assert_eq!(actions(&rows), ["campaign.create", "campaign.start"]);
     assert_eq!(rows[1]["actor"], "system");
 
     let (s, l) = node

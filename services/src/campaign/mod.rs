@@ -573,8 +573,10 @@ impl CampaignService {
 
     /// Applies the schedules whose time has come: a draft whose `starts_at` passed becomes
     /// active (and starts broadcasting), a campaign whose `ends_at` passed ends. Runs as the
-    /// node (`system` in the audit log); several nodes may run it at once, the second one to
-    /// reach a campaign finds it already changed. Returns how many campaigns it changed.
+    /// node (`system` in the audit log); several nodes may run it at once: each transition is
+    /// conditional on the stored status, so the second node to reach a campaign finds it
+    /// already changed and writes nothing. Returns how many campaigns it changed. A transition
+    /// stored but not taken by the engine (the bus failed at that moment) is not retried.
     ///
     /// # Errors
     /// Database failures reading the schedule.
@@ -586,9 +588,7 @@ impl CampaignService {
             let result = if ending {
                 self.end(&system, &due.id).await.map(|_| ())
             } else if due.draft {
-                self.update(&system, &due.id, &serde_json::json!({"status": "active"}))
-                    .await
-                    .map(|_| ())
+                self.start_scheduled(&system, &due.id).await
             } else {
                 Ok(())
             };
@@ -603,6 +603,26 @@ impl CampaignService {
             }
         }
         Ok(changed)
+    }
+
+    /// Activates a draft whose start time came (audited as `campaign.start`); a campaign that is
+    /// no longer a draft (another node got there first) is a conflict and changes nothing.
+    async fn start_scheduled(&self, caller: &Caller, id: &str) -> Result<(), ServiceError> {
+        let (_, after, _order) = self
+            .change(caller, "campaign.start", id, |c| {
+                if c.status != Status::Draft {
+                    return Err(ServiceError::Conflict {
+                        message: "campaign is no longer a draft".to_owned(),
+                    });
+                }
+                c.status = Status::Active;
+                Ok(())
+            })
+            .await?;
+        self.broadcaster
+            .upsert(LiveCampaign::of(&after, true))
+            .await?;
+        Ok(())
     }
 
     /// Starts the broadcast task of every active campaign (at node start).
