@@ -421,16 +421,21 @@ impl Broker for RedisBroker {
                 *n == 1
             };
             if first {
+                // Confirmed only by Redis: a dropped acknowledgement (the connection was lost
+                // meanwhile) is no confirmation; the campaign stays wanted either way, so the
+                // next connection subscribes to it.
                 let (ack, confirmed) = tokio::sync::oneshot::channel();
-                let _ = self
-                    .commands
-                    .try_send(SubCommand::Subscribe(self.key("c", campaign), Some(ack)));
-                if tokio::time::timeout(Duration::from_secs(5), confirmed)
-                    .await
-                    .is_err()
-                {
+                let subscribed = tokio::time::timeout(Duration::from_secs(5), async {
+                    self.commands
+                        .send(SubCommand::Subscribe(self.key("c", campaign), Some(ack)))
+                        .await
+                        .map_err(|_| ())?;
+                    confirmed.await.map_err(|_| ())
+                })
+                .await;
+                if !matches!(subscribed, Ok(Ok(()))) {
                     return Err(BrokerError::Unavailable {
-                        reason: "subscription not confirmed in 5 s".into(),
+                        reason: "subscription not confirmed by Redis".into(),
                     });
                 }
             }
@@ -657,7 +662,13 @@ async fn sharded_session(
             match conn.next().await? {
                 Push::Subscribed(_) => unconfirmed -= 1,
                 Push::Error(e) => return Err(e),
-                Push::Message { .. } | Push::Other => {}
+                // The channels confirmed so far already carry messages: deliver them.
+                Push::Message { channel, payload } => {
+                    if let Some(b) = broker.upgrade() {
+                        b.deliver_message(&channel, &payload);
+                    }
+                }
+                Push::Other => {}
             }
         }
         Ok::<_, String>(())
