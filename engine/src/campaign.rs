@@ -42,9 +42,13 @@ pub(crate) enum Input {
         publication: Publication,
         seq: tokio::sync::oneshot::Sender<u64>,
     },
-    /// The bus is reachable again: leave the detached epoch, close every session with 1012
-    /// so that clients resync, and take the bus's publications again.
-    Reattach,
+    /// The bus is reachable again and has every publication kept here, the last event with
+    /// `seq` `through`: once the task has seen that one come back (or after a few asks),
+    /// leave the detached epoch, close every session with 1012 so that clients resync, and
+    /// take the bus's publications again.
+    Reattach {
+        through: u64,
+    },
     /// A new session: the task sends its welcome (and the events it missed, when it asks to
     /// resume), then adds it to the members, so nothing slips between history and live.
     Join {
@@ -269,6 +273,10 @@ fn refuse(input: Input, shutting_down: bool) {
     }
 }
 
+/// Asks to reattach (one per 100 ms) after which a detached campaign reattaches even if its
+/// kept events have not all come back from the bus (pub/sub may have lost one).
+const REATTACH_ASKS: u32 = 20;
+
 /// What a join frame shows: state version, seq, cluster-wide connections.
 type JoinFrameKey = (u64, u64, Option<u64>);
 
@@ -302,6 +310,12 @@ pub(crate) struct Campaign {
     /// While detached: the cluster's epoch and the last `seq` seen from the bus when the
     /// detachment began (restored on reattach).
     detached_from: Option<(Box<str>, u64)>,
+    /// While detached: the highest event `seq` the bus delivered (ignored, not applied), and
+    /// how many times the node asked to reattach.
+    bus_seen: u64,
+    reattach_asks: u32,
+    /// While detached: the bus's events, kept for the history (not sent), oldest first.
+    bus_events: Vec<EncodedEvent>,
     last_overflow_warn_ms: i64,
 }
 
@@ -365,6 +379,9 @@ impl Campaign {
                 .map_or_else(|| crate::broker::new_epoch().into(), Into::into),
             settled_members: None,
             detached_from: None,
+            bus_seen: 0,
+            reattach_asks: 0,
+            bus_events: Vec::new(),
             last_overflow_warn_ms: 0,
         };
         (task, shared)
@@ -390,7 +407,7 @@ impl Campaign {
                     Some(Input::Local { publication, seq }) => {
                         let _ = seq.send(self.publish_detached(publication));
                     }
-                    Some(Input::Reattach) => self.reattach(),
+                    Some(Input::Reattach { through }) => self.reattach(through),
                     Some(Input::Join { session, resume, fetched }) => self.join(&session, resume.as_ref(), &fetched),
                     Some(Input::End) | None => break Close::ENDED,
                 },
@@ -417,8 +434,23 @@ impl Campaign {
 
     pub(crate) fn on_publication(&mut self, p: Publication) {
         if self.detached_from.is_some() && !matches!(p, Publication::State { .. }) {
-            // The bus came back before the reattach: these belong to the cluster's epoch,
-            // which this task's sessions are about to resync to.
+            // The bus is back and brings the cluster's events (this node's kept ones among
+            // them, already shown here): the sessions are about to resync, not to get these.
+            if let Publication::Event {
+                seq,
+                name,
+                data,
+                ts,
+                user,
+                ..
+            } = p
+            {
+                self.bus_seen = self.bus_seen.max(seq);
+                if self.bus_events.len() < self.node.config.history_size {
+                    self.bus_events
+                        .push(EncodedEvent::new(seq, &name, &data, ts, user.as_deref()));
+                }
+            }
             return;
         }
         match p {
@@ -540,15 +572,34 @@ impl Campaign {
     /// The bus is back: restores the cluster's epoch and `seq`, forgets the local events, and
     /// closes every session with 1012 after what is queued for it, so that clients reconnect
     /// (a resume from the detached epoch reports `recovered: false` and resyncs the state).
-    fn reattach(&mut self) {
-        let Some((epoch, base)) = self.detached_from.take() else {
+    fn reattach(&mut self, through: u64) {
+        if self.detached_from.is_none() {
+            return;
+        }
+        self.reattach_asks += 1;
+        // Wait (up to ~2 s of asks) for the kept events to come back, so that none reaches a
+        // session after the resync as if it were new.
+        if self.bus_seen < through && self.reattach_asks < REATTACH_ASKS {
+            return;
+        }
+        let Some((epoch, detached_at)) = self.detached_from.take() else {
             return;
         };
+        // The local events (after `detached_at`) leave the history: their seqs were this
+        // node's; the cluster's events up to `caught_up` went by while detached.
+        self.history.retain(|(_, e)| e.seq <= detached_at);
+        let mut bus_events = std::mem::take(&mut self.bus_events);
+        bus_events.sort_by_key(|e| e.seq);
+        for e in bus_events.into_iter().filter(|e| e.seq > detached_at) {
+            self.remember(e);
+        }
+        let caught_up = detached_at.max(through).max(self.bus_seen);
+        self.bus_seen = 0;
+        self.reattach_asks = 0;
         self.epoch = epoch;
-        self.sent_seq = base;
-        self.shared.last_seq.store(base, Relaxed);
+        self.sent_seq = caught_up;
+        self.shared.last_seq.store(caught_up, Relaxed);
         self.pending.clear();
-        self.history.retain(|(_, e)| e.seq <= base);
         self.join_frame = None;
         self.shared.detached.store(false, Relaxed);
         let (_, members) = self.shared.members.snapshot();

@@ -45,8 +45,15 @@ pub(crate) struct NodeInner {
     /// Whether the presence task runs (it starts with the first campaign).
     presence: std::sync::Once,
     /// Publications made here while the bus was unreachable, oldest first: published on the
-    /// bus, in order, once it is back (so other nodes get them late rather than never).
-    outbox: Mutex<VecDeque<(String, Publication)>>,
+    /// bus, in order, once it is back (so other nodes get them late rather than never); and
+    /// publications made since it came back, queued behind them.
+    outbox: Mutex<VecDeque<Kept>>,
+    /// Whether the bus took the last publication handed to it (a bus whose pub/sub is up may
+    /// still refuse writes).
+    bus_writable: std::sync::atomic::AtomicBool,
+    /// Per detached campaign: the highest cluster `seq` of its kept events, once the bus has
+    /// them; the campaign reattaches when it has seen them come back.
+    reattach_through: Mutex<std::collections::HashMap<String, u64>>,
     /// A weak handle on this very value, for the tasks that [`Deliver::control`] starts.
     me: Weak<NodeInner>,
 }
@@ -72,6 +79,8 @@ impl Node {
             pinger: std::sync::Once::new(),
             presence: std::sync::Once::new(),
             outbox: Mutex::new(VecDeque::new()),
+            bus_writable: std::sync::atomic::AtomicBool::new(true),
+            reattach_through: Mutex::new(std::collections::HashMap::new()),
             me: me.clone(),
         });
         let sink: Weak<dyn Deliver> = Arc::downgrade(&inner) as Weak<dyn Deliver>;
@@ -163,9 +172,11 @@ impl Node {
     /// bus, which gets it when it is back.
     async fn publish(&self, campaign: &str, p: Publication) -> Result<u64, EngineError> {
         let inner = &self.inner;
-        if inner.broker.is_ready() {
+        let bus_up = || inner.broker.is_ready() && inner.bus_writable.load(Relaxed);
+        if bus_up() && inner.outbox().is_empty() {
             match inner.broker.publish(campaign, p.clone()).await {
                 Err(BrokerError::Unavailable { reason }) => {
+                    inner.bus_writable.store(false, Relaxed);
                     tracing::debug!(campaign, reason, "bus unavailable: publishing locally");
                 }
                 other => return Ok(other?),
@@ -178,10 +189,10 @@ impl Node {
             .ok_or_else(|| EngineError::UnknownCampaign {
                 campaign: campaign.to_owned(),
             })?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        {
-            // One lock for both, so that the bus later gets them in the order the sessions did.
-            let mut outbox = inner.outbox.lock().unwrap_or_else(PoisonError::into_inner);
+        let waiting = {
+            // One lock for the decision and the queue, so that the bus gets every kept
+            // publication in the order this node applied them, and later ones after them.
+            let mut outbox = inner.outbox();
             if outbox.len() >= MAX_OUTBOX {
                 return Err(BrokerError::Unavailable {
                     reason: format!(
@@ -190,20 +201,45 @@ impl Node {
                 }
                 .into());
             }
-            shared
-                .try_send(Input::Local {
-                    publication: p.clone(),
-                    seq: tx,
-                })
-                .map_err(|()| BrokerError::Unavailable {
-                    reason: "the bus is unreachable and the campaign's inbox is full".to_owned(),
-                })?;
-            outbox.push_back((campaign.to_owned(), p));
-        }
-        inner.metrics.local_publications.increment(1);
-        rx.await.map_err(|_| EngineError::UnknownCampaign {
+            if bus_up() {
+                // The bus is back but still receiving what was kept: this one goes after them,
+                // straight to the bus (not applied here first).
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                outbox.push_back(Kept {
+                    campaign: campaign.to_owned(),
+                    publication: p,
+                    reply: Some(tx),
+                });
+                Waiting::Bus(rx)
+            } else {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                shared
+                    .try_send(Input::Local {
+                        publication: p.clone(),
+                        seq: tx,
+                    })
+                    .map_err(|()| BrokerError::Unavailable {
+                        reason: "the bus is unreachable and the campaign's inbox is full"
+                            .to_owned(),
+                    })?;
+                outbox.push_back(Kept {
+                    campaign: campaign.to_owned(),
+                    publication: p,
+                    reply: None,
+                });
+                Waiting::Local(rx)
+            }
+        };
+        let gone = || EngineError::UnknownCampaign {
             campaign: campaign.to_owned(),
-        })
+        };
+        match waiting {
+            Waiting::Bus(rx) => Ok(rx.await.map_err(|_| gone())??),
+            Waiting::Local(rx) => {
+                inner.metrics.local_publications.increment(1);
+                rx.await.map_err(|_| gone())
+            }
+        }
     }
 
     /// Replaces the campaign's state; clients get it with the next tick.
@@ -493,39 +529,91 @@ async fn presence_loop(node: Weak<NodeInner>) {
 /// Most publications kept for the bus while it is unreachable.
 const MAX_OUTBOX: usize = 10_000;
 
-/// Every 100 ms: once the bus is reachable again after this node published on its own, tells
-/// every detached campaign to reattach (its sessions resync), then hands the kept publications
-/// to the bus in order. A campaign's reattach is queued before the bus can bring back any of
-/// them, so its sessions never see one twice.
+/// A publication waiting for the bus.
+pub(crate) struct Kept {
+    campaign: String,
+    publication: Publication,
+    /// Who waits for the bus's answer (publications made after the bus came back, queued
+    /// behind the kept ones); `None` for ones already applied on this node.
+    reply: Option<tokio::sync::oneshot::Sender<Result<u64, BrokerError>>>,
+}
+
+/// What a publish waits for.
+enum Waiting {
+    Bus(tokio::sync::oneshot::Receiver<Result<u64, BrokerError>>),
+    Local(tokio::sync::oneshot::Receiver<u64>),
+}
+
+impl NodeInner {
+    fn outbox(&self) -> std::sync::MutexGuard<'_, VecDeque<Kept>> {
+        self.outbox.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Every 100 ms, while the bus's pub/sub is up: hands the kept publications to the bus in
+/// order (a refusal stops the round; publications queued behind the kept ones are then
+/// answered with the refusal), and once none is left, asks every detached campaign to
+/// reattach after it has seen its kept events come back from the bus (so its sessions, closed
+/// with 1012, never get one twice).
 async fn bus_loop(node: Weak<NodeInner>) {
     let mut rounds = Rounds::new(&node, |_| Duration::from_millis(100), true);
     while let Some((node, campaigns)) = rounds.next(&node).await {
         if !node.broker.is_ready() {
             continue;
         }
-        for c in campaigns.iter().filter(|c| c.detached.load(Relaxed)) {
-            c.detached.store(false, Relaxed);
-            c.send(Input::Reattach, &node);
-        }
         loop {
             let next = node
-                .outbox
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
+                .outbox()
                 .front()
-                .cloned();
+                .map(|k| (k.campaign.clone(), k.publication.clone()));
             let Some((campaign, p)) = next else { break };
-            match node.broker.publish(&campaign, p).await {
-                Ok(_) => {
-                    node.outbox
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .pop_front();
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "bus refused a kept publication; retrying");
-                    break;
-                }
+            let is_event = matches!(p, Publication::Event { .. });
+            let result = node.broker.publish(&campaign, p).await;
+            let refused = matches!(result, Err(BrokerError::Unavailable { .. }));
+            node.bus_writable.store(!refused, Relaxed);
+            if refused {
+                // Later publications are not applied here: tell their callers, drop them.
+                node.outbox().retain_mut(|k| match k.reply.take() {
+                    Some(tx) => {
+                        let _ = tx.send(Err(BrokerError::Unavailable {
+                            reason: "the bus refused the publications kept before this one"
+                                .to_owned(),
+                        }));
+                        false
+                    }
+                    None => true,
+                });
+                break;
+            }
+            if let Ok(seq) = &result
+                && is_event
+            {
+                let mut through = node
+                    .reattach_through
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let t = through.entry(campaign.clone()).or_insert(0);
+                *t = (*t).max(*seq);
+            }
+            if let Some(kept) = node.outbox().pop_front()
+                && let Some(tx) = kept.reply
+            {
+                let _ = tx.send(result);
+            }
+        }
+        if !node.outbox().is_empty() {
+            continue;
+        }
+        let mut through = node
+            .reattach_through
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for c in &campaigns {
+            if c.detached.load(Relaxed) {
+                let t = through.get(&*c.id).copied().unwrap_or(0);
+                c.send(Input::Reattach { through: t }, &node);
+            } else {
+                through.remove(&*c.id);
             }
         }
     }

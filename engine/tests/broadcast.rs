@@ -989,6 +989,12 @@ async fn publishes_during_a_bus_outage_reach_local_sessions_then_the_bus_and_ses
     assert_ne!(jw["epoch"], epoch.as_str(), "a detached epoch");
 
     bus.down.store(false, std::sync::atomic::Ordering::Relaxed);
+    // A publish made as the bus comes back goes after the kept ones, straight to the bus.
+    let after = node
+        .publish_event("c", "after", raw(json!(3)), true)
+        .await
+        .expect("publish after the outage");
+    assert_eq!(after, s1 + 2, "after the kept event's cluster seq");
     // Within a round of the bus watcher, the sessions are told to resync.
     assert_eq!(a.closed().await, 1012);
     assert_eq!(joiner.closed().await, 1012);
@@ -1009,13 +1015,19 @@ async fn publishes_during_a_bus_outage_reach_local_sessions_then_the_bus_and_ses
     assert_eq!(w["epoch"], epoch.as_str(), "back in the bus's epoch");
     assert_eq!(w["recovered"], true, "{w}");
     let mut seen = Vec::new();
-    while seen.is_empty() {
+    while seen.len() < 2 {
         let t = b.next().await;
         if let Some(e) = t["events"].as_array() {
             seen.extend(e.iter().map(|e| (e["seq"].clone(), e["name"].clone())));
         }
     }
-    assert_eq!(seen, [(json!(s1 + 1), json!("local"))]);
+    assert_eq!(
+        seen,
+        [
+            (json!(s1 + 1), json!("local")),
+            (json!(after), json!("after"))
+        ]
+    );
     // A resume from the detached epoch cannot be exact: it is refused, with the state.
     let mut stale = Client::resume(
         &node,
