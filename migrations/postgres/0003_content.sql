@@ -3,7 +3,10 @@
 -- reactions (the audit row keeps what was deleted). Tags and metadata are jsonb. Times are
 -- ms since the epoch.
 --
--- `search` is a generated tsvector (title weighted A, body B; configuration 'simple').
+-- `search` is a generated tsvector (title weighted A, body B; configuration 'simple'), built
+-- from the text with every run of non-alphanumeric characters turned into a space: the words
+-- are then the same as the query's (runs of letters and digits) and as SQLite's tokenizer's,
+-- so "alice@example.org" is found by "example" on both backends.
 CREATE TABLE IF NOT EXISTS service_content_main (
     id          TEXT PRIMARY KEY NOT NULL,
     kind        TEXT NOT NULL CHECK (kind IN ('article', 'micro', 'video')),
@@ -16,8 +19,8 @@ CREATE TABLE IF NOT EXISTS service_content_main (
     created_at  BIGINT NOT NULL,
     updated_at  BIGINT NOT NULL,
     search      TSVECTOR GENERATED ALWAYS AS (
-        setweight(to_tsvector('simple'::regconfig, title), 'A')
-        || setweight(to_tsvector('simple'::regconfig, body), 'B')
+        setweight(to_tsvector('simple'::regconfig, regexp_replace(title, '[^[:alnum:]]+', ' ', 'g')), 'A')
+        || setweight(to_tsvector('simple'::regconfig, regexp_replace(body, '[^[:alnum:]]+', ' ', 'g')), 'B')
     ) STORED
 );
 CREATE INDEX IF NOT EXISTS service_content_main_kind_idx ON service_content_main (kind, id);

@@ -1039,3 +1039,34 @@ async fn tables_follow_the_naming_rule() {
         f.finish().await;
     }
 }
+
+#[tokio::test]
+async fn search_finds_words_inside_addresses_and_hyphenations_on_both_backends() {
+    for f in fixtures().await {
+        let c = f
+            .svc
+            .create(
+                &U1,
+                post(
+                    "article",
+                    "Contact",
+                    "Write to alice@example.org or see docs.example.com/well-known",
+                ),
+            )
+            .await
+            .expect("create");
+        for q in ["example", "alice", "known", "well known", "docs"] {
+            let hits = f.svc.search(&ANON, q, None, None).await.expect("search");
+            assert_eq!(
+                hits.items
+                    .iter()
+                    .map(|h| h.content.id.as_str())
+                    .collect::<Vec<_>>(),
+                [c.id.as_str()],
+                "{}: {q:?}",
+                f.db.backend()
+            );
+        }
+        f.finish().await;
+    }
+}
