@@ -853,6 +853,75 @@ async fn the_remaining_operations_over_grpc() {
         comments.comments[1].parent_id.as_deref(),
         Some(c1.id.as_str())
     );
+    // Comments by id: read, edit (author only), delete.
+    let got = content
+        .get_comment(kpb::GetCommentRequest { id: c1.id.clone() })
+        .await
+        .expect("get comment")
+        .into_inner();
+    assert_eq!(got.body, "one");
+    let denied = content
+        .update_comment(with_token(
+            kpb::UpdateCommentRequest {
+                id: c1.id.clone(),
+                body: "hijack".into(),
+            },
+            &t.access_token,
+        ))
+        .await
+        .expect_err("not the author");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let edited_comment = content
+        .update_comment(with_token(
+            kpb::UpdateCommentRequest {
+                id: c1.id.clone(),
+                body: "one, edited".into(),
+            },
+            &admin,
+        ))
+        .await
+        .expect("edit")
+        .into_inner();
+    assert_eq!(edited_comment.body, "one, edited");
+    content
+        .delete_comment(with_token(
+            kpb::DeleteCommentRequest { id: c1.id.clone() },
+            &admin,
+        ))
+        .await
+        .expect("delete comment");
+    let gone = content
+        .get_comment(kpb::GetCommentRequest { id: c1.id.clone() })
+        .await
+        .expect_err("deleted");
+    assert_eq!(gone.code(), Code::NotFound);
+    // Metadata merge patch and removing a link.
+    let patched = content
+        .update_content(with_token(
+            kpb::UpdateContentRequest {
+                id: post.id.clone(),
+                metadata_patch: Some(s(json!({"tags": ["m"]}))),
+                ..Default::default()
+            },
+            &t.access_token,
+        ))
+        .await
+        .expect("metadata patch")
+        .into_inner();
+    assert_eq!(patched.metadata.map(|m| m.tags), Some(vec!["m".to_owned()]));
+    let both = content
+        .update_content(with_token(
+            kpb::UpdateContentRequest {
+                id: post.id.clone(),
+                url: Some("https://example.org".into()),
+                clear_url: true,
+                ..Default::default()
+            },
+            &t.access_token,
+        ))
+        .await
+        .expect_err("url and clear_url");
+    assert_eq!(both.code(), Code::InvalidArgument);
     content
         .react(with_token(
             kpb::ReactRequest {

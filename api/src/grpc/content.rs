@@ -41,6 +41,7 @@ fn comment_pb(c: Comment) -> pb::Comment {
         author_id: c.author_id,
         body: c.body,
         created_at: c.created_at,
+        updated_at: c.updated_at,
     }
 }
 
@@ -103,12 +104,25 @@ impl ContentService for Contents {
     ) -> Result<Response<pb::Content>, Status> {
         let caller = caller(&self.0, &req)?;
         let r = req.into_inner();
+        if r.clear_url && r.url.is_some() {
+            return Err(Status::invalid_argument(
+                "url and clear_url exclude each other",
+            ));
+        }
         let patch = ContentPatch {
             title: r.title,
             body: r.body,
-            url: r.url.map(Some),
-            tags: (r.replace_tags || !r.tags.is_empty()).then_some(r.tags),
-            metadata: None,
+            url: if r.clear_url {
+                Some(None)
+            } else {
+                r.url.map(Some)
+            },
+            tags: r.replace_tags.then_some(r.tags),
+            metadata: r
+                .metadata_patch
+                .map(convert::struct_to_json)
+                .transpose()
+                .map_err(|e| bad_json("metadata_patch", e))?,
         };
         let c = self
             .0
@@ -233,6 +247,51 @@ impl ContentService for Contents {
             comments: page.items.into_iter().map(comment_pb).collect(),
             next_cursor: page.next_cursor.unwrap_or_default(),
         }))
+    }
+
+    async fn get_comment(
+        &self,
+        req: Request<pb::GetCommentRequest>,
+    ) -> Result<Response<pb::Comment>, Status> {
+        let caller = caller(&self.0, &req)?;
+        let c = self
+            .0
+            .services
+            .content
+            .get_comment(&caller, &req.into_inner().id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(comment_pb(c)))
+    }
+
+    async fn update_comment(
+        &self,
+        req: Request<pb::UpdateCommentRequest>,
+    ) -> Result<Response<pb::Comment>, Status> {
+        let caller = caller(&self.0, &req)?;
+        let r = req.into_inner();
+        let c = self
+            .0
+            .services
+            .content
+            .update_comment(&caller, &r.id, &r.body)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(comment_pb(c)))
+    }
+
+    async fn delete_comment(
+        &self,
+        req: Request<pb::DeleteCommentRequest>,
+    ) -> Result<Response<pb::DeleteCommentResponse>, Status> {
+        let caller = caller(&self.0, &req)?;
+        self.0
+            .services
+            .content
+            .delete_comment(&caller, &req.into_inner().id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::DeleteCommentResponse {}))
     }
 
     async fn react(
