@@ -306,7 +306,11 @@ async fn serve_http1(listener: TcpListener, app: axum::Router, stop: Cancellatio
             });
         let stop = stop.clone();
         connections.spawn(async move {
+            // A client that does not finish its request headers in 10 s is dropped (slow
+            // header attacks would otherwise hold sockets for ever).
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(tcp), service)
                 .with_upgrades();
             tokio::pin!(conn);
@@ -325,6 +329,9 @@ async fn serve_http1(listener: TcpListener, app: axum::Router, stop: Cancellatio
     connections.close();
     connections.wait().await;
 }
+
+/// Longest time a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How often scheduled starts and ends are applied.
 const SCHEDULE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
