@@ -701,3 +701,32 @@ async fn a_scheduled_draft_goes_live_by_itself_and_lists_filter() {
         .await;
     assert_error(s, &b, 400, "invalid_argument");
 }
+
+#[tokio::test]
+async fn password_guessing_on_one_name_is_refused_after_ten_failures() {
+    let node = TestNode::start().await;
+    user(&node, "target").await;
+    for _ in 0..10 {
+        let (s, b) = node
+            .call_as(
+                None,
+                "POST",
+                "/api/auth/login",
+                Some(json!({"login": "target", "password": "guess-guess"})),
+            )
+            .await;
+        assert_error(s, &b, 401, "unauthenticated");
+    }
+    // Now even the right password waits for the window.
+    let (s, b) = node
+        .call_as(
+            None,
+            "POST",
+            "/api/auth/login",
+            Some(json!({"login": "target", "password": "password123"})),
+        )
+        .await;
+    assert_error(s, &b, 429, "rate_limited");
+    // Other names are not affected.
+    user(&node, "bystander").await;
+}

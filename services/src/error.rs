@@ -21,6 +21,12 @@ pub enum ServiceError {
     /// The caller is signed in but may not do this.
     #[error("{message}")]
     Forbidden { message: String },
+    /// Too many attempts: try again after `retry_after_secs`.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after_secs: u64,
+    },
     /// The database cannot be reached.
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),

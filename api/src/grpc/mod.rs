@@ -42,6 +42,7 @@ pub fn status(e: ServiceError) -> Status {
         ServiceError::Conflict { .. } => Status::failed_precondition(e.to_string()),
         ServiceError::Unauthenticated { .. } => Status::unauthenticated(e.to_string()),
         ServiceError::Forbidden { .. } => Status::permission_denied(e.to_string()),
+        ServiceError::RateLimited { .. } => Status::resource_exhausted(e.to_string()),
         ServiceError::Unavailable(_)
         | ServiceError::Broadcast {
             unavailable: true, ..

@@ -7,6 +7,7 @@
 //! * `model`: records, requests, field rules; `repo`: storage; `password`: hashing;
 //!   `token`: JWT.
 
+mod guard;
 pub mod model;
 mod password;
 mod repo;
@@ -29,6 +30,7 @@ pub struct UserService {
     repo: UserRepo,
     policies: Policies,
     tokens: Arc<TokenIssuer>,
+    guard: Arc<guard::LoginGuard>,
 }
 
 fn bad_credentials() -> ServiceError {
@@ -50,6 +52,7 @@ impl UserService {
             repo: UserRepo::new(db),
             policies,
             tokens,
+            guard: Arc::new(guard::LoginGuard::default()),
         }
     }
 
@@ -193,15 +196,14 @@ impl UserService {
     /// # Errors
     /// [`ServiceError::Unauthenticated`] for an unknown login or a wrong password (the same
     /// message and about the same time for both), [`ServiceError::Forbidden`] for a disabled
-    /// account.
+    /// account, [`ServiceError::RateLimited`] after too many wrong passwords for the name.
     pub async fn login(&self, login: &str, password: &str) -> Result<Tokens, ServiceError> {
         if login.is_empty() || login.len() > model::MAX_EMAIL_LEN || password.len() > 1024 {
             return Err(bad_credentials());
         }
-        let account = self
-            .repo
-            .by_login(&login.trim().to_ascii_lowercase())
-            .await?;
+        let key = login.trim().to_ascii_lowercase();
+        self.guard.check(&key)?;
+        let account = self.repo.by_login(&key).await?;
         let stored = account
             .as_ref()
             .map_or(password::DECOY, |a| a.password_hash.as_str())
@@ -209,8 +211,10 @@ impl UserService {
         let ok = password::verify(password.to_owned(), stored).await?;
         let Some(account) = account.filter(|_| ok) else {
             tracing::info!(login = %login, "login failed");
+            self.guard.failed(&key);
             return Err(bad_credentials());
         };
+        self.guard.succeeded(&key);
         if account.user.disabled {
             return Err(ServiceError::Forbidden {
                 message: "this account is disabled".to_owned(),
