@@ -336,9 +336,15 @@ const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// How often scheduled starts and ends are applied.
 const SCHEDULE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Starts and ends campaigns whose `starts_at`/`ends_at` has come, every second, until `stop`.
+/// Schedule rounds between two reconciliations of the engine with the database (10 s).
+const RECONCILE_EVERY: u64 = 10;
+
+/// Starts and ends campaigns whose `starts_at`/`ends_at` has come, every second, and every 10 s
+/// makes the engine agree with the database (lifecycle messages missed during a bus outage),
+/// until `stop`.
 async fn run_schedules(services: Provider, stop: CancellationToken) {
     let mut tick = tokio::time::interval(SCHEDULE_INTERVAL);
+    let mut round = 0u64;
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
@@ -351,6 +357,12 @@ async fn run_schedules(services: Provider, stop: CancellationToken) {
             .await
         {
             tracing::debug!(error = %e, "campaign schedules not read");
+        }
+        round += 1;
+        if round.is_multiple_of(RECONCILE_EVERY)
+            && let Err(e) = services.campaigns.reconcile().await
+        {
+            tracing::debug!(error = %e, "campaigns not reconciled");
         }
     }
 }

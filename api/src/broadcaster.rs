@@ -63,6 +63,10 @@ impl Broadcaster for EngineBroadcaster {
         })
     }
 
+    fn running(&self) -> Vec<String> {
+        self.node.campaign_ids()
+    }
+
     fn message(
         &self,
         id: &str,

@@ -281,6 +281,16 @@ impl Node {
         self.publish(campaign, p).await
     }
 
+    /// The campaigns whose task runs on this node.
+    pub fn campaign_ids(&self) -> Vec<String> {
+        self.inner
+            .hub
+            .iter()
+            .filter(|c| !c.is_ended())
+            .map(|c| c.id.to_string())
+            .collect()
+    }
+
     /// Whether the campaign's task runs on this node.
     pub fn has_campaign(&self, campaign: &str) -> bool {
         self.inner.hub.get(campaign).is_some_and(|c| !c.is_ended())

@@ -16,8 +16,12 @@ use services::{Database, ServiceError};
 /// The node itself: every permission.
 static SYS: LazyLock<Caller> = LazyLock::new(Caller::system);
 
+/// Records what the service asked the engine, and which campaigns the engine runs.
 #[derive(Default)]
-struct Recorder(Mutex<Vec<String>>);
+struct Recorder(
+    Mutex<Vec<String>>,
+    Mutex<std::collections::BTreeSet<String>>,
+);
 
 impl Recorder {
     fn push(&self, s: String) {
@@ -26,10 +30,14 @@ impl Recorder {
     fn take(&self) -> Vec<String> {
         std::mem::take(&mut *self.0.lock().expect("lock"))
     }
+    fn live(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+        self.1.lock().expect("lock")
+    }
 }
 
 impl Broadcaster for Recorder {
     fn upsert(&self, c: LiveCampaign) -> BoxFuture<'_, Result<(), BroadcastError>> {
+        self.live().insert(c.id.clone());
         self.push(format!(
             "upsert {} {} {}",
             c.frequency_hz,
@@ -38,7 +46,8 @@ impl Broadcaster for Recorder {
         ));
         Box::pin(async { Ok(()) })
     }
-    fn end(&self, _id: &str) -> BoxFuture<'_, Result<(), BroadcastError>> {
+    fn end(&self, id: &str) -> BoxFuture<'_, Result<(), BroadcastError>> {
+        self.live().remove(id);
         self.push("end".into());
         Box::pin(async { Ok(()) })
     }
@@ -55,6 +64,9 @@ impl Broadcaster for Recorder {
     ) -> BoxFuture<'_, Result<u64, BroadcastError>> {
         self.push(format!("publish {name} {immediate}"));
         Box::pin(async { Ok(7) })
+    }
+    fn running(&self) -> Vec<String> {
+        self.live().iter().cloned().collect()
     }
     fn message(
         &self,
@@ -737,6 +749,33 @@ async fn lists_filter_by_tag_and_text_and_schedules_start_and_end_campaigns() {
         );
         assert_eq!(f.rec.take(), ["end"]);
         assert_eq!(f.svc.apply_schedule(now + 999_999).await.expect("done"), 0);
+        f.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn reconcile_starts_missed_starts_and_ends_missed_ends() {
+    for f in fixtures().await {
+        let a = f.svc.create(&SYS, new("A", json!({}))).await.expect("a");
+        let b = f.svc.create(&SYS, new("B", json!({}))).await.expect("b");
+        f.svc.end(&SYS, &b.id).await.expect("end b");
+        assert_eq!(f.svc.reconcile().await.expect("nothing to fix"), 0);
+        // The engine missed A's start and B's end (lifecycle messages lost on the bus).
+        f.rec.live().remove(&a.id);
+        f.rec.live().insert(b.id.clone());
+        f.rec.live().insert("never-existed".into());
+        f.rec.take();
+        assert_eq!(f.svc.reconcile().await.expect("fix"), 3);
+        assert_eq!(
+            f.rec.running(),
+            {
+                let mut v = vec![a.id.clone()];
+                v.sort();
+                v
+            },
+            "A runs, B and the unknown one do not"
+        );
+        assert_eq!(f.svc.reconcile().await.expect("settled"), 0);
         f.finish().await;
     }
 }

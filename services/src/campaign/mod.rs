@@ -90,6 +90,8 @@ pub trait Broadcaster: Send + Sync + 'static {
         data: Box<RawValue>,
         immediate: bool,
     ) -> BoxFuture<'_, Result<u64, BroadcastError>>;
+    /// The campaigns running on this node's engine.
+    fn running(&self) -> Vec<String>;
     /// Sends a message to one user's sessions; returns the `seq` it carries.
     fn message(
         &self,
@@ -623,6 +625,51 @@ impl CampaignService {
             .upsert(LiveCampaign::of(&after, true))
             .await?;
         Ok(())
+    }
+
+    /// Makes the engine agree with the database: starts every active campaign that is not
+    /// running (a start missed while the bus was down, or one the engine refused) and ends
+    /// every running campaign that is no longer active (an end missed the same way: pub/sub
+    /// delivers lifecycle messages at most once). Each fix re-reads the campaign under its
+    /// stripe, so it cannot undo a change made meanwhile. Returns how many it fixed.
+    ///
+    /// # Errors
+    /// Database failures listing the active campaigns.
+    pub async fn reconcile(&self) -> Result<usize, ServiceError> {
+        let active = self.active().await?;
+        let wanted: std::collections::HashSet<&str> =
+            active.iter().map(|c| c.id.as_str()).collect();
+        let running: std::collections::HashSet<String> =
+            self.broadcaster.running().into_iter().collect();
+        let mut fixed = 0;
+        for c in active.iter().filter(|c| !running.contains(&c.id)) {
+            let _order = self.stripe(&c.id).lock().await;
+            let now = self.find(&c.id).await?;
+            if now.status == Status::Active
+                && !self.broadcaster.running().contains(&now.id)
+                && self
+                    .broadcaster
+                    .upsert(LiveCampaign::of(&now, true))
+                    .await
+                    .is_ok()
+            {
+                tracing::warn!(campaign = %now.id, "active campaign was not running: started");
+                fixed += 1;
+            }
+        }
+        for id in running.iter().filter(|id| !wanted.contains(id.as_str())) {
+            let _order = self.stripe(id).lock().await;
+            let still_active = match self.find(id).await {
+                Ok(c) => c.status == Status::Active,
+                Err(ServiceError::NotFound { .. }) => false,
+                Err(e) => return Err(e),
+            };
+            if !still_active && self.broadcaster.end(id).await.is_ok() {
+                tracing::warn!(campaign = %id, "running campaign is no longer active: ended");
+                fixed += 1;
+            }
+        }
+        Ok(fixed)
     }
 
     /// Starts the broadcast task of every active campaign (at node start).
