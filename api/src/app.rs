@@ -70,6 +70,8 @@ pub struct Running {
     pub services: Provider,
     /// The token printed at start in `dev` mode (the admin account's).
     pub dev_admin_token: Option<String>,
+    /// Its refresh token (`dev` mode), for new access tokens after it expires.
+    pub dev_admin_refresh: Option<String>,
     db: Database,
     config: Arc<Config>,
     stop_http: CancellationToken,
@@ -191,7 +193,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     })
     .await
     .map_err(StartError::Services)?;
-    let dev_admin_token = bootstrap_admin(&config, &services)
+    let dev_tokens = bootstrap_admin(&config, &services)
         .await
         .map_err(StartError::Services)?;
     let started = services
@@ -256,7 +258,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         grpc_addr,
         node,
         services,
-        dev_admin_token,
+        dev_admin_token: dev_tokens.as_ref().map(|t| t.access_token.clone()),
+        dev_admin_refresh: dev_tokens.map(|t| t.refresh_token),
         db,
         config,
         stop_http,
@@ -376,11 +379,11 @@ fn random_secret() -> Vec<u8> {
 }
 
 /// Creates the configured admin account when missing (`admin_password`, or a random password
-/// in `dev`); in `dev`, returns an access token of the admin account to print.
+/// in `dev`); in `dev`, returns tokens of the admin account to print.
 async fn bootstrap_admin(
     config: &Config,
     services: &Provider,
-) -> Result<Option<String>, services::ServiceError> {
+) -> Result<Option<services::user::Tokens>, services::ServiceError> {
     let password = match (&config.admin_password, config.dev) {
         (Some(p), _) => p.clone(),
         (None, true) => uuid::Uuid::new_v4().simple().to_string(),
@@ -396,7 +399,7 @@ async fn bootstrap_admin(
     if !config.dev {
         return Ok(None);
     }
-    Ok(Some(services.users.issue(&admin.id).await?.access_token))
+    Ok(Some(services.users.issue(&admin.id).await?))
 }
 
 impl Running {

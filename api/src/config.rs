@@ -249,7 +249,9 @@ impl Config {
                 .last()
                 .cloned()
                 .unwrap_or_else(|| "config".to_owned());
-            ConfigError::new(&key, e.to_string())
+            // The error's kind says what is wrong; its full display adds figment's internals
+            // (provider source locations, profile names) that mean nothing to an operator.
+            ConfigError::new(&key, e.kind.to_string())
         })?;
         config.validate()?;
         Ok(config)

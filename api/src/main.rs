@@ -202,12 +202,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "ovasabi listening: http://{} (REST, WebSocket, web page), grpc://{}, http://{}/metrics",
         running.http_addr, running.grpc_addr, running.metrics_addr
     );
-    if let Some(token) = &running.dev_admin_token {
+    if let (Some(token), Some(refresh)) = (&running.dev_admin_token, &running.dev_admin_refresh) {
         println!(
             "dev mode: anonymous viewers allowed; admin token (valid {}):\n{token}\n\
-             web page signed in as admin: http://localhost:{}/#token={token}",
+             web page signed in as admin: http://localhost:{port}/#token={token}\n\
+             new tokens when it expires: curl -s -XPOST localhost:{port}/api/auth/refresh \
+             -H 'content-type: application/json' -d '{{\"refresh_token\":\"{}\"}}'",
             humantime::format_duration(running.config().access_token_ttl),
-            running.http_addr.port()
+            refresh,
+            port = running.http_addr.port()
         );
     }
     wait_for_signal().await?;

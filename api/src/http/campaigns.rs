@@ -96,7 +96,8 @@ pub struct CampaignStats {
     pub frames_dropped: u64,
     /// Events this node's campaign task received.
     pub events: u64,
-    /// The last sequence number.
+    /// The latest sequence number this node has seen (a node follows a campaign's events only
+    /// while it has sessions of it; with none, this may lag the cluster's).
     pub seq: u64,
     /// The configured broadcast frequency.
     pub frequency_hz: f64,
