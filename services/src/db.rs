@@ -209,3 +209,13 @@ impl Database {
         }
     }
 }
+
+/// A `LIKE`/`ILIKE` pattern (for `ESCAPE` with a backslash) matching any text that contains
+/// `text` literally: its `%`, `_` and backslashes lose their special meaning.
+pub(crate) fn contains_pattern(text: &str) -> String {
+    let escaped = text
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}

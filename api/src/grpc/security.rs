@@ -84,33 +84,22 @@ impl SecurityService for Security {
         let caller = caller(&self.0, &req)?;
         let r = req.into_inner();
         let filter = filter(&r);
-        let audit = self.0.services.audit.clone();
-        let first = audit
-            .export_page(&caller, &filter, cursor(&r.cursor))
+        let pages = self
+            .0
+            .services
+            .audit
+            .export(&caller, &filter, cursor(&r.cursor))
             .await
             .map_err(status)?;
-        let pages = futures_util::stream::unfold(Some(first), move |page| {
-            let audit = audit.clone();
-            let caller = caller.clone();
-            let filter = filter.clone();
-            async move {
-                let (lines, next) = page?;
-                let following = match next {
-                    None => None,
-                    Some(c) => Some(audit.export_page(&caller, &filter, Some(&c)).await),
-                };
-                let (after, error) = match following {
-                    Some(Ok(p)) => (Some(p), None),
-                    Some(Err(e)) => (None, Some(status(e))),
-                    None => (None, None),
-                };
-                let mut items: Vec<Result<pb::ExportLine, Status>> = lines
+        let pages = futures_util::StreamExt::map(pages, |page| {
+            let items: Vec<Result<pb::ExportLine, Status>> = match page {
+                Ok(lines) => lines
                     .into_iter()
                     .map(|line| Ok(pb::ExportLine { line }))
-                    .collect();
-                items.extend(error.map(Err));
-                Some((futures_util::stream::iter(items), after))
-            }
+                    .collect(),
+                Err(e) => vec![Err(status(e))],
+            };
+            futures_util::stream::iter(items)
         });
         let lines: Lines = Box::pin(futures_util::StreamExt::flatten(pages));
         Ok(Response::new(lines))

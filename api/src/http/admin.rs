@@ -348,43 +348,30 @@ pub async fn export(
             "the export has no limit: it streams every matching row",
         ));
     }
-    let first = app
+    let pages = app
         .services
         .audit
-        .export_page(&caller, &filter, cursor.as_deref())
+        .export(&caller, &filter, cursor.as_deref())
         .await?;
-    let stream = futures_util::stream::unfold(Some(first), move |page| {
-        let app = app.clone();
-        let caller = caller.clone();
-        let filter = filter.clone();
-        async move {
-            let (lines, next) = page?;
-            let mut chunk = String::new();
-            for l in lines {
-                chunk.push_str(&l);
+    let stream = futures_util::StreamExt::map(pages, |page| {
+        let mut chunk = String::new();
+        match page {
+            Ok(lines) => {
+                for l in lines {
+                    chunk.push_str(&l);
+                    chunk.push('\n');
+                }
+            }
+            Err(e) => {
+                // The status line is gone: say it in the stream, as a last line.
+                tracing::warn!(error = %e, "audit export stopped");
+                let err =
+                    json!({"error": {"code": "export_interrupted", "message": e.to_string()}});
+                chunk.push_str(&err.to_string());
                 chunk.push('\n');
             }
-            let following = match next {
-                None => None,
-                Some(cursor) => match app
-                    .services
-                    .audit
-                    .export_page(&caller, &filter, Some(&cursor))
-                    .await
-                {
-                    Ok(p) => Some(p),
-                    Err(e) => {
-                        // The status line is gone: say it in the stream, as a last line.
-                        tracing::warn!(error = %e, "audit export stopped");
-                        let err = json!({"error": {"code": "export_interrupted", "message": e.to_string()}});
-                        chunk.push_str(&err.to_string());
-                        chunk.push('\n');
-                        None
-                    }
-                },
-            };
-            Some((Ok::<_, std::convert::Infallible>(chunk), following))
         }
+        Ok::<_, std::convert::Infallible>(chunk)
     });
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],

@@ -227,13 +227,7 @@ impl CampaignRepo {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Campaign>, ServiceError> {
-        let pattern = filter.query.as_deref().map(|q| {
-            let escaped = q
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
-            format!("%{escaped}%")
-        });
+        let pattern = filter.query.as_deref().map(crate::db::contains_pattern);
         let rows: Vec<Columns> = on_pool!(&self.db, SQLITE, POSTGRES, |pool, sql| {
             let rows = sqlx::query(sql.list)
                 .bind(filter.status.map(Status::as_str))

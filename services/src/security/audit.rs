@@ -136,6 +136,10 @@ fn json_column(s: Option<String>) -> Result<Option<Value>, ServiceError> {
     .transpose()
 }
 
+/// The pages of an export, as [`AuditLog::export`] streams them.
+pub type ExportPages =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Vec<String>, ServiceError>> + Send>>;
+
 /// Reads the audit log.
 #[derive(Clone, Debug)]
 pub struct AuditLog {
@@ -203,12 +207,47 @@ impl AuditLog {
         Ok(paginate(rows, limit, |e| e.id.clone()))
     }
 
-    /// One page of the compliance export: each matching row as one line of JSON (no newline),
-    /// oldest first, and the cursor of the next page. Needs `export` on `audit`.
+    /// The compliance export: every matching row as one line of JSON (no newline), oldest
+    /// first, a page of lines per item. The first page is read before this returns, so that a
+    /// refused caller or a bad filter is an error here rather than in the stream; a later
+    /// page that fails ends the stream with its error. Needs `export` on `audit`.
     ///
     /// # Errors
     /// As [`AuditLog::query`].
-    pub async fn export_page(
+    pub async fn export(
+        &self,
+        caller: &Caller,
+        filter: &AuditFilter,
+        cursor: Option<&str>,
+    ) -> Result<ExportPages, ServiceError> {
+        enum Step {
+            Lines(Vec<String>, Option<String>),
+            Fetch(String),
+            Done,
+        }
+        let after = |next: Option<String>| next.map_or(Step::Done, Step::Fetch);
+        let (lines, next) = self.export_page(caller, filter, cursor).await?;
+        let (log, caller, filter) = (self.clone(), caller.clone(), filter.clone());
+        Ok(Box::pin(futures_util::stream::unfold(
+            Step::Lines(lines, next),
+            move |step| {
+                let (log, caller, filter) = (log.clone(), caller.clone(), filter.clone());
+                async move {
+                    match step {
+                        Step::Done => None,
+                        Step::Lines(lines, next) => Some((Ok(lines), after(next))),
+                        Step::Fetch(c) => match log.export_page(&caller, &filter, Some(&c)).await {
+                            Ok((lines, next)) => Some((Ok(lines), after(next))),
+                            Err(e) => Some((Err(e), Step::Done)),
+                        },
+                    }
+                }
+            },
+        )))
+    }
+
+    /// One page of the export and the cursor of the next.
+    async fn export_page(
         &self,
         caller: &Caller,
         filter: &AuditFilter,

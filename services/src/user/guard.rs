@@ -32,25 +32,21 @@ impl LoginGuard {
     /// `Ok` when `login` may try now.
     pub fn check(&self, login: &str) -> Result<(), ServiceError> {
         let mut map = self.map();
-        match map.get(login) {
-            Some((n, since)) if since.elapsed() >= WINDOW || *n < MAX_FAILURES => {
-                if since.elapsed() >= WINDOW {
-                    map.remove(login);
-                }
-                Ok(())
-            }
-            Some((_, since)) => {
-                let wait = WINDOW.saturating_sub(since.elapsed());
-                Err(ServiceError::RateLimited {
-                    message: format!(
-                        "too many failed logins for this name; try again in {} s",
-                        wait.as_secs().max(1)
-                    ),
-                    retry_after_secs: wait.as_secs().max(1),
-                })
-            }
-            None => Ok(()),
+        let Some(&(n, since)) = map.get(login) else {
+            return Ok(());
+        };
+        if since.elapsed() >= WINDOW {
+            map.remove(login);
+            return Ok(());
         }
+        if n < MAX_FAILURES {
+            return Ok(());
+        }
+        let wait = WINDOW.saturating_sub(since.elapsed()).as_secs().max(1);
+        Err(ServiceError::RateLimited {
+            message: format!("too many failed logins for this name; try again in {wait} s"),
+            retry_after_secs: wait,
+        })
     }
 
     /// Counts a wrong password for `login`.

@@ -281,13 +281,7 @@ impl UserRepo {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<User>, ServiceError> {
-        let pattern = filter.query.as_deref().map(|q| {
-            let escaped = q
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
-            format!("%{escaped}%")
-        });
+        let pattern = filter.query.as_deref().map(crate::db::contains_pattern);
         Ok(on_pool!(&self.db, SQLITE, POSTGRES, |pool, sql| {
             let rows = sqlx::query(sql.list)
                 .bind(filter.role.map(Role::as_str))
