@@ -524,10 +524,20 @@ async fn services_over_grpc_with_rbac_and_status_codes() {
         actions,
         [
             "campaign.create",
+            "campaign.publish",
             "campaign.patch_state",
             "campaign.update",
             "campaign.end"
         ]
+    );
+    assert_eq!(
+        rows[1].after,
+        Some(
+            proto::convert::json_to_value(
+                json!({"name": "goal", "seq": 1, "immediate": false, "bytes": 12})
+            )
+            .expect("v")
+        )
     );
     let mut lines = security
         .export_audit(with_token(filter, &admin))
@@ -540,7 +550,7 @@ async fn services_over_grpc_with_rbac_and_status_codes() {
         assert_eq!(v["entity_id"], c.id.as_str());
         n += 1;
     }
-    assert_eq!(n, 4);
+    assert_eq!(n, 5);
     let _ = user(&node, "restuser").await;
 }
 

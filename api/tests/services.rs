@@ -242,6 +242,25 @@ async fn accounts_tokens_roles_and_audit_over_rest() {
         )
         .await;
     assert_eq!(s, 200);
+    // Publishes and messages store nothing but are audited too.
+    let (s, _) = node
+        .call_as(
+            Some(&manager),
+            "POST",
+            &format!("/api/campaigns/{cid}/events"),
+            Some(json!({"name": "e", "data": [1]})),
+        )
+        .await;
+    assert_eq!(s, 202);
+    let (s, _) = node
+        .call_as(
+            Some(&manager),
+            "POST",
+            &format!("/api/campaigns/{cid}/users/bob/messages"),
+            Some(json!({"name": "m"})),
+        )
+        .await;
+    assert_eq!(s, 202);
 
     // Admin listing with filters and pagination; bad filters are 400.
     let (s, managers) = node
@@ -309,7 +328,20 @@ async fn accounts_tokens_roles_and_audit_over_rest() {
         json!(["user", "campaign_manager"])
     );
     let rows = audit_of(&node, &cid).await;
-    assert_eq!(actions(&rows), ["campaign.create", "campaign.update"]);
+    assert_eq!(
+        actions(&rows),
+        [
+            "campaign.create",
+            "campaign.update",
+            "campaign.publish",
+            "campaign.message"
+        ]
+    );
+    assert_eq!(
+        rows[2]["after"],
+        json!({"name": "e", "seq": 1, "immediate": false, "bytes": 3})
+    );
+    assert_eq!(rows[3]["after"]["user"], "bob");
     assert!(rows.iter().all(|r| r["actor"] == alice.as_str()));
     assert_eq!(rows[1]["before"]["metadata"]["scheduling"]["frequency"], 2);
     assert_eq!(rows[1]["after"]["metadata"]["scheduling"]["frequency"], 4);
@@ -333,7 +365,7 @@ async fn accounts_tokens_roles_and_audit_over_rest() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect();
-    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines.len(), 5, "{text}");
     assert!(lines.iter().all(|l| l["actor"] == alice.as_str()));
 
     let (s, p) = node.call("GET", "/api/security/policies", None).await;

@@ -519,8 +519,9 @@ impl CampaignService {
     }
 
     /// Publishes an event to a live campaign; returns its `seq`. Needs `publish` on
-    /// `broadcast`. Events are not stored in the database (the engine's history keeps them), so
-    /// they write no audit row.
+    /// `broadcast`. Events are not stored in the database (the engine's history keeps them);
+    /// once published, an audit row `campaign.publish` records who published what (name, seq,
+    /// size of the data, not the data).
     ///
     /// # Errors
     /// [`ServiceError::NotFound`], [`ServiceError::Conflict`] when the campaign is not live,
@@ -536,13 +537,28 @@ impl CampaignService {
     ) -> Result<u64, ServiceError> {
         self.policies.require(caller, "broadcast", "publish")?;
         let c = self.live(key).await?;
-        Ok(self
+        let bytes = data.get().len();
+        let seq = self
             .broadcaster
             .publish(&c.id, name, data, immediate)
-            .await?)
+            .await?;
+        self.audit_sent(caller.audit("campaign.publish", "campaign", &c.id).after(
+            &serde_json::json!({"name": name, "seq": seq, "immediate": immediate, "bytes": bytes}),
+        ))
+        .await;
+        Ok(seq)
     }
 
-    /// Sends a message to every connection of `user` in a live campaign.
+    /// Writes the audit row of something already sent (an event, a message). It cannot be
+    /// taken back, so a failure to record it is logged, not returned.
+    async fn audit_sent(&self, record: crate::security::AuditRecord) {
+        if let Err(e) = self.repo.audit(&record).await {
+            tracing::error!(error = %e, action = %record.action, entity = %record.entity_id, "audit row not written");
+        }
+    }
+
+    /// Sends a message to every connection of `user` in a live campaign, and records it in the
+    /// audit log (`campaign.message`) once sent.
     ///
     /// # Errors
     /// As [`CampaignService::publish`].
@@ -556,7 +572,15 @@ impl CampaignService {
     ) -> Result<u64, ServiceError> {
         self.policies.require(caller, "broadcast", "publish")?;
         let c = self.live(key).await?;
-        Ok(self.broadcaster.message(&c.id, user, name, data).await?)
+        let bytes = data.get().len();
+        let seq = self.broadcaster.message(&c.id, user, name, data).await?;
+        self.audit_sent(
+            caller.audit("campaign.message", "campaign", &c.id).after(
+                &serde_json::json!({"user": user, "name": name, "seq": seq, "bytes": bytes}),
+            ),
+        )
+        .await;
+        Ok(seq)
     }
 
     /// The campaign, if it is active.

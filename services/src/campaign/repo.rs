@@ -246,6 +246,14 @@ impl CampaignRepo {
         rows.into_iter().map(Columns::into_campaign).collect()
     }
 
+    /// Writes an audit row of a change stored nowhere else (see [`audit::record`]).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn audit(&self, record: &AuditRecord) -> Result<(), ServiceError> {
+        audit::record(&self.db, record).await
+    }
+
     /// Up to 100 campaigns whose start (drafts) or end (not ended) time is at or before
     /// `now_ms`: `(id, status, starts_at, ends_at)`.
     ///

@@ -86,6 +86,18 @@ macro_rules! insert {
 }
 pub(crate) use insert;
 
+/// Writes `record` on its own, for a change that stores nothing else (an event published or a
+/// message sent: the engine carries those, not the database).
+///
+/// # Errors
+/// Database failures.
+pub(crate) async fn record(db: &Database, record: &AuditRecord) -> Result<(), ServiceError> {
+    on_pool!(db, INSERT_SQLITE, INSERT_POSTGRES, |pool, sql| {
+        insert!(pool, *sql, record);
+    });
+    Ok(())
+}
+
 /// A stored audit row.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct AuditEntry {
