@@ -148,6 +148,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 history_ttl: config.history_ttl,
                 presence_ttl: config.presence_ttl,
                 sharded: config.redis_sharded,
+                timeout: config.redis_timeout,
             };
             RedisBroker::connect(redis, stop_bus.clone())
                 .await

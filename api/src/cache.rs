@@ -11,6 +11,8 @@ use services::campaign::BoxFuture;
 pub const METADATA_TTL: Duration = Duration::from_secs(600);
 /// A cache that does not answer at once is skipped: it must never slow a lookup down.
 const CACHE_TIMEOUT: Duration = Duration::from_millis(100);
+/// A change waits at most this long for its cached records to be deleted.
+const INVALIDATE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// [`MetadataCache`] on Redis.
 pub struct RedisMetadataCache {
@@ -26,7 +28,11 @@ impl RedisMetadataCache {
     /// When Redis cannot be reached.
     pub async fn connect(url: &str, prefix: &str, ttl: Duration) -> redis::RedisResult<Self> {
         let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new(client).await?;
+        let options = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(INVALIDATE_TIMEOUT))
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_max_delay(Duration::from_secs(2));
+        let conn = ConnectionManager::new_with_config(client, options).await?;
         Ok(Self {
             conn,
             prefix: prefix.to_owned(),
@@ -43,12 +49,16 @@ impl MetadataCache for RedisMetadataCache {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<String>> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
-            redis::cmd("GET")
-                .arg(self.key(key))
-                .query_async::<Option<String>>(&mut conn)
-                .await
-                .ok()
-                .flatten()
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(self.key(key));
+            let get = cmd.query_async::<Option<String>>(&mut conn);
+            match tokio::time::timeout(CACHE_TIMEOUT, get).await {
+                Ok(Ok(hit)) => hit,
+                Ok(Err(_)) | Err(_) => {
+                    tracing::debug!("metadata cache skipped");
+                    None
+                }
+            }
         })
     }
 
@@ -74,11 +84,14 @@ impl MetadataCache for RedisMetadataCache {
             }
             let mut conn = self.conn.clone();
             let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
-            let r: redis::RedisResult<i64> =
-                redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
-            if let Err(e) = r {
-                // A stale entry lives at most the TTL.
-                tracing::warn!(error = %e, "cached metadata not invalidated");
+            let mut cmd = redis::cmd("DEL");
+            cmd.arg(keys);
+            let del = cmd.query_async::<i64>(&mut conn);
+            // A stale entry lives at most the TTL (a Redis that lost it has nothing stale).
+            match tokio::time::timeout(INVALIDATE_TIMEOUT, del).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cached metadata not invalidated"),
+                Err(_) => tracing::warn!("cached metadata not invalidated: Redis did not answer"),
             }
         })
     }

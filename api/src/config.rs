@@ -59,6 +59,10 @@ pub struct Config {
     pub redis_sharded: bool,
     /// Prefix of every Redis key and channel (several clusters can share one Redis).
     pub redis_prefix: String,
+    /// Longest wait for any one Redis call: a dead or frozen Redis costs a request at most
+    /// this (then the node publishes on its own, see docs/operations.md).
+    #[serde(with = "duration")]
+    pub redis_timeout: Duration,
     /// `text` or `json` log lines.
     pub log_format: String,
     /// Largest REST request body, in bytes.
@@ -127,6 +131,7 @@ impl Default for Config {
             redis_url: None,
             redis_sharded: false,
             redis_prefix: "ovasabi".to_owned(),
+            redis_timeout: Duration::from_secs(1),
             log_format: "text".to_owned(),
             max_body_size: 1024 * 1024,
             send_queue_capacity: e.send_queue_capacity,
@@ -172,6 +177,7 @@ pub const KEYS: &[&str] = &[
     "redis_url",
     "redis_sharded",
     "redis_prefix",
+    "redis_timeout",
     "log_format",
     "max_body_size",
     "send_queue_capacity",
@@ -302,6 +308,9 @@ impl Config {
                 "presence_ttl",
                 "must be longer than presence_interval",
             ));
+        }
+        if self.redis_timeout.is_zero() {
+            return Err(ConfigError::new("redis_timeout", "must be more than 0s"));
         }
         if self.pong_timeout <= self.ping_interval {
             return Err(ConfigError::new(

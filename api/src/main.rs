@@ -62,6 +62,8 @@ flags! {
     redis_sharded,
     /// Prefix of Redis keys and channels [default: ovasabi]
     redis_prefix,
+    /// Longest wait for one Redis call [default: 1s]
+    redis_timeout,
     /// Log format: text or json [default: text]
     log_format,
     /// Largest REST request body in bytes [default: 1048576]

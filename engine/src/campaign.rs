@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-use crate::broker::{CampaignSpec, Publication};
+use crate::broker::{CampaignSpec, Publication, Taint};
 use crate::frame::{self, EncodedEvent, SharedFrame, json_string, now_ms};
 use crate::hub::Members;
 use crate::metrics::Metrics;
@@ -57,7 +57,13 @@ pub(crate) enum Input {
         /// Events after `since` read from the bus's history before joining (for the ones this
         /// node never saw, e.g. while it was cut from the bus).
         fetched: Vec<EncodedEvent>,
+        /// The bus's ranges that cannot be recovered exactly; `None` when the bus could not
+        /// say (the resume is then refused).
+        tainted: Option<Vec<Taint>>,
     },
+    /// The campaign's epoch on the bus changed (Redis lost its keys): its `seq`s continue
+    /// above the old ones, its history starts afresh.
+    Epoch(Arc<str>),
     End,
 }
 
@@ -88,6 +94,8 @@ pub(crate) struct CampaignShared {
     last_seq: AtomicU64,
     /// Whether the campaign publishes on this node only (the bus was unreachable).
     pub(crate) detached: AtomicBool,
+    /// The campaign's epoch on the bus, as last heard of.
+    cluster_epoch: Mutex<Option<Arc<str>>>,
     frames_sent: AtomicU64,
     frames_dropped: AtomicU64,
     events: AtomicU64,
@@ -178,6 +186,26 @@ impl CampaignShared {
                 refuse(input, node.shutdown.is_cancelled());
             }
         }
+    }
+
+    /// Records the campaign's epoch on the bus; whether it is news.
+    pub(crate) fn set_cluster_epoch(&self, epoch: &str) -> bool {
+        let mut current = self
+            .cluster_epoch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if current.as_deref() == Some(epoch) {
+            return false;
+        }
+        *current = Some(Arc::from(epoch));
+        true
+    }
+
+    fn cluster_epoch(&self) -> Option<Arc<str>> {
+        self.cluster_epoch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     pub(crate) fn presence_enabled(&self) -> bool {
@@ -277,6 +305,14 @@ fn refuse(input: Input, shutting_down: bool) {
 /// kept events have not all come back from the bus (pub/sub may have lost one).
 const REATTACH_ASKS: u32 = 20;
 
+/// Local taints a campaign keeps.
+const MAX_TAINTS: usize = 16;
+/// Sessions told to resync (1012) are closed in rounds this far apart, at most
+/// [`RESYNC_ROUNDS`] rounds: their reconnections spread over about two seconds instead of
+/// arriving at once.
+const RESYNC_ROUND: Duration = Duration::from_millis(50);
+const RESYNC_ROUNDS: usize = 40;
+
 /// What a join frame shows: state version, seq, cluster-wide connections.
 type JoinFrameKey = (u64, u64, Option<u64>);
 
@@ -316,6 +352,13 @@ pub(crate) struct Campaign {
     reattach_asks: u32,
     /// While detached: the bus's events, kept for the history (not sent), oldest first.
     bus_events: Vec<EncodedEvent>,
+    /// Ranges of `seq`s this node handed out on its own in a cluster epoch (see [`Taint`]):
+    /// resumes from inside them are refused. At most [`MAX_TAINTS`], oldest first.
+    tainted: VecDeque<Taint>,
+    /// Set when the bus began a new epoch, until its first event: an event at or below the
+    /// `seq` already sent means the new numbering did not continue above the old (sessions
+    /// then resync) rather than one already seen.
+    fresh_epoch: bool,
     last_overflow_warn_ms: i64,
 }
 
@@ -352,6 +395,7 @@ impl Campaign {
             interest: tokio::sync::Mutex::new(0),
             last_seq: AtomicU64::new(0),
             detached: AtomicBool::new(false),
+            cluster_epoch: Mutex::new(spec.epoch.as_deref().map(Arc::from)),
             frames_sent: AtomicU64::new(0),
             frames_dropped: AtomicU64::new(0),
             events: AtomicU64::new(0),
@@ -382,6 +426,8 @@ impl Campaign {
             bus_seen: 0,
             reattach_asks: 0,
             bus_events: Vec::new(),
+            tainted: VecDeque::new(),
+            fresh_epoch: false,
             last_overflow_warn_ms: 0,
         };
         (task, shared)
@@ -408,7 +454,14 @@ impl Campaign {
                         let _ = seq.send(self.publish_detached(publication));
                     }
                     Some(Input::Reattach { through }) => self.reattach(through),
-                    Some(Input::Join { session, resume, fetched }) => self.join(&session, resume.as_ref(), &fetched),
+                    Some(Input::Join { session, resume, fetched, tainted }) => {
+                        self.join(&session, resume.as_ref(), &fetched, tainted.as_deref());
+                    }
+                    Some(Input::Epoch(epoch)) => {
+                        if self.detached_from.is_none() {
+                            self.adopt_epoch(epoch);
+                        }
+                    }
                     Some(Input::End) | None => break Close::ENDED,
                 },
             }
@@ -452,6 +505,18 @@ impl Campaign {
                 }
             }
             return;
+        }
+        if let Publication::Event { seq, .. } = &p
+            && std::mem::take(&mut self.fresh_epoch)
+            && *seq <= self.sent_seq
+        {
+            // The new epoch's numbers did not continue above the old ones: what the
+            // sessions saw under these numbers was other events. They resync.
+            tracing::warn!(campaign = %self.shared.id, seq, sent = self.sent_seq, "new epoch restarted below the sent seq: sessions resync");
+            self.sent_seq = seq.saturating_sub(1);
+            self.shared.last_seq.store(self.sent_seq, Relaxed);
+            self.pending.clear();
+            self.resync_all();
         }
         match p {
             Publication::Event { seq, .. } if seq <= self.sent_seq && self.sent_seq > 0 => {
@@ -515,8 +580,7 @@ impl Campaign {
     fn publish_detached(&mut self, p: Publication) -> u64 {
         if self.detached_from.is_none() {
             let base = self.sent_seq.max(self.shared.last_seq());
-            let local: Box<str> =
-                format!("{}~{}-{}", self.epoch, self.node.config.node_id, now_ms()).into();
+            let local = detached_epoch(&self.epoch, &self.node.config.node_id);
             tracing::warn!(campaign = %self.shared.id, epoch = %local, seq = base, "bus unreachable: publishing on this node only");
             self.detached_from = Some((std::mem::replace(&mut self.epoch, local), base));
             self.shared.detached.store(true, Relaxed);
@@ -570,8 +634,10 @@ impl Campaign {
     }
 
     /// The bus is back: restores the cluster's epoch and `seq`, forgets the local events, and
-    /// closes every session with 1012 after what is queued for it, so that clients reconnect
-    /// (a resume from the detached epoch reports `recovered: false` and resyncs the state).
+    /// tells every session to resync (1012, spread over about two seconds): a resume from the
+    /// detached epoch, or from inside the range of numbers this node handed out on its own
+    /// (recorded on the bus as a [`Taint`] first, so every node refuses it), reports
+    /// `recovered: false` and resyncs the state.
     fn reattach(&mut self, through: u64) {
         if self.detached_from.is_none() {
             return;
@@ -585,28 +651,97 @@ impl Campaign {
         let Some((epoch, detached_at)) = self.detached_from.take() else {
             return;
         };
-        // The local events (after `detached_at`) leave the history: their seqs were this
-        // node's; the cluster's events up to `caught_up` went by while detached.
-        self.history.retain(|(_, e)| e.seq <= detached_at);
-        let mut bus_events = std::mem::take(&mut self.bus_events);
-        bus_events.sort_by_key(|e| e.seq);
-        for e in bus_events.into_iter().filter(|e| e.seq > detached_at) {
-            self.remember(e);
-        }
         let caught_up = detached_at.max(through).max(self.bus_seen);
+        let current = self.shared.cluster_epoch();
+        let bus_events = std::mem::take(&mut self.bus_events);
+        let taint = if current.as_deref().is_none_or(|c| c == &*epoch) {
+            // The local events (after `detached_at`) leave the history: their seqs were this
+            // node's; the cluster's events up to `caught_up` went by while detached.
+            self.history.retain(|(_, e)| e.seq <= detached_at);
+            let mut bus_events = bus_events;
+            bus_events.sort_by_key(|e| e.seq);
+            for e in bus_events.into_iter().filter(|e| e.seq > detached_at) {
+                self.remember(e);
+            }
+            self.epoch = epoch;
+            let taint = Taint {
+                epoch: self.epoch.to_string(),
+                after: detached_at,
+                through: caught_up,
+            };
+            if self.tainted.len() >= MAX_TAINTS {
+                self.tainted.pop_front();
+            }
+            self.tainted.push_back(taint.clone());
+            Some(taint)
+        } else {
+            // The bus began a new epoch meanwhile (it lost its keys): nothing of the old one
+            // can be resumed from.
+            self.history.clear();
+            self.epoch = current.map_or(epoch, |c| c.to_string().into_boxed_str());
+            None
+        };
         self.bus_seen = 0;
         self.reattach_asks = 0;
-        self.epoch = epoch;
         self.sent_seq = caught_up;
         self.shared.last_seq.store(caught_up, Relaxed);
         self.pending.clear();
         self.join_frame = None;
         self.shared.detached.store(false, Relaxed);
+        let sessions = self.resync_all_after(taint);
+        tracing::info!(campaign = %self.shared.id, sessions, "bus reachable again: sessions told to resync");
+    }
+
+    /// Tells every session to resync (1012), see [`Campaign::resync_all_after`].
+    fn resync_all(&mut self) {
+        self.resync_all_after(None);
+    }
+
+    /// Takes every session out of the broadcast at once (they get nothing more) and closes
+    /// them with 1012 in rounds over about two seconds, after `taint` (if any) is on the bus,
+    /// so that no node can answer their resumes with the wrong events. Returns how many.
+    fn resync_all_after(&mut self, taint: Option<Taint>) -> usize {
         let (_, members) = self.shared.members.snapshot();
         for s in members.iter() {
-            s.close(Close::RESYNC);
+            self.shared.members.remove(s.id);
         }
-        tracing::info!(campaign = %self.shared.id, sessions = members.len(), "bus reachable again: sessions told to resync");
+        self.settled_members = None;
+        let sessions: Vec<Arc<Session>> = members.iter().cloned().collect();
+        let n = sessions.len();
+        let node = self.node.clone();
+        let campaign = self.shared.id.clone();
+        self.node.tracker.spawn(async move {
+            if let Some(taint) = taint
+                && let Err(e) = node.broker.taint(&campaign, taint).await
+            {
+                tracing::warn!(campaign = %campaign, error = %e, "taint not recorded on the bus");
+            }
+            let per_round = n.div_ceil(RESYNC_ROUNDS).max(50);
+            for (i, round) in sessions.chunks(per_round).enumerate() {
+                if i > 0 {
+                    tokio::time::sleep(RESYNC_ROUND).await;
+                }
+                for s in round {
+                    s.close(Close::RESYNC);
+                }
+            }
+        });
+        n
+    }
+
+    /// Takes the bus's new epoch: the history starts afresh (nothing of the old epoch can be
+    /// resumed from); sessions stay, and the new `seq`s continue above the old ones (a jump
+    /// that tells them they may have missed something).
+    fn adopt_epoch(&mut self, epoch: Arc<str>) {
+        if *epoch == *self.epoch {
+            return;
+        }
+        tracing::warn!(campaign = %self.shared.id, from = %self.epoch, to = %epoch, "the bus began a new epoch");
+        self.epoch = epoch.to_string().into_boxed_str();
+        self.history.clear();
+        self.tainted.clear();
+        self.join_frame = None;
+        self.fresh_epoch = true;
     }
 
     fn configure(&mut self, spec: CampaignSpec, interval: &mut Interval) {
@@ -666,9 +801,22 @@ impl Campaign {
     /// The events after `since` up to what was already broadcast, if this node's history and
     /// the events `fetched` from the bus together hold every one of them (and the client's
     /// epoch is this history's).
-    fn recover(&mut self, resume: &Resume, fetched: &[EncodedEvent]) -> Option<Vec<EncodedEvent>> {
-        if resume.epoch.as_deref().is_some_and(|e| e != &*self.epoch)
-            || resume.since > self.sent_seq
+    fn recover(
+        &mut self,
+        resume: &Resume,
+        fetched: &[EncodedEvent],
+        tainted: Option<&[Taint]>,
+    ) -> Option<Vec<EncodedEvent>> {
+        let epoch = resume.epoch.as_deref();
+        if epoch.is_some_and(|e| e != &*self.epoch) || resume.since > self.sent_seq {
+            return None;
+        }
+        let tainted = tainted?;
+        if self
+            .tainted
+            .iter()
+            .chain(tainted)
+            .any(|t| t.epoch == *self.epoch && t.covers(resume.since, epoch))
         {
             return None;
         }
@@ -693,11 +841,17 @@ impl Campaign {
 
     /// Welcomes a session, sends it what it missed (when it resumes) with the current state,
     /// and makes it a member: from the next tick on it gets the live frames.
-    fn join(&mut self, session: &Arc<Session>, resume: Option<&Resume>, fetched: &[EncodedEvent]) {
+    fn join(
+        &mut self,
+        session: &Arc<Session>,
+        resume: Option<&Resume>,
+        fetched: &[EncodedEvent],
+        tainted: Option<&[Taint]>,
+    ) {
         // Promise a recovery only if its frame fits: in the queue (with the welcome) and
         // under the size cap.
         let recovered = resume.map(|r| {
-            self.recover(r, fetched).filter(|events| {
+            self.recover(r, fetched, tainted).filter(|events| {
                 let bytes: usize = events.iter().map(|e| e.json.len()).sum();
                 bytes <= MAX_RECOVERY_BYTES && session.queue.room() >= 2
             })
@@ -745,6 +899,21 @@ impl Campaign {
     /// Catches up with the bus after a time without following it: what was published
     /// meanwhile is behind us (resuming clients recover it from the bus's history).
     fn catch_up(&mut self, snapshot: crate::broker::Snapshot) {
+        if let Some(epoch) = snapshot.epoch.as_deref()
+            && self.detached_from.is_none()
+            && epoch != &*self.epoch
+        {
+            self.shared.set_cluster_epoch(epoch);
+            self.adopt_epoch(Arc::from(epoch));
+            // The snapshot says where the new epoch stands.
+            self.fresh_epoch = false;
+            if snapshot.seq < self.sent_seq {
+                self.sent_seq = snapshot.seq;
+                self.shared.last_seq.store(snapshot.seq, Relaxed);
+                self.pending.clear();
+                self.resync_all();
+            }
+        }
         self.sent_seq = self.sent_seq.max(snapshot.seq);
         self.shared.last_seq.fetch_max(snapshot.seq, Relaxed);
         // Nobody here is owed these any more (there were no sessions): the joining session
@@ -849,5 +1018,55 @@ pub(crate) fn join(campaign: &CampaignShared, session: Arc<Session>) {
     // (it always sets the close first) and will not remove it any more.
     if session.is_closed() {
         campaign.members.remove(session.id);
+    }
+}
+
+/// The epoch of a campaign detached on this node: the cluster's, `~`, and a short mark of the
+/// node and the time; at most [`crate::broker::MAX_EPOCH_LEN`] characters however long the
+/// node's name, so that clients can send it back.
+fn detached_epoch(cluster: &str, node: &str) -> Box<str> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    node.hash(&mut h);
+    let mark = format!("~{:08x}{:x}", h.finish() as u32, now_ms());
+    let room = crate::broker::MAX_EPOCH_LEN.saturating_sub(mark.len());
+    let mut head = cluster;
+    while head.len() > room {
+        let mut end = room.min(head.len());
+        while !head.is_char_boundary(end) {
+            end -= 1;
+        }
+        head = &head[..end];
+    }
+    format!("{head}{mark}").into_boxed_str()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_detached_epoch_fits_the_api_whatever_the_node_name() {
+        let long = "n".repeat(200);
+        let e = detached_epoch("19ac2f1e0a1b2c3d4", &long);
+        assert!(e.len() <= crate::broker::MAX_EPOCH_LEN, "{e}");
+        assert!(e.starts_with("19ac2f1e0a1b2c3d4~"));
+        let e = detached_epoch(&"é".repeat(60), "node-a");
+        assert!(e.len() <= crate::broker::MAX_EPOCH_LEN, "{e}");
+        assert_ne!(detached_epoch("e", "node-a"), detached_epoch("e", "node-b"));
+    }
+
+    #[test]
+    fn a_taint_covers_only_its_range_of_its_epoch() {
+        let t = Taint {
+            epoch: "e".into(),
+            after: 10,
+            through: 20,
+        };
+        assert!(!t.covers(10, Some("e")), "before the detachment");
+        assert!(t.covers(11, Some("e")));
+        assert!(t.covers(20, None), "no epoch: it may be this one");
+        assert!(!t.covers(21, Some("e")), "after the range");
+        assert!(!t.covers(15, Some("other")), "another epoch");
     }
 }

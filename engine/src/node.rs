@@ -40,6 +40,9 @@ pub(crate) struct NodeInner {
     /// Campaign and session tasks, awaited at shutdown.
     pub tracker: TaskTracker,
     next_session: AtomicU64,
+    /// Ids of this node's publications on the bus: a retry carries the first attempt's id,
+    /// so that the bus applies it once.
+    next_publish: AtomicU64,
     /// Whether the pinger task runs (it starts with the first session).
     pinger: std::sync::Once,
     /// Whether the presence task runs (it starts with the first campaign).
@@ -76,6 +79,7 @@ impl Node {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             next_session: AtomicU64::new(1),
+            next_publish: AtomicU64::new(1),
             pinger: std::sync::Once::new(),
             presence: std::sync::Once::new(),
             outbox: Mutex::new(VecDeque::new()),
@@ -173,8 +177,9 @@ impl Node {
     async fn publish(&self, campaign: &str, p: Publication) -> Result<u64, EngineError> {
         let inner = &self.inner;
         let bus_up = || inner.broker.is_ready() && inner.bus_writable.load(Relaxed);
+        let id = inner.next_publish.fetch_add(1, Relaxed);
         if bus_up() && inner.outbox().is_empty() {
-            match inner.broker.publish(campaign, p.clone()).await {
+            match inner.broker.publish_once(campaign, p.clone(), id).await {
                 Err(BrokerError::Unavailable { reason }) => {
                     inner.bus_writable.store(false, Relaxed);
                     tracing::debug!(campaign, reason, "bus unavailable: publishing locally");
@@ -208,6 +213,7 @@ impl Node {
                 outbox.push_back(Kept {
                     campaign: campaign.to_owned(),
                     publication: p,
+                    id,
                     reply: Some(tx),
                 });
                 Waiting::Bus(rx)
@@ -225,6 +231,7 @@ impl Node {
                 outbox.push_back(Kept {
                     campaign: campaign.to_owned(),
                     publication: p,
+                    id,
                     reply: None,
                 });
                 Waiting::Local(rx)
@@ -372,34 +379,45 @@ impl Node {
             *interest += 1;
         }
         // Events this node may have missed (cut from the bus) come from the bus's history.
-        let fetched = match &resume {
-            Some(r) => match inner.broker.history(campaign, r.since).await {
-                Ok(publications) => publications
-                    .into_iter()
-                    .filter_map(|p| match p {
-                        Publication::Event {
-                            seq,
-                            name,
-                            data,
-                            ts,
-                            user,
-                            ..
-                        } => Some(EncodedEvent::new(seq, &name, &data, ts, user.as_deref())),
-                        _ => None,
-                    })
-                    .collect(),
+        let (fetched, tainted) = match &resume {
+            Some(r) => match match inner.broker.recovery(campaign, r.since).await {
+                // Once more: a connection broken by an outage reconnects on its next use.
+                Err(_) => inner.broker.recovery(campaign, r.since).await,
+                ok => ok,
+            } {
+                Ok(recovery) => (
+                    recovery
+                        .events
+                        .into_iter()
+                        .filter_map(|p| match p {
+                            Publication::Event {
+                                seq,
+                                name,
+                                data,
+                                ts,
+                                user,
+                                ..
+                            } => Some(EncodedEvent::new(seq, &name, &data, ts, user.as_deref())),
+                            _ => None,
+                        })
+                        .collect(),
+                    Some(recovery.tainted),
+                ),
                 Err(e) => {
-                    tracing::warn!(campaign, error = %e, "history unavailable; recovering from this node's only");
-                    Vec::new()
+                    // Without the bus's view, this node cannot vouch for a resume: the
+                    // client is told (`recovered: false`) rather than given a guess.
+                    tracing::warn!(campaign, error = %e, "history unavailable; resumes answered recovered:false");
+                    (Vec::new(), None)
                 }
             },
-            None => Vec::new(),
+            None => (Vec::new(), Some(Vec::new())),
         };
         shared.send(
             Input::Join {
                 session: session.clone(),
                 resume,
                 fetched,
+                tainted,
             },
             inner,
         );
@@ -543,6 +561,8 @@ const MAX_OUTBOX: usize = 10_000;
 pub(crate) struct Kept {
     campaign: String,
     publication: Publication,
+    /// Its publish id (the one its first attempt used, if any): the bus applies it once.
+    id: u64,
     /// Who waits for the bus's answer (publications made after the bus came back, queued
     /// behind the kept ones); `None` for ones already applied on this node.
     reply: Option<tokio::sync::oneshot::Sender<Result<u64, BrokerError>>>,
@@ -575,10 +595,10 @@ async fn bus_loop(node: Weak<NodeInner>) {
             let next = node
                 .outbox()
                 .front()
-                .map(|k| (k.campaign.clone(), k.publication.clone()));
-            let Some((campaign, p)) = next else { break };
+                .map(|k| (k.campaign.clone(), k.publication.clone(), k.id));
+            let Some((campaign, p, id)) = next else { break };
             let is_event = matches!(p, Publication::Event { .. });
-            let result = node.broker.publish(&campaign, p).await;
+            let result = node.broker.publish_once(&campaign, p, id).await;
             let refused = matches!(result, Err(BrokerError::Unavailable { .. }));
             node.bus_writable.store(!refused, Relaxed);
             if refused {
@@ -695,6 +715,14 @@ impl Deliver for NodeInner {
     fn deliver(&self, campaign: &str, publication: Publication) {
         if let Some(c) = self.hub.get(campaign) {
             c.send(Input::Publication(publication), self);
+        }
+    }
+
+    fn epoch(&self, campaign: &str, epoch: &str) {
+        if let Some(c) = self.hub.get(campaign)
+            && c.set_cluster_epoch(epoch)
+        {
+            c.send(Input::Epoch(epoch.into()), self);
         }
     }
 

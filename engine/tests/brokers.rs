@@ -22,6 +22,12 @@ impl Deliver for Collect {
         };
         self.0.lock().expect("lock").push(line);
     }
+    fn epoch(&self, campaign: &str, epoch: &str) {
+        self.0
+            .lock()
+            .expect("lock")
+            .push(format!("{campaign} epoch {epoch}"));
+    }
     fn control(&self, c: Control) {
         let line = match c {
             Control::Upsert(spec) => format!("upsert {} {}", spec.id, spec.frequency_hz),
@@ -136,7 +142,9 @@ async fn conformance(broker: Arc<dyn Broker>, follows: bool) {
         })
         .await
         .expect("control");
-    let got = sink.wait_for(7).await;
+    let got = sink.wait_for(7 + usize::from(follows)).await;
+    // (A cluster broker also tells the node the campaign's epoch when it first hears of it.)
+    let got: Vec<String> = got.into_iter().filter(|l| !l.contains(" epoch ")).collect();
     let c1: Vec<&String> = got.iter().filter(|l| l.starts_with("c1 ")).collect();
     assert_eq!(
         c1,
@@ -244,6 +252,7 @@ async fn redis_broker_conformance() {
         history_ttl: Duration::from_secs(60),
         presence_ttl: Duration::from_secs(1),
         sharded: false,
+        timeout: Duration::from_secs(1),
     };
     let broker = RedisBroker::connect(config, shutdown.clone())
         .await
@@ -280,6 +289,7 @@ async fn redis_sharded_broker_conformance() {
         history_ttl: Duration::from_secs(60),
         presence_ttl: Duration::from_secs(1),
         sharded: true,
+        timeout: Duration::from_secs(1),
     };
     let broker = RedisBroker::connect(config, shutdown.clone())
         .await
@@ -332,7 +342,147 @@ async fn redis_broker_reports_an_unreachable_redis_at_start() {
         history_ttl: Duration::from_secs(60),
         presence_ttl: Duration::from_secs(1),
         sharded: false,
+        timeout: Duration::from_secs(1),
     };
     let err = RedisBroker::connect(config, CancellationToken::new()).await;
     assert!(err.is_err());
+}
+
+/// Deletes every key of `prefix`: what a Redis restarted without persistence holds of it.
+async fn empty(url: &str, prefix: &str) {
+    let client = redis::Client::open(url).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    if !keys.is_empty() {
+        let _: i64 = redis::cmd("DEL")
+            .arg(keys)
+            .query_async(&mut conn)
+            .await
+            .expect("del");
+    }
+}
+
+#[tokio::test]
+async fn redis_broker_applies_a_retried_publish_once_and_continues_seq_when_redis_lost_its_keys() {
+    let Some(url) = redis_url() else { return };
+    let shutdown = CancellationToken::new();
+    let p = prefix("faults");
+    let config = RedisConfig {
+        url: url.clone(),
+        prefix: p.clone(),
+        history_size: 100,
+        history_ttl: Duration::from_secs(60),
+        presence_ttl: Duration::from_secs(1),
+        sharded: false,
+        timeout: Duration::from_secs(1),
+    };
+    let a = RedisBroker::connect(config.clone(), shutdown.clone())
+        .await
+        .expect("connect");
+    let b = RedisBroker::connect(config, shutdown.clone())
+        .await
+        .expect("connect");
+    let seen = Arc::new(Collect::default());
+    b.attach(Arc::downgrade(&(seen.clone() as Arc<dyn Deliver>)));
+    let first = a.epoch("c").await.expect("epoch");
+    assert_eq!(
+        b.epoch("c").await.expect("epoch"),
+        first,
+        "one epoch per campaign"
+    );
+    b.follow("c").await.expect("follow");
+
+    // The same publish id twice (a retry after a timeout): applied once, same seq.
+    assert_eq!(
+        a.publish_once("c", event("x"), 7).await.expect("publish"),
+        1
+    );
+    assert_eq!(a.publish_once("c", event("x"), 7).await.expect("retry"), 1);
+    assert_eq!(
+        a.publish_once("c", event("y"), 8).await.expect("publish"),
+        2
+    );
+    let got = seen.wait_for(3).await;
+    assert_eq!(
+        got.iter()
+            .filter(|l| l.contains(" event "))
+            .collect::<Vec<_>>(),
+        ["c event 1 x", "c event 2 y"],
+        "{got:?}"
+    );
+    for i in 0..50 {
+        a.publish_once("c", event("bulk"), 100 + i)
+            .await
+            .expect("publish");
+    }
+    let before = a
+        .publish_once("c", event("last"), 200)
+        .await
+        .expect("publish");
+    assert_eq!(before, 53);
+    seen.wait_for(3 + 51).await;
+
+    // Redis loses everything: the next publish begins a new epoch whose seqs continue above
+    // every number handed out before, and the other node hears of it before the event.
+    empty(&url, &p).await;
+    let base = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_micros(),
+    )
+    .expect("micros");
+    let after = a
+        .publish_once("c", event("after"), 201)
+        .await
+        .expect("publish");
+    assert!(
+        after > before && after >= base,
+        "{after} continues above {before}"
+    );
+    let again = a
+        .publish_once("c", event("after"), 201)
+        .await
+        .expect("retry");
+    assert_eq!(
+        again, after,
+        "retried once more in the new epoch: still once"
+    );
+    let next = b
+        .publish_once("c", event("from-b"), 1)
+        .await
+        .expect("publish");
+    assert_eq!(next, after + 1, "the other node publishes in the new epoch");
+    let new_epoch = a.epoch("c").await.expect("epoch");
+    assert_ne!(new_epoch, first);
+    let got = seen.wait_for(3 + 51 + 3).await;
+    let tail: Vec<&String> = got.iter().skip(3 + 51).collect();
+    assert_eq!(
+        tail,
+        [
+            &format!("c epoch {new_epoch}"),
+            &format!("c event {after} after"),
+            &format!("c event {next} from-b"),
+        ],
+        "{got:?}"
+    );
+    // History of the new epoch, with taints recorded for resumes.
+    let recovery = a.recovery("c", after - 1).await.expect("history");
+    assert_eq!(recovery.events.len(), 2);
+    assert!(recovery.tainted.is_empty());
+    let taint = engine::broker::Taint {
+        epoch: new_epoch.clone(),
+        after,
+        through: next,
+    };
+    b.taint("c", taint.clone()).await.expect("taint");
+    assert_eq!(a.recovery("c", 0).await.expect("history").tainted, [taint]);
+    shutdown.cancel();
 }

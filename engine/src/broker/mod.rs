@@ -17,6 +17,9 @@ use serde_json::value::RawValue;
 pub use memory::MemoryBroker;
 pub use redis::{RedisBroker, RedisConfig};
 
+/// Longest epoch the WebSocket API accepts in `epoch=`; every epoch the engine makes fits.
+pub const MAX_EPOCH_LEN: usize = 64;
+
 /// A boxed, sendable future: what [`Broker`] methods return so that the trait is object safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -93,6 +96,38 @@ pub struct Snapshot {
     pub state: Option<Box<RawValue>>,
     /// The version of that state.
     pub state_version: u64,
+    /// The campaign's epoch on the bus (`None`: the bus keeps no epoch of its own).
+    pub epoch: Option<String>,
+}
+
+/// A range of `seq`s of one epoch that a node handed out on its own while it was cut from
+/// the bus (a detached epoch): its clients saw other events under those numbers than the
+/// cluster's, so a resume from inside the range cannot be served exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Taint {
+    /// The cluster epoch the range belongs to.
+    pub epoch: String,
+    /// The last `seq` before the detachment (excluded).
+    pub after: u64,
+    /// The last `seq` the range may hold (included).
+    pub through: u64,
+}
+
+impl Taint {
+    /// Whether a client that last saw `since` (in `epoch`, if it says) may have seen one of
+    /// the range's local events.
+    pub fn covers(&self, since: u64, epoch: Option<&str>) -> bool {
+        epoch.is_none_or(|e| e == self.epoch) && since > self.after && since <= self.through
+    }
+}
+
+/// What a resuming client may recover from the bus.
+#[derive(Debug, Clone, Default)]
+pub struct Recovery {
+    /// The campaign's events after the asked `seq`, oldest first.
+    pub events: Vec<Publication>,
+    /// Ranges that cannot be recovered exactly (see [`Taint`]).
+    pub tainted: Vec<Taint>,
 }
 
 /// Who is connected to a campaign.
@@ -123,6 +158,11 @@ pub trait Deliver: Send + Sync {
     fn deliver(&self, campaign: &str, publication: Publication);
     /// A lifecycle message.
     fn control(&self, control: Control);
+    /// The campaign's epoch on the bus changed (the bus lost its keys and began afresh):
+    /// publications after this one carry `seq`s of the new epoch.
+    fn epoch(&self, campaign: &str, epoch: &str) {
+        let _ = (campaign, epoch);
+    }
 }
 
 /// The cross-node bus.
@@ -140,6 +180,22 @@ pub trait Broker: Send + Sync + 'static {
         campaign: &'a str,
         publication: Publication,
     ) -> BoxFuture<'a, Result<u64, BrokerError>>;
+
+    /// As [`Broker::publish`], applied at most once however many times it is called with the
+    /// same `id` (a number this node never gives two publications): a retry after a timeout
+    /// whose first attempt did reach the bus returns the first attempt's `seq`.
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`] when the bus cannot be reached.
+    fn publish_once<'a>(
+        &'a self,
+        campaign: &'a str,
+        publication: Publication,
+        id: u64,
+    ) -> BoxFuture<'a, Result<u64, BrokerError>> {
+        let _ = id;
+        self.publish(campaign, publication)
+    }
 
     /// Sends a lifecycle message to every node.
     ///
@@ -188,6 +244,37 @@ pub trait Broker: Send + Sync + 'static {
         campaign: &'a str,
         after: u64,
     ) -> BoxFuture<'a, Result<Vec<Publication>, BrokerError>>;
+
+    /// [`Broker::history`] after `after`, with the ranges that cannot be recovered exactly.
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`] when the bus cannot be reached.
+    fn recovery<'a>(
+        &'a self,
+        campaign: &'a str,
+        after: u64,
+    ) -> BoxFuture<'a, Result<Recovery, BrokerError>> {
+        Box::pin(async move {
+            Ok(Recovery {
+                events: self.history(campaign, after).await?,
+                tainted: Vec::new(),
+            })
+        })
+    }
+
+    /// Records a [`Taint`] where every node's resumes see it (a bus that serves one node
+    /// keeps none: the node remembers its own).
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`] when the bus cannot be reached.
+    fn taint<'a>(
+        &'a self,
+        campaign: &'a str,
+        taint: Taint,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        let _ = (campaign, taint);
+        Box::pin(async { Ok(()) })
+    }
 
     /// This node has sessions of the campaign: deliver its publications here from now on.
     /// Counted: every `follow` is matched by one [`Broker::unfollow`]. Returns, once the

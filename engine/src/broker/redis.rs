@@ -7,11 +7,21 @@
 //! capped exponential back-off and jitter, resubscribes, and reports readiness meanwhile.
 //!
 //! Keys and channels (`{p}` is the configured prefix, `ovasabi` by default):
-//! `{p}:c:{campaign}` (channel), `{p}:control` (channel), `{p}:seq:{campaign}`,
-//! `{p}:h:{campaign}` (history stream), `{p}:state:{campaign}`, `{p}:epoch:{campaign}`,
-//! `{p}:presence:{campaign}` (hash: node → its report and the time it expires).
-//! `{p}:statev:{campaign}` (state version). A channel message is
-//! `<seq> <state version>\n<publication JSON>`.
+//! `{p}:c:{campaign}` (channel), `{p}:control` (channel), `{p}:hb:{instance}` (channel: the
+//! node's own heartbeat), `{p}:seq:{campaign}`, `{p}:h:{campaign}` (history stream),
+//! `{p}:state:{campaign}`, `{p}:epoch:{campaign}`, `{p}:presence:{campaign}` (hash: node →
+//! its report and the time it expires), `{p}:statev:{campaign}` (state version),
+//! `{p}:pid:{campaign}` (hash: the latest publish ids applied, per node process, so that a
+//! retried publish is applied once), `{p}:taint:{campaign}` (list of [`Taint`]s). A channel
+//! message is `<seq> <state version> <epoch>\n<publication JSON>`.
+//!
+//! Faults: the script refuses a publish whose epoch is not the campaign's epoch key (Redis
+//! lost its keys, or another node began a new epoch): the broker then begins a new epoch whose
+//! `seq` continues above every number handed out before (the node's last known `seq`, and the
+//! wall clock in microseconds, whichever is higher) and publishes again. A watchdog pings the
+//! command connection and sends the node's pub/sub connection a heartbeat through Redis every
+//! 250 ms: readiness is false once either has not answered for 1.5 s, and a pub/sub link whose
+//! heartbeats stop is reconnected. Every call is bounded by [`RedisConfig::timeout`].
 //!
 //! With `sharded`, campaign channels are shard channels and every per-campaign key above
 //! carries the campaign id as a hash tag (`{p}:seq:{<id>}`), see [`super::shard`].
@@ -21,6 +31,7 @@
 //! subscription is in place, so it misses nothing in between.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
@@ -34,27 +45,79 @@ use tokio_util::sync::CancellationToken;
 use super::shard::{Push, ShardConn};
 use super::{
     BoxFuture, Broker, BrokerError, Control, Deliver, PRESENCE_USERS, Presence, Publication,
-    Snapshot,
+    Recovery, Snapshot, Taint,
 };
 use crate::frame::now_ms;
 
+/// One publish, atomically. KEYS: seq, history, state, channel, state version, epoch,
+/// publish ids. ARGV: mode, body, history size, history TTL, `PUBLISH` or `SPUBLISH`, the
+/// epoch the node publishes in, its publish-id slot, the publish id. Numbers travel as
+/// strings (`%d`): Lua would print a large `seq` as `1.7e+15`.
 const PUBLISH_LUA: &str = r"
+local current = redis.call('GET', KEYS[6])
+if current ~= ARGV[6] then
+  return {'epoch', current or ''}
+end
+local prior = redis.call('HGET', KEYS[7], ARGV[7])
+if prior then
+  local id, seq = string.match(prior, '^(%d+) (%d+)$')
+  if id == ARGV[8] then
+    return {'dup', seq}
+  end
+end
 local seq
-local version = 0
+local version = '0'
 if ARGV[1] == 'event' then
-  seq = redis.call('INCR', KEYS[1])
+  seq = string.format('%d', redis.call('INCR', KEYS[1]))
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], seq .. '-0', 'm', ARGV[2])
   redis.call('EXPIRE', KEYS[2], ARGV[4])
 else
-  seq = tonumber(redis.call('GET', KEYS[1]) or '0')
+  seq = redis.call('GET', KEYS[1]) or '0'
   if ARGV[1] == 'state' then
-    version = redis.call('INCR', KEYS[5])
+    version = string.format('%d', redis.call('INCR', KEYS[5]))
     redis.call('SET', KEYS[3], ARGV[2])
   end
 end
-redis.call(ARGV[5], KEYS[4], seq .. ' ' .. version .. '\n' .. ARGV[2])
-return seq
+redis.call('HSET', KEYS[7], ARGV[7], ARGV[8] .. ' ' .. seq)
+redis.call('EXPIRE', KEYS[7], ARGV[4])
+redis.call(ARGV[5], KEYS[4], seq .. ' ' .. version .. ' ' .. ARGV[6] .. '\n' .. ARGV[2])
+return {'ok', seq}
 ";
+
+/// The campaign's epoch, created when missing. KEYS: epoch, seq, history. ARGV: a fresh
+/// epoch, the highest `seq` the node knows (0: none, a new campaign: `seq` starts at 1), the
+/// wall clock in microseconds. An epoch made for a campaign the node knew means the keys were
+/// lost: its `seq` continues above the floor and the clock, and the old history goes.
+const EPOCH_LUA: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current then
+  return current
+end
+redis.call('SET', KEYS[1], ARGV[1])
+if ARGV[2] ~= '0' then
+  local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
+  local target = math.max(seq, tonumber(ARGV[2]), tonumber(ARGV[3]))
+  redis.call('SET', KEYS[2], string.format('%d', target))
+  redis.call('DEL', KEYS[3])
+end
+return ARGV[1]
+";
+
+/// Publish-id slots per node process and campaign: a retry is recognised while fewer than
+/// this many other publications of the same process and campaign went to Redis since its
+/// first attempt (at most [`MAX_IN_FLIGHT`] are ever in flight).
+const ID_SLOTS: u64 = 4096;
+/// Publishes in flight at once on the command connection.
+const MAX_IN_FLIGHT: usize = 256;
+/// Taints kept per campaign.
+const MAX_TAINTS: i64 = 16;
+/// How often the watchdog pings Redis and sends the pub/sub connection a heartbeat.
+const WATCHDOG_EVERY: Duration = Duration::from_millis(250);
+/// Without an answer from Redis (a `PING`, or the heartbeat through pub/sub) for this long,
+/// the bus is not ready.
+const STALE_AFTER_MS: u64 = 1_500;
+/// A pub/sub connection without a heartbeat for this long is reconnected.
+const SILENT_AFTER_MS: u64 = 3_000;
 
 /// Where the broker connects and how it keeps history.
 #[derive(Debug, Clone)]
@@ -75,6 +138,35 @@ pub struct RedisConfig {
     /// (`{p}:seq:{<id>}`), so that a campaign's keys and channel share one slot. Every node of
     /// a cluster must agree on it.
     pub sharded: bool,
+    /// Longest wait for any one Redis call (a dead Redis costs a request at most this).
+    pub timeout: Duration,
+}
+
+impl RedisConfig {
+    /// The defaults for `url`: prefix `ovasabi`, 1,000 events of history for 10 minutes,
+    /// presence forgotten after 30 s, classic pub/sub, 1 s per call.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: "ovasabi".to_owned(),
+            history_size: 1000,
+            history_ttl: Duration::from_secs(600),
+            presence_ttl: Duration::from_secs(30),
+            sharded: false,
+            timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What the broker knows of one campaign.
+#[derive(Default)]
+struct Known {
+    /// The epoch this node publishes in.
+    epoch: Option<Arc<str>>,
+    /// The epoch the node was last told of ([`Deliver::epoch`]).
+    told: Option<Arc<str>>,
+    /// The highest `seq` seen: the floor of a new epoch.
+    seq: u64,
 }
 
 enum SubCommand {
@@ -86,8 +178,25 @@ enum SubCommand {
 /// The Redis [`Broker`].
 pub struct RedisBroker {
     config: RedisConfig,
+    /// Publishes, lifecycle, epochs and the watchdog's pings.
     conn: ConnectionManager,
+    /// Reads off the publish path: history for resuming clients, catch-up snapshots,
+    /// presence (a reconnect storm's reads never delay a publish).
+    reads: ConnectionManager,
     script: redis::Script,
+    epoch_script: redis::Script,
+    /// This process's name in publish ids (fresh at every start).
+    instance: String,
+    /// Ids of publications made through [`Broker::publish`] (not [`Broker::publish_once`]).
+    next_id: std::sync::atomic::AtomicU64,
+    in_flight: tokio::sync::Semaphore,
+    known: Mutex<HashMap<String, Known>>,
+    /// Milliseconds since `started` of the last `PING` answer and of the last heartbeat.
+    started: std::time::Instant,
+    last_pong: std::sync::atomic::AtomicU64,
+    last_heartbeat: std::sync::atomic::AtomicU64,
+    /// Wakes the pub/sub task to drop a connection whose heartbeats stopped.
+    silent: Arc<tokio::sync::Notify>,
     sink: OnceLock<Weak<dyn Deliver>>,
     /// Campaigns whose channel this node wants, with how many followers each has
     /// (resubscribed after every reconnection).
@@ -125,27 +234,258 @@ impl RedisBroker {
             "Event publish to delivery on this node, through Redis"
         );
         let client = redis::Client::open(config.url.as_str()).map_err(|e| unavailable(&e))?;
-        let conn = tokio::time::timeout(
-            Duration::from_secs(5),
-            ConnectionManager::new(client.clone()),
-        )
-        .await
-        .map_err(|_| BrokerError::Unavailable {
-            reason: format!("no answer from {} in 5 s", config.url),
-        })?
-        .map_err(|e| unavailable(&e))?;
+        let manager = || {
+            let options = redis::aio::ConnectionManagerConfig::new()
+                .set_response_timeout(Some(config.timeout))
+                .set_connection_timeout(Some(config.timeout))
+                .set_max_delay(Duration::from_secs(2));
+            let client = client.clone();
+            async move {
+                tokio::time::timeout(
+                    Duration::from_secs(5),
+                    ConnectionManager::new_with_config(client, options),
+                )
+                .await
+                .map_err(|_| BrokerError::Unavailable {
+                    reason: "no answer from Redis in 5 s".to_owned(),
+                })?
+                .map_err(|e| unavailable(&e))
+            }
+        };
+        let conn = manager().await?;
+        let reads = manager().await?;
         let (tx, rx) = mpsc::channel(1024);
         let broker = Arc::new(Self {
             config,
             conn,
+            reads,
             script: redis::Script::new(PUBLISH_LUA),
+            epoch_script: redis::Script::new(EPOCH_LUA),
+            instance: super::new_epoch(),
+            next_id: std::sync::atomic::AtomicU64::new(1 << 62),
+            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
+            known: Mutex::new(HashMap::new()),
+            started: std::time::Instant::now(),
+            last_pong: std::sync::atomic::AtomicU64::new(0),
+            last_heartbeat: std::sync::atomic::AtomicU64::new(0),
+            silent: Arc::new(tokio::sync::Notify::new()),
             sink: OnceLock::new(),
             wanted: Mutex::new(HashMap::new()),
             commands: tx,
             ready: AtomicBool::new(false),
         });
-        tokio::spawn(pubsub_loop(Arc::downgrade(&broker), client, rx, shutdown));
+        tokio::spawn(pubsub_loop(
+            Arc::downgrade(&broker),
+            client,
+            rx,
+            shutdown.clone(),
+        ));
+        tokio::spawn(watchdog(Arc::downgrade(&broker), shutdown));
         Ok(broker)
+    }
+
+    /// Milliseconds since the broker started.
+    fn now(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether Redis answered the watchdog lately, on both connections.
+    fn answering(&self) -> bool {
+        let now = self.now();
+        let fresh = |at: &std::sync::atomic::AtomicU64| {
+            now.saturating_sub(at.load(Ordering::Relaxed)) < STALE_AFTER_MS
+        };
+        fresh(&self.last_pong) && fresh(&self.last_heartbeat)
+    }
+
+    /// Bounds `call` by the configured timeout.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, BrokerError> {
+        match tokio::time::timeout(self.config.timeout, call).await {
+            Ok(r) => r.map_err(|e| unavailable(&e)),
+            Err(_) => Err(BrokerError::Unavailable {
+                reason: format!(
+                    "Redis did not answer {what} within {:?}",
+                    self.config.timeout
+                ),
+            }),
+        }
+    }
+
+    fn heartbeat_channel(&self) -> String {
+        format!("{}:hb:{}", self.config.prefix, self.instance)
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<String, Known>> {
+        self.known.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records a `seq` seen for `campaign` (the floor of a future epoch).
+    fn saw(&self, campaign: &str, seq: u64) {
+        let mut known = self.known();
+        let k = known.entry(campaign.to_owned()).or_default();
+        k.seq = k.seq.max(seq);
+    }
+
+    /// Records `epoch` as the campaign's epoch on the bus; tells the node when it is news
+    /// (under the lock, so that the node hears of it before any publication of that epoch
+    /// that this broker hands it afterwards).
+    fn learned(&self, campaign: &str, epoch: &str) {
+        self.arrived(campaign, epoch, 0);
+    }
+
+    /// [`RedisBroker::learned`] and [`RedisBroker::saw`] at once.
+    fn arrived(&self, campaign: &str, epoch: &str, seq: u64) {
+        let mut known = self.known();
+        let k = known.entry(campaign.to_owned()).or_default();
+        k.seq = k.seq.max(seq);
+        if k.epoch.as_deref() != Some(epoch) {
+            k.epoch = Some(Arc::from(epoch));
+        }
+        if k.told.as_deref() != Some(epoch) {
+            if k.told.is_some() {
+                tracing::warn!(campaign, epoch, "the campaign's epoch on Redis changed");
+            }
+            k.told = k.epoch.clone();
+            if let Some(sink) = self.sink.get().and_then(Weak::upgrade) {
+                sink.epoch(campaign, epoch);
+            }
+        }
+    }
+
+    /// The campaign's epoch, read (or created) on Redis. `reset`: the one this node knew is
+    /// gone, so a new one must continue above every `seq` it saw.
+    async fn fetch_epoch(&self, campaign: &str, reset: bool) -> Result<Arc<str>, BrokerError> {
+        let floor = {
+            let known = self.known();
+            match known.get(campaign) {
+                Some(k) if reset || k.epoch.is_some() => k.seq.max(1),
+                _ => 0,
+            }
+        };
+        let base = u64::try_from(now_ms()).unwrap_or(0).saturating_mul(1000);
+        let mut conn = self.conn.clone();
+        let epoch: String = self
+            .bounded(
+                "an epoch read",
+                self.epoch_script
+                    .key(self.key("epoch", campaign))
+                    .key(self.key("seq", campaign))
+                    .key(self.key("h", campaign))
+                    .arg(super::new_epoch())
+                    .arg(floor)
+                    .arg(base)
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        self.learned(campaign, &epoch);
+        Ok(Arc::from(epoch))
+    }
+
+    /// One publish under publish id `id`, in the campaign's epoch (beginning a new one when
+    /// Redis lost it).
+    async fn publish_as(
+        &self,
+        campaign: &str,
+        publication: &Publication,
+        id: u64,
+    ) -> Result<u64, BrokerError> {
+        let mode = match publication {
+            Publication::Event { .. } => "event",
+            Publication::State { .. } => "state",
+            Publication::Message { .. } => "message",
+        };
+        let body = serde_json::to_string(publication).map_err(BrokerError::Codec)?;
+        let ttl = self.config.history_ttl.as_secs().max(1);
+        let slot = format!("{}:{}", self.instance, id % ID_SLOTS);
+        let _permit =
+            match tokio::time::timeout(self.config.timeout, self.in_flight.acquire()).await {
+                Ok(Ok(p)) => p,
+                _ => {
+                    return Err(BrokerError::Unavailable {
+                        reason: "too many publishes waiting for Redis".to_owned(),
+                    });
+                }
+            };
+        let mut reset = false;
+        for _ in 0..3 {
+            let known = self.known().get(campaign).and_then(|k| k.epoch.clone());
+            let epoch = match known {
+                Some(e) if !reset => e,
+                _ => {
+                    let e = self.fetch_epoch(campaign, reset).await?;
+                    reset = false;
+                    e
+                }
+            };
+            let mut conn = self.conn.clone();
+            let reply: Vec<String> = self
+                .bounded(
+                    "a publish",
+                    self.script
+                        .key(self.key("seq", campaign))
+                        .key(self.key("h", campaign))
+                        .key(self.key("state", campaign))
+                        .key(self.key("c", campaign))
+                        .key(self.key("statev", campaign))
+                        .key(self.key("epoch", campaign))
+                        .key(self.key("pid", campaign))
+                        .arg(mode)
+                        .arg(&body)
+                        .arg(self.config.history_size.max(1))
+                        .arg(ttl)
+                        .arg(if self.config.sharded {
+                            "SPUBLISH"
+                        } else {
+                            "PUBLISH"
+                        })
+                        .arg(&*epoch)
+                        .arg(&slot)
+                        .arg(id)
+                        .invoke_async(&mut conn),
+                )
+                .await?;
+            match reply.first().map(String::as_str) {
+                Some("ok" | "dup") => {
+                    let seq = reply
+                        .get(1)
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .ok_or_else(|| BrokerError::Unavailable {
+                            reason: format!("unexpected publish reply {reply:?}"),
+                        })?;
+                    if reply.first().is_some_and(|r| r == "dup") {
+                        tracing::info!(
+                            campaign,
+                            id,
+                            seq,
+                            "retried publish was applied once already"
+                        );
+                    } else {
+                        counter!("ovasabi_broker_messages_total", "direction" => "out")
+                            .increment(1);
+                    }
+                    self.saw(campaign, seq);
+                    return Ok(seq);
+                }
+                Some("epoch") => match reply.get(1).filter(|e| !e.is_empty()) {
+                    // Another node began a new epoch (or this one knew an old one).
+                    Some(current) => self.learned(campaign, current),
+                    // Redis lost the campaign's keys.
+                    None => reset = true,
+                },
+                _ => {
+                    return Err(BrokerError::Unavailable {
+                        reason: format!("unexpected publish reply {reply:?}"),
+                    });
+                }
+            }
+        }
+        Err(BrokerError::Unavailable {
+            reason: "the campaign's epoch kept changing on Redis".to_owned(),
+        })
     }
 
     fn key(&self, kind: &str, campaign: &str) -> String {
@@ -176,6 +516,10 @@ impl RedisBroker {
     }
 
     fn deliver_message(&self, channel: &str, payload: &[u8]) {
+        if channel == self.heartbeat_channel() {
+            self.last_heartbeat.store(self.now(), Ordering::Relaxed);
+            return;
+        }
         let Some(sink) = self.sink.get().and_then(Weak::upgrade) else {
             return;
         };
@@ -191,19 +535,22 @@ impl RedisBroker {
             return;
         };
         let text = String::from_utf8_lossy(payload);
-        let Some((seq, json)) = text.split_once('\n') else {
+        let Some((head, json)) = text.split_once('\n') else {
             tracing::warn!(channel, "malformed campaign message ignored");
             return;
         };
-        let (seq, version) = seq.split_once(' ').unwrap_or((seq, "0"));
-        let (Ok(seq), Ok(version), Ok(mut publication)) = (
-            seq.parse::<u64>(),
-            version.parse::<u64>(),
+        let mut head = head.split(' ');
+        let (seq, version, epoch) = (head.next(), head.next(), head.next());
+        let (Some(Ok(seq)), Some(Ok(version)), Some(epoch), Ok(mut publication)) = (
+            seq.map(str::parse::<u64>),
+            version.map(str::parse::<u64>),
+            epoch.filter(|e| !e.is_empty()),
             serde_json::from_str::<Publication>(json),
         ) else {
             tracing::warn!(channel, "malformed campaign message ignored");
             return;
         };
+        self.arrived(campaign, epoch, seq);
         match &mut publication {
             Publication::Event { seq: s, ts, .. } => {
                 *s = seq;
@@ -227,77 +574,43 @@ impl Broker for RedisBroker {
         campaign: &'a str,
         publication: Publication,
     ) -> BoxFuture<'a, Result<u64, BrokerError>> {
-        Box::pin(async move {
-            let mode = match &publication {
-                Publication::Event { .. } => "event",
-                Publication::State { .. } => "state",
-                Publication::Message { .. } => "message",
-            };
-            let body = serde_json::to_string(&publication).map_err(BrokerError::Codec)?;
-            let ttl = self.config.history_ttl.as_secs().max(1);
-            let mut conn = self.conn.clone();
-            let seq: u64 = self
-                .script
-                .key(self.key("seq", campaign))
-                .key(self.key("h", campaign))
-                .key(self.key("state", campaign))
-                .key(self.key("c", campaign))
-                .key(self.key("statev", campaign))
-                .arg(mode)
-                .arg(body)
-                .arg(self.config.history_size.max(1))
-                .arg(ttl)
-                .arg(if self.config.sharded {
-                    "SPUBLISH"
-                } else {
-                    "PUBLISH"
-                })
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| unavailable(&e))?;
-            counter!("ovasabi_broker_messages_total", "direction" => "out").increment(1);
-            Ok(seq)
-        })
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async move { self.publish_as(campaign, &publication, id).await })
+    }
+
+    fn publish_once<'a>(
+        &'a self,
+        campaign: &'a str,
+        publication: Publication,
+        id: u64,
+    ) -> BoxFuture<'a, Result<u64, BrokerError>> {
+        Box::pin(async move { self.publish_as(campaign, &publication, id).await })
     }
 
     fn control(&self, control: Control) -> BoxFuture<'_, Result<(), BrokerError>> {
         Box::pin(async move {
             let body = serde_json::to_string(&control).map_err(BrokerError::Codec)?;
             let mut conn = self.conn.clone();
-            let _: i64 = redis::cmd("PUBLISH")
-                .arg(self.control_channel())
-                .arg(body)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| unavailable(&e))?;
+            let _: i64 = self
+                .bounded(
+                    "a lifecycle message",
+                    redis::cmd("PUBLISH")
+                        .arg(self.control_channel())
+                        .arg(body)
+                        .query_async(&mut conn),
+                )
+                .await?;
             counter!("ovasabi_broker_messages_total", "direction" => "out").increment(1);
             Ok(())
         })
     }
 
     fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed) && self.answering()
     }
 
     fn epoch<'a>(&'a self, campaign: &'a str) -> BoxFuture<'a, Result<String, BrokerError>> {
-        Box::pin(async move {
-            let key = self.key("epoch", campaign);
-            let mut conn = self.conn.clone();
-            let (_, epoch): ((), String) = redis::pipe()
-                .atomic()
-                .cmd("SET")
-                .arg(&key)
-                .arg(super::new_epoch())
-                .arg("NX")
-                .ignore()
-                .cmd("GET")
-                .arg(&key)
-                .query_async(&mut conn)
-                .await
-                .map(|(epoch,): (String,)| ((), epoch))
-                .map_err(|e| unavailable(&e))?;
-            Ok(epoch)
-        })
+        Box::pin(async move { Ok(self.fetch_epoch(campaign, false).await?.to_string()) })
     }
 
     fn history<'a>(
@@ -305,18 +618,34 @@ impl Broker for RedisBroker {
         campaign: &'a str,
         after: u64,
     ) -> BoxFuture<'a, Result<Vec<Publication>, BrokerError>> {
+        Box::pin(async move { Ok(self.recovery(campaign, after).await?.events) })
+    }
+
+    fn recovery<'a>(
+        &'a self,
+        campaign: &'a str,
+        after: u64,
+    ) -> BoxFuture<'a, Result<Recovery, BrokerError>> {
         Box::pin(async move {
-            let mut conn = self.conn.clone();
-            let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
-                .arg(self.key("h", campaign))
-                .arg(format!("{}-0", after.saturating_add(1)))
-                .arg("+")
-                .arg("COUNT")
-                .arg(self.config.history_size.max(1))
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| unavailable(&e))?;
-            let mut out = Vec::with_capacity(entries.len());
+            let mut conn = self.reads.clone();
+            let (entries, taints): (Vec<(String, Vec<String>)>, Vec<String>) = self
+                .bounded(
+                    "a history read",
+                    redis::pipe()
+                        .cmd("XRANGE")
+                        .arg(self.key("h", campaign))
+                        .arg(format!("{}-0", after.saturating_add(1)))
+                        .arg("+")
+                        .arg("COUNT")
+                        .arg(self.config.history_size.max(1))
+                        .cmd("LRANGE")
+                        .arg(self.key("taint", campaign))
+                        .arg(0)
+                        .arg(-1)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            let mut events = Vec::with_capacity(entries.len());
             for (id, fields) in entries {
                 let seq = id.split('-').next().and_then(|s| s.parse::<u64>().ok());
                 let body = fields
@@ -333,10 +662,48 @@ impl Broker for RedisBroker {
                     if let Publication::Event { seq: s, .. } = &mut p {
                         *s = seq;
                     }
-                    out.push(p);
+                    events.push(p);
                 }
             }
-            Ok(out)
+            let tainted = taints
+                .iter()
+                .filter_map(|t| serde_json::from_str::<Taint>(t).ok())
+                .collect();
+            Ok(Recovery { events, tainted })
+        })
+    }
+
+    fn taint<'a>(
+        &'a self,
+        campaign: &'a str,
+        taint: Taint,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let body = serde_json::to_string(&taint).map_err(BrokerError::Codec)?;
+            let key = self.key("taint", campaign);
+            let mut conn = self.conn.clone();
+            let _: () = self
+                .bounded(
+                    "a taint",
+                    redis::pipe()
+                        .atomic()
+                        .cmd("RPUSH")
+                        .arg(&key)
+                        .arg(body)
+                        .ignore()
+                        .cmd("LTRIM")
+                        .arg(&key)
+                        .arg(-MAX_TAINTS)
+                        .arg(-1)
+                        .ignore()
+                        .cmd("EXPIRE")
+                        .arg(&key)
+                        .arg(self.config.history_ttl.as_secs().max(1))
+                        .ignore()
+                        .query_async(&mut conn),
+                )
+                .await?;
+            Ok(())
         })
     }
 
@@ -350,20 +717,23 @@ impl Broker for RedisBroker {
             let ttl_ms = i64::try_from(self.config.presence_ttl.as_millis()).unwrap_or(30_000);
             let report = serde_json::json!({"p": presence, "exp": now_ms() + ttl_ms});
             let key = self.key("presence", campaign);
-            let mut conn = self.conn.clone();
-            let _: () = redis::pipe()
-                .cmd("HSET")
-                .arg(&key)
-                .arg(node)
-                .arg(report.to_string())
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&key)
-                .arg(ttl_ms)
-                .ignore()
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| unavailable(&e))?;
+            let mut conn = self.reads.clone();
+            let _: () = self
+                .bounded(
+                    "a presence report",
+                    redis::pipe()
+                        .cmd("HSET")
+                        .arg(&key)
+                        .arg(node)
+                        .arg(report.to_string())
+                        .ignore()
+                        .cmd("PEXPIRE")
+                        .arg(&key)
+                        .arg(ttl_ms)
+                        .ignore()
+                        .query_async(&mut conn),
+                )
+                .await?;
             Ok(())
         })
     }
@@ -374,12 +744,13 @@ impl Broker for RedisBroker {
     ) -> BoxFuture<'a, Result<Option<Presence>, BrokerError>> {
         Box::pin(async move {
             let key = self.key("presence", campaign);
-            let mut conn = self.conn.clone();
-            let reports: Vec<(String, String)> = redis::cmd("HGETALL")
-                .arg(&key)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| unavailable(&e))?;
+            let mut conn = self.reads.clone();
+            let reports: Vec<(String, String)> = self
+                .bounded(
+                    "a presence read",
+                    redis::cmd("HGETALL").arg(&key).query_async(&mut conn),
+                )
+                .await?;
             let now = now_ms();
             let mut total = Presence::default();
             let mut users = std::collections::BTreeSet::new();
@@ -398,10 +769,14 @@ impl Broker for RedisBroker {
                 }
             }
             if !expired.is_empty() {
-                let _: Result<i64, _> = redis::cmd("HDEL")
-                    .arg(&key)
-                    .arg(expired)
-                    .query_async(&mut conn)
+                let _: Result<i64, _> = self
+                    .bounded(
+                        "a presence clean-up",
+                        redis::cmd("HDEL")
+                            .arg(&key)
+                            .arg(expired)
+                            .query_async(&mut conn),
+                    )
                     .await;
             }
             total.users = users.into_iter().take(PRESENCE_USERS).collect();
@@ -440,15 +815,23 @@ impl Broker for RedisBroker {
                 }
             }
             // Read after the subscription: what is published from now on arrives on it.
-            let mut conn = self.conn.clone();
-            let (seq, state, version): (Option<u64>, Option<String>, Option<u64>) = redis::pipe()
-                .atomic()
-                .get(self.key("seq", campaign))
-                .get(self.key("state", campaign))
-                .get(self.key("statev", campaign))
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| unavailable(&e))?;
+            let mut conn = self.reads.clone();
+            type Read = (Option<u64>, Option<String>, Option<u64>, Option<String>);
+            let (seq, state, version, epoch): Read = self
+                .bounded(
+                    "a catch-up read",
+                    redis::pipe()
+                        .atomic()
+                        .get(self.key("seq", campaign))
+                        .get(self.key("state", campaign))
+                        .get(self.key("statev", campaign))
+                        .get(self.key("epoch", campaign))
+                        .query_async(&mut conn),
+                )
+                .await?;
+            if let Some(e) = &epoch {
+                self.arrived(campaign, e, seq.unwrap_or(0));
+            }
             // The key holds the state's publication, as published.
             let state = state.and_then(|s| match serde_json::from_str::<Publication>(&s) {
                 Ok(Publication::State { state, .. }) => Some(state),
@@ -458,6 +841,7 @@ impl Broker for RedisBroker {
                 seq: seq.unwrap_or(0),
                 state,
                 state_version: version.unwrap_or(0),
+                epoch,
             }))
         })
     }
@@ -532,6 +916,8 @@ async fn pubsub_loop(
             }
             connected_before = true;
             attempt = 0;
+            // A fresh connection has had no heartbeat yet: it gets the watchdog's grace.
+            b.last_heartbeat.store(b.now(), Ordering::Relaxed);
             b.ready.store(true, Ordering::Relaxed);
         };
         let ended = if sharded {
@@ -562,10 +948,21 @@ async fn pubsub_loop(
 
 /// Every channel a fresh connection subscribes to: the control channel and the wanted
 /// campaigns' channels (`None` once the broker is gone).
-fn channels(broker: &Weak<RedisBroker>) -> Option<(Vec<String>, String)> {
+fn channels(broker: &Weak<RedisBroker>) -> Option<(Vec<String>, [String; 2])> {
     let b = broker.upgrade()?;
     let campaigns = b.wanted().keys().map(|c| b.key("c", c)).collect();
-    Some((campaigns, b.control_channel()))
+    Some((campaigns, [b.control_channel(), b.heartbeat_channel()]))
+}
+
+/// Resolves when the watchdog finds the pub/sub connection silent (no heartbeat).
+fn silenced(broker: &Weak<RedisBroker>) -> impl Future<Output = ()> + use<> {
+    let silent = broker.upgrade().map(|b| b.silent.clone());
+    async move {
+        match silent {
+            Some(s) => s.notified().await,
+            None => std::future::pending().await,
+        }
+    }
 }
 
 /// One session on redis-rs's pub/sub connection (classic channels).
@@ -589,9 +986,12 @@ async fn classic_session(
     let Some((campaigns, control)) = channels(broker) else {
         return Ended::Stop;
     };
-    for ch in campaigns.iter().chain([&control]) {
-        if let Err(e) = sink.subscribe(ch).await {
-            return Ended::Failed(e.to_string());
+    for ch in campaigns.iter().chain(&control) {
+        let subscribed = tokio::time::timeout(Duration::from_secs(5), sink.subscribe(ch)).await;
+        match subscribed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Ended::Failed(e.to_string()),
+            Err(_) => return Ended::Failed("subscription not confirmed in 5 s".to_owned()),
         }
     }
     match broker.upgrade() {
@@ -601,6 +1001,7 @@ async fn classic_session(
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return Ended::Stop,
+            () = silenced(broker) => return Ended::Lost("no heartbeat through pub/sub".to_owned()),
             cmd = commands.recv() => {
                 let r = match cmd {
                     Some(SubCommand::Subscribe(ch, ack)) => {
@@ -651,9 +1052,11 @@ async fn sharded_session(
         return Ended::Stop;
     };
     let mut waiting: HashMap<String, Vec<tokio::sync::oneshot::Sender<()>>> = HashMap::new();
-    let mut unconfirmed = campaigns.len() + 1;
+    let mut unconfirmed = campaigns.len() + control.len();
     let setup = async {
-        conn.send(&[b"SUBSCRIBE", control.as_bytes()]).await?;
+        for ch in &control {
+            conn.send(&[b"SUBSCRIBE", ch.as_bytes()]).await?;
+        }
         for ch in &campaigns {
             conn.send(&[b"SSUBSCRIBE", ch.as_bytes()]).await?;
         }
@@ -689,6 +1092,7 @@ async fn sharded_session(
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return Ended::Stop,
+            () = silenced(broker) => return Ended::Lost("no heartbeat through pub/sub".to_owned()),
             cmd = commands.recv() => {
                 let r = match cmd {
                     Some(SubCommand::Subscribe(ch, ack)) => {
@@ -721,6 +1125,61 @@ async fn sharded_session(
                 Ok(Push::Other) => {}
                 Err(e) => return Ended::Lost(e),
             }
+        }
+    }
+}
+
+/// Every [`WATCHDOG_EVERY`]: `PING`s Redis on the command and read connections and publishes a
+/// heartbeat on this node's own channel, which its pub/sub connection should receive. Each
+/// answer is recorded ([`RedisBroker::answering`]); a pub/sub connection that has been
+/// subscribed for a while without receiving a heartbeat is told to reconnect.
+async fn watchdog(broker: Weak<RedisBroker>, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(WATCHDOG_EVERY);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let Some(b) = broker.upgrade() else { return };
+        let mut conn = b.conn.clone();
+        let ping: Result<((), i64), _> = b
+            .bounded(
+                "a watchdog ping",
+                redis::pipe()
+                    .cmd("PING")
+                    .ignore()
+                    .cmd("PUBLISH")
+                    .arg(b.heartbeat_channel())
+                    .arg("hb")
+                    .query_async(&mut conn),
+            )
+            .await
+            .map(|(n,): (i64,)| ((), n));
+        // The read connection too: kept fresh (a broken one reconnects on its next use, so
+        // an unused one would fail the first resume after an outage) and checked.
+        let mut reads = b.reads.clone();
+        let read: Result<String, _> = b
+            .bounded(
+                "a watchdog ping",
+                redis::cmd("PING").query_async(&mut reads),
+            )
+            .await;
+        let now = b.now();
+        if ping.is_ok() && read.is_ok() {
+            b.last_pong.store(now, Ordering::Relaxed);
+        }
+        let heard = b.last_heartbeat.load(Ordering::Relaxed);
+        if ping.is_ok()
+            && b.ready.load(Ordering::Relaxed)
+            && now.saturating_sub(heard) > SILENT_AFTER_MS
+        {
+            tracing::warn!(
+                silent_ms = now.saturating_sub(heard),
+                "Redis pub/sub connection silent; reconnecting it"
+            );
+            b.silent.notify_one();
+            b.last_heartbeat.store(now, Ordering::Relaxed);
         }
     }
 }
