@@ -436,7 +436,8 @@ async fn redis_broker_applies_a_retried_publish_once_and_continues_seq_when_redi
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .expect("clock")
-            .as_micros(),
+            .as_millis()
+            * 1000,
     )
     .expect("micros");
     let after = a
@@ -485,4 +486,51 @@ async fn redis_broker_applies_a_retried_publish_once_and_continues_seq_when_redi
     b.taint("c", taint.clone()).await.expect("taint");
     assert_eq!(a.recovery("c", 0).await.expect("history").tainted, [taint]);
     shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_persistent_memory_broker_continues_epoch_and_seq_after_a_restart() {
+    let dir = std::env::temp_dir().join(prefix("seqfile"));
+    let path = dir.join("node.seq.json");
+    let first = MemoryBroker::persistent(&path).expect("new file");
+    let epoch = first.epoch("c").await.expect("epoch");
+    for n in 1..=3 {
+        assert_eq!(first.publish("c", event("e")).await.expect("publish"), n);
+    }
+    assert!(
+        first
+            .follow("c")
+            .await
+            .expect("follow")
+            .is_some_and(|s| s.seq == 3),
+        "a persistent broker says where the numbering stands"
+    );
+    drop(first);
+
+    // Killed and started again: same epoch, and seq above every number handed out before.
+    let second = MemoryBroker::persistent(&path).expect("existing file");
+    assert_eq!(second.epoch("c").await.expect("epoch"), epoch);
+    let next = second.publish("c", event("e")).await.expect("publish");
+    assert!(next > 3, "{next}");
+    assert!(
+        second
+            .follow("c")
+            .await
+            .expect("follow")
+            .is_some_and(|s| s.seq == next)
+    );
+    // An ended campaign is forgotten.
+    second
+        .control(Control::End {
+            campaign: "c".into(),
+        })
+        .await
+        .expect("end");
+    drop(second);
+    let third = MemoryBroker::persistent(&path).expect("existing file");
+    assert_ne!(third.epoch("c").await.expect("epoch"), epoch);
+    // A file that is not ours is refused rather than overwritten.
+    std::fs::write(&path, b"not json").expect("write");
+    assert!(MemoryBroker::persistent(&path).is_err());
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -14,7 +14,7 @@ use std::sync::Weak;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-pub use memory::MemoryBroker;
+pub use memory::{MemoryBroker, StoreError};
 pub use redis::{RedisBroker, RedisConfig};
 
 /// Longest epoch the WebSocket API accepts in `epoch=`; every epoch the engine makes fits.
