@@ -519,8 +519,9 @@ impl Campaign {
             self.resync_all();
         }
         match p {
-            Publication::Event { seq, .. } if seq <= self.sent_seq && self.sent_seq > 0 => {
-                // Already behind us: reported by the snapshot this node caught up from.
+            Publication::Event { seq, .. } if seq <= self.sent_seq.max(self.shared.last_seq()) => {
+                // Already behind us (reported by the snapshot this node caught up from), or
+                // already here (read back from the history after a lost pub/sub connection).
             }
             Publication::Event {
                 seq,

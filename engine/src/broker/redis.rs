@@ -167,6 +167,9 @@ struct Known {
     told: Option<Arc<str>>,
     /// The highest `seq` seen: the floor of a new epoch.
     seq: u64,
+    /// The highest event `seq` handed to the node (in the current epoch): after a lost
+    /// pub/sub connection, what came after it is read back from the history.
+    delivered: u64,
 }
 
 enum SubCommand {
@@ -337,22 +340,98 @@ impl RedisBroker {
         self.arrived(campaign, epoch, 0);
     }
 
-    /// [`RedisBroker::learned`] and [`RedisBroker::saw`] at once.
+    /// [`RedisBroker::learned`], and the node is handed (or caught up to) `seq`.
     fn arrived(&self, campaign: &str, epoch: &str, seq: u64) {
         let mut known = self.known();
         let k = known.entry(campaign.to_owned()).or_default();
-        k.seq = k.seq.max(seq);
         if k.epoch.as_deref() != Some(epoch) {
             k.epoch = Some(Arc::from(epoch));
         }
         if k.told.as_deref() != Some(epoch) {
             if k.told.is_some() {
                 tracing::warn!(campaign, epoch, "the campaign's epoch on Redis changed");
+                k.delivered = 0;
             }
             k.told = k.epoch.clone();
             if let Some(sink) = self.sink.get().and_then(Weak::upgrade) {
                 sink.epoch(campaign, epoch);
             }
+        }
+        k.seq = k.seq.max(seq);
+        k.delivered = k.delivered.max(seq);
+    }
+
+    /// After a new pub/sub connection: hands the node, for every campaign it follows, the
+    /// events published while it had none (read back from the history stream, oldest first)
+    /// and the latest state, before the connection's own messages; the campaign tasks skip
+    /// what they already have. Direct messages of the gap are not replayed (they are not
+    /// kept).
+    async fn replay(&self) {
+        let Some(sink) = self.sink.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let campaigns: Vec<(String, u64)> = {
+            let wanted = self.wanted();
+            let known = self.known();
+            wanted
+                .keys()
+                .map(|c| (c.clone(), known.get(c).map_or(0, |k| k.delivered)))
+                .collect()
+        };
+        let mut replayed = 0usize;
+        for (campaign, after) in campaigns {
+            let mut conn = self.reads.clone();
+            type Read = (
+                Vec<(String, Vec<String>)>,
+                Option<String>,
+                Option<String>,
+                Option<u64>,
+            );
+            let read: Result<Read, _> = self
+                .bounded(
+                    "a replay read",
+                    redis::pipe()
+                        .atomic()
+                        .cmd("XRANGE")
+                        .arg(self.key("h", &campaign))
+                        .arg(format!("{}-0", after.saturating_add(1)))
+                        .arg("+")
+                        .arg("COUNT")
+                        .arg(self.config.history_size.max(1))
+                        .get(self.key("epoch", &campaign))
+                        .get(self.key("state", &campaign))
+                        .get(self.key("statev", &campaign))
+                        .query_async(&mut conn),
+                )
+                .await;
+            let (entries, epoch, state, version) = match read {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(campaign, error = %e, "events of the pub/sub gap not replayed");
+                    continue;
+                }
+            };
+            let Some(epoch) = epoch else { continue };
+            self.learned(&campaign, &epoch);
+            for p in history_events(entries) {
+                if let Publication::Event { seq, .. } = &p {
+                    self.arrived(&campaign, &epoch, *seq);
+                }
+                replayed += 1;
+                sink.deliver(&campaign, p);
+            }
+            if let (Some(state), Some(version)) = (state, version)
+                && let Ok(Publication::State { state, .. }) =
+                    serde_json::from_str::<Publication>(&state)
+            {
+                sink.deliver(&campaign, Publication::State { state, version });
+            }
+        }
+        if replayed > 0 {
+            tracing::info!(
+                events = replayed,
+                "events of the pub/sub gap replayed from history"
+            );
         }
     }
 
@@ -645,26 +724,7 @@ impl Broker for RedisBroker {
                         .query_async(&mut conn),
                 )
                 .await?;
-            let mut events = Vec::with_capacity(entries.len());
-            for (id, fields) in entries {
-                let seq = id.split('-').next().and_then(|s| s.parse::<u64>().ok());
-                let body = fields
-                    .chunks(2)
-                    .find(|kv| kv.first().is_some_and(|k| k == "m"))
-                    .and_then(|kv| kv.get(1));
-                let (Some(seq), Some(body)) = (seq, body) else {
-                    continue;
-                };
-                // Stored as published: the seq is the entry's id.
-                if let Ok(mut p @ Publication::Event { .. }) =
-                    serde_json::from_str::<Publication>(body)
-                {
-                    if let Publication::Event { seq: s, .. } = &mut p {
-                        *s = seq;
-                    }
-                    events.push(p);
-                }
-            }
+            let events = history_events(entries);
             let tainted = taints
                 .iter()
                 .filter_map(|t| serde_json::from_str::<Taint>(t).ok())
@@ -869,6 +929,29 @@ impl Broker for RedisBroker {
     }
 }
 
+/// The events of an `XRANGE` of a history stream, oldest first. Stored as published: the
+/// `seq` is the entry's id.
+fn history_events(entries: Vec<(String, Vec<String>)>) -> Vec<Publication> {
+    let mut events = Vec::with_capacity(entries.len());
+    for (id, fields) in entries {
+        let seq = id.split('-').next().and_then(|s| s.parse::<u64>().ok());
+        let body = fields
+            .chunks(2)
+            .find(|kv| kv.first().is_some_and(|k| k == "m"))
+            .and_then(|kv| kv.get(1));
+        let (Some(seq), Some(body)) = (seq, body) else {
+            continue;
+        };
+        if let Ok(mut p @ Publication::Event { .. }) = serde_json::from_str::<Publication>(body) {
+            if let Publication::Event { seq: s, .. } = &mut p {
+                *s = seq;
+            }
+            events.push(p);
+        }
+    }
+    events
+}
+
 /// Back-off after a failed or lost pub/sub connection: doubles from 100 ms up to 5 s, with up
 /// to 50 % of jitter so that nodes do not reconnect in step.
 fn backoff(attempt: u32) -> Duration {
@@ -906,6 +989,7 @@ async fn pubsub_loop(
             return;
         };
         let mut ready = |b: &RedisBroker, channels: usize| {
+            let again = connected_before;
             if connected_before {
                 counter!("ovasabi_broker_reconnects_total").increment(1);
                 tracing::info!(
@@ -919,6 +1003,7 @@ async fn pubsub_loop(
             // A fresh connection has had no heartbeat yet: it gets the watchdog's grace.
             b.last_heartbeat.store(b.now(), Ordering::Relaxed);
             b.ready.store(true, Ordering::Relaxed);
+            again
         };
         let ended = if sharded {
             sharded_session(&broker, &client, &mut commands, &shutdown, &mut ready).await
@@ -971,7 +1056,7 @@ async fn classic_session(
     client: &redis::Client,
     commands: &mut mpsc::Receiver<SubCommand>,
     shutdown: &CancellationToken,
-    ready: &mut impl FnMut(&RedisBroker, usize),
+    ready: &mut impl FnMut(&RedisBroker, usize) -> bool,
 ) -> Ended {
     let pubsub = tokio::select! {
         () = shutdown.cancelled() => return Ended::Stop,
@@ -995,7 +1080,11 @@ async fn classic_session(
         }
     }
     match broker.upgrade() {
-        Some(b) => ready(&b, campaigns.len() + 1),
+        Some(b) => {
+            if ready(&b, campaigns.len() + 1) {
+                b.replay().await;
+            }
+        }
         None => return Ended::Stop,
     }
     loop {
@@ -1034,7 +1123,7 @@ async fn sharded_session(
     client: &redis::Client,
     commands: &mut mpsc::Receiver<SubCommand>,
     shutdown: &CancellationToken,
-    ready: &mut impl FnMut(&RedisBroker, usize),
+    ready: &mut impl FnMut(&RedisBroker, usize) -> bool,
 ) -> Ended {
     let conn = tokio::select! {
         () = shutdown.cancelled() => return Ended::Stop,
@@ -1086,7 +1175,11 @@ async fn sharded_session(
         Err(_) => return Ended::Failed("subscriptions not confirmed in 5 s".to_owned()),
     }
     match broker.upgrade() {
-        Some(b) => ready(&b, campaigns.len() + 1),
+        Some(b) => {
+            if ready(&b, campaigns.len() + 1) {
+                b.replay().await;
+            }
+        }
         None => return Ended::Stop,
     }
     loop {
@@ -1136,6 +1229,8 @@ async fn sharded_session(
 async fn watchdog(broker: Weak<RedisBroker>, shutdown: CancellationToken) {
     let mut interval = tokio::time::interval(WATCHDOG_EVERY);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // Since when Redis has answered every ping (a Redis that just thawed owes heartbeats).
+    let mut answering_since: Option<u64> = None;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -1169,10 +1264,16 @@ async fn watchdog(broker: Weak<RedisBroker>, shutdown: CancellationToken) {
         if ping.is_ok() && read.is_ok() {
             b.last_pong.store(now, Ordering::Relaxed);
         }
+        answering_since = if ping.is_ok() {
+            answering_since.or(Some(now))
+        } else {
+            None
+        };
         let heard = b.last_heartbeat.load(Ordering::Relaxed);
-        if ping.is_ok()
+        let silent_for = |since: u64| now.saturating_sub(since) > SILENT_AFTER_MS;
+        if answering_since.is_some_and(silent_for)
             && b.ready.load(Ordering::Relaxed)
-            && now.saturating_sub(heard) > SILENT_AFTER_MS
+            && silent_for(heard)
         {
             tracing::warn!(
                 silent_ms = now.saturating_sub(heard),
