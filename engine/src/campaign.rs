@@ -92,6 +92,9 @@ pub(crate) struct CampaignShared {
     pub(crate) interest: tokio::sync::Mutex<usize>,
     /// Latest event `seq` this node has seen.
     last_seq: AtomicU64,
+    /// The oldest event `seq` of the task's history (0: empty): a resume from at or after it
+    /// needs nothing from the bus's history.
+    history_from: AtomicU64,
     /// Whether the campaign publishes on this node only (the bus was unreachable).
     pub(crate) detached: AtomicBool,
     /// The campaign's epoch on the bus, as last heard of.
@@ -143,6 +146,13 @@ impl CampaignShared {
 
     pub(crate) fn last_seq(&self) -> u64 {
         self.last_seq.load(Relaxed)
+    }
+
+    /// Whether this node's own history may hold every event after `since` (so that a resume
+    /// needs only the bus's taints, not its history).
+    pub(crate) fn history_covers(&self, since: u64) -> bool {
+        let from = self.history_from.load(Relaxed);
+        since >= self.last_seq() || (from > 0 && since.saturating_add(1) >= from)
     }
 
     pub(crate) fn is_ended(&self) -> bool {
@@ -394,6 +404,7 @@ impl Campaign {
             cluster: Mutex::new(None),
             interest: tokio::sync::Mutex::new(0),
             last_seq: AtomicU64::new(0),
+            history_from: AtomicU64::new(0),
             detached: AtomicBool::new(false),
             cluster_epoch: Mutex::new(spec.epoch.as_deref().map(Arc::from)),
             frames_sent: AtomicU64::new(0),
@@ -659,6 +670,7 @@ impl Campaign {
             // The local events (after `detached_at`) leave the history: their seqs were this
             // node's; the cluster's events up to `caught_up` went by while detached.
             self.history.retain(|(_, e)| e.seq <= detached_at);
+            self.history_changed();
             let mut bus_events = bus_events;
             bus_events.sort_by_key(|e| e.seq);
             for e in bus_events.into_iter().filter(|e| e.seq > detached_at) {
@@ -679,6 +691,7 @@ impl Campaign {
             // The bus began a new epoch meanwhile (it lost its keys): nothing of the old one
             // can be resumed from.
             self.history.clear();
+            self.history_changed();
             self.epoch = current.map_or(epoch, |c| c.to_string().into_boxed_str());
             None
         };
@@ -740,6 +753,7 @@ impl Campaign {
         tracing::warn!(campaign = %self.shared.id, from = %self.epoch, to = %epoch, "the bus began a new epoch");
         self.epoch = epoch.to_string().into_boxed_str();
         self.history.clear();
+        self.history_changed();
         self.tainted.clear();
         self.join_frame = None;
         self.fresh_epoch = true;
@@ -797,6 +811,13 @@ impl Campaign {
         while self.history.front().is_some_and(|(at, _)| now - at > ttl) {
             self.history.pop_front();
         }
+        self.history_changed();
+    }
+
+    /// Publishes where the history starts (see [`CampaignShared::history_covers`]).
+    fn history_changed(&self) {
+        let from = self.history.front().map_or(0, |(_, e)| e.seq);
+        self.shared.history_from.store(from, Relaxed);
     }
 
     /// The events after `since` up to what was already broadcast, if this node's history and

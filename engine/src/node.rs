@@ -380,36 +380,7 @@ impl Node {
         }
         // Events this node may have missed (cut from the bus) come from the bus's history.
         let (fetched, tainted) = match &resume {
-            Some(r) => match match inner.broker.recovery(campaign, r.since).await {
-                // Once more: a connection broken by an outage reconnects on its next use.
-                Err(_) => inner.broker.recovery(campaign, r.since).await,
-                ok => ok,
-            } {
-                Ok(recovery) => (
-                    recovery
-                        .events
-                        .into_iter()
-                        .filter_map(|p| match p {
-                            Publication::Event {
-                                seq,
-                                name,
-                                data,
-                                ts,
-                                user,
-                                ..
-                            } => Some(EncodedEvent::new(seq, &name, &data, ts, user.as_deref())),
-                            _ => None,
-                        })
-                        .collect(),
-                    Some(recovery.tainted),
-                ),
-                Err(e) => {
-                    // Without the bus's view, this node cannot vouch for a resume: the
-                    // client is told (`recovered: false`) rather than given a guess.
-                    tracing::warn!(campaign, error = %e, "history unavailable; resumes answered recovered:false");
-                    (Vec::new(), None)
-                }
-            },
+            Some(r) => self.recovery(campaign, &shared, r.since).await,
             None => (Vec::new(), Some(Vec::new())),
         };
         shared.send(
@@ -437,6 +408,62 @@ impl Node {
         Metrics::session_closed(code);
         tracing::debug!(campaign, user, session = id, code, "session closed");
         code
+    }
+
+    /// What a resume from `since` needs from the bus: the events this node's history may
+    /// lack (only when it may lack some: a reconnect storm then costs the bus one small read
+    /// per client) and the taints; `None` for the taints when the bus could not say, which
+    /// refuses the resume.
+    async fn recovery(
+        &self,
+        campaign: &str,
+        shared: &CampaignShared,
+        since: u64,
+    ) -> (Vec<EncodedEvent>, Option<Vec<crate::broker::Taint>>) {
+        let broker = &self.inner.broker;
+        if shared.history_covers(since) {
+            // Once more on failure: a connection broken by an outage reconnects on next use.
+            return match match broker.tainted(campaign).await {
+                Err(_) => broker.tainted(campaign).await,
+                ok => ok,
+            } {
+                Ok(t) => (Vec::new(), Some(t)),
+                Err(e) => {
+                    tracing::warn!(campaign, error = %e, "taints unavailable; resumes answered recovered:false");
+                    (Vec::new(), None)
+                }
+            };
+        }
+        let recovery = match broker.recovery(campaign, since).await {
+            Err(_) => broker.recovery(campaign, since).await,
+            ok => ok,
+        };
+        match recovery {
+            Ok(recovery) => (
+                recovery
+                    .events
+                    .into_iter()
+                    .filter_map(|p| match p {
+                        Publication::Event {
+                            seq,
+                            name,
+                            data,
+                            ts,
+                            user,
+                            ..
+                        } => Some(EncodedEvent::new(seq, &name, &data, ts, user.as_deref())),
+                        _ => None,
+                    })
+                    .collect(),
+                Some(recovery.tainted),
+            ),
+            Err(e) => {
+                // Without the bus's view, this node cannot vouch for a resume: the client is
+                // told (`recovered: false`) rather than given a guess.
+                tracing::warn!(campaign, error = %e, "history unavailable; resumes answered recovered:false");
+                (Vec::new(), None)
+            }
+        }
     }
 
     /// Runs `task` (e.g. a WebSocket upgrade followed by [`Node::serve_session`]) as a task

@@ -262,6 +262,15 @@ pub trait Broker: Send + Sync + 'static {
         })
     }
 
+    /// The campaign's [`Taint`]s alone (a resume this node can serve from its own history).
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`] when the bus cannot be reached.
+    fn tainted<'a>(&'a self, campaign: &'a str) -> BoxFuture<'a, Result<Vec<Taint>, BrokerError>> {
+        let _ = campaign;
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
     /// Records a [`Taint`] where every node's resumes see it (a bus that serves one node
     /// keeps none: the node remembers its own).
     ///

@@ -490,7 +490,8 @@ impl RedisBroker {
                 }
             };
         let mut reset = false;
-        for _ in 0..3 {
+        let mut retried = false;
+        for _ in 0..4 {
             let known = self.known().get(campaign).and_then(|k| k.epoch.clone());
             let epoch = match known {
                 Some(e) if !reset => e,
@@ -501,7 +502,7 @@ impl RedisBroker {
                 }
             };
             let mut conn = self.conn.clone();
-            let reply: Vec<String> = self
+            let attempt = self
                 .bounded(
                     "a publish",
                     self.script
@@ -526,7 +527,19 @@ impl RedisBroker {
                         .arg(id)
                         .invoke_async(&mut conn),
                 )
-                .await?;
+                .await;
+            let reply: Vec<String> = match attempt {
+                Ok(reply) => reply,
+                // A Redis that answers the watchdog is slow, not gone (a saturated host, a
+                // reconnect storm's reads): once more, under the same id, before the node
+                // gives up on the bus.
+                Err(e) if !retried && self.answering() => {
+                    tracing::debug!(campaign, id, error = %e, "publish slow; retrying once");
+                    retried = true;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             match reply.first().map(String::as_str) {
                 Some("ok" | "dup") => {
                     let seq = reply
@@ -730,6 +743,26 @@ impl Broker for RedisBroker {
                 .filter_map(|t| serde_json::from_str::<Taint>(t).ok())
                 .collect();
             Ok(Recovery { events, tainted })
+        })
+    }
+
+    fn tainted<'a>(&'a self, campaign: &'a str) -> BoxFuture<'a, Result<Vec<Taint>, BrokerError>> {
+        Box::pin(async move {
+            let mut conn = self.reads.clone();
+            let taints: Vec<String> = self
+                .bounded(
+                    "a taint read",
+                    redis::cmd("LRANGE")
+                        .arg(self.key("taint", campaign))
+                        .arg(0)
+                        .arg(-1)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            Ok(taints
+                .iter()
+                .filter_map(|t| serde_json::from_str::<Taint>(t).ok())
+                .collect())
         })
     }
 
