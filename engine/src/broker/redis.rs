@@ -232,6 +232,14 @@ impl RedisBroker {
             "ovasabi_broker_messages_total",
             "Pub/sub messages, by direction (in/out)"
         );
+        describe_counter!(
+            "ovasabi_broker_retries_deduplicated_total",
+            "Retried publishes Redis had applied already (answered with the first seq)"
+        );
+        describe_counter!(
+            "ovasabi_broker_epoch_changes_total",
+            "Campaign epochs that changed on Redis (it lost its keys)"
+        );
         describe_histogram!(
             "ovasabi_broker_lag_seconds",
             "Event publish to delivery on this node, through Redis"
@@ -349,6 +357,7 @@ impl RedisBroker {
         }
         if k.told.as_deref() != Some(epoch) {
             if k.told.is_some() {
+                counter!("ovasabi_broker_epoch_changes_total").increment(1);
                 tracing::warn!(campaign, epoch, "the campaign's epoch on Redis changed");
                 k.delivered = 0;
             }
