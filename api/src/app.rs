@@ -8,7 +8,7 @@ use engine::broker::{Broker, RedisBroker, RedisConfig};
 use engine::{MemoryBroker, Node};
 use services::provider::ProviderConfig;
 use services::user::TokenConfig;
-use services::{Database, Provider};
+use services::{Database, DbOptions, Provider};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +35,8 @@ pub enum StartError {
     },
     #[error("services: {0}")]
     Services(#[source] services::ServiceError),
+    #[error("sequence file: {0}")]
+    SeqFile(#[source] engine::broker::StoreError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -53,7 +55,10 @@ pub async fn open_database(config: &Config) -> Result<Database, StartError> {
         url: url.clone(),
         source,
     };
-    let db = Database::connect(&url).await.map_err(err)?;
+    let options = DbOptions {
+        timeout: config.database_timeout,
+    };
+    let db = Database::connect_with(&url, options).await.map_err(err)?;
     db.migrate().await.map_err(err)?;
     Ok(db)
 }
@@ -157,7 +162,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                     source,
                 })?
         }
-        None => Arc::new(MemoryBroker::new()),
+        None => {
+            Arc::new(MemoryBroker::persistent(&config.seq_file()).map_err(StartError::SeqFile)?)
+        }
     };
     let node = Node::new(config.engine(), broker);
     let cache: Option<Arc<dyn services::cache::MetadataCache>> = match &config.redis_url {
@@ -410,8 +417,9 @@ impl Running {
     }
 
     /// Stops the node: stops accepting, keeps broadcasting for `shutdown_drain`, lets every
-    /// campaign send its final tick, closes every session with 1001, and waits for all tasks
-    /// up to `shutdown_timeout`. Returns whether everything finished in time.
+    /// campaign send its final tick, closes every session with 1001, waits for all tasks up to
+    /// `shutdown_timeout`, and gives the deferred audit rows as long to be written. Returns
+    /// whether everything finished in time.
     pub async fn shutdown(self) -> bool {
         tracing::info!(drain = ?self.config.shutdown_drain, "shutting down");
         self.stop_schedule.cancel();
@@ -440,6 +448,9 @@ impl Running {
                 clean = false;
             }
         }
+        // Nothing publishes any more: the audit rows the deferred writer still holds are
+        // written (past the deadline, logged as lost) before the database closes.
+        clean &= self.services.close(self.config.shutdown_timeout).await;
         self.stop_bus.cancel();
         self.db.close().await;
         tracing::info!(clean, "node stopped");

@@ -52,6 +52,11 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Where the default SQLite file lives.
     pub data_dir: PathBuf,
+    /// Longest wait for the database (a pooled connection, opening one included, or a locked
+    /// SQLite file): past it a call answers 503 instead of queueing behind a database that is
+    /// down, so a client retrying on its own timeout does not repeat calls that went through.
+    #[serde(with = "duration")]
+    pub database_timeout: Duration,
     /// Redis for a cluster of nodes (`redis://host:port`); none: in-process bus, one node.
     pub redis_url: Option<String>,
     /// Sharded pub/sub (Redis 7+): campaign channels are shard channels (`SPUBLISH`,
@@ -128,6 +133,7 @@ impl Default for Config {
             node_id: None,
             database_url: None,
             data_dir: PathBuf::from("data"),
+            database_timeout: services::DbOptions::DEFAULT_TIMEOUT,
             redis_url: None,
             redis_sharded: false,
             redis_prefix: "ovasabi".to_owned(),
@@ -174,6 +180,7 @@ pub const KEYS: &[&str] = &[
     "node_id",
     "database_url",
     "data_dir",
+    "database_timeout",
     "redis_url",
     "redis_sharded",
     "redis_prefix",
@@ -292,6 +299,7 @@ impl Config {
         for (key, d) in [
             ("ping_interval", self.ping_interval),
             ("pong_timeout", self.pong_timeout),
+            ("database_timeout", self.database_timeout),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::new(key, "must be longer than 0s"));
@@ -396,6 +404,23 @@ impl Config {
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("ovasabi.db").display()))
     }
 
+    /// Where a single node (no `redis_url`) keeps its campaigns' epochs and `seq`
+    /// reservations across restarts: beside the SQLite file (`<file>.seq.json`), or
+    /// `data_dir/seq.json` with Postgres.
+    pub fn seq_file(&self) -> PathBuf {
+        let url = self.database_url();
+        match url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            Some(file) if !file.starts_with(":memory:") && !file.is_empty() => {
+                let file = file.split('?').next().unwrap_or(file);
+                PathBuf::from(format!("{file}.seq.json"))
+            }
+            _ => self.data_dir.join("seq.json"),
+        }
+    }
+
     /// The node name in effect.
     pub fn node_id(&self) -> String {
         self.node_id.clone().unwrap_or_else(|| {
@@ -466,6 +491,7 @@ mod tests {
         assert_eq!(c.send_queue_capacity, 256);
         assert_eq!(c.ping_interval, Duration::from_secs(30));
         assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
+        assert_eq!(c.database_timeout, Duration::from_secs(1));
         assert!(c.database_url().starts_with("sqlite://data/"));
     }
 
@@ -477,11 +503,13 @@ mod tests {
                 ("send_queue_capacity", "8"),
                 ("ping_interval", "250ms"),
                 ("pong_timeout", "1s"),
+                ("database_timeout", "250ms"),
             ]),
         )
         .expect("valid flags");
         assert_eq!(c.send_queue_capacity, 8);
         assert_eq!(c.ping_interval, Duration::from_millis(250));
+        assert_eq!(c.database_timeout, Duration::from_millis(250));
         for (key, value) in [
             ("send_queue_capacity", "many"),
             ("send_queue_capacity", "0"),
@@ -489,6 +517,8 @@ mod tests {
             ("http_addr", "not-an-address"),
             ("log_format", "xml"),
             ("client_event_rate", "-1"),
+            ("database_timeout", "0s"),
+            ("database_timeout", "soon"),
         ] {
             let err = Config::load(None, &flags(&[(key, value)])).expect_err("invalid");
             assert_eq!(err.key, key, "{err}");

@@ -56,6 +56,8 @@ flags! {
     database_url,
     /// Folder of the default SQLite file [default: data]
     data_dir,
+    /// Longest wait for the database before answering 503 [default: 1s]
+    database_timeout,
     /// Redis URL for a cluster, redis://host:port [default: none, in-process bus]
     redis_url,
     /// Sharded pub/sub on Redis 7+ (SPUBLISH/SSUBSCRIBE): true or false [default: false]

@@ -513,12 +513,20 @@ async fn services_over_grpc_with_rbac_and_status_codes() {
         .await
         .expect_err("a user cannot read the audit log");
     assert_eq!(denied.code(), Code::PermissionDenied);
-    let rows = security
-        .query_audit(with_token(filter.clone(), &admin))
-        .await
-        .expect("audit")
-        .into_inner()
-        .entries;
+    // The publish's row is written in the background, just after the call is answered.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let rows = loop {
+        let rows = security
+            .query_audit(with_token(filter.clone(), &admin))
+            .await
+            .expect("audit")
+            .into_inner()
+            .entries;
+        if rows.len() >= 5 || std::time::Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let actions: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
     assert_eq!(
         actions,

@@ -20,6 +20,19 @@ async fn audit_of(node: &TestNode, entity_id: &str) -> Vec<Value> {
     page["items"].as_array().expect("items").clone()
 }
 
+/// As [`audit_of`], once there are `n` rows (or after 10 s): the rows of publishes and
+/// messages are written in the background, just after the call is answered.
+async fn audit_of_at_least(node: &TestNode, entity_id: &str, n: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let rows = audit_of(node, entity_id).await;
+        if rows.len() >= n || std::time::Instant::now() > deadline {
+            return rows;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 fn actions(rows: &[Value]) -> Vec<&str> {
     rows.iter()
         .map(|r| r["action"].as_str().expect("action"))
@@ -327,7 +340,7 @@ async fn accounts_tokens_roles_and_audit_over_rest() {
         rows[2]["after"]["roles"],
         json!(["user", "campaign_manager"])
     );
-    let rows = audit_of(&node, &cid).await;
+    let rows = audit_of_at_least(&node, &cid, 4).await;
     assert_eq!(
         actions(&rows),
         [

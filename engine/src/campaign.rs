@@ -148,11 +148,24 @@ impl CampaignShared {
         self.last_seq.load(Relaxed)
     }
 
+    /// Whether a resume is bound to be refused, whatever the bus's history holds: it names
+    /// an epoch that is neither the cluster's nor the detached one shown here, or it is
+    /// further behind than any history keeps.
+    pub(crate) fn cannot_recover(&self, resume: &Resume, history_size: usize) -> bool {
+        let behind = self.last_seq().saturating_sub(resume.since);
+        let cluster = self.cluster_epoch();
+        let foreign = resume.epoch.as_deref().is_some_and(|e| {
+            cluster.as_deref().is_some_and(|c| c != e) && !self.detached.load(Relaxed)
+        });
+        foreign || behind > history_size as u64
+    }
+
     /// Whether this node's own history may hold every event after `since` (so that a resume
-    /// needs only the bus's taints, not its history).
+    /// needs only the bus's taints, not its history). Only meaningful while the node follows
+    /// the campaign (otherwise its history stopped when it stopped following).
     pub(crate) fn history_covers(&self, since: u64) -> bool {
         let from = self.history_from.load(Relaxed);
-        since >= self.last_seq() || (from > 0 && since.saturating_add(1) >= from)
+        from > 0 && since.saturating_add(1) >= from
     }
 
     pub(crate) fn is_ended(&self) -> bool {

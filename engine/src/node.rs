@@ -365,8 +365,9 @@ impl Node {
         );
         // Follow the campaign on the bus while this node has sessions of it; the first one
         // catches up first (the lock keeps later joins behind that catch-up).
-        {
+        let following = {
             let mut interest = shared.interest.lock().await;
+            let following = *interest > 0;
             if *interest == 0 {
                 match inner.broker.follow(campaign).await {
                     Ok(Some(snapshot)) => shared.send(Input::CatchUp(snapshot), inner),
@@ -377,10 +378,19 @@ impl Node {
                 }
             }
             *interest += 1;
-        }
+            following
+        };
         // Events this node may have missed (cut from the bus) come from the bus's history.
         let (fetched, tainted) = match &resume {
-            Some(r) => self.recovery(campaign, &shared, r.since).await,
+            Some(r) if shared.cannot_recover(r, inner.config.history_size) => {
+                // Refused whatever the bus holds: no read (a storm of such resumes after a
+                // new epoch must not load Redis).
+                (Vec::new(), Some(Vec::new()))
+            }
+            Some(r) => {
+                let local = following && shared.history_covers(r.since);
+                self.recovery(campaign, local, r.since).await
+            }
             None => (Vec::new(), Some(Vec::new())),
         };
         shared.send(
@@ -411,17 +421,17 @@ impl Node {
     }
 
     /// What a resume from `since` needs from the bus: the events this node's history may
-    /// lack (only when it may lack some: a reconnect storm then costs the bus one small read
-    /// per client) and the taints; `None` for the taints when the bus could not say, which
+    /// lack (not when `local`: the node follows the campaign and its history reaches back to
+    /// `since`, so a reconnect storm costs the bus one small read per client) and the taints; `None` for the taints when the bus could not say, which
     /// refuses the resume.
     async fn recovery(
         &self,
         campaign: &str,
-        shared: &CampaignShared,
+        local: bool,
         since: u64,
     ) -> (Vec<EncodedEvent>, Option<Vec<crate::broker::Taint>>) {
         let broker = &self.inner.broker;
-        if shared.history_covers(since) {
+        if local {
             // Once more on failure: a connection broken by an outage reconnects on next use.
             return match match broker.tainted(campaign).await {
                 Err(_) => broker.tainted(campaign).await,

@@ -1,6 +1,11 @@
 //! The database: a pool on SQLite (a file under `./data/` by default) or Postgres, the
 //! embedded migrations of each (`migrations/sqlite/`, `migrations/postgres/`), and a health
 //! check. Repositories write their SQL once per dialect and run it through [`on_pool!`].
+//!
+//! A call that needs a connection waits at most [`DbOptions::timeout`] for one (sqlx's
+//! `acquire_timeout`: it covers taking an idle connection and testing it, and opening a new
+//! one, TCP connect and handshake included, so a server that accepts connections but never
+//! answers is bounded too); on SQLite the same bound is the `busy_timeout` for a locked file.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -54,6 +59,28 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
 ];
 
+/// How the pool treats a database that does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DbOptions {
+    /// Longest wait for a connection (and, on SQLite, for a locked database): past it the
+    /// call fails with [`ServiceError::Unavailable`] (503) instead of queueing behind a dead
+    /// database.
+    pub timeout: Duration,
+}
+
+impl DbOptions {
+    /// The default [`DbOptions::timeout`].
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Self::DEFAULT_TIMEOUT,
+        }
+    }
+}
+
 /// A pool on the service database.
 #[derive(Clone, Debug)]
 pub enum Database {
@@ -80,17 +107,33 @@ macro_rules! on_pool {
 pub(crate) use on_pool;
 
 impl Database {
-    /// Opens `url`: `sqlite://path/to/file.db` (created with its folder when missing),
-    /// `sqlite::memory:`, or `postgres://user@host:port/db`.
+    /// Opens `url` with the default [`DbOptions`] (see [`Database::connect_with`]).
     ///
     /// # Errors
-    /// [`ServiceError::Invalid`] for a URL of another kind or one that cannot be parsed;
-    /// [`ServiceError::Unavailable`] when the database cannot be reached.
+    /// As [`Database::connect_with`].
     pub async fn connect(url: &str) -> Result<Self, ServiceError> {
+        Self::connect_with(url, DbOptions::default()).await
+    }
+
+    /// Opens `url`: `sqlite://path/to/file.db` (created with its folder when missing),
+    /// `sqlite::memory:`, or `postgres://user@host:port/db`, opening one connection within
+    /// `options.timeout`.
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`] for a URL of another kind or one that cannot be parsed, or a
+    /// zero timeout; [`ServiceError::Unavailable`] when the database cannot be reached.
+    pub async fn connect_with(url: &str, options: DbOptions) -> Result<Self, ServiceError> {
+        let timeout = options.timeout;
+        if timeout.is_zero() {
+            return Err(ServiceError::invalid(
+                "database_timeout",
+                "must be longer than 0s",
+            ));
+        }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new()
                 .max_connections(16)
-                .acquire_timeout(Duration::from_secs(5))
+                .acquire_timeout(timeout)
                 .connect(url)
                 .await
                 .map_err(ServiceError::Unavailable)?;
@@ -107,7 +150,7 @@ impl Database {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5))
+            .busy_timeout(timeout)
             .foreign_keys(true);
         let file = options.get_filename();
         if file != Path::new(":memory:")
@@ -124,7 +167,7 @@ impl Database {
         let max = if file == Path::new(":memory:") { 1 } else { 8 };
         let pool = SqlitePoolOptions::new()
             .max_connections(max)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(timeout)
             .connect_with(options)
             .await
             .map_err(ServiceError::Unavailable)?;
@@ -218,4 +261,54 @@ pub(crate) fn contains_pattern(text: &str) -> String {
         .replace('%', "\\%")
         .replace('_', "\\_");
     format!("%{escaped}%")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Postgres that accepts connections but never answers (a silent proxy, a host whose
+    /// server hangs): opening the pool, like acquiring from it, gives up after the timeout.
+    #[tokio::test]
+    async fn a_postgres_that_accepts_but_never_answers_is_given_up_on_within_the_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let timeout = Duration::from_millis(300);
+        let start = tokio::time::Instant::now();
+        let result =
+            Database::connect_with(&format!("postgres://u@{addr}/db"), DbOptions { timeout }).await;
+        let took = start.elapsed();
+        assert!(
+            matches!(result, Err(ServiceError::Unavailable(_))),
+            "{result:?}"
+        );
+        assert!(took >= timeout, "{took:?}");
+        assert!(
+            took < Duration::from_secs(2),
+            "bounded by the timeout: {took:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_zero_timeout_is_refused() {
+        let result = Database::connect_with(
+            "sqlite::memory:",
+            DbOptions {
+                timeout: Duration::ZERO,
+            },
+        )
+        .await;
+        assert!(
+            matches!(&result, Err(ServiceError::Invalid { field, .. }) if field == "database_timeout"),
+            "{result:?}"
+        );
+    }
 }

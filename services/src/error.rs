@@ -47,14 +47,41 @@ impl ServiceError {
     }
 }
 
+/// Whether `e` says that the database cannot serve now (down, unreachable, restarting, out
+/// of connections, or a SQLite file locked past its busy timeout) rather than that the query
+/// or its data is wrong: trying again later can succeed.
+pub(crate) fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => {
+            let Some(code) = d.code() else {
+                return false;
+            };
+            if d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // SQLITE_BUSY (5) and SQLITE_LOCKED (6), and their extended codes.
+                return code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6));
+            }
+            // Postgres SQLSTATE: connection exceptions (08…), insufficient resources (53…:
+            // too many connections, disk full), and a server shutting down or starting
+            // (57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now).
+            code.starts_with("08")
+                || code.starts_with("53")
+                || matches!(&*code, "57P01" | "57P02" | "57P03")
+        }
+        _ => false,
+    }
+}
+
 impl From<sqlx::Error> for ServiceError {
     fn from(e: sqlx::Error) -> Self {
+        if is_unavailable(&e) {
+            return Self::Unavailable(e);
+        }
         match &e {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => Self::Unavailable(e),
             sqlx::Error::Database(d) if d.is_unique_violation() => Self::Duplicate {
                 message: "a record with the same unique key exists".to_owned(),
             },

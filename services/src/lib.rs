@@ -3,13 +3,15 @@
 //! binary implements them); it knows nothing of HTTP.
 //!
 //! # Layout
-//! * [`db`]: the pool, embedded migrations, health check.
+//! * [`db`]: the pool (with its bound on waiting for a database that does not answer),
+//!   embedded migrations, health check.
 //! * [`campaign`]: campaigns (table `service_campaign_main`) and the [`campaign::Broadcaster`]
 //!   trait.
 //! * [`content`]: posts, threaded comments, reactions, full-text search (`service_content_*`).
 //! * [`cache`]: the [`cache::MetadataCache`] trait for hot records.
 //! * [`json`]: JSON merge patch (RFC 7396).
-//! * [`security`]: callers, roles, RBAC policies and the audit log.
+//! * [`security`]: callers, roles, RBAC policies, the audit log and its deferred writer (the
+//!   rows of publishes and messages, written in the background).
 //! * [`user`]: accounts, passwords (argon2), tokens (JWT HS256), and admin operations on them.
 //! * [`provider`]: builds every service once and records their registrations.
 //! * [`page`], [`time`]: pagination and times shared by every service.
@@ -27,6 +29,6 @@ pub mod security;
 pub mod time;
 pub mod user;
 
-pub use db::Database;
+pub use db::{Database, DbOptions};
 pub use error::ServiceError;
 pub use provider::Provider;

@@ -27,8 +27,8 @@ use serde::Serialize;
 use crate::cache::{MetadataCache, NoCache};
 use crate::campaign::{Broadcaster, CampaignService};
 use crate::content::ContentService;
-use crate::security::Policies;
 use crate::security::audit::AuditLog;
+use crate::security::{DeferredAudit, DeferredConfig, Policies};
 use crate::user::{TokenConfig, TokenIssuer, UserService};
 use crate::{Database, ServiceError};
 
@@ -83,10 +83,14 @@ pub struct Provider {
     pub users: UserService,
     pub content: ContentService,
     pub audit: AuditLog,
+    /// Writes the audit rows of sent events and messages in the background (started here,
+    /// stopped by [`Provider::close`]).
+    pub deferred_audit: DeferredAudit,
 }
 
 impl Provider {
-    /// Builds every service on `config.db` (already migrated).
+    /// Builds every service on `config.db` (already migrated), and starts the deferred audit
+    /// writer (a Tokio task) that [`Provider::close`] stops.
     ///
     /// # Errors
     /// [`ServiceError::Invalid`] for a bad token config, database failures loading the
@@ -96,15 +100,26 @@ impl Provider {
         let policies = Policies::load(db.clone()).await?;
         let tokens = Arc::new(TokenIssuer::new(config.tokens)?);
         let cache = config.cache.unwrap_or_else(|| Arc::new(NoCache));
+        let deferred_audit = DeferredAudit::spawn(db.clone(), DeferredConfig::default());
         Ok(Self {
             campaigns: CampaignService::new(db.clone(), config.broadcaster, policies.clone())
-                .with_cache(cache),
+                .with_cache(cache)
+                .with_deferred_audit(deferred_audit.clone()),
             users: UserService::new(db.clone(), policies.clone(), tokens),
             content: ContentService::new(db.clone(), policies.clone()),
             audit: AuditLog::new(db.clone(), policies.clone()),
+            deferred_audit,
             policies,
             db,
         })
+    }
+
+    /// Stops the background work the provider started: the deferred audit writer refuses new
+    /// rows and writes the ones it holds for at most `within` (see [`DeferredAudit::close`]).
+    /// Call it once nothing publishes any more, before closing the database. Returns whether
+    /// every row was written.
+    pub async fn close(&self, within: std::time::Duration) -> bool {
+        self.deferred_audit.close(within).await
     }
 
     /// Whether the service `name` can serve: its database answers.

@@ -46,6 +46,7 @@ impl TestNode {
             grpc_addr: "127.0.0.1:0".parse().expect("addr"),
             node_id: Some(format!("test-{n}")),
             database_url: Some(format!("sqlite://{}/db.sqlite", dir.display())),
+            data_dir: dir.clone(),
             shutdown_timeout: Duration::from_secs(5),
             dev: true,
             jwt_secret: Some(TEST_SECRET.to_owned()),

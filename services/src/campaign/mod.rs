@@ -22,7 +22,7 @@ use crate::cache::{MetadataCache, NoCache};
 use crate::json::merge_patch;
 pub use crate::page::{DEFAULT_PAGE, MAX_PAGE, Page};
 use crate::page::{check_limit, paginate};
-use crate::security::{Caller, Policies};
+use crate::security::{Caller, DeferredAudit, Policies};
 use crate::time::{now_ms, rfc3339};
 use crate::{Database, ServiceError};
 use model::Editable;
@@ -130,6 +130,9 @@ pub struct CampaignService {
     stripes: Arc<[tokio::sync::Mutex<()>]>,
     cache: Arc<dyn MetadataCache>,
     policies: Policies,
+    /// Where the audit rows of sent events and messages go without making the call wait on
+    /// the database; without one they are written before the call returns.
+    deferred_audit: Option<DeferredAudit>,
 }
 
 /// Lock stripes for per-campaign ordering.
@@ -143,7 +146,16 @@ impl CampaignService {
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             broadcaster,
             cache: Arc::new(NoCache),
+            deferred_audit: None,
         }
+    }
+
+    /// Hands the audit rows of sent events and messages to `writer` (the node's; see
+    /// [`crate::security::deferred`]) instead of writing them before the call returns.
+    #[must_use]
+    pub fn with_deferred_audit(mut self, writer: DeferredAudit) -> Self {
+        self.deferred_audit = Some(writer);
+        self
     }
 
     /// Keeps hot campaign records in `cache` (see [`CampaignService::cached`]).
@@ -521,7 +533,9 @@ impl CampaignService {
     /// Publishes an event to a live campaign; returns its `seq`. Needs `publish` on
     /// `broadcast`. Events are not stored in the database (the engine's history keeps them);
     /// once published, an audit row `campaign.publish` records who published what (name, seq,
-    /// size of the data, not the data).
+    /// size of the data, not the data). With a deferred audit writer the call returns as soon
+    /// as the event is sent, and the row is written in the background (kept while the database
+    /// is down).
     ///
     /// # Errors
     /// [`ServiceError::NotFound`], [`ServiceError::Conflict`] when the campaign is not live,
@@ -549,9 +563,15 @@ impl CampaignService {
         Ok(seq)
     }
 
-    /// Writes the audit row of something already sent (an event, a message). It cannot be
-    /// taken back, so a failure to record it is logged, not returned.
+    /// Records the audit row of something already sent (an event, a message): hands it to the
+    /// deferred writer when there is one, else writes it now. It cannot be taken back, so a
+    /// failure to record it is logged (and, when deferred, counted), not returned.
     async fn audit_sent(&self, record: crate::security::AuditRecord) {
+        if let Some(writer) = &self.deferred_audit {
+            // A row the writer cannot take is counted and logged by it.
+            let _ = writer.push(record);
+            return;
+        }
         if let Err(e) = self.repo.audit(&record).await {
             tracing::error!(error = %e, action = %record.action, entity = %record.entity_id, "audit row not written");
         }

@@ -98,6 +98,29 @@ pub(crate) async fn record(db: &Database, record: &AuditRecord) -> Result<(), Se
     Ok(())
 }
 
+/// Writes `records` in one transaction, in order: all of them or none (the deferred writer's
+/// batches, see [`super::deferred`]).
+///
+/// # Errors
+/// Database failures; nothing is written then.
+pub(crate) async fn record_all(db: &Database, records: &[AuditRecord]) -> Result<(), ServiceError> {
+    const BEGIN_SQLITE: &str = "BEGIN IMMEDIATE";
+    const BEGIN_POSTGRES: &str = "BEGIN";
+    on_pool!(
+        db,
+        (BEGIN_SQLITE, INSERT_SQLITE),
+        (BEGIN_POSTGRES, INSERT_POSTGRES),
+        |pool, sql| {
+            let mut tx = pool.begin_with(sql.0).await?;
+            for record in records {
+                insert!(&mut *tx, sql.1, record);
+            }
+            tx.commit().await?;
+        }
+    );
+    Ok(())
+}
+
 /// A stored audit row.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct AuditEntry {

@@ -1,12 +1,15 @@
 //! The security service: who the caller is ([`Caller`]), what each role may do (RBAC
 //! [`Policies`], table `service_security_policy`), and the audit log (table
 //! `service_security_audit`, one row per mutating call, written by the repository of the change
-//! in the change's own transaction through [`audit::insert!`]).
+//! in the change's own transaction through [`audit::insert!`]; the rows of events published and
+//! messages sent, which change nothing stored, go through the [`deferred`] writer so that a
+//! publish does not wait on the database).
 //!
 //! Every service method takes the [`Caller`] and asks [`Policies::require`] before it does
 //! anything, so REST and gRPC (thin adapters) enforce the same rules.
 
 pub mod audit;
+pub mod deferred;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -17,6 +20,7 @@ use crate::db::on_pool;
 use crate::{Database, ServiceError};
 
 pub use audit::{AuditEntry, AuditFilter, AuditRecord};
+pub use deferred::{DeferError, DeferredAudit, DeferredConfig};
 
 /// The roles a user can hold.
 #[derive(
