@@ -233,6 +233,18 @@ fn redis_url() -> Option<String> {
     url
 }
 
+/// A broker's settings for the tests: 100 events of history for a minute, presence for 1 s.
+fn test_config(url: impl Into<String>, prefix: impl Into<String>, sharded: bool) -> RedisConfig {
+    RedisConfig {
+        prefix: prefix.into(),
+        history_size: 100,
+        history_ttl: Duration::from_secs(60),
+        presence_ttl: Duration::from_secs(1),
+        sharded,
+        ..RedisConfig::new(url)
+    }
+}
+
 fn prefix(test: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -245,15 +257,7 @@ fn prefix(test: &str) -> String {
 async fn redis_broker_conformance() {
     let Some(url) = redis_url() else { return };
     let shutdown = CancellationToken::new();
-    let config = RedisConfig {
-        url,
-        prefix: prefix("conf"),
-        history_size: 100,
-        history_ttl: Duration::from_secs(60),
-        presence_ttl: Duration::from_secs(1),
-        sharded: false,
-        timeout: Duration::from_secs(1),
-    };
+    let config = test_config(url, prefix("conf"), false);
     let broker = RedisBroker::connect(config, shutdown.clone())
         .await
         .expect("connect");
@@ -282,15 +286,7 @@ async fn redis_sharded_broker_conformance() {
     let Some(url) = redis_url() else { return };
     let shutdown = CancellationToken::new();
     let p = prefix("shard");
-    let config = RedisConfig {
-        url: url.clone(),
-        prefix: p.clone(),
-        history_size: 100,
-        history_ttl: Duration::from_secs(60),
-        presence_ttl: Duration::from_secs(1),
-        sharded: true,
-        timeout: Duration::from_secs(1),
-    };
+    let config = test_config(url.clone(), p.clone(), true);
     let broker = RedisBroker::connect(config, shutdown.clone())
         .await
         .expect("connect");
@@ -335,15 +331,7 @@ async fn redis_broker_reports_an_unreachable_redis_at_start() {
     if redis_url().is_none() {
         return;
     }
-    let config = RedisConfig {
-        url: "redis://127.0.0.1:1/".into(),
-        prefix: prefix("bad"),
-        history_size: 10,
-        history_ttl: Duration::from_secs(60),
-        presence_ttl: Duration::from_secs(1),
-        sharded: false,
-        timeout: Duration::from_secs(1),
-    };
+    let config = test_config("redis://127.0.0.1:1/", prefix("bad"), false);
     let err = RedisBroker::connect(config, CancellationToken::new()).await;
     assert!(err.is_err());
 }
@@ -374,15 +362,7 @@ async fn redis_broker_applies_a_retried_publish_once_and_continues_seq_when_redi
     let Some(url) = redis_url() else { return };
     let shutdown = CancellationToken::new();
     let p = prefix("faults");
-    let config = RedisConfig {
-        url: url.clone(),
-        prefix: p.clone(),
-        history_size: 100,
-        history_ttl: Duration::from_secs(60),
-        presence_ttl: Duration::from_secs(1),
-        sharded: false,
-        timeout: Duration::from_secs(1),
-    };
+    let config = test_config(url.clone(), p.clone(), false);
     let a = RedisBroker::connect(config.clone(), shutdown.clone())
         .await
         .expect("connect");

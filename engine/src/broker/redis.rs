@@ -747,11 +747,10 @@ impl Broker for RedisBroker {
                 )
                 .await?;
             let events = history_events(entries);
-            let tainted = taints
-                .iter()
-                .filter_map(|t| serde_json::from_str::<Taint>(t).ok())
-                .collect();
-            Ok(Recovery { events, tainted })
+            Ok(Recovery {
+                events,
+                tainted: parse_taints(&taints),
+            })
         })
     }
 
@@ -768,10 +767,7 @@ impl Broker for RedisBroker {
                         .query_async(&mut conn),
                 )
                 .await?;
-            Ok(taints
-                .iter()
-                .filter_map(|t| serde_json::from_str::<Taint>(t).ok())
-                .collect())
+            Ok(parse_taints(&taints))
         })
     }
 
@@ -969,6 +965,14 @@ impl Broker for RedisBroker {
                 .try_send(SubCommand::Unsubscribe(self.key("c", campaign)));
         }
     }
+}
+
+/// The taints of a campaign's taint list (entries that do not parse are skipped).
+fn parse_taints(entries: &[String]) -> Vec<Taint> {
+    entries
+        .iter()
+        .filter_map(|t| serde_json::from_str::<Taint>(t).ok())
+        .collect()
 }
 
 /// The events of an `XRANGE` of a history stream, oldest first. Stored as published: the
