@@ -224,6 +224,11 @@ impl CampaignShared {
         true
     }
 
+    /// The campaign's epoch on the bus, as last heard of.
+    pub(crate) fn current_cluster_epoch(&self) -> Option<Arc<str>> {
+        self.cluster_epoch()
+    }
+
     fn cluster_epoch(&self) -> Option<Arc<str>> {
         self.cluster_epoch
             .lock()
@@ -335,6 +340,9 @@ const MAX_TAINTS: usize = 16;
 /// arriving at once.
 const RESYNC_ROUND: Duration = Duration::from_millis(50);
 const RESYNC_ROUNDS: usize = 40;
+/// Attempts to record a taint on the bus before the sessions are closed anyway (their local
+/// numbers are far above the cluster's, so a resume from them is refused even without it).
+const TAINT_ATTEMPTS: u32 = 3;
 
 /// What a join frame shows: state version, seq, cluster-wide connections.
 type JoinFrameKey = (u64, u64, Option<u64>);
@@ -484,6 +492,12 @@ impl Campaign {
                     Some(Input::Epoch(epoch)) => {
                         if self.detached_from.is_none() {
                             self.adopt_epoch(epoch);
+                        } else {
+                            // What the bus brought so far was of the old epoch: reattaching
+                            // goes by the new one's numbers only.
+                            self.bus_seen = 0;
+                            self.bus_events.clear();
+                            self.state_rev = 0;
                         }
                     }
                     Some(Input::End) | None => break Close::ENDED,
@@ -610,7 +624,11 @@ impl Campaign {
             self.detached_from = Some((std::mem::replace(&mut self.epoch, local), base));
             self.shared.detached.store(true, Relaxed);
         }
-        let next = self.sent_seq.max(self.shared.last_seq()) + 1;
+        // The first local number is the wall clock in microseconds: far above the cluster's
+        // numbering, so no node can mistake a `seq` seen here for one of the cluster's (a
+        // resume from it is refused everywhere, taint or not).
+        let clock = u64::try_from(now_ms()).unwrap_or(0).saturating_mul(1000);
+        let next = (self.sent_seq.max(self.shared.last_seq()) + 1).max(clock);
         let (seq, p) = match p {
             Publication::Event {
                 name,
@@ -676,10 +694,16 @@ impl Campaign {
         let Some((epoch, detached_at)) = self.detached_from.take() else {
             return;
         };
-        let caught_up = detached_at.max(through).max(self.bus_seen);
         let current = self.shared.cluster_epoch();
+        let same_epoch = current.as_deref().is_none_or(|c| c == &*epoch);
+        // In a new epoch, `detached_at` is of the old numbering: only the new one's counts.
+        let caught_up = if same_epoch {
+            detached_at.max(through).max(self.bus_seen)
+        } else {
+            through.max(self.bus_seen)
+        };
         let bus_events = std::mem::take(&mut self.bus_events);
-        let taint = if current.as_deref().is_none_or(|c| c == &*epoch) {
+        let taint = if same_epoch {
             // The local events (after `detached_at`) leave the history: their seqs were this
             // node's; the cluster's events up to `caught_up` went by while detached.
             self.history.retain(|(_, e)| e.seq <= detached_at);
@@ -738,10 +762,16 @@ impl Campaign {
         let node = self.node.clone();
         let campaign = self.shared.id.clone();
         self.node.tracker.spawn(async move {
-            if let Some(taint) = taint
-                && let Err(e) = node.broker.taint(&campaign, taint).await
-            {
-                tracing::warn!(campaign = %campaign, error = %e, "taint not recorded on the bus");
+            if let Some(taint) = taint {
+                for attempt in 1..=TAINT_ATTEMPTS {
+                    match node.broker.taint(&campaign, taint.clone()).await {
+                        Ok(()) => break,
+                        Err(e) if attempt == TAINT_ATTEMPTS => {
+                            tracing::warn!(campaign = %campaign, error = %e, "taint not recorded on the bus");
+                        }
+                        Err(_) => tokio::time::sleep(RESYNC_ROUND * 4).await,
+                    }
+                }
             }
             let per_round = n.div_ceil(RESYNC_ROUNDS).max(50);
             for (i, round) in sessions.chunks(per_round).enumerate() {
@@ -770,6 +800,8 @@ impl Campaign {
         self.tainted.clear();
         self.join_frame = None;
         self.fresh_epoch = true;
+        // The bus counts state versions afresh too.
+        self.state_rev = 0;
     }
 
     fn configure(&mut self, spec: CampaignSpec, interval: &mut Interval) {

@@ -110,7 +110,19 @@ impl Node {
     pub async fn upsert_campaign(&self, mut spec: CampaignSpec) -> Result<(), EngineError> {
         check_frequency(spec.frequency_hz)?;
         if spec.epoch.is_none() {
-            spec.epoch = Some(self.inner.broker.epoch(&spec.id).await?);
+            // A change to a running campaign keeps the epoch the node knows (a new one, if
+            // Redis lost its keys, is begun by the next publish, above the old numbering);
+            // only a campaign this node does not run asks the bus (created at its start).
+            let running = self
+                .inner
+                .hub
+                .get(spec.id.as_str())
+                .filter(|c| !c.is_ended())
+                .and_then(|c| c.current_cluster_epoch());
+            spec.epoch = Some(match running {
+                Some(e) => e.to_string(),
+                None => self.inner.broker.epoch(&spec.id).await?,
+            });
         }
         self.inner
             .broker
@@ -171,82 +183,8 @@ impl Node {
         self.publish(campaign, p).await
     }
 
-    /// Publishes through the bus; while the bus is unreachable, applies the publication on
-    /// this node only (its sessions get it at once, in a detached epoch) and keeps it for the
-    /// bus, which gets it when it is back.
     async fn publish(&self, campaign: &str, p: Publication) -> Result<u64, EngineError> {
-        let inner = &self.inner;
-        let bus_up = || inner.broker.is_ready() && inner.bus_writable.load(Relaxed);
-        let id = inner.next_publish.fetch_add(1, Relaxed);
-        if bus_up() && inner.outbox().is_empty() {
-            match inner.broker.publish_once(campaign, p.clone(), id).await {
-                Err(BrokerError::Unavailable { reason }) => {
-                    inner.bus_writable.store(false, Relaxed);
-                    tracing::debug!(campaign, reason, "bus unavailable: publishing locally");
-                }
-                other => return Ok(other?),
-            }
-        }
-        let shared = inner
-            .hub
-            .get(campaign)
-            .map(|c| c.value().clone())
-            .ok_or_else(|| EngineError::UnknownCampaign {
-                campaign: campaign.to_owned(),
-            })?;
-        let waiting = {
-            // One lock for the decision and the queue, so that the bus gets every kept
-            // publication in the order this node applied them, and later ones after them.
-            let mut outbox = inner.outbox();
-            if outbox.len() >= MAX_OUTBOX {
-                return Err(BrokerError::Unavailable {
-                    reason: format!(
-                        "the bus is unreachable and {MAX_OUTBOX} publications wait for it"
-                    ),
-                }
-                .into());
-            }
-            if bus_up() {
-                // The bus is back but still receiving what was kept: this one goes after them,
-                // straight to the bus (not applied here first).
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                outbox.push_back(Kept {
-                    campaign: campaign.to_owned(),
-                    publication: p,
-                    id,
-                    reply: Some(tx),
-                });
-                Waiting::Bus(rx)
-            } else {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                shared
-                    .try_send(Input::Local {
-                        publication: p.clone(),
-                        seq: tx,
-                    })
-                    .map_err(|()| BrokerError::Unavailable {
-                        reason: "the bus is unreachable and the campaign's inbox is full"
-                            .to_owned(),
-                    })?;
-                outbox.push_back(Kept {
-                    campaign: campaign.to_owned(),
-                    publication: p,
-                    id,
-                    reply: None,
-                });
-                Waiting::Local(rx)
-            }
-        };
-        let gone = || EngineError::UnknownCampaign {
-            campaign: campaign.to_owned(),
-        };
-        match waiting {
-            Waiting::Bus(rx) => Ok(rx.await.map_err(|_| gone())??),
-            Waiting::Local(rx) => {
-                inner.metrics.local_publications.increment(1);
-                rx.await.map_err(|_| gone())
-            }
-        }
+        self.inner.publish(campaign, p).await
     }
 
     /// Replaces the campaign's state; clients get it with the next tick.
@@ -612,6 +550,89 @@ enum Waiting {
 }
 
 impl NodeInner {
+    /// Publishes through the bus; while the bus is unreachable, applies the publication on
+    /// this node only (its sessions get it at once, in a detached epoch) and keeps it for the
+    /// bus, which gets it when it is back.
+    pub(crate) async fn publish(&self, campaign: &str, p: Publication) -> Result<u64, EngineError> {
+        let inner = self;
+        let bus_up = || inner.broker.can_publish() && inner.bus_writable.load(Relaxed);
+        let id = inner.next_publish.fetch_add(1, Relaxed);
+        if bus_up() && inner.outbox().is_empty() {
+            match inner.broker.publish_once(campaign, p.clone(), id).await {
+                Err(BrokerError::Unavailable { reason }) => {
+                    // It may have been applied all the same (a timeout): if it already came
+                    // back, it is published, and applying it here too would show it twice.
+                    if let Some(seq) = inner.broker.applied(id) {
+                        return Ok(seq);
+                    }
+                    inner.bus_writable.store(false, Relaxed);
+                    tracing::debug!(campaign, reason, "bus unavailable: publishing locally");
+                }
+                other => return Ok(other?),
+            }
+        }
+        let shared = inner
+            .hub
+            .get(campaign)
+            .map(|c| c.value().clone())
+            .ok_or_else(|| EngineError::UnknownCampaign {
+                campaign: campaign.to_owned(),
+            })?;
+        let waiting = {
+            // One lock for the decision and the queue, so that the bus gets every kept
+            // publication in the order this node applied them, and later ones after them.
+            let mut outbox = inner.outbox();
+            if outbox.len() >= MAX_OUTBOX {
+                return Err(BrokerError::Unavailable {
+                    reason: format!(
+                        "the bus is unreachable and {MAX_OUTBOX} publications wait for it"
+                    ),
+                }
+                .into());
+            }
+            if bus_up() {
+                // The bus is back but still receiving what was kept: this one goes after them,
+                // straight to the bus (not applied here first).
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                outbox.push_back(Kept {
+                    campaign: campaign.to_owned(),
+                    publication: p,
+                    id,
+                    reply: Some(tx),
+                });
+                Waiting::Bus(rx)
+            } else {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                shared
+                    .try_send(Input::Local {
+                        publication: p.clone(),
+                        seq: tx,
+                    })
+                    .map_err(|()| BrokerError::Unavailable {
+                        reason: "the bus is unreachable and the campaign's inbox is full"
+                            .to_owned(),
+                    })?;
+                outbox.push_back(Kept {
+                    campaign: campaign.to_owned(),
+                    publication: p,
+                    id,
+                    reply: None,
+                });
+                Waiting::Local(rx)
+            }
+        };
+        let gone = || EngineError::UnknownCampaign {
+            campaign: campaign.to_owned(),
+        };
+        match waiting {
+            Waiting::Bus(rx) => Ok(rx.await.map_err(|_| gone())??),
+            Waiting::Local(rx) => {
+                inner.metrics.local_publications.increment(1);
+                rx.await.map_err(|_| gone())
+            }
+        }
+    }
+
     fn outbox(&self) -> std::sync::MutexGuard<'_, VecDeque<Kept>> {
         self.outbox.lock().unwrap_or_else(PoisonError::into_inner)
     }

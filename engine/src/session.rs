@@ -534,7 +534,9 @@ async fn on_text(
                 immediate: false,
                 user: Some(session.user.to_string()),
             };
-            match node.broker.publish(&campaign.id, publication).await {
+            // The node's publish path: a publish id (a retry is applied once), and local
+            // publishing with the outbox while the bus is unreachable, as for API publishes.
+            match node.publish(&campaign.id, publication).await {
                 Ok(_) => node.metrics.client_events_accepted.increment(1),
                 Err(e) => {
                     node.metrics.client_events_rejected.increment(1);

@@ -78,7 +78,14 @@ impl Store {
         let tmp = self.path.with_extension("tmp");
         let result = serde_json::to_vec(saved)
             .map_err(std::io::Error::other)
-            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|bytes| {
+                use std::io::Write as _;
+                // Synced before the rename: a power loss leaves the old file or the new one,
+                // never an empty one.
+                let mut file = std::fs::File::create(&tmp)?;
+                file.write_all(&bytes)?;
+                file.sync_all()
+            })
             .and_then(|()| std::fs::rename(&tmp, &self.path));
         if let Err(e) = result {
             tracing::error!(path = %self.path.display(), error = %e, "sequence file not written: a restart may reuse seqs");

@@ -206,6 +206,19 @@ pub trait Broker: Send + Sync + 'static {
     /// Whether the bus is reachable (for `/readyz`).
     fn is_ready(&self) -> bool;
 
+    /// Whether a publish can go to the bus now (it may be, while [`Broker::is_ready`] is not:
+    /// a cluster bus whose subscriptions are being set up again).
+    fn can_publish(&self) -> bool {
+        self.is_ready()
+    }
+
+    /// The `seq` of this node's publication `id` if the bus already delivered it back here
+    /// (a publish that failed on a timeout may still have been applied).
+    fn applied(&self, id: u64) -> Option<u64> {
+        let _ = id;
+        None
+    }
+
     /// Records this node's sessions of a campaign (a heartbeat: forgotten after the bus's
     /// presence TTL unless repeated).
     ///

@@ -13,7 +13,7 @@
 //! its report and the time it expires), `{p}:statev:{campaign}` (state version),
 //! `{p}:pid:{campaign}` (hash: the latest publish ids applied, per node process, so that a
 //! retried publish is applied once), `{p}:taint:{campaign}` (list of [`Taint`]s). A channel
-//! message is `<seq> <state version> <epoch>\n<publication JSON>`.
+//! message is `<seq> <state version> <epoch> <publish-id slot> <publish id>\n<publication JSON>`.
 //!
 //! Faults: the script refuses a publish whose epoch is not the campaign's epoch key (Redis
 //! lost its keys, or another node began a new epoch): the broker then begins a new epoch whose
@@ -80,7 +80,7 @@ else
 end
 redis.call('HSET', KEYS[7], ARGV[7], ARGV[8] .. ' ' .. seq)
 redis.call('EXPIRE', KEYS[7], ARGV[4])
-redis.call(ARGV[5], KEYS[4], seq .. ' ' .. version .. ' ' .. ARGV[6] .. '\n' .. ARGV[2])
+redis.call(ARGV[5], KEYS[4], seq .. ' ' .. version .. ' ' .. ARGV[6] .. ' ' .. ARGV[7] .. ' ' .. ARGV[8] .. '\n' .. ARGV[2])
 return {'ok', seq}
 ";
 
@@ -107,6 +107,10 @@ return ARGV[1]
 /// this many other publications of the same process and campaign went to Redis since its
 /// first attempt (at most [`MAX_IN_FLIGHT`] are ever in flight).
 const ID_SLOTS: u64 = 4096;
+/// Where the ids of publications made through [`Broker::publish`] start (below: the node's).
+const OWN_IDS: u64 = 1 << 62;
+/// This node's publications remembered as seen coming back (see [`Broker::applied`]).
+const APPLIED_KEPT: usize = 4096;
 /// Publishes in flight at once on the command connection.
 const MAX_IN_FLIGHT: usize = 256;
 /// Taints kept per campaign.
@@ -194,6 +198,8 @@ pub struct RedisBroker {
     next_id: std::sync::atomic::AtomicU64,
     in_flight: tokio::sync::Semaphore,
     known: Mutex<HashMap<String, Known>>,
+    /// This node's latest publications seen coming back from Redis: (publish id, seq).
+    applied: Mutex<std::collections::VecDeque<(u64, u64)>>,
     /// Milliseconds since `started` of the last `PING` answer and of the last heartbeat.
     started: std::time::Instant,
     last_pong: std::sync::atomic::AtomicU64,
@@ -273,9 +279,10 @@ impl RedisBroker {
             script: redis::Script::new(PUBLISH_LUA),
             epoch_script: redis::Script::new(EPOCH_LUA),
             instance: super::new_epoch(),
-            next_id: std::sync::atomic::AtomicU64::new(1 << 62),
+            next_id: std::sync::atomic::AtomicU64::new(OWN_IDS),
             in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
             known: Mutex::new(HashMap::new()),
+            applied: Mutex::new(std::collections::VecDeque::new()),
             started: std::time::Instant::now(),
             last_pong: std::sync::atomic::AtomicU64::new(0),
             last_heartbeat: std::sync::atomic::AtomicU64::new(0),
@@ -334,6 +341,16 @@ impl RedisBroker {
         self.known.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Records that this node's publication `id` came back from Redis as `seq` (see
+    /// [`Broker::applied`]); the latest [`APPLIED_KEPT`] are kept.
+    fn applied_own(&self, id: u64, seq: u64) {
+        let mut applied = self.applied.lock().unwrap_or_else(PoisonError::into_inner);
+        applied.push_back((id, seq));
+        while applied.len() > APPLIED_KEPT {
+            applied.pop_front();
+        }
+    }
+
     /// Records a `seq` seen for `campaign` (the floor of a future epoch).
     fn saw(&self, campaign: &str, seq: u64) {
         let mut known = self.known();
@@ -370,6 +387,14 @@ impl RedisBroker {
         k.delivered = k.delivered.max(seq);
     }
 
+    /// After [`RedisBroker::replay`]: the heartbeats it kept the connection from reading are
+    /// not silence (a stale "silent" signal is dropped).
+    fn replayed(&self) {
+        use futures_util::FutureExt as _;
+        self.last_heartbeat.store(self.now(), Ordering::Relaxed);
+        let _ = self.silent.notified().now_or_never();
+    }
+
     /// After a new pub/sub connection: hands the node, for every campaign it follows, the
     /// events published while it had none (read back from the history stream, oldest first)
     /// and the latest state, before the connection's own messages; the campaign tasks skip
@@ -389,30 +414,37 @@ impl RedisBroker {
         };
         let mut replayed = 0usize;
         for (campaign, after) in campaigns {
-            let mut conn = self.reads.clone();
             type Read = (
                 Vec<(String, Vec<String>)>,
                 Option<String>,
                 Option<String>,
                 Option<u64>,
             );
-            let read: Result<Read, _> = self
-                .bounded(
-                    "a replay read",
-                    redis::pipe()
-                        .atomic()
-                        .cmd("XRANGE")
-                        .arg(self.key("h", &campaign))
-                        .arg(format!("{}-0", after.saturating_add(1)))
-                        .arg("+")
-                        .arg("COUNT")
-                        .arg(self.config.history_size.max(1))
-                        .get(self.key("epoch", &campaign))
-                        .get(self.key("state", &campaign))
-                        .get(self.key("statev", &campaign))
-                        .query_async(&mut conn),
-                )
-                .await;
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .cmd("XRANGE")
+                .arg(self.key("h", &campaign))
+                .arg(format!("{}-0", after.saturating_add(1)))
+                .arg("+")
+                .arg("COUNT")
+                .arg(self.config.history_size.max(1))
+                .get(self.key("epoch", &campaign))
+                .get(self.key("state", &campaign))
+                .get(self.key("statev", &campaign));
+            let mut read: Result<Read, BrokerError> = Err(BrokerError::Unavailable {
+                reason: "not read".to_owned(),
+            });
+            // Twice: the read connection may have been broken by the same fault, and a broken
+            // one reconnects on its next use.
+            for _ in 0..2 {
+                let mut conn = self.reads.clone();
+                read = self
+                    .bounded("a replay read", pipe.query_async(&mut conn))
+                    .await;
+                if read.is_ok() {
+                    break;
+                }
+            }
             let (entries, epoch, state, version) = match read {
                 Ok(r) => r,
                 Err(e) => {
@@ -451,6 +483,7 @@ impl RedisBroker {
             let known = self.known();
             match known.get(campaign) {
                 Some(k) if reset || k.epoch.is_some() => k.seq.max(1),
+                _ if reset => 1,
                 _ => 0,
             }
         };
@@ -488,7 +521,9 @@ impl RedisBroker {
         };
         let body = serde_json::to_string(publication).map_err(BrokerError::Codec)?;
         let ttl = self.config.history_ttl.as_secs().max(1);
-        let slot = format!("{}:{}", self.instance, id % ID_SLOTS);
+        // The broker's own ids (plain `publish`) have slots apart from the node's.
+        let own = if id >= OWN_IDS { "b" } else { "n" };
+        let slot = format!("{}:{own}{}", self.instance, id % ID_SLOTS);
         let _permit =
             match tokio::time::timeout(self.config.timeout, self.in_flight.acquire()).await {
                 Ok(Ok(p)) => p,
@@ -505,7 +540,9 @@ impl RedisBroker {
             let epoch = match known {
                 Some(e) if !reset => e,
                 _ => {
-                    let e = self.fetch_epoch(campaign, reset).await?;
+                    // A publish never meets a campaign whose epoch was not made at its
+                    // creation: a missing one means Redis lost it (numbering continues above).
+                    let e = self.fetch_epoch(campaign, true).await?;
                     reset = false;
                     e
                 }
@@ -642,6 +679,7 @@ impl RedisBroker {
         };
         let mut head = head.split(' ');
         let (seq, version, epoch) = (head.next(), head.next(), head.next());
+        let (slot, id) = (head.next(), head.next().and_then(|i| i.parse::<u64>().ok()));
         let (Some(Ok(seq)), Some(Ok(version)), Some(epoch), Ok(mut publication)) = (
             seq.map(str::parse::<u64>),
             version.map(str::parse::<u64>),
@@ -652,6 +690,13 @@ impl RedisBroker {
             return;
         };
         self.arrived(campaign, epoch, seq);
+        if let (Some(slot), Some(id)) = (slot, id)
+            && slot
+                .strip_prefix(self.instance.as_str())
+                .is_some_and(|rest| rest.starts_with(":n"))
+        {
+            self.applied_own(id, seq);
+        }
         match &mut publication {
             Publication::Event { seq: s, ts, .. } => {
                 *s = seq;
@@ -708,6 +753,22 @@ impl Broker for RedisBroker {
 
     fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed) && self.answering()
+    }
+
+    fn can_publish(&self) -> bool {
+        // The command connection answers: a publish goes to Redis even while the pub/sub
+        // connection is being set up again (its gap is replayed from the history).
+        let now = self.now();
+        now.saturating_sub(self.last_pong.load(Ordering::Relaxed)) < STALE_AFTER_MS
+    }
+
+    fn applied(&self, id: u64) -> Option<u64> {
+        let applied = self.applied.lock().unwrap_or_else(PoisonError::into_inner);
+        applied
+            .iter()
+            .rev()
+            .find(|(i, _)| *i == id)
+            .map(|(_, seq)| *seq)
     }
 
     fn epoch<'a>(&'a self, campaign: &'a str) -> BoxFuture<'a, Result<String, BrokerError>> {
@@ -998,10 +1059,11 @@ fn history_events(entries: Vec<(String, Vec<String>)>) -> Vec<Publication> {
     events
 }
 
-/// Back-off after a failed or lost pub/sub connection: doubles from 100 ms up to 5 s, with up
-/// to 50 % of jitter so that nodes do not reconnect in step.
+/// Back-off after a failed or lost pub/sub connection: doubles from 100 ms up to 1 s (a node
+/// is not ready until it is back, so it must not sleep long past Redis's return), with up to
+/// 50 % of jitter so that nodes do not reconnect in step.
 fn backoff(attempt: u32) -> Duration {
-    let base = 100u64.saturating_mul(1 << attempt.min(6)).min(5_000);
+    let base = 100u64.saturating_mul(1 << attempt.min(6)).min(1_000);
     let jitter = (now_ms().unsigned_abs() * 7919) % (base / 2 + 1);
     Duration::from_millis(base / 2 + jitter)
 }
@@ -1129,6 +1191,7 @@ async fn classic_session(
         Some(b) => {
             if ready(&b, campaigns.len() + 1) {
                 b.replay().await;
+                b.replayed();
             }
         }
         None => return Ended::Stop,
@@ -1188,6 +1251,9 @@ async fn sharded_session(
     };
     let mut waiting: HashMap<String, Vec<tokio::sync::oneshot::Sender<()>>> = HashMap::new();
     let mut unconfirmed = campaigns.len() + control.len();
+    // Messages that arrive before every subscription is confirmed wait until the gap is
+    // replayed: handed over first, they would put newer events before older ones.
+    let mut early: Vec<(String, Vec<u8>)> = Vec::new();
     let setup = async {
         for ch in &control {
             conn.send(&[b"SUBSCRIBE", ch.as_bytes()]).await?;
@@ -1200,12 +1266,8 @@ async fn sharded_session(
             match conn.next().await? {
                 Push::Subscribed(_) => unconfirmed -= 1,
                 Push::Error(e) => return Err(e),
-                // The channels confirmed so far already carry messages: deliver them.
-                Push::Message { channel, payload } => {
-                    if let Some(b) = broker.upgrade() {
-                        b.deliver_message(&channel, &payload);
-                    }
-                }
+                // The channels confirmed so far already carry messages: kept for after.
+                Push::Message { channel, payload } => early.push((channel, payload)),
                 Push::Other => {}
             }
         }
@@ -1224,6 +1286,10 @@ async fn sharded_session(
         Some(b) => {
             if ready(&b, campaigns.len() + 1) {
                 b.replay().await;
+                b.replayed();
+            }
+            for (channel, payload) in early {
+                b.deliver_message(&channel, &payload);
             }
         }
         None => return Ended::Stop,
@@ -1307,7 +1373,12 @@ async fn watchdog(broker: Weak<RedisBroker>, shutdown: CancellationToken) {
             )
             .await;
         let now = b.now();
-        if ping.is_ok() && read.is_ok() {
+        // (The read connection's answer keeps it fresh but does not decide readiness: a
+        // resume storm's reads may queue on it while publishes flow.)
+        if read.is_err() {
+            tracing::debug!("Redis read connection slow or broken");
+        }
+        if ping.is_ok() {
             b.last_pong.store(now, Ordering::Relaxed);
         }
         answering_since = if ping.is_ok() {
