@@ -627,7 +627,9 @@ impl Campaign {
         // The first local number is the wall clock in microseconds: far above the cluster's
         // numbering, so no node can mistake a `seq` seen here for one of the cluster's (a
         // resume from it is refused everywhere, taint or not).
-        let clock = u64::try_from(now_ms()).unwrap_or(0).saturating_mul(1000);
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
         let next = (self.sent_seq.max(self.shared.last_seq()) + 1).max(clock);
         let (seq, p) = match p {
             Publication::Event {
