@@ -692,6 +692,9 @@ async fn bus_loop(node: Weak<NodeInner>) {
         if !node.outbox().is_empty() {
             continue;
         }
+        // Nothing kept and the bus answers: a refusal that left nothing behind (the local
+        // path failed too) must not keep later publishes off the bus.
+        node.bus_writable.store(true, Relaxed);
         let mut through = node
             .reattach_through
             .lock()

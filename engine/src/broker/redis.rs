@@ -959,14 +959,15 @@ impl Broker for RedisBroker {
                 // meanwhile) is no confirmation; the campaign stays wanted either way, so the
                 // next connection subscribes to it.
                 let (ack, confirmed) = tokio::sync::oneshot::channel();
-                let subscribed = tokio::time::timeout(Duration::from_secs(5), async {
-                    self.commands
-                        .send(SubCommand::Subscribe(self.key("c", campaign), Some(ack)))
-                        .await
-                        .map_err(|_| ())?;
-                    confirmed.await.map_err(|_| ())
-                })
-                .await;
+                let subscribed =
+                    tokio::time::timeout(self.config.timeout.max(Duration::from_secs(2)), async {
+                        self.commands
+                            .send(SubCommand::Subscribe(self.key("c", campaign), Some(ack)))
+                            .await
+                            .map_err(|_| ())?;
+                        confirmed.await.map_err(|_| ())
+                    })
+                    .await;
                 if !matches!(subscribed, Ok(Ok(()))) {
                     return Err(BrokerError::Unavailable {
                         reason: "subscription not confirmed by Redis".into(),
