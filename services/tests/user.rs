@@ -175,6 +175,67 @@ async fn register_login_refresh_and_profile() {
     }
 }
 
+/// The wrong passwords allowed per account (or unknown name) in the guard's window.
+const MAX_FAILED_LOGINS: usize = 10;
+
+fn is_rate_limited(r: &Result<services::user::Tokens, ServiceError>) -> bool {
+    matches!(r, Err(ServiceError::RateLimited { retry_after_secs, .. }) if *retry_after_secs > 0)
+}
+
+#[tokio::test]
+async fn wrong_passwords_lock_the_account_whichever_name_is_typed() {
+    for f in fixtures().await {
+        let anon = Caller::anonymous();
+        f.users.register(&anon, new("carol")).await.expect("carol");
+        f.users.register(&anon, new("dave")).await.expect("dave");
+        // Half the guesses by user name, half by e-mail (in other cases, with spaces).
+        for i in 0..MAX_FAILED_LOGINS {
+            let login = if i % 2 == 0 {
+                "carol"
+            } else {
+                " Carol@Example.org "
+            };
+            let r = f.users.login(login, "wrong password!").await;
+            assert!(
+                matches!(r, Err(ServiceError::Unauthenticated { .. })),
+                "guess {i}: {r:?}"
+            );
+        }
+        for login in ["carol", "carol@example.org", "CAROL"] {
+            let r = f.users.login(login, "correct horse battery").await;
+            assert!(
+                is_rate_limited(&r),
+                "{login}: locked even with the right password: {r:?}"
+            );
+        }
+        assert!(
+            f.users
+                .login("dave@example.org", "correct horse battery")
+                .await
+                .is_ok(),
+            "other accounts are not affected"
+        );
+
+        // A name that matches no account locks itself, normalised.
+        for i in 0..MAX_FAILED_LOGINS {
+            let login = if i % 2 == 0 { "nobody" } else { "NoBody " };
+            let r = f.users.login(login, "wrong password!").await;
+            assert!(
+                matches!(r, Err(ServiceError::Unauthenticated { .. })),
+                "guess {i}: {r:?}"
+            );
+        }
+        assert!(is_rate_limited(
+            &f.users.login("nobody", "wrong password!").await
+        ));
+        assert!(
+            !is_rate_limited(&f.users.login("nobody2", "wrong password!").await),
+            "other unknown names are not affected"
+        );
+        f.finish().await;
+    }
+}
+
 #[tokio::test]
 async fn bad_registrations_are_refused_and_write_nothing() {
     for f in fixtures().await {

@@ -126,7 +126,7 @@ pub struct LoginBody {
         (status = 400, description = "Malformed JSON or unknown field", body = ErrorBody),
         (status = 401, description = "Unknown login or wrong password", body = ErrorBody),
         (status = 403, description = "The account is disabled", body = ErrorBody),
-        (status = 429, description = "Too many failed logins for this name within 15 minutes", body = ErrorBody),
+        (status = 429, description = "Too many failed logins for this account or unknown name within 15 minutes", body = ErrorBody),
         (status = 413, description = "Body larger than the node's limit", body = ErrorBody),
         (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
         (status = 500, description = "Internal error", body = ErrorBody),

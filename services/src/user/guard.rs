@@ -1,9 +1,11 @@
-//! Password guessing: after [`MAX_FAILURES`] wrong passwords for one login name within
-//! [`WINDOW`], further logins for that name are refused (429) until the window has passed since
-//! the first failure; a success clears the count. Kept per name, not per client address, so it
-//! works behind a proxy and against guesses spread over many addresses; per node (a cluster of
-//! n nodes allows n times as many guesses). The hashing cap (`password.rs`) bounds the cost of
-//! the attempts themselves.
+//! Password guessing: after [`MAX_FAILURES`] wrong passwords for one account within [`WINDOW`],
+//! further logins for that account are refused (429) until the window has passed since the
+//! first failure; a success clears the count. Counted per account, whichever of its names (user
+//! name or e-mail) was typed, so the two share one budget; a login name that matches no account
+//! is counted on its own (normalised: trimmed, lowercase). Kept per account, not per client
+//! address, so it works behind a proxy and against guesses spread over many addresses; per node
+//! (a cluster of n nodes allows n times as many guesses). The hashing cap (`password.rs`) bounds
+//! the cost of the attempts themselves.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -11,32 +13,56 @@ use std::time::{Duration, Instant};
 
 use crate::ServiceError;
 
-/// Wrong passwords allowed per login name within [`WINDOW`].
+/// Wrong passwords allowed per account (or unknown name) within [`WINDOW`].
 pub const MAX_FAILURES: u32 = 10;
 /// The window the failures are counted in.
 pub const WINDOW: Duration = Duration::from_secs(15 * 60);
-/// Names tracked at most (the oldest windows are forgotten first).
+/// Keys tracked at most (the oldest windows are forgotten first).
 const MAX_TRACKED: usize = 100_000;
 
-/// Failure counts per login name.
+/// What the failures are counted against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum LoginKey {
+    /// An existing account, by id: its user name and e-mail share this counter.
+    Account(String),
+    /// A login name that matches no account, normalised (trimmed, lowercase).
+    Unknown(String),
+}
+
+impl LoginKey {
+    /// The key for `login` (already normalised) when it names the account `account_id`, or
+    /// names no account.
+    pub fn new(login: &str, account_id: Option<&str>) -> Self {
+        match account_id {
+            Some(id) => Self::Account(id.to_owned()),
+            None => Self::Unknown(login.trim().to_ascii_lowercase()),
+        }
+    }
+}
+
+/// Failure counts per account or unknown name.
 #[derive(Debug, Default)]
 pub(crate) struct LoginGuard {
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
+    failures: Mutex<HashMap<LoginKey, (u32, Instant)>>,
 }
 
 impl LoginGuard {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u32, Instant)>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<LoginKey, (u32, Instant)>> {
         self.failures.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// `Ok` when `login` may try now.
-    pub fn check(&self, login: &str) -> Result<(), ServiceError> {
+    /// `Ok` when `key` may try now.
+    ///
+    /// # Errors
+    /// [`ServiceError::RateLimited`] after [`MAX_FAILURES`] failures within [`WINDOW`]; the
+    /// same message for accounts and unknown names.
+    pub fn check(&self, key: &LoginKey) -> Result<(), ServiceError> {
         let mut map = self.map();
-        let Some(&(n, since)) = map.get(login) else {
+        let Some(&(n, since)) = map.get(key) else {
             return Ok(());
         };
         if since.elapsed() >= WINDOW {
-            map.remove(login);
+            map.remove(key);
             return Ok(());
         }
         if n < MAX_FAILURES {
@@ -44,30 +70,31 @@ impl LoginGuard {
         }
         let wait = WINDOW.saturating_sub(since.elapsed()).as_secs().max(1);
         Err(ServiceError::RateLimited {
-            message: format!("too many failed logins for this name; try again in {wait} s"),
+            message: format!("too many failed logins; try again in {wait} s"),
             retry_after_secs: wait,
         })
     }
 
-    /// Counts a wrong password for `login`.
-    pub fn failed(&self, login: &str) {
+    /// Counts a wrong password for `key`; `true` when this failure locks it.
+    pub fn failed(&self, key: &LoginKey) -> bool {
         let mut map = self.map();
-        if map.len() >= MAX_TRACKED && !map.contains_key(login) {
+        if map.len() >= MAX_TRACKED && !map.contains_key(key) {
             map.retain(|_, (_, since)| since.elapsed() < WINDOW);
             if map.len() >= MAX_TRACKED {
-                return;
+                return false;
             }
         }
-        let entry = map.entry(login.to_owned()).or_insert((0, Instant::now()));
+        let entry = map.entry(key.clone()).or_insert((0, Instant::now()));
         if entry.1.elapsed() >= WINDOW {
             *entry = (0, Instant::now());
         }
-        entry.0 += 1;
+        entry.0 = entry.0.saturating_add(1);
+        entry.0 == MAX_FAILURES
     }
 
-    /// Forgets the failures of `login` after a successful login.
-    pub fn succeeded(&self, login: &str) {
-        self.map().remove(login);
+    /// Forgets the failures of `key` after a successful login.
+    pub fn succeeded(&self, key: &LoginKey) {
+        self.map().remove(key);
     }
 }
 
@@ -76,18 +103,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn refuses_a_name_after_too_many_failures_and_a_success_clears_it() {
+    fn refuses_a_key_after_too_many_failures_and_a_success_clears_it() {
         let g = LoginGuard::default();
-        for _ in 0..MAX_FAILURES {
-            assert!(g.check("alice").is_ok());
-            g.failed("alice");
+        let alice = LoginKey::new("alice", Some("id-a"));
+        for n in 1..=MAX_FAILURES {
+            assert!(g.check(&alice).is_ok());
+            assert_eq!(
+                g.failed(&alice),
+                n == MAX_FAILURES,
+                "locked by the last one"
+            );
         }
         assert!(matches!(
-            g.check("alice"),
+            g.check(&alice),
             Err(ServiceError::RateLimited { retry_after_secs, .. }) if retry_after_secs > 0
         ));
-        assert!(g.check("bob").is_ok(), "other names are not affected");
-        g.succeeded("alice");
-        assert!(g.check("alice").is_ok());
+        assert!(
+            g.check(&LoginKey::new("bob", Some("id-b"))).is_ok(),
+            "other accounts are not affected"
+        );
+        assert!(
+            g.check(&LoginKey::new("alice@example.org", Some("id-a")))
+                .is_err(),
+            "the account is locked whichever name is typed"
+        );
+        g.succeeded(&alice);
+        assert!(g.check(&alice).is_ok());
+    }
+
+    #[test]
+    fn unknown_names_are_normalised_and_kept_apart_from_accounts() {
+        assert_eq!(
+            LoginKey::new(" Nobody ", None),
+            LoginKey::new("nobody", None)
+        );
+        assert_ne!(
+            LoginKey::new("id-a", None),
+            LoginKey::new("x", Some("id-a")),
+            "a name spelled like an account id is not that account"
+        );
+        let g = LoginGuard::default();
+        for _ in 0..MAX_FAILURES {
+            g.failed(&LoginKey::new("Nobody", None));
+        }
+        assert!(g.check(&LoginKey::new("nobody", None)).is_err());
+        assert!(g.check(&LoginKey::new("nobody", Some("id-n"))).is_ok());
     }
 }

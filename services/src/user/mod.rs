@@ -196,14 +196,18 @@ impl UserService {
     /// # Errors
     /// [`ServiceError::Unauthenticated`] for an unknown login or a wrong password (the same
     /// message and about the same time for both), [`ServiceError::Forbidden`] for a disabled
-    /// account, [`ServiceError::RateLimited`] after too many wrong passwords for the name.
+    /// account, [`ServiceError::RateLimited`] after too many wrong passwords for the account
+    /// (its user name and e-mail count together) or for an unknown name.
     pub async fn login(&self, login: &str, password: &str) -> Result<Tokens, ServiceError> {
         if login.is_empty() || login.len() > model::MAX_EMAIL_LEN || password.len() > 1024 {
             return Err(bad_credentials());
         }
-        let key = login.trim().to_ascii_lowercase();
+        let name = login.trim().to_ascii_lowercase();
+        // The account first, so its user name and e-mail share one failure count; the lookup
+        // is cheap next to the hash the guard saves.
+        let account = self.repo.by_login(&name).await?;
+        let key = guard::LoginKey::new(&name, account.as_ref().map(|a| a.user.id.as_str()));
         self.guard.check(&key)?;
-        let account = self.repo.by_login(&key).await?;
         let stored = account
             .as_ref()
             .map_or(password::DECOY, |a| a.password_hash.as_str())
@@ -211,7 +215,15 @@ impl UserService {
         let ok = password::verify(password.to_owned(), stored).await?;
         let Some(account) = account.filter(|_| ok) else {
             tracing::info!(login = %login, "login failed");
-            self.guard.failed(&key);
+            if self.guard.failed(&key) {
+                tracing::warn!(
+                    login = %login,
+                    key = ?key,
+                    max_failures = guard::MAX_FAILURES,
+                    window_secs = guard::WINDOW.as_secs(),
+                    "login locked after too many wrong passwords"
+                );
+            }
             return Err(bad_credentials());
         };
         self.guard.succeeded(&key);

@@ -1,6 +1,12 @@
 //! Access and refresh tokens: JWT signed with HS256 and the configured secret. An access token
 //! carries the user's roles; a refresh token only the subject, so a refresh re-reads the roles
 //! and the disabled flag from the database.
+//!
+//! Time claims: `exp` is required and honoured with [`EXPIRY_LEEWAY_SECS`]; `iat` is required
+//! (every token this node has ever issued carries it) and refused when it lies more than
+//! [`CLOCK_SKEW_SECS`] in the future; `nbf` is optional (the node does not set it: `iat` already
+//! says when its tokens become valid) and, when present, refused until it is less than
+//! [`CLOCK_SKEW_SECS`] away.
 
 use std::time::Duration;
 
@@ -35,6 +41,12 @@ pub const MIN_SECRET_LEN: usize = 32;
 
 const ISSUER: &str = "ovasabi";
 
+/// Seconds a token is still accepted after its `exp`.
+pub const EXPIRY_LEEWAY_SECS: u64 = 5;
+/// Seconds a token's `iat` or `nbf` may lie ahead of this node's clock (clock skew between the
+/// node that issued it and the one checking it).
+pub const CLOCK_SKEW_SECS: i64 = 30;
+
 /// The claims of both kinds of token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
@@ -43,7 +55,11 @@ pub struct Claims {
     pub typ: String,
     #[serde(default)]
     pub roles: Vec<Role>,
+    /// Issued at (Unix seconds). Required: a token without it is refused.
     pub iat: i64,
+    /// Not before (Unix seconds). Optional; the node does not set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
     pub exp: i64,
     pub iss: String,
     pub jti: String,
@@ -118,6 +134,7 @@ impl TokenIssuer {
             typ: typ.to_owned(),
             roles: roles.to_vec(),
             iat,
+            nbf: None,
             exp: iat.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
             iss: ISSUER.to_owned(),
             jti: uuid::Uuid::now_v7().to_string(),
@@ -150,14 +167,17 @@ impl TokenIssuer {
         )
     }
 
-    /// The claims of a valid, unexpired token of kind `typ`.
+    /// The claims of a valid, unexpired token of kind `typ`, already valid (`iat` and `nbf`
+    /// not in the future beyond [`CLOCK_SKEW_SECS`]).
     ///
     /// # Errors
     /// [`ServiceError::Unauthenticated`] saying what is wrong with it.
     pub fn verify(&self, token: &str, typ: &str) -> Result<Claims, ServiceError> {
         let mut v = Validation::new(Algorithm::HS256);
         v.set_issuer(&[ISSUER]);
-        v.leeway = 5;
+        v.leeway = EXPIRY_LEEWAY_SECS;
+        // `nbf` and `iat` are checked below, with their own leeway.
+        v.validate_nbf = false;
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &v).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
             match e.kind() {
@@ -172,6 +192,7 @@ impl TokenIssuer {
                 data.claims.typ
             )));
         }
+        check_not_early(&data.claims, now_ms() / 1000)?;
         Ok(data.claims)
     }
 
@@ -183,6 +204,27 @@ impl TokenIssuer {
         let c = self.verify(access_token, "access")?;
         Ok(Caller::user(c.sub, c.roles))
     }
+}
+
+/// Refuses a token whose `iat` or `nbf` is more than [`CLOCK_SKEW_SECS`] after `now` (Unix
+/// seconds).
+fn check_not_early(claims: &Claims, now: i64) -> Result<(), ServiceError> {
+    let limit = now.saturating_add(CLOCK_SKEW_SECS);
+    if let Some(nbf) = claims.nbf.filter(|&nbf| nbf > limit) {
+        let ahead = nbf.saturating_sub(now);
+        tracing::debug!(sub = %claims.sub, nbf, now, ahead, "token not valid yet");
+        return Err(unauthenticated(format!(
+            "the token is not valid yet (its nbf is {ahead} s ahead of this node's clock)"
+        )));
+    }
+    if claims.iat > limit {
+        let ahead = claims.iat.saturating_sub(now);
+        tracing::debug!(sub = %claims.sub, iat = claims.iat, now, ahead, "token issued in the future");
+        return Err(unauthenticated(format!(
+            "the token is not valid yet (its iat is {ahead} s ahead of this node's clock)"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -249,5 +291,99 @@ mod tests {
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &c, &i.encoding).expect("sign");
         let e = i.caller(&old).expect_err("expired");
         assert!(e.to_string().contains("expired"), "{e}");
+    }
+
+    /// A token signed with the issuer's own secret, with `claims` as given.
+    fn forge(i: &TokenIssuer, claims: &serde_json::Value) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &i.encoding).expect("sign")
+    }
+
+    /// Access-token claims for `u1` issued at `iat`, valid for an hour, plus `extra`.
+    fn claims(iat: i64, extra: serde_json::Value) -> serde_json::Value {
+        let mut c = serde_json::json!({
+            "sub": "u1", "typ": "access", "roles": [], "iat": iat, "exp": iat + 3600,
+            "iss": ISSUER, "jti": "j1",
+        });
+        if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
+            c.extend(extra.clone());
+        }
+        c
+    }
+
+    fn refused_as_not_yet_valid(i: &TokenIssuer, token: &str, claim: &str) {
+        match i.caller(token) {
+            Err(ServiceError::Unauthenticated { message }) => assert!(
+                message.contains("not valid yet") && message.contains(claim),
+                "{message}"
+            ),
+            other => panic!("expected unauthenticated for a future {claim}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn refuses_tokens_not_valid_yet() {
+        let i = issuer(60);
+        let now = now_ms() / 1000;
+        let later = now + CLOCK_SKEW_SECS + 60;
+        let t = forge(&i, &claims(now, serde_json::json!({ "nbf": later })));
+        refused_as_not_yet_valid(&i, &t, "nbf");
+        let t = forge(&i, &claims(later, serde_json::json!({})));
+        refused_as_not_yet_valid(&i, &t, "iat");
+        let t = forge(&i, &claims(later, serde_json::json!({ "nbf": later })));
+        assert!(i.caller(&t).is_err(), "both in the future");
+        assert!(
+            i.verify(
+                &forge(
+                    &i,
+                    &claims(now, serde_json::json!({ "typ": "refresh", "nbf": later }))
+                ),
+                "refresh"
+            )
+            .is_err(),
+            "refresh tokens too"
+        );
+    }
+
+    #[test]
+    fn accepts_time_claims_within_the_leeway_and_tokens_without_nbf() {
+        let i = issuer(60);
+        let now = now_ms() / 1000;
+        let soon = now + CLOCK_SKEW_SECS - 5;
+        let t = forge(&i, &claims(now, serde_json::json!({ "nbf": soon })));
+        assert!(i.caller(&t).is_ok(), "nbf within the leeway");
+        let t = forge(&i, &claims(soon, serde_json::json!({ "nbf": soon })));
+        assert!(
+            i.caller(&t).is_ok(),
+            "iat within the leeway (a clock ahead)"
+        );
+        let t = forge(
+            &i,
+            &claims(now - 600, serde_json::json!({ "nbf": now - 600 })),
+        );
+        assert!(i.caller(&t).is_ok(), "nbf in the past");
+        let t = forge(&i, &claims(now - 600, serde_json::json!({})));
+        assert!(
+            i.caller(&t).is_ok(),
+            "no nbf, as every token the node issues"
+        );
+        let issued = i.access("u1", &[]).expect("token");
+        assert_eq!(i.verify(&issued, "access").expect("valid").nbf, None);
+    }
+
+    #[test]
+    fn refuses_tokens_without_iat_or_with_a_malformed_nbf() {
+        let i = issuer(60);
+        let now = now_ms() / 1000;
+        let mut c = claims(now, serde_json::json!({}));
+        if let Some(c) = c.as_object_mut() {
+            c.remove("iat");
+        }
+        let e = i.caller(&forge(&i, &c)).expect_err("no iat");
+        assert!(e.to_string().contains("iat"), "{e}");
+        let t = forge(&i, &claims(now, serde_json::json!({ "nbf": "soon" })));
+        assert!(matches!(
+            i.caller(&t),
+            Err(ServiceError::Unauthenticated { .. })
+        ));
     }
 }
