@@ -13,9 +13,9 @@ pub struct EngineBroadcaster {
 fn map(e: EngineError) -> BroadcastError {
     match e {
         EngineError::UnknownCampaign { .. } => BroadcastError::NotLive,
-        EngineError::FrequencyOutOfRange { .. } | EngineError::InvalidEventName { .. } => {
-            BroadcastError::Rejected(e.to_string())
-        }
+        EngineError::FrequencyOutOfRange { .. }
+        | EngineError::InvalidEventName { .. }
+        | EngineError::InvalidData { .. } => BroadcastError::Rejected(e.to_string()),
         EngineError::ShuttingDown | EngineError::Broker(_) => {
             BroadcastError::Unavailable(e.to_string())
         }

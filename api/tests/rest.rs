@@ -186,6 +186,25 @@ async fn bad_inputs_get_json_errors_and_change_nothing() {
             .await;
         assert_error(s, &b, status, code);
     }
+    // Data that no subscriber could receive (a gRPC one cannot hold 1e400, nor 65 levels).
+    let deep = format!(
+        r#"{{"name":"ok","data":{}{}}}"#,
+        "[".repeat(65),
+        "]".repeat(65)
+    );
+    for path in ["events", "users/u1/messages"] {
+        for body in [r#"{"name":"ok","data":{"x":1e400}}"#, deep.as_str()] {
+            let (s, b) = node
+                .raw(
+                    "POST",
+                    &format!("/api/campaigns/{id}/{path}"),
+                    "application/json",
+                    body,
+                )
+                .await;
+            assert_error(s, &b, 400, "invalid_argument");
+        }
+    }
     let (s, b) = node
         .call(
             "POST",

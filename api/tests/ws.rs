@@ -314,12 +314,23 @@ async fn bad_client_input_gets_error_frames_or_close_codes_and_others_are_unaffe
 
     let mut ws = node.ws(&id, "u", "").await;
     next_of(&mut ws, "tick").await;
+    let deep = format!(
+        r#"{{"type":"event","name":"n","data":{}{}}}"#,
+        "[".repeat(65),
+        "]".repeat(65)
+    );
     for (input, code) in [
         ("{oops", "bad_frame"),
         (r#"{"type":"teleport"}"#, "unknown_type"),
         (r#"{"no_type":1}"#, "bad_frame"),
         (r#"{"type":"event","name":""}"#, "invalid_event"),
         (r#"{"type":"event","name":"has space"}"#, "invalid_event"),
+        // Data no subscriber could receive (a gRPC one cannot hold 1e400 or 65 levels).
+        (
+            r#"{"type":"event","name":"n","data":{"x":1e400}}"#,
+            "invalid_event",
+        ),
+        (&deep, "invalid_event"),
     ] {
         send(&mut ws, input).await;
         let e = next(&mut ws).await;

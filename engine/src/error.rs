@@ -14,6 +14,9 @@ pub enum EngineError {
     /// An event name that is empty, too long or has characters outside `[A-Za-z0-9_.:-]`.
     #[error("invalid event name {name:?}: use 1-64 characters [A-Za-z0-9_.:-]")]
     InvalidEventName { name: String },
+    /// Event data no subscriber could receive (see [`crate::session::check_event_data`]).
+    #[error("invalid event data: {reason}")]
+    InvalidData { reason: String },
     /// The node is shutting down and takes no new work.
     #[error("node is shutting down")]
     ShuttingDown,

@@ -171,6 +171,7 @@ impl Node {
                 name: name.to_owned(),
             });
         }
+        session::check_event_data(&data).map_err(|reason| EngineError::InvalidData { reason })?;
         self.running(campaign)?;
         let p = Publication::Event {
             seq: 0,
@@ -215,6 +216,7 @@ impl Node {
                 name: name.to_owned(),
             });
         }
+        session::check_event_data(&data).map_err(|reason| EngineError::InvalidData { reason })?;
         self.running(campaign)?;
         let p = Publication::Message {
             seq: 0,

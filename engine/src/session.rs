@@ -473,6 +473,34 @@ pub fn valid_event_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
+/// Deepest nesting of arrays and objects an event's data may have: every subscriber can
+/// receive it (protobuf decoders stop at about 100 levels).
+pub const MAX_DATA_DEPTH: usize = 64;
+
+/// Checks that an event's data is something every subscriber can receive: JSON whose numbers
+/// fit a 64-bit float (`1e400` does not) nested at most [`MAX_DATA_DEPTH`] deep. The one rule
+/// for REST, gRPC and WebSocket publishes.
+///
+/// # Errors
+/// Why the data cannot be published, for the caller.
+pub fn check_event_data(data: &serde_json::value::RawValue) -> Result<(), String> {
+    fn depth(v: &serde_json::Value) -> usize {
+        match v {
+            serde_json::Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+            serde_json::Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    let value: serde_json::Value = serde_json::from_str(data.get())
+        .map_err(|e| format!("data cannot be delivered to every subscriber: {e}"))?;
+    if depth(&value) > MAX_DATA_DEPTH {
+        return Err(format!(
+            "data is nested deeper than {MAX_DATA_DEPTH} levels"
+        ));
+    }
+    Ok(())
+}
+
 /// Handles one client text frame; returns a close when the session must end.
 async fn on_text(
     text: &str,
@@ -503,6 +531,13 @@ async fn on_text(
                 ));
                 return None;
             }
+            if let Some(data) = incoming.data
+                && let Err(reason) = check_event_data(data)
+            {
+                node.metrics.client_events_rejected.increment(1);
+                reply(frame::error("invalid_event", &reason));
+                return None;
+            }
             if !campaign.client_events() {
                 node.metrics.client_events_rejected.increment(1);
                 reply(frame::error(
@@ -526,6 +561,7 @@ async fn on_text(
             let data = incoming
                 .data
                 .map_or_else(|| RawValue::NULL.to_owned(), ToOwned::to_owned);
+
             let publication = Publication::Event {
                 seq: 0,
                 name: name.into_owned(),
@@ -635,6 +671,21 @@ mod tests {
         assert!(!valid_event_name("has space"));
         assert!(!valid_event_name(&"x".repeat(65)));
         assert!(!valid_event_name("ünicode"));
+    }
+
+    #[test]
+    fn event_data_every_subscriber_can_receive() {
+        let raw = |s: &str| serde_json::value::RawValue::from_string(s.to_owned()).expect("json");
+        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(check_event_data(&raw(r#"{"a":[1,2.5,"x",null,true]}"#)).is_ok());
+        assert!(check_event_data(&raw(&nested(MAX_DATA_DEPTH))).is_ok());
+        assert!(check_event_data(&raw(&nested(MAX_DATA_DEPTH + 1))).is_err());
+        assert!(check_event_data(&raw(r#"{"x":1e400}"#)).is_err());
+        assert!(check_event_data(&raw("-1e400")).is_err());
+        assert!(
+            check_event_data(&raw("18446744073709551616")).is_ok(),
+            "wide: rounded"
+        );
     }
 
     #[tokio::test(start_paused = true)]

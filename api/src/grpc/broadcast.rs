@@ -47,14 +47,26 @@ fn data(v: Option<prost_types::Value>) -> Result<Box<RawValue>, Status> {
     RawValue::from_string(text).map_err(|e| Status::invalid_argument(format!("data: {e}")))
 }
 
+/// Counts and logs a part of a frame that a protobuf update cannot carry.
+fn unconvertible(part: &'static str, error: &convert::ConvertError) {
+    metrics::counter!("ovasabi_grpc_unconvertible_total", "part" => part).increment(1);
+    tracing::warn!(part, error = %error, "left out of a gRPC update: not representable in protobuf");
+}
+
 /// A frame of the wire protocol as an `Update` (`None` for frames a subscription does not
 /// carry: pongs, user messages, errors).
 fn update(text: &str) -> Result<Option<pb::Update>, Status> {
     use pb::update::Kind;
-    let v: Value = convert::lossy(
-        serde_json::from_str(text)
-            .map_err(|e| Status::internal(format!("unreadable frame: {e}")))?,
-    );
+    let v: Value = match serde_json::from_str(text) {
+        Ok(v) => convert::lossy(v),
+        Err(e) => {
+            // (Event data is checked at publish; a frame that still cannot be read is
+            // skipped, not fatal.)
+            metrics::counter!("ovasabi_grpc_unconvertible_total", "part" => "frame").increment(1);
+            tracing::warn!(error = %e, "frame left out of a gRPC subscription: unreadable");
+            return Ok(None);
+        }
+    };
     let u64_of = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
     let kind = match v.get("type").and_then(Value::as_str) {
         Some("welcome") => Kind::Welcome(pb::Welcome {
@@ -68,8 +80,16 @@ fn update(text: &str) -> Result<Option<pb::Update>, Status> {
             recovered: v.get("recovered").and_then(Value::as_bool).unwrap_or(false),
         }),
         Some("tick") => {
+            // What cannot be converted is left out of the update (counted and logged), never
+            // fatal to the stream: the consumer sees the missing event's seq as a gap.
             let state = match v.get("state") {
-                Some(s) => Some(convert::json_to_struct(s.clone()).map_err(super::internal_json)?),
+                Some(s) => match convert::json_to_struct(s.clone()) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        unconvertible("state", &e);
+                        None
+                    }
+                },
                 None => None,
             };
             let mut events = Vec::new();
@@ -79,6 +99,14 @@ fn update(text: &str) -> Result<Option<pb::Update>, Status> {
                 .into_iter()
                 .flatten()
             {
+                let data =
+                    match convert::json_to_value(e.get("data").cloned().unwrap_or(Value::Null)) {
+                        Ok(d) => d,
+                        Err(err) => {
+                            unconvertible("event", &err);
+                            continue;
+                        }
+                    };
                 events.push(pb::Event {
                     seq: e.get("seq").and_then(Value::as_u64).unwrap_or(0),
                     name: e
@@ -86,10 +114,7 @@ fn update(text: &str) -> Result<Option<pb::Update>, Status> {
                         .and_then(Value::as_str)
                         .unwrap_or_default()
                         .to_owned(),
-                    data: Some(
-                        convert::json_to_value(e.get("data").cloned().unwrap_or(Value::Null))
-                            .map_err(super::internal_json)?,
-                    ),
+                    data: Some(data),
                     ts: e.get("ts").and_then(Value::as_i64).unwrap_or(0),
                 });
             }
@@ -292,5 +317,26 @@ impl BroadcastService for Broadcast {
                 |mut rx| async move { rx.recv().await.map(|u| (u, rx)) },
             );
         Ok(Response::new(Box::pin(updates)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_a_protobuf_update_cannot_hold_is_left_out_not_fatal() {
+        // 1e400 cannot be read as a JSON number: the frame is skipped (counted), the
+        // stream goes on.
+        let tick = r#"{"type":"tick","campaign":"c","seq":2,"ts":1,"events":[{"seq":2,"name":"e","data":1e400,"ts":1}]}"#;
+        assert!(matches!(update(tick), Ok(None)));
+        let fine = r#"{"type":"tick","campaign":"c","seq":3,"ts":1,"events":[{"seq":3,"name":"e","data":{"n":18446744073709551616},"ts":1}]}"#;
+        let Ok(Some(pb::Update {
+            kind: Some(pb::update::Kind::Tick(t)),
+        })) = update(fine)
+        else {
+            panic!("a tick with a wide integer is converted (rounded)");
+        };
+        assert_eq!(t.events.len(), 1);
     }
 }
