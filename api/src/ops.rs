@@ -20,6 +20,7 @@ use crate::error::ApiError;
 /// Installs the process-wide Prometheus recorder (once) and returns its handle.
 pub fn recorder() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    started_at();
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new();
@@ -87,9 +88,42 @@ async fn ready(State(s): State<OpsState>) -> impl IntoResponse {
 /// Linux reports CPU times in `/proc` in units of USER_HZ, which is 100 on every Linux ABI.
 const USER_HZ: f64 = 100.0;
 
-/// Appends the standard `process_*` metrics read from `/proc/self` (Linux only; elsewhere
-/// nothing is added).
+/// When the process started its metrics (seconds since the Unix epoch), fixed at the first
+/// call (the recorder's installation, at start).
+fn started_at() -> f64 {
+    static STARTED: OnceLock<f64> = OnceLock::new();
+    *STARTED.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    })
+}
+
+/// Appends `ovasabi_build_info` and the standard `process_*` metrics: the start time, and
+/// what `/proc/self` says (Linux only; elsewhere those are left out).
 fn process_metrics(out: &mut String) {
+    let _ = write!(
+        out,
+        "# HELP ovasabi_build_info The node's version (always 1).\n\
+         # TYPE ovasabi_build_info gauge\novasabi_build_info{{version=\"{}\"}} 1\n\
+         # HELP process_start_time_seconds Start time of the process since the Unix epoch.\n\
+         # TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {}\n",
+        env!("CARGO_PKG_VERSION"),
+        started_at()
+    );
+    if let Ok(limits) = std::fs::read_to_string("/proc/self/limits")
+        && let Some(max) = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .and_then(|v| v.parse::<u64>().ok())
+    {
+        let _ = write!(
+            out,
+            "# HELP process_max_fds Most file descriptors the process may open.\n\
+             # TYPE process_max_fds gauge\nprocess_max_fds {max}\n"
+        );
+    }
     if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
         // Fields after the command name (which may hold spaces) start at field 3.
         if let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) {

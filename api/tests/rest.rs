@@ -258,6 +258,10 @@ async fn page_metrics_health_and_readiness() {
         "ovasabi_ws_frames_dropped_total",
         "process_resident_memory_bytes",
         "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+        "ovasabi_build_info{version=",
     ] {
         assert!(metrics.contains(name), "{name} exported");
     }
