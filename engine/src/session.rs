@@ -446,6 +446,11 @@ async fn on_message(
         Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => None,
         Err(WsError::Capacity(_)) => Some(Close::TOO_BIG),
         Err(WsError::Utf8(_)) => Some(Close::BAD_UTF8),
+        // A client that dropped TCP without a close frame went away (1006), it did not
+        // break the protocol.
+        Err(WsError::Protocol(
+            tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        )) => Some(Close::GONE),
         Err(WsError::Protocol(_)) => Some(Close::PROTOCOL),
         Err(_) => Some(Close::GONE),
     }

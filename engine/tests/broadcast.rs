@@ -552,6 +552,15 @@ async fn transport_errors_map_to_close_codes() {
         assert_eq!(c.closed().await, code);
         assert_eq!(c.done.await.expect("task"), code);
     }
+    // A client that drops TCP without a close frame is counted as gone (1006), not as a
+    // protocol error (1002); nothing is sent to it.
+    let c = Client::connect(&node, "c", "u", false, 64);
+    c.tx.send(Err(WsError::Protocol(
+        engine::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+    )))
+    .await
+    .expect("send");
+    assert_eq!(c.done.await.expect("task"), 1006);
 }
 
 #[tokio::test(start_paused = true)]
