@@ -775,3 +775,30 @@ async fn password_guessing_on_one_name_is_refused_after_ten_failures() {
     // Other names are not affected.
     user(&node, "bystander").await;
 }
+
+#[tokio::test]
+async fn registrations_from_one_address_are_rate_limited() {
+    let node = TestNode::start().await;
+    let register = |n: u32| {
+        let body = json!({"username": format!("burst{n}"), "email": format!("burst{n}@example.org"), "password": "password123"});
+        node.call_as(None, "POST", "/api/auth/register", Some(body))
+    };
+    for n in 0..30 {
+        let (s, b) = register(n).await;
+        assert_eq!(s, 201, "{b}");
+    }
+    // Every test request comes from 127.0.0.1: the next one is over the limit.
+    let (s, b) = register(30).await;
+    assert_eq!(s, 429, "{b}");
+    assert_eq!(b["error"]["code"], "rate_limited", "{b}");
+    // Logins of the accounts made are not affected.
+    let (s, b) = node
+        .call_as(
+            None,
+            "POST",
+            "/api/auth/login",
+            Some(json!({"login": "burst0", "password": "password123"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+}

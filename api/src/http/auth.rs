@@ -89,6 +89,7 @@ type JsonBody<T> = Result<Json<T>, JsonRejection>;
         (status = 400, description = "Malformed JSON, unknown field or invalid value", body = ErrorBody),
         (status = 401, description = "Bad or expired token", body = ErrorBody),
         (status = 409, description = "The username or email is taken", body = ErrorBody),
+        (status = 429, description = "Too many registrations from this client address within 10 minutes", body = ErrorBody),
         (status = 413, description = "Body larger than the node's limit", body = ErrorBody),
         (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
         (status = 500, description = "Internal error", body = ErrorBody),

@@ -98,9 +98,75 @@ impl LoginGuard {
     }
 }
 
+/// Registrations allowed per client address (IP, whatever the port) within
+/// [`REGISTRATION_WINDOW`]: anyone may register, so bursts from one address are what cost the
+/// node password hashes and rows.
+pub const MAX_REGISTRATIONS: u32 = 30;
+/// The window registrations are counted in.
+pub const REGISTRATION_WINDOW: Duration = Duration::from_secs(10 * 60);
+
+/// Registration attempts per client address (the IP of `ip:port`).
+#[derive(Debug, Default)]
+pub(crate) struct RegistrationGuard {
+    attempts: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+impl RegistrationGuard {
+    /// Counts a registration attempt from `addr` (`ip:port`, or any text), refusing it beyond
+    /// [`MAX_REGISTRATIONS`] within [`REGISTRATION_WINDOW`]. Callers without an address (the
+    /// node itself) are not counted.
+    ///
+    /// # Errors
+    /// [`ServiceError::RateLimited`] with the time to wait.
+    pub fn attempt(&self, addr: Option<&str>) -> Result<(), ServiceError> {
+        let Some(addr) = addr else { return Ok(()) };
+        let ip = addr
+            .parse::<std::net::SocketAddr>()
+            .map_or_else(|_| addr.to_owned(), |a| a.ip().to_string());
+        let mut map = self.attempts.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= MAX_TRACKED && !map.contains_key(&ip) {
+            map.retain(|_, (_, since)| since.elapsed() < REGISTRATION_WINDOW);
+        }
+        let entry = map.entry(ip).or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= REGISTRATION_WINDOW {
+            *entry = (0, Instant::now());
+        }
+        if entry.0 >= MAX_REGISTRATIONS {
+            let wait = REGISTRATION_WINDOW
+                .saturating_sub(entry.1.elapsed())
+                .as_secs()
+                .max(1);
+            return Err(ServiceError::RateLimited {
+                message: format!("too many registrations from this address; try again in {wait} s"),
+                retry_after_secs: wait,
+            });
+        }
+        entry.0 += 1;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registrations_are_limited_per_address_whatever_the_port() {
+        let g = RegistrationGuard::default();
+        for port in 0..MAX_REGISTRATIONS {
+            assert!(
+                g.attempt(Some(&format!("10.0.0.1:{}", 1000 + port)))
+                    .is_ok()
+            );
+        }
+        assert!(matches!(
+            g.attempt(Some("10.0.0.1:9")),
+            Err(ServiceError::RateLimited { retry_after_secs, .. }) if retry_after_secs > 0
+        ));
+        assert!(g.attempt(Some("10.0.0.2:9")).is_ok(), "another address");
+        assert!(g.attempt(Some("[::1]:5")).is_ok(), "IPv6");
+        assert!(g.attempt(None).is_ok(), "the node itself");
+    }
 
     #[test]
     fn refuses_a_key_after_too_many_failures_and_a_success_clears_it() {

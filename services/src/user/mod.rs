@@ -31,6 +31,8 @@ pub struct UserService {
     policies: Policies,
     tokens: Arc<TokenIssuer>,
     guard: Arc<guard::LoginGuard>,
+    /// Registrations per client address (open to anyone: bounded per address).
+    registrations: Arc<guard::RegistrationGuard>,
 }
 
 fn bad_credentials() -> ServiceError {
@@ -53,6 +55,7 @@ impl UserService {
             policies,
             tokens,
             guard: Arc::new(guard::LoginGuard::default()),
+            registrations: Arc::new(guard::RegistrationGuard::default()),
         }
     }
 
@@ -108,8 +111,10 @@ impl UserService {
     ///
     /// # Errors
     /// [`ServiceError::Invalid`] naming the field, [`ServiceError::Duplicate`] for a taken
-    /// username or email.
+    /// username or email, [`ServiceError::RateLimited`] beyond
+    /// 30 attempts from one client address within 10 minutes.
     pub async fn register(&self, caller: &Caller, new: NewUser) -> Result<User, ServiceError> {
+        self.registrations.attempt(caller.addr.as_deref())?;
         self.create_account(caller, new, vec![Role::User]).await
     }
 
