@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::Admission;
 use crate::broadcaster::EngineBroadcaster;
 use crate::cache::{METADATA_TTL, RedisMetadataCache};
 use crate::config::Config;
@@ -219,7 +220,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         services: services.clone(),
         config: config.clone(),
     });
-    let http_task = tokio::spawn(serve_http1(http_listener, app, stop_http.clone()));
+    let admission = Admission::new(&config);
+    let http_task = tokio::spawn(serve_http1(
+        http_listener,
+        app,
+        admission,
+        stop_http.clone(),
+    ));
     let stop_ops = CancellationToken::new();
     let ops_app = ops::router(ops::OpsState {
         metrics,
@@ -286,8 +293,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 /// Not `axum::serve`: with hyper-util's `http2` feature on (tonic enables it) that serves every
 /// connection through protocol detection, whose rewinding reader then sits under every
 /// WebSocket read and write; the WebSocket port needs HTTP/1.1 only. Each request carries the
-/// client's address (`ConnectInfo`) for the audit log.
-async fn serve_http1(listener: TcpListener, app: axum::Router, stop: CancellationToken) {
+/// client's address (`ConnectInfo`) for the audit log. A connection over one of
+/// `admission`'s limits is closed as soon as it is accepted; an admitted one keeps its place
+/// until it ends.
+async fn serve_http1(
+    listener: TcpListener,
+    app: axum::Router,
+    mut admission: Admission,
+    stop: CancellationToken,
+) {
     use hyper_util::rt::TokioIo;
     use tower::ServiceExt as _;
     let connections = tokio_util::task::TaskTracker::new();
@@ -304,15 +318,25 @@ async fn serve_http1(listener: TcpListener, app: axum::Router, stop: Cancellatio
                 }
             },
         };
+        let place = match admission.admit(addr.ip()) {
+            Ok(place) => place,
+            Err(refusal) => {
+                tracing::debug!(peer = %addr, reason = refusal.reason(), "connection refused");
+                drop(tcp);
+                continue;
+            }
+        };
         // Frames are batched per flush already: send them at once, without Nagle's delay.
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
         let app = app.clone();
+        let held = place.clone();
         let service =
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 req.extensions_mut()
                     .insert(axum::extract::ConnectInfo(addr));
+                req.extensions_mut().insert(held.clone());
                 app.clone().oneshot(req.map(axum::body::Body::new))
             });
         let stop = stop.clone();
@@ -335,6 +359,7 @@ async fn serve_http1(listener: TcpListener, app: axum::Router, stop: Cancellatio
             if let Err(e) = result {
                 tracing::trace!(error = %e, "HTTP connection ended");
             }
+            drop(place);
         });
     }
     connections.close();

@@ -70,8 +70,24 @@ pub struct Config {
     pub redis_timeout: Duration,
     /// `text` or `json` log lines.
     pub log_format: String,
-    /// Largest REST request body, in bytes.
+    /// Largest REST request body, in bytes. A request declaring a larger `Content-Length` is
+    /// answered 413 before any of its body is read.
     pub max_body_size: usize,
+    /// Longest time a client may take to send a REST request body once its headers are in:
+    /// past it the request is answered 408 and the connection closed (a client sending headers
+    /// and one byte would otherwise hold its socket for ever).
+    #[serde(with = "duration")]
+    pub body_timeout: Duration,
+    /// Connections `http_addr` holds at once (REST and WebSocket); more are closed at accept.
+    /// Keep it below the file limit: the rest is the reserve of the metrics and gRPC listeners,
+    /// the database and Redis.
+    pub max_connections: usize,
+    /// Connections one client address may hold on `http_addr` at once.
+    pub max_connections_per_ip: usize,
+    /// Connections accepted per second on `http_addr` (reconnect storms); more are closed.
+    pub accept_rate: f64,
+    /// Connections that may be accepted at once above `accept_rate`.
+    pub accept_burst: u32,
 
     pub send_queue_capacity: usize,
     /// Consecutive drops that close a slow session with 4008 (0 = never).
@@ -140,6 +156,11 @@ impl Default for Config {
             redis_timeout: Duration::from_secs(1),
             log_format: "text".to_owned(),
             max_body_size: 1024 * 1024,
+            body_timeout: Duration::from_secs(10),
+            max_connections: 19_000,
+            max_connections_per_ip: 1_000,
+            accept_rate: 2_000.0,
+            accept_burst: 4_000,
             send_queue_capacity: e.send_queue_capacity,
             slow_close_drops: e.slow_close_drops,
             slow_close_after: e.slow_close_after,
@@ -187,6 +208,11 @@ pub const KEYS: &[&str] = &[
     "redis_timeout",
     "log_format",
     "max_body_size",
+    "body_timeout",
+    "max_connections",
+    "max_connections_per_ip",
+    "accept_rate",
+    "accept_burst",
     "send_queue_capacity",
     "slow_close_drops",
     "slow_close_after",
@@ -278,6 +304,9 @@ impl Config {
             ("max_pending_events", self.max_pending_events),
             ("max_body_size", self.max_body_size),
             ("client_event_burst", self.client_event_burst as usize),
+            ("max_connections", self.max_connections),
+            ("max_connections_per_ip", self.max_connections_per_ip),
+            ("accept_burst", self.accept_burst as usize),
         ];
         for (key, v) in positive {
             if v == 0 {
@@ -296,10 +325,17 @@ impl Config {
                 "must be a positive number of events per second",
             ));
         }
+        if !(self.accept_rate.is_finite() && self.accept_rate > 0.0) {
+            return Err(ConfigError::new(
+                "accept_rate",
+                "must be a positive number of connections per second",
+            ));
+        }
         for (key, d) in [
             ("ping_interval", self.ping_interval),
             ("pong_timeout", self.pong_timeout),
             ("database_timeout", self.database_timeout),
+            ("body_timeout", self.body_timeout),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::new(key, "must be longer than 0s"));
@@ -492,6 +528,9 @@ mod tests {
         assert_eq!(c.ping_interval, Duration::from_secs(30));
         assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
         assert_eq!(c.database_timeout, Duration::from_secs(1));
+        assert_eq!(c.body_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_connections, 19_000);
+        assert_eq!(c.max_connections_per_ip, 1_000);
         assert!(c.database_url().starts_with("sqlite://data/"));
     }
 
@@ -519,6 +558,11 @@ mod tests {
             ("client_event_rate", "-1"),
             ("database_timeout", "0s"),
             ("database_timeout", "soon"),
+            ("body_timeout", "0s"),
+            ("max_connections", "0"),
+            ("max_connections_per_ip", "0"),
+            ("accept_rate", "0"),
+            ("accept_burst", "0"),
         ] {
             let err = Config::load(None, &flags(&[(key, value)])).expect_err("invalid");
             assert_eq!(err.key, key, "{err}");
@@ -536,6 +580,11 @@ mod tests {
         assert_eq!(c.send_queue_capacity, d.send_queue_capacity);
         assert_eq!(c.pong_timeout, d.pong_timeout);
         assert_eq!(c.ws_read_buffer_size, d.ws_read_buffer_size);
+        assert_eq!(c.body_timeout, d.body_timeout);
+        assert_eq!(c.max_connections, d.max_connections);
+        assert_eq!(c.max_connections_per_ip, d.max_connections_per_ip);
+        assert_eq!(c.accept_rate, d.accept_rate);
+        assert_eq!(c.accept_burst, d.accept_burst);
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -90,6 +90,18 @@ impl From<ServiceError> for ApiError {
     }
 }
 
+impl From<crate::http::body::BodyError> for ApiError {
+    fn from(e: crate::http::body::BodyError) -> Self {
+        use crate::http::body::BodyError;
+        let (status, code) = match &e {
+            BodyError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            BodyError::Timeout { .. } => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            BodyError::Unreadable(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
+        };
+        Self::new(status, code, e.to_string())
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         match r {

@@ -4,14 +4,17 @@
 //!
 //! # Layout
 //! * [`config`]: layered configuration and its validation.
-//! * [`app`]: wiring, start and ordered shutdown.
-//! * [`http`]: REST, WebSocket upgrade and the web page; [`error`]: errors as JSON;
+//! * [`app`]: wiring, start and ordered shutdown; [`admission`]: the connection limits of
+//!   `:8090`.
+//! * [`http`]: REST (bodies read under a size and time limit), WebSocket upgrade and the web
+//!   page; [`error`]: errors as JSON;
 //!   [`openapi`]: the OpenAPI document generated from the REST handlers.
 //! * [`grpc`]: the gRPC adapters, health and reflection.
 //! * [`ops`]: `/metrics`, `/healthz`, `/readyz`.
 //! * [`broadcaster`]: the services' broadcaster implemented with the engine.
 //! * [`cache`]: the services' metadata cache on Redis.
 
+pub mod admission;
 pub mod app;
 pub mod broadcaster;
 pub mod cache;

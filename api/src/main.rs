@@ -68,8 +68,18 @@ flags! {
     redis_timeout,
     /// Log format: text or json [default: text]
     log_format,
-    /// Largest REST request body in bytes [default: 1048576]
+    /// Largest REST request body in bytes; a larger Content-Length is refused at once [default: 1048576]
     max_body_size,
+    /// Longest time to send a REST request body; past it 408 and the connection closes [default: 10s]
+    body_timeout,
+    /// Connections the HTTP port holds at once; more are closed at accept [default: 19000]
+    max_connections,
+    /// Connections one client address may hold on the HTTP port [default: 1000]
+    max_connections_per_ip,
+    /// Connections accepted per second on the HTTP port [default: 2000]
+    accept_rate,
+    /// Connections accepted at once above accept_rate [default: 4000]
+    accept_burst,
     /// Frames a session's queue holds before dropping [default: 256]
     send_queue_capacity,
     /// Consecutive drops that close a slow session with 4008; 0 = never [default: 0]

@@ -8,6 +8,7 @@
 
 mod admin;
 pub mod auth;
+pub mod body;
 pub mod campaigns;
 mod content;
 mod page;
@@ -96,6 +97,10 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(doc))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            body::BodyLimits::new(body_limit, state.config.body_timeout),
+            body::read_body,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

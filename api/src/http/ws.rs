@@ -15,6 +15,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::{AppState, check_user_id};
+use crate::admission::Admitted;
 use crate::error::ApiError;
 use crate::openapi::ErrorBody;
 
@@ -206,8 +207,11 @@ pub async fn upgrade(
         .write_buffer_size(cfg.ws_write_buffer_size)
         .max_message_size(Some(cfg.max_message_size))
         .max_frame_size(Some(cfg.max_message_size));
+    // The connection's place under `max_connections` stays taken while the session lives.
+    let place = req.extensions_mut().remove::<Admitted>();
     let node = app.node.clone();
     app.node.spawn_tracked(async move {
+        let _place = place;
         match on_upgrade.await {
             Ok(upgraded) => {
                 // Boxed: the stream is moved through several futures, which would each keep
