@@ -265,6 +265,19 @@ async fn page_metrics_health_and_readiness() {
     ] {
         assert!(metrics.contains(name), "{name} exported");
     }
+    // Requests by route pattern (not the raw path) and status.
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("ovasabi_http_requests_total{")
+                && l.contains(r#"route="/api/campaigns/{id}/events""#)
+                && l.contains(r#"status="202""#)),
+        "request counts by route and status"
+    );
+    assert!(
+        metrics.contains("ovasabi_http_request_duration_seconds"),
+        "request durations"
+    );
     let health = node
         .client
         .get(format!("http://{}/healthz", node.metrics))

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod body;
 pub mod campaigns;
 mod content;
+mod observe;
 mod page;
 mod ws;
 
@@ -101,6 +102,7 @@ pub fn router(state: AppState) -> Router {
             body::BodyLimits::new(body_limit, state.config.body_timeout),
             body::read_body,
         ))
+        .layer(axum::middleware::from_fn(observe::record))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
