@@ -225,11 +225,7 @@ impl CampaignShared {
     }
 
     /// The campaign's epoch on the bus, as last heard of.
-    pub(crate) fn current_cluster_epoch(&self) -> Option<Arc<str>> {
-        self.cluster_epoch()
-    }
-
-    fn cluster_epoch(&self) -> Option<Arc<str>> {
+    pub(crate) fn cluster_epoch(&self) -> Option<Arc<str>> {
         self.cluster_epoch
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -551,10 +547,7 @@ impl Campaign {
             // The new epoch's numbers did not continue above the old ones: what the
             // sessions saw under these numbers was other events. They resync.
             tracing::warn!(campaign = %self.shared.id, seq, sent = self.sent_seq, "new epoch restarted below the sent seq: sessions resync");
-            self.sent_seq = seq.saturating_sub(1);
-            self.shared.last_seq.store(self.sent_seq, Relaxed);
-            self.pending.clear();
-            self.resync_all();
+            self.renumber(seq.saturating_sub(1));
         }
         match p {
             Publication::Event { seq, .. } if seq <= self.sent_seq.max(self.shared.last_seq()) => {
@@ -627,10 +620,7 @@ impl Campaign {
         // The first local number is the wall clock in microseconds: far above the cluster's
         // numbering, so no node can mistake a `seq` seen here for one of the cluster's (a
         // resume from it is refused everywhere, taint or not).
-        let clock = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-        let next = (self.sent_seq.max(self.shared.last_seq()) + 1).max(clock);
+        let next = (self.sent_seq.max(self.shared.last_seq()) + 1).max(frame::now_us());
         let (seq, p) = match p {
             Publication::Event {
                 name,
@@ -745,8 +735,12 @@ impl Campaign {
         tracing::info!(campaign = %self.shared.id, sessions, "bus reachable again: sessions told to resync");
     }
 
-    /// Tells every session to resync (1012), see [`Campaign::resync_all_after`].
-    fn resync_all(&mut self) {
+    /// A new epoch numbers from `seq` on, below what the sessions already saw: they resync
+    /// (1012, see [`Campaign::resync_all_after`]), and what is pending goes.
+    fn renumber(&mut self, seq: u64) {
+        self.sent_seq = seq;
+        self.shared.last_seq.store(seq, Relaxed);
+        self.pending.clear();
         self.resync_all_after(None);
     }
 
@@ -977,10 +971,7 @@ impl Campaign {
             // The snapshot says where the new epoch stands.
             self.fresh_epoch = false;
             if snapshot.seq < self.sent_seq {
-                self.sent_seq = snapshot.seq;
-                self.shared.last_seq.store(snapshot.seq, Relaxed);
-                self.pending.clear();
-                self.resync_all();
+                self.renumber(snapshot.seq);
             }
         }
         self.sent_seq = self.sent_seq.max(snapshot.seq);
@@ -1098,16 +1089,13 @@ fn detached_epoch(cluster: &str, node: &str) -> Box<str> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     node.hash(&mut h);
     let mark = format!("~{:08x}{:x}", h.finish() as u32, now_ms());
-    let room = crate::broker::MAX_EPOCH_LEN.saturating_sub(mark.len());
-    let mut head = cluster;
-    while head.len() > room {
-        let mut end = room.min(head.len());
-        while !head.is_char_boundary(end) {
-            end -= 1;
-        }
-        head = &head[..end];
+    let mut end = cluster
+        .len()
+        .min(crate::broker::MAX_EPOCH_LEN.saturating_sub(mark.len()));
+    while !cluster.is_char_boundary(end) {
+        end -= 1;
     }
-    format!("{head}{mark}").into_boxed_str()
+    format!("{}{mark}", &cluster[..end]).into_boxed_str()
 }
 
 #[cfg(test)]

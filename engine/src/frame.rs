@@ -20,6 +20,15 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Microseconds since the Unix epoch: where numbering that must stay above every earlier
+/// number starts (a new epoch on a Redis that lost its keys, a node's local numbers while it
+/// is cut from the bus).
+pub(crate) fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
 /// `s` as a JSON string literal, quotes included.
 pub(crate) fn json_string(s: &str) -> String {
     // Serialising a `&str` cannot fail.

@@ -118,7 +118,7 @@ impl Node {
                 .hub
                 .get(spec.id.as_str())
                 .filter(|c| !c.is_ended())
-                .and_then(|c| c.current_cluster_epoch());
+                .and_then(|c| c.cluster_epoch());
             spec.epoch = Some(match running {
                 Some(e) => e.to_string(),
                 None => self.inner.broker.epoch(&spec.id).await?,
@@ -372,11 +372,7 @@ impl Node {
     ) -> (Vec<EncodedEvent>, Option<Vec<crate::broker::Taint>>) {
         let broker = &self.inner.broker;
         if local {
-            // Once more on failure: a connection broken by an outage reconnects on next use.
-            return match match broker.tainted(campaign).await {
-                Err(_) => broker.tainted(campaign).await,
-                ok => ok,
-            } {
+            return match broker.tainted(campaign).await {
                 Ok(t) => (Vec::new(), Some(t)),
                 Err(e) => {
                     tracing::warn!(campaign, error = %e, "taints unavailable; resumes answered recovered:false");
@@ -384,10 +380,7 @@ impl Node {
                 }
             };
         }
-        let recovery = match broker.recovery(campaign, since).await {
-            Err(_) => broker.recovery(campaign, since).await,
-            ok => ok,
-        };
+        let recovery = broker.recovery(campaign, since).await;
         match recovery {
             Ok(recovery) => (
                 recovery
@@ -556,24 +549,23 @@ impl NodeInner {
     /// this node only (its sessions get it at once, in a detached epoch) and keeps it for the
     /// bus, which gets it when it is back.
     pub(crate) async fn publish(&self, campaign: &str, p: Publication) -> Result<u64, EngineError> {
-        let inner = self;
-        let bus_up = || inner.broker.can_publish() && inner.bus_writable.load(Relaxed);
-        let id = inner.next_publish.fetch_add(1, Relaxed);
-        if bus_up() && inner.outbox().is_empty() {
-            match inner.broker.publish_once(campaign, p.clone(), id).await {
+        let bus_up = || self.broker.can_publish() && self.bus_writable.load(Relaxed);
+        let id = self.next_publish.fetch_add(1, Relaxed);
+        if bus_up() && self.outbox().is_empty() {
+            match self.broker.publish_once(campaign, p.clone(), id).await {
                 Err(BrokerError::Unavailable { reason }) => {
                     // It may have been applied all the same (a timeout): if it already came
                     // back, it is published, and applying it here too would show it twice.
-                    if let Some(seq) = inner.broker.applied(id) {
+                    if let Some(seq) = self.broker.applied(id) {
                         return Ok(seq);
                     }
-                    inner.bus_writable.store(false, Relaxed);
+                    self.bus_writable.store(false, Relaxed);
                     tracing::debug!(campaign, reason, "bus unavailable: publishing locally");
                 }
                 other => return Ok(other?),
             }
         }
-        let shared = inner
+        let shared = self
             .hub
             .get(campaign)
             .map(|c| c.value().clone())
@@ -583,7 +575,7 @@ impl NodeInner {
         let waiting = {
             // One lock for the decision and the queue, so that the bus gets every kept
             // publication in the order this node applied them, and later ones after them.
-            let mut outbox = inner.outbox();
+            let mut outbox = self.outbox();
             if outbox.len() >= MAX_OUTBOX {
                 return Err(BrokerError::Unavailable {
                     reason: format!(
@@ -629,7 +621,7 @@ impl NodeInner {
         match waiting {
             Waiting::Bus(rx) => Ok(rx.await.map_err(|_| gone())??),
             Waiting::Local(rx) => {
-                inner.metrics.local_publications.increment(1);
+                self.metrics.local_publications.increment(1);
                 rx.await.map_err(|_| gone())
             }
         }

@@ -47,7 +47,7 @@ use super::{
     BoxFuture, Broker, BrokerError, Control, Deliver, PRESENCE_USERS, Presence, Publication,
     Recovery, Snapshot, Taint,
 };
-use crate::frame::now_ms;
+use crate::frame::{now_ms, now_us};
 
 /// One publish, atomically. KEYS: seq, history, state, channel, state version, epoch,
 /// publish ids. ARGV: mode, body, history size, history TTL, `PUBLISH` or `SPUBLISH`, the
@@ -333,6 +333,21 @@ impl RedisBroker {
         }
     }
 
+    /// Runs `pipe` on the read connection, bounded, and once more on failure: that connection
+    /// may have been broken by the fault a resume or replay follows, and a broken connection
+    /// reconnects on its next use.
+    async fn read<T: redis::FromRedisValue>(
+        &self,
+        what: &str,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, BrokerError> {
+        let mut conn = self.reads.clone();
+        match self.bounded(what, pipe.query_async(&mut conn)).await {
+            Err(_) => self.bounded(what, pipe.query_async(&mut conn)).await,
+            ok => ok,
+        }
+    }
+
     fn heartbeat_channel(&self) -> String {
         format!("{}:hb:{}", self.config.prefix, self.instance)
     }
@@ -431,21 +446,10 @@ impl RedisBroker {
                 .get(self.key("epoch", &campaign))
                 .get(self.key("state", &campaign))
                 .get(self.key("statev", &campaign));
-            let mut read: Result<Read, BrokerError> = Err(BrokerError::Unavailable {
-                reason: "not read".to_owned(),
-            });
-            // Twice: the read connection may have been broken by the same fault, and a broken
-            // one reconnects on its next use.
-            for _ in 0..2 {
-                let mut conn = self.reads.clone();
-                read = self
-                    .bounded("a replay read", pipe.query_async(&mut conn))
-                    .await;
-                if read.is_ok() {
-                    break;
-                }
-            }
-            let (entries, epoch, state, version) = match read {
+            let (entries, epoch, state, version) = match self
+                .read::<Read>("a replay read", &pipe)
+                .await
+            {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(campaign, error = %e, "events of the pub/sub gap not replayed");
@@ -461,10 +465,7 @@ impl RedisBroker {
                 replayed += 1;
                 sink.deliver(&campaign, p);
             }
-            if let (Some(state), Some(version)) = (state, version)
-                && let Ok(Publication::State { state, .. }) =
-                    serde_json::from_str::<Publication>(&state)
-            {
+            if let (Some(state), Some(version)) = (state.and_then(stored_state), version) {
                 sink.deliver(&campaign, Publication::State { state, version });
             }
         }
@@ -487,7 +488,7 @@ impl RedisBroker {
                 _ => 0,
             }
         };
-        let base = u64::try_from(now_ms()).unwrap_or(0).saturating_mul(1000);
+        let base = now_us();
         let mut conn = self.conn.clone();
         let epoch: String = self
             .bounded(
@@ -789,24 +790,19 @@ impl Broker for RedisBroker {
         after: u64,
     ) -> BoxFuture<'a, Result<Recovery, BrokerError>> {
         Box::pin(async move {
-            let mut conn = self.reads.clone();
-            let (entries, taints): (Vec<(String, Vec<String>)>, Vec<String>) = self
-                .bounded(
-                    "a history read",
-                    redis::pipe()
-                        .cmd("XRANGE")
-                        .arg(self.key("h", campaign))
-                        .arg(format!("{}-0", after.saturating_add(1)))
-                        .arg("+")
-                        .arg("COUNT")
-                        .arg(self.config.history_size.max(1))
-                        .cmd("LRANGE")
-                        .arg(self.key("taint", campaign))
-                        .arg(0)
-                        .arg(-1)
-                        .query_async(&mut conn),
-                )
-                .await?;
+            let mut pipe = redis::pipe();
+            pipe.cmd("XRANGE")
+                .arg(self.key("h", campaign))
+                .arg(format!("{}-0", after.saturating_add(1)))
+                .arg("+")
+                .arg("COUNT")
+                .arg(self.config.history_size.max(1))
+                .cmd("LRANGE")
+                .arg(self.key("taint", campaign))
+                .arg(0)
+                .arg(-1);
+            let (entries, taints): (Vec<(String, Vec<String>)>, Vec<String>) =
+                self.read("a history read", &pipe).await?;
             let events = history_events(entries);
             Ok(Recovery {
                 events,
@@ -817,17 +813,12 @@ impl Broker for RedisBroker {
 
     fn tainted<'a>(&'a self, campaign: &'a str) -> BoxFuture<'a, Result<Vec<Taint>, BrokerError>> {
         Box::pin(async move {
-            let mut conn = self.reads.clone();
-            let taints: Vec<String> = self
-                .bounded(
-                    "a taint read",
-                    redis::cmd("LRANGE")
-                        .arg(self.key("taint", campaign))
-                        .arg(0)
-                        .arg(-1)
-                        .query_async(&mut conn),
-                )
-                .await?;
+            let mut pipe = redis::pipe();
+            pipe.cmd("LRANGE")
+                .arg(self.key("taint", campaign))
+                .arg(0)
+                .arg(-1);
+            let (taints,): (Vec<String>,) = self.read("a taint read", &pipe).await?;
             Ok(parse_taints(&taints))
         })
     }
@@ -992,11 +983,7 @@ impl Broker for RedisBroker {
             if let Some(e) = &epoch {
                 self.arrived(campaign, e, seq.unwrap_or(0));
             }
-            // The key holds the state's publication, as published.
-            let state = state.and_then(|s| match serde_json::from_str::<Publication>(&s) {
-                Ok(Publication::State { state, .. }) => Some(state),
-                _ => None,
-            });
+            let state = state.and_then(stored_state);
             Ok(Some(Snapshot {
                 seq: seq.unwrap_or(0),
                 state,
@@ -1026,6 +1013,14 @@ impl Broker for RedisBroker {
                 .commands
                 .try_send(SubCommand::Unsubscribe(self.key("c", campaign)));
         }
+    }
+}
+
+/// The state held by a campaign's state key (its publication, as published).
+fn stored_state(stored: String) -> Option<Box<serde_json::value::RawValue>> {
+    match serde_json::from_str::<Publication>(&stored) {
+        Ok(Publication::State { state, .. }) => Some(state),
+        _ => None,
     }
 }
 
