@@ -619,8 +619,17 @@ impl Campaign {
         }
         // The first local number is the wall clock in microseconds: far above the cluster's
         // numbering, so no node can mistake a `seq` seen here for one of the cluster's (a
-        // resume from it is refused everywhere, taint or not).
-        let next = (self.sent_seq.max(self.shared.last_seq()) + 1).max(frame::now_us());
+        // resume from it is refused everywhere, taint or not); the next ones follow it.
+        let last = self.sent_seq.max(self.shared.last_seq());
+        let first = self
+            .detached_from
+            .as_ref()
+            .is_some_and(|(_, base)| last <= *base);
+        let next = if first {
+            (last + 1).max(frame::now_us())
+        } else {
+            last + 1
+        };
         let (seq, p) = match p {
             Publication::Event {
                 name,

@@ -1071,3 +1071,32 @@ async fn publishes_during_a_bus_outage_reach_local_sessions_then_the_bus_and_ses
     let ew = early.next().await;
     assert_eq!(ew["recovered"], false, "{ew}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn local_numbers_while_detached_start_at_the_clock_and_then_follow_each_other() {
+    let bus = Arc::new(Cuttable {
+        inner: MemoryBroker::new(),
+        down: std::sync::atomic::AtomicBool::new(false),
+    });
+    let node = Node::new(Config::default(), bus.clone());
+    campaign(&node, "c", 10.0, false).await;
+    let mut a = Client::connect(&node, "c", "a", false, 64);
+    a.next().await; // welcome
+    a.next().await; // the state
+    bus.down.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut seqs = Vec::new();
+    for n in 0..3 {
+        let seq = node
+            .publish_event("c", "local", raw(json!(n)), true)
+            .await
+            .expect("a local publish");
+        assert_eq!(a.next().await["events"][0]["seq"], seq);
+        seqs.push(seq);
+    }
+    assert!(
+        seqs[0] > 1_000_000_000_000_000,
+        "{seqs:?}: the first from the clock"
+    );
+    assert_eq!(seqs[1], seqs[0] + 1, "then consecutive: no false gap");
+    assert_eq!(seqs[2], seqs[0] + 2);
+}
