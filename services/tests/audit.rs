@@ -208,15 +208,7 @@ async fn postgres_home(tag: &str) -> Option<Home> {
         );
         return None;
     };
-    let schema = common::unique(&format!("ovasabi_{tag}"));
-    let admin = Database::connect(&url).await.expect("connect to Postgres");
-    if let Database::Postgres(pool) = &admin {
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
-            .execute(pool)
-            .await
-            .expect("create schema");
-    }
-    admin.close().await;
+    let schema = common::create_schema(&url, tag).await;
     // postgres://user@HOST:PORT/db → the same through the proxy.
     let after_at = url.split_once('@').map_or(url.as_str(), |(_, rest)| rest);
     let hostport = after_at.split(['/', '?']).next().expect("host:port");

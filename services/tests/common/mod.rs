@@ -46,17 +46,7 @@ pub async fn databases(tag: &str) -> Vec<TestDb> {
     }];
     match std::env::var("OVASABI_TEST_DATABASE_URL") {
         Ok(url) => {
-            let schema = unique(&format!("ovasabi_{tag}"));
-            let admin = Database::connect(&url)
-                .await
-                .expect("connect to OVASABI_TEST_DATABASE_URL");
-            if let Database::Postgres(pool) = &admin {
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
-                    .execute(pool)
-                    .await
-                    .expect("create schema");
-            }
-            admin.close().await;
+            let schema = create_schema(&url, tag).await;
             let sep = if url.contains('?') { '&' } else { '?' };
             let db = Database::connect(&format!("{url}{sep}options=-csearch_path%3D{schema}"))
                 .await
@@ -95,4 +85,21 @@ impl TestDb {
             }
         }
     }
+}
+
+/// Creates a fresh schema (named after `tag`) in the Postgres database at `url`; returns its
+/// name.
+pub async fn create_schema(url: &str, tag: &str) -> String {
+    let schema = unique(&format!("ovasabi_{tag}"));
+    let admin = Database::connect(url)
+        .await
+        .expect("connect to OVASABI_TEST_DATABASE_URL");
+    if let Database::Postgres(pool) = &admin {
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
+            .execute(pool)
+            .await
+            .expect("create schema");
+    }
+    admin.close().await;
+    schema
 }
