@@ -1,5 +1,8 @@
 //! The services' metadata cache on Redis: keys `{prefix}:meta:{key}`, a 10-minute TTL, deleted
-//! on every change. Failures are misses (the database answers instead).
+//! on every change. Failures are misses (the database answers instead); after one, reads and
+//! writes skip Redis for [`SKIP_AFTER_FAILURE`], so that a dead Redis costs one lookup a
+//! timeout, not every lookup (deletions are always tried: a stale record must not outlive a
+//! change).
 
 use std::time::Duration;
 
@@ -11,6 +14,8 @@ use services::campaign::BoxFuture;
 pub const METADATA_TTL: Duration = Duration::from_secs(600);
 /// A cache that does not answer at once is skipped: it must never slow a lookup down.
 const CACHE_TIMEOUT: Duration = Duration::from_millis(100);
+/// How long reads and writes leave Redis alone after one failed or timed out.
+const SKIP_AFTER_FAILURE: Duration = Duration::from_secs(1);
 /// A change waits at most this long for its cached records to be deleted.
 const INVALIDATE_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -19,6 +24,9 @@ pub struct RedisMetadataCache {
     conn: ConnectionManager,
     prefix: String,
     ttl: Duration,
+    /// Milliseconds since `started` until which reads and writes skip Redis.
+    skip_until: std::sync::atomic::AtomicU64,
+    started: std::time::Instant,
 }
 
 impl RedisMetadataCache {
@@ -37,7 +45,26 @@ impl RedisMetadataCache {
             conn,
             prefix: prefix.to_owned(),
             ttl,
+            skip_until: std::sync::atomic::AtomicU64::new(0),
+            started: std::time::Instant::now(),
         })
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether a recent failure says to leave Redis alone.
+    fn skipping(&self) -> bool {
+        self.now() < self.skip_until.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn failed(&self) {
+        let until = self
+            .now()
+            .saturating_add(u64::try_from(SKIP_AFTER_FAILURE.as_millis()).unwrap_or(u64::MAX));
+        self.skip_until
+            .store(until, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn key(&self, key: &str) -> String {
@@ -48,6 +75,9 @@ impl RedisMetadataCache {
 impl MetadataCache for RedisMetadataCache {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<String>> {
         Box::pin(async move {
+            if self.skipping() {
+                return None;
+            }
             let mut conn = self.conn.clone();
             let mut cmd = redis::cmd("GET");
             cmd.arg(self.key(key));
@@ -56,6 +86,7 @@ impl MetadataCache for RedisMetadataCache {
                 Ok(Ok(hit)) => hit,
                 Ok(Err(_)) | Err(_) => {
                     tracing::debug!("metadata cache skipped");
+                    self.failed();
                     None
                 }
             }
@@ -64,6 +95,9 @@ impl MetadataCache for RedisMetadataCache {
 
     fn put<'a>(&'a self, key: &'a str, value: String) -> BoxFuture<'a, ()> {
         Box::pin(async move {
+            if self.skipping() {
+                return;
+            }
             let mut conn = self.conn.clone();
             let mut cmd = redis::cmd("SET");
             cmd.arg(self.key(key))
@@ -73,6 +107,7 @@ impl MetadataCache for RedisMetadataCache {
             let set = cmd.query_async::<()>(&mut conn);
             if !matches!(tokio::time::timeout(CACHE_TIMEOUT, set).await, Ok(Ok(()))) {
                 tracing::debug!("metadata not cached");
+                self.failed();
             }
         })
     }

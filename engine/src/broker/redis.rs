@@ -549,6 +549,7 @@ impl RedisBroker {
                 }
             };
             let mut conn = self.conn.clone();
+            let sent_at = self.now();
             let attempt = self
                 .bounded(
                     "a publish",
@@ -577,10 +578,11 @@ impl RedisBroker {
                 .await;
             let reply: Vec<String> = match attempt {
                 Ok(reply) => reply,
-                // A Redis that answers the watchdog is slow, not gone (a saturated host, a
-                // reconnect storm's reads): once more, under the same id, before the node
-                // gives up on the bus.
-                Err(e) if !retried && self.answering() => {
+                // A Redis that answered the watchdog while this publish waited is slow, not
+                // gone (a saturated host, a reconnect storm's reads): once more, under the
+                // same id, before the node gives up on the bus. A frozen or dead one answered
+                // nothing meanwhile: the publish costs one timeout.
+                Err(e) if !retried && self.last_pong.load(Ordering::Relaxed) > sent_at => {
                     tracing::debug!(campaign, id, error = %e, "publish slow; retrying once");
                     retried = true;
                     continue;
