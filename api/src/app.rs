@@ -214,6 +214,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             source,
         })?;
 
+    // Revocations of the last token lifetime, before the first request is served.
+    if let Err(e) = services.users.sync_revocations().await {
+        tracing::warn!(error = %e, "token revocations not read at start; retried every second");
+    }
+
     let stop_http = CancellationToken::new();
     let app = http::router(http::AppState {
         node: node.clone(),
@@ -245,6 +250,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     });
     let stop_schedule = CancellationToken::new();
     tokio::spawn(run_schedules(services.clone(), stop_schedule.clone()));
+    tokio::spawn(run_revocations(
+        services.clone(),
+        node.clone(),
+        stop_schedule.clone(),
+    ));
     let stop_grpc = CancellationToken::new();
     let grpc_task = tokio::spawn({
         let state = grpc::GrpcState {
@@ -399,6 +409,31 @@ async fn run_schedules(services: Provider, stop: CancellationToken) {
             && let Err(e) = services.campaigns.reconcile().await
         {
             tracing::debug!(error = %e, "campaigns not reconciled");
+        }
+    }
+}
+
+/// How often the node reads the token revocations made on other nodes.
+const REVOCATION_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Learns token revocations (every [`REVOCATION_POLL`] from the database, at once for those
+/// made here) and closes the revoked accounts' sessions on this node with 4401, until `stop`.
+async fn run_revocations(services: Provider, node: engine::Node, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(REVOCATION_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let users = &services.users;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {
+                if let Err(e) = users.sync_revocations().await {
+                    tracing::debug!(error = %e, "token revocations not read");
+                }
+            }
+            () = users.revocations().changed() => {}
+        }
+        for r in users.revocations().take_pending() {
+            node.revoke_sessions(&r.user_id, r.generation);
         }
     }
 }

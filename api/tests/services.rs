@@ -802,3 +802,125 @@ async fn registrations_from_one_address_are_rate_limited() {
         .await;
     assert_eq!(s, 200, "{b}");
 }
+
+/// Polls `GET /api/users/me` with `token` until it answers `want` (or 10 s); returns how long
+/// that took.
+async fn me_answers(node: &TestNode, token: &str, want: u16) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    loop {
+        let (s, body) = node
+            .call_as(Some(token), "GET", "/api/users/me", None)
+            .await;
+        if s == want {
+            if want == 401 {
+                assert_error(s, &body, 401, "unauthenticated");
+            }
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "still {s} after 10 s: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn revoked_tokens_are_refused_within_seconds_on_every_node_and_close_sessions() {
+    use common::close_code;
+    let a = TestNode::start().await;
+    let campaign = a.campaign("revocations", 10.0, json!({})).await;
+    // A second node on the same database (its own in-process bus).
+    let url = a.database_url();
+    let b = TestNode::start_with(|c| c.database_url = Some(url)).await;
+    let (rita, token) = user(&a, "rita").await;
+    let query = format!("?token={token}");
+    let mut on_a = a.ws(&campaign, &rita, &query).await;
+    let mut on_b = b.ws(&campaign, &rita, &query).await;
+    next_of(&mut on_a, "welcome").await;
+    next_of(&mut on_b, "welcome").await;
+    me_answers(&a, &token, 200).await;
+    me_answers(&b, &token, 200).await;
+
+    // Disabled by an admin on node a: refused there at once, on b within about a second.
+    let (s, body) = a
+        .call("POST", &format!("/api/admin/users/{rita}/disable"), None)
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let (s, body) = a.call_as(Some(&token), "GET", "/api/users/me", None).await;
+    assert_error(s, &body, 401, "unauthenticated");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("revoked")),
+        "{body}"
+    );
+    let took = me_answers(&b, &token, 401).await;
+    println!("node b refused the revoked token after {took:?}");
+    assert_eq!(close_code(&mut on_a).await, 4401);
+    assert_eq!(close_code(&mut on_b).await, 4401);
+    // A new session with the old token is refused before the upgrade.
+    let res =
+        tokio_tungstenite::connect_async(format!("ws://{}/ws/{campaign}/{rita}{query}", b.http))
+            .await;
+    assert!(res.is_err(), "upgrade with a revoked token refused");
+
+    // Enabled again: a new login's token works on both nodes at once.
+    let (s, body) = a
+        .call("POST", &format!("/api/admin/users/{rita}/enable"), None)
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let login = json!({"login": "rita", "password": "password123"});
+    let (s, t) = b
+        .call_as(None, "POST", "/api/auth/login", Some(login))
+        .await;
+    assert_eq!(s, 200, "{t}");
+    let fresh = t["access_token"].as_str().expect("token").to_owned();
+    me_answers(&a, &fresh, 200).await;
+    me_answers(&b, &fresh, 200).await;
+    assert_eq!(
+        me_answers(&a, &token, 401).await.as_secs(),
+        0,
+        "the old one stays refused"
+    );
+
+    // A password change on node b revokes the tokens issued before it, on a too.
+    let (s, body) = b
+        .call_as(
+            Some(&fresh),
+            "PATCH",
+            "/api/users/me",
+            Some(json!({"current_password": "password123", "new_password": "another password"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    me_answers(&b, &fresh, 401).await;
+    me_answers(&a, &fresh, 401).await;
+
+    // A changed role set too (tokens carry the roles); a display-name change does not.
+    let login = json!({"login": "rita", "password": "another password"});
+    let (s, t) = a
+        .call_as(None, "POST", "/api/auth/login", Some(login))
+        .await;
+    assert_eq!(s, 200, "{t}");
+    let third = t["access_token"].as_str().expect("token").to_owned();
+    let (s, body) = a
+        .call_as(
+            Some(&third),
+            "PATCH",
+            "/api/users/me",
+            Some(json!({"display_name": "Rita"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    me_answers(&a, &third, 200).await;
+    let (s, body) = b
+        .call(
+            "POST",
+            &format!("/api/admin/users/{rita}/roles"),
+            Some(json!({"role": "campaign_manager"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    me_answers(&a, &third, 401).await;
+}

@@ -26,6 +26,7 @@ pub mod frame;
 mod hub;
 pub mod metrics;
 pub mod node;
+mod principal;
 mod queue;
 pub mod session;
 
@@ -34,6 +35,7 @@ pub use campaign::{CampaignStats, Resume};
 pub use config::Config;
 pub use error::EngineError;
 pub use node::Node;
+pub use principal::Principal;
 pub use session::{Close, close_code};
 
 /// The WebSocket protocol types the engine speaks (re-exported so that the node binary uses

@@ -22,6 +22,7 @@ use crate::error::EngineError;
 use crate::frame::{EncodedEvent, now_ms};
 use crate::hub::Hub;
 use crate::metrics::{self, Metrics};
+use crate::principal::{Principal, Principals};
 use crate::session::{self, Close, Session, SlowPolicy};
 
 /// The engine of one node. Cheap to clone.
@@ -57,6 +58,8 @@ pub(crate) struct NodeInner {
     /// Per detached campaign: the highest cluster `seq` of its kept events, once the bus has
     /// them; the campaign reattaches when it has seen them come back.
     reattach_through: Mutex<std::collections::HashMap<String, u64>>,
+    /// The sessions opened with a token, by account, for revocations.
+    principals: Principals,
     /// A weak handle on this very value, for the tasks that [`Deliver::control`] starts.
     me: Weak<NodeInner>,
 }
@@ -85,6 +88,7 @@ impl Node {
             outbox: Mutex::new(VecDeque::new()),
             bus_writable: std::sync::atomic::AtomicBool::new(true),
             reattach_through: Mutex::new(std::collections::HashMap::new()),
+            principals: Principals::default(),
             me: me.clone(),
         });
         let sink: Weak<dyn Deliver> = Arc::downgrade(&inner) as Weak<dyn Deliver>;
@@ -261,13 +265,32 @@ impl Node {
         !self.inner.shutdown.is_cancelled() && self.inner.broker.is_ready()
     }
 
+    /// Closes, with 4401, the sessions on this node opened with a token of `user`'s of a
+    /// generation below `floor`, and any such session that opens later; returns how many were
+    /// open.
+    pub fn revoke_sessions(&self, user: &str, floor: u64) -> usize {
+        let closed = self.inner.principals.revoke(user, floor);
+        if closed > 0 {
+            tracing::info!(
+                user,
+                floor,
+                sessions = closed,
+                "sessions closed: token revoked"
+            );
+        }
+        closed
+    }
+
     /// Serves one upgraded WebSocket of `user` on `campaign` until it closes: sends the
     /// welcome frame, joins the campaign, and runs the session. A campaign that ended in the
-    /// meantime gets a close 1000 at once. Returns the close code the session ended with.
+    /// meantime gets a close 1000 at once. `principal` is who the session's token was issued
+    /// to, when it had one: [`Node::revoke_sessions`] closes it. Returns the close code the
+    /// session ended with.
     pub async fn serve_session<S>(
         &self,
         campaign: &str,
         user: &str,
+        principal: Option<Principal>,
         compress: bool,
         resume: Option<Resume>,
         mut ws: S,
@@ -303,6 +326,9 @@ impl Node {
             inner.config.send_queue_capacity,
             inner.slow_policy.now_ms(),
         );
+        if let Some(p) = &principal {
+            inner.principals.register(p, id, &session);
+        }
         // Follow the campaign on the bus while this node has sessions of it; the first one
         // catches up first (the lock keeps later joins behind that catch-up).
         let following = {
@@ -347,6 +373,9 @@ impl Node {
         tracing::debug!(campaign, user, session = id, compress, "session opened");
         let code = session::run(ws, session, shared.clone(), inner.clone()).await;
         shared.members.remove(id);
+        if let Some(p) = &principal {
+            inner.principals.unregister(&p.user, id);
+        }
         {
             let mut interest = shared.interest.lock().await;
             *interest = interest.saturating_sub(1);

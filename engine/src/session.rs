@@ -7,7 +7,8 @@
 //!
 //! Close codes (DESIGN.md §3): 1000 campaign ended or client closed, 1001 server shutting down,
 //! 1002 protocol error, 1007 invalid UTF-8, 1008 client event abuse, 1009 message too big,
-//! 4008 "slow" (queue full for too long, when configured), 4009 ping timeout.
+//! 4008 "slow" (queue full for too long, when configured), 4009 ping timeout, 4401 token
+//! revoked.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -38,6 +39,8 @@ pub mod close_code {
     pub const TOO_BIG: u16 = 1009;
     /// Service restart: reconnect (with `since`) and resync.
     pub const RESYNC: u16 = 1012;
+    /// The token is no longer accepted (revoked): get a new one and reconnect.
+    pub const UNAUTHENTICATED: u16 = 4401;
     pub const SLOW: u16 = 4008;
     pub const PING_TIMEOUT: u16 = 4009;
 }
@@ -67,6 +70,12 @@ impl Close {
         code: close_code::RESYNC,
         reason: "bus reconnected: resume with since to resync",
         drain: true,
+    };
+    /// The account's tokens were revoked (password changed, account disabled, roles changed).
+    pub const REVOKED: Self = Self {
+        code: close_code::UNAUTHENTICATED,
+        reason: "token revoked",
+        drain: false,
     };
     pub const SLOW: Self = Self {
         code: close_code::SLOW,

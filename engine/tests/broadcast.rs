@@ -12,7 +12,7 @@ use engine::broker::{
     BoxFuture, Broker, BrokerError, CampaignSpec, Control, Deliver, Presence, Publication, Snapshot,
 };
 use engine::tungstenite::{Error as WsError, Message};
-use engine::{Config, MemoryBroker, Node, Resume};
+use engine::{Config, MemoryBroker, Node, Principal, Resume};
 use futures_util::{Sink, Stream};
 use serde_json::{Value, json, value::RawValue};
 use tokio::sync::mpsc;
@@ -77,6 +77,24 @@ impl Client {
         buffer: usize,
         resume: Option<Resume>,
     ) -> Self {
+        Self::open(node, campaign, user, None, compress, buffer, resume)
+    }
+
+    /// A session opened with a token of `principal`'s.
+    fn authenticated(node: &Node, campaign: &str, principal: Principal) -> Self {
+        let user = principal.user.clone();
+        Self::open(node, campaign, &user, Some(principal), false, 64, None)
+    }
+
+    fn open(
+        node: &Node,
+        campaign: &str,
+        user: &str,
+        principal: Option<Principal>,
+        compress: bool,
+        buffer: usize,
+        resume: Option<Resume>,
+    ) -> Self {
         let (tx, incoming) = mpsc::channel(16);
         let (out_tx, rx) = mpsc::channel(buffer);
         let ws = TestWs {
@@ -85,7 +103,7 @@ impl Client {
         };
         let (node, campaign, user) = (node.clone(), campaign.to_owned(), user.to_owned());
         let done = tokio::spawn(async move {
-            node.serve_session(&campaign, &user, compress, resume, ws)
+            node.serve_session(&campaign, &user, principal, compress, resume, ws)
                 .await
         });
         Self { tx, rx, done }
@@ -1099,4 +1117,53 @@ async fn local_numbers_while_detached_start_at_the_clock_and_then_follow_each_ot
     );
     assert_eq!(seqs[1], seqs[0] + 1, "then consecutive: no false gap");
     assert_eq!(seqs[2], seqs[0] + 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn revoking_an_accounts_tokens_closes_its_older_sessions_with_4401() {
+    let node = node_with(Config::default());
+    campaign(&node, "c1", 5.0, false).await;
+    let principal = |generation| Principal {
+        user: "u1".into(),
+        generation,
+    };
+    let mut old = Client::authenticated(&node, "c1", principal(0));
+    let mut fresh = Client::authenticated(&node, "c1", principal(1));
+    let mut other = Client::authenticated(
+        &node,
+        "c1",
+        Principal {
+            user: "u2".into(),
+            generation: 0,
+        },
+    );
+    let mut anonymous = Client::connect(&node, "c1", "u1", false, 64);
+    for c in [&mut old, &mut fresh, &mut other, &mut anonymous] {
+        assert_eq!(c.next().await["type"], "welcome");
+    }
+
+    assert_eq!(
+        node.revoke_sessions("u1", 1),
+        1,
+        "only the older token's session"
+    );
+    assert_eq!(old.closed().await, 4401);
+    assert_eq!(old.done.await.expect("session task"), 4401);
+    // The others keep receiving.
+    node.publish_event("c1", "goal", raw(json!({})), false)
+        .await
+        .expect("publish");
+    for c in [&mut fresh, &mut other, &mut anonymous] {
+        loop {
+            let f = c.next().await;
+            if f["events"].as_array().is_some_and(|e| !e.is_empty()) {
+                break;
+            }
+        }
+    }
+
+    // A session whose token was checked before the revocation but that opens after it is
+    // closed as well.
+    let mut late = Client::authenticated(&node, "c1", principal(0));
+    assert_eq!(late.closed().await, 4401);
 }

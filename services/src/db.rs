@@ -21,43 +21,47 @@ use sqlx::sqlite::{
 
 use crate::ServiceError;
 
-/// SQLite migrations, embedded so that the binary runs from any directory.
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "campaign",
-        include_str!("../../migrations/sqlite/0001_campaign.sql"),
-    ),
-    (
-        2,
-        "user_security",
-        include_str!("../../migrations/sqlite/0002_user_security.sql"),
-    ),
-    (
-        3,
-        "content",
-        include_str!("../../migrations/sqlite/0003_content.sql"),
-    ),
-];
+/// The migrations of one backend, `migrations/<dir>/<file>`: both lists come from one table,
+/// so a new migration is one line here (and one SQL file per backend).
+macro_rules! migrations {
+    ($dir:literal) => {
+        &[
+            (
+                1,
+                "campaign",
+                include_str!(concat!("../../migrations/", $dir, "/0001_campaign.sql")),
+            ),
+            (
+                2,
+                "user_security",
+                include_str!(concat!(
+                    "../../migrations/",
+                    $dir,
+                    "/0002_user_security.sql"
+                )),
+            ),
+            (
+                3,
+                "content",
+                include_str!(concat!("../../migrations/", $dir, "/0003_content.sql")),
+            ),
+            (
+                4,
+                "token_revocation",
+                include_str!(concat!(
+                    "../../migrations/",
+                    $dir,
+                    "/0004_token_revocation.sql"
+                )),
+            ),
+        ]
+    };
+}
 
+/// SQLite migrations.
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = migrations!("sqlite");
 /// Postgres migrations, in step with the SQLite ones.
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "campaign",
-        include_str!("../../migrations/postgres/0001_campaign.sql"),
-    ),
-    (
-        2,
-        "user_security",
-        include_str!("../../migrations/postgres/0002_user_security.sql"),
-    ),
-    (
-        3,
-        "content",
-        include_str!("../../migrations/postgres/0003_content.sql"),
-    ),
-];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = migrations!("postgres");
 
 /// How the pool treats a database that does not answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

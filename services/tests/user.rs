@@ -20,7 +20,17 @@ struct Fixture {
 
 impl Fixture {
     async fn with(home: common::TestDb) -> Self {
-        let db = home.db.clone();
+        let (users, log) = Self::services(home.db.clone()).await;
+        Self { users, log, home }
+    }
+
+    /// Another node's user service over the same database.
+    async fn with_db(db: services::Database) -> Other {
+        let (users, _) = Self::services(db).await;
+        Other { users }
+    }
+
+    async fn services(db: services::Database) -> (UserService, AuditLog) {
         let policies = Policies::load(db.clone()).await.expect("policies");
         let tokens = TokenIssuer::new(TokenConfig {
             secret: b"a test secret that is long enough!!".to_vec(),
@@ -28,15 +38,25 @@ impl Fixture {
             refresh_ttl: Duration::from_secs(3600),
         })
         .expect("issuer");
-        Self {
-            users: UserService::new(db.clone(), policies.clone(), Arc::new(tokens)),
-            log: AuditLog::new(db, policies),
-            home,
-        }
+        (
+            UserService::new(db.clone(), policies.clone(), Arc::new(tokens)),
+            AuditLog::new(db, policies),
+        )
     }
 
     async fn finish(self) {
         self.home.finish().await;
+    }
+}
+
+/// A second node's user service.
+struct Other {
+    users: UserService,
+}
+
+impl Other {
+    async fn sync_now(&self) -> usize {
+        self.users.sync_revocations().await.expect("sync")
     }
 }
 
@@ -599,6 +619,84 @@ async fn admins_manage_roles_and_accounts_and_others_cannot() {
             rows[2].after.as_ref().and_then(|v| v.get("disabled")),
             Some(&serde_json::json!(true))
         );
+        f.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn revocations_refuse_older_tokens_here_at_once_and_elsewhere_after_a_sync() {
+    for f in fixtures().await {
+        // A second node: its own service over the same database.
+        let other = Fixture::with_db(f.home.db.clone()).await;
+        assert_eq!(other.sync_now().await, 0, "nothing revoked yet");
+        let admin = Caller::system();
+        let u = f
+            .users
+            .register(&Caller::anonymous(), new("rita"))
+            .await
+            .expect("register");
+        let login = || f.users.login("rita", "correct horse battery");
+        let t0 = login().await.expect("login").access_token;
+        assert!(other.users.authenticate(&t0).is_ok());
+
+        // A display-name change revokes nothing.
+        let me = f.users.authenticate(&t0).expect("valid");
+        let change = ProfileUpdate {
+            display_name: Some("Rita".into()),
+            ..ProfileUpdate::default()
+        };
+        f.users.update_profile(&me, change).await.expect("rename");
+        assert!(f.users.authenticate(&t0).is_ok());
+        assert_eq!(other.sync_now().await, 0);
+
+        // Disabling does: here at once, on the other node after its next sync.
+        f.users
+            .set_disabled(&admin, &u.id, true)
+            .await
+            .expect("disable");
+        let refused = |r: Result<Caller, ServiceError>| matches!(r, Err(ServiceError::Unauthenticated { message }) if message.contains("revoked"));
+        assert!(refused(f.users.authenticate(&t0)));
+        assert!(other.users.authenticate(&t0).is_ok(), "not synced yet");
+        assert_eq!(other.sync_now().await, 1);
+        assert!(refused(other.users.authenticate(&t0)));
+        assert_eq!(other.sync_now().await, 0, "the next sync is no news");
+        assert_eq!(
+            other.users.revocations().take_pending().len(),
+            1,
+            "queued for closing the account's sessions"
+        );
+
+        // Tokens issued after it are accepted everywhere.
+        f.users
+            .set_disabled(&admin, &u.id, false)
+            .await
+            .expect("enable");
+        let t1 = login().await.expect("login").access_token;
+        assert!(f.users.authenticate(&t1).is_ok());
+        assert!(other.users.authenticate(&t1).is_ok());
+
+        // A role change and a password change revoke too.
+        f.users
+            .set_role(&admin, &u.id, Role::CampaignManager, true)
+            .await
+            .expect("grant");
+        assert!(refused(f.users.authenticate(&t1)));
+        let t2 = login().await.expect("login").access_token;
+        let me = f.users.authenticate(&t2).expect("valid");
+        let change = ProfileUpdate {
+            current_password: Some("correct horse battery".into()),
+            new_password: Some("a brand new password".into()),
+            ..ProfileUpdate::default()
+        };
+        f.users.update_profile(&me, change).await.expect("password");
+        assert!(refused(f.users.authenticate(&t2)));
+        other.sync_now().await;
+        assert!(refused(other.users.authenticate(&t2)));
+
+        // A node started later learns the revocations of the last token lifetime.
+        let late = Fixture::with_db(f.home.db.clone()).await;
+        assert!(late.sync_now().await >= 1);
+        assert!(refused(late.users.authenticate(&t2)));
         f.finish().await;
     }
 }

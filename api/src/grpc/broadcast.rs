@@ -226,7 +226,7 @@ impl BroadcastService for Broadcast {
         &self,
         req: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let caller = caller(&self.0, &req)?;
+        let (caller, principal) = super::authenticate(&self.0, &req)?;
         let services = &self.0.services;
         services
             .policies
@@ -267,7 +267,7 @@ impl BroadcastService for Broadcast {
             let node = node.clone();
             async move {
                 let ws = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
-                node.serve_session(&id, &user, false, resume, Box::new(ws))
+                node.serve_session(&id, &user, principal, false, resume, Box::new(ws))
                     .await;
             }
         });
@@ -289,6 +289,14 @@ impl BroadcastService for Broadcast {
                         Ok(None) => continue,
                         Err(e) => Err(e),
                     },
+                    // The caller's token was revoked: it must sign in again.
+                    Ok(Message::Close(Some(c)))
+                        if u16::from(c.code) == engine::close_code::UNAUTHENTICATED =>
+                    {
+                        Err(Status::unauthenticated(
+                            "the token was revoked: refresh it or sign in again",
+                        ))
+                    }
                     Ok(Message::Close(_)) => Ok(pb::Update {
                         kind: Some(pb::update::Kind::End(pb::End {})),
                     }),

@@ -61,8 +61,20 @@ pub fn status(e: ServiceError) -> Status {
 /// # Errors
 /// `UNAUTHENTICATED` for malformed metadata or a bad or expired token.
 pub fn caller<T>(state: &GrpcState, req: &Request<T>) -> Result<Caller, Status> {
-    let caller = match req.metadata().get("authorization") {
-        None => Caller::anonymous(),
+    authenticate(state, req).map(|(c, _)| c)
+}
+
+/// As [`caller`], with the account and token generation a live stream is closed by when the
+/// account's tokens are revoked (`None` for anonymous callers).
+///
+/// # Errors
+/// As [`caller`].
+pub fn authenticate<T>(
+    state: &GrpcState,
+    req: &Request<T>,
+) -> Result<(Caller, Option<engine::Principal>), Status> {
+    let (caller, principal) = match req.metadata().get("authorization") {
+        None => (Caller::anonymous(), None),
         Some(v) => {
             let v = v
                 .to_str()
@@ -74,13 +86,23 @@ pub fn caller<T>(state: &GrpcState, req: &Request<T>) -> Result<Caller, Status> 
                 .ok_or_else(|| {
                     Status::unauthenticated("authorization must be \"Bearer <token>\"")
                 })?;
-            state.services.users.authenticate(token).map_err(status)?
+            let (caller, generation) = state
+                .services
+                .users
+                .authenticate_generation(token)
+                .map_err(status)?;
+            let principal = caller.user_id().map(|user| engine::Principal {
+                user: user.to_owned(),
+                generation,
+            });
+            (caller, principal)
         }
     };
-    Ok(match req.remote_addr() {
+    let caller = match req.remote_addr() {
         Some(addr) => caller.from_addr(addr.to_string()),
         None => caller,
-    })
+    };
+    Ok((caller, principal))
 }
 
 /// `0` means "the default page size".

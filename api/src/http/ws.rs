@@ -49,13 +49,14 @@ fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) 
 
 /// Checks who may watch: with a token, its subject must be the path's user, unless its roles
 /// allow `watch` on `campaign` (managers, admins); without one, only when WebSocket auth is off
-/// (`--dev`, `auth = false`).
+/// (`--dev`, `auth = false`). Returns the token's account and generation, by which the
+/// session is closed (4401) when the account's tokens are revoked.
 fn authorize(
     app: &AppState,
     req: &Request,
     token: Option<&str>,
     user: &str,
-) -> Result<(), ApiError> {
+) -> Result<Option<engine::Principal>, ApiError> {
     let header_token = super::auth::bearer(req.headers())?;
     let Some(token) = token.filter(|t| !t.is_empty()).or(header_token) else {
         if app.config.ws_auth() {
@@ -65,12 +66,15 @@ fn authorize(
                 "a token is required: connect with ?token=<access token>",
             ));
         }
-        return Ok(());
+        return Ok(None);
     };
-    let caller = app.services.users.authenticate(token)?;
+    let (caller, generation) = app.services.users.authenticate_generation(token)?;
     if caller.user_id() == Some(user) || app.services.policies.allows(&caller, "campaign", "watch")
     {
-        Ok(())
+        Ok(caller.user_id().map(|user| engine::Principal {
+            user: user.to_owned(),
+            generation,
+        }))
     } else {
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -170,7 +174,7 @@ pub async fn upgrade(
         return Err(ApiError::bad_request("Sec-WebSocket-Key is missing"));
     };
     let accept = derive_accept_key(key.as_bytes());
-    authorize(&app, &req, query.token.as_deref(), &user)?;
+    let principal = authorize(&app, &req, query.token.as_deref(), &user)?;
 
     // The path may name the campaign by id or by slug.
     let id = if app.node.has_campaign(&campaign) {
@@ -224,7 +228,8 @@ pub async fn upgrade(
                     )
                     .await,
                 );
-                node.serve_session(&id, &user, compress, resume, ws).await;
+                node.serve_session(&id, &user, principal, compress, resume, ws)
+                    .await;
             }
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
         }

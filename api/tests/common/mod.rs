@@ -65,6 +65,11 @@ impl TestNode {
         }
     }
 
+    /// This node's SQLite database, for a second node that shares it.
+    pub fn database_url(&self) -> String {
+        format!("sqlite://{}/db.sqlite", self.dir.display())
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http)
     }

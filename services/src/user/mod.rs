@@ -11,9 +11,11 @@ mod guard;
 pub mod model;
 mod password;
 mod repo;
+pub mod revocation;
 pub mod token;
 
 pub use model::{NewUser, ProfileUpdate, Tokens, User, UserFilter};
+pub use revocation::{Revocations, Revoked};
 pub use token::{Claims, TokenConfig, TokenIssuer};
 
 use std::sync::Arc;
@@ -33,6 +35,8 @@ pub struct UserService {
     guard: Arc<guard::LoginGuard>,
     /// Registrations per client address (open to anyone: bounded per address).
     registrations: Arc<guard::RegistrationGuard>,
+    /// Accounts whose older tokens are refused.
+    revocations: Arc<Revocations>,
 }
 
 fn bad_credentials() -> ServiceError {
@@ -53,9 +57,10 @@ impl UserService {
         Self {
             repo: UserRepo::new(db),
             policies,
-            tokens,
             guard: Arc::new(guard::LoginGuard::default()),
             registrations: Arc::new(guard::RegistrationGuard::default()),
+            revocations: Arc::new(Revocations::new(tokens.access_lifetime())),
+            tokens,
         }
     }
 
@@ -67,9 +72,73 @@ impl UserService {
     /// The caller an `Authorization` bearer token stands for.
     ///
     /// # Errors
-    /// [`ServiceError::Unauthenticated`] for a bad or expired token.
+    /// [`ServiceError::Unauthenticated`] for a bad, expired or revoked token.
     pub fn authenticate(&self, access_token: &str) -> Result<Caller, ServiceError> {
-        self.tokens.caller(access_token)
+        self.authenticate_generation(access_token).map(|(c, _)| c)
+    }
+
+    /// As [`UserService::authenticate`], with the token's generation (a live session keeps it,
+    /// to be closed when the account's tokens are revoked).
+    ///
+    /// # Errors
+    /// As [`UserService::authenticate`].
+    pub fn authenticate_generation(
+        &self,
+        access_token: &str,
+    ) -> Result<(Caller, u64), ServiceError> {
+        let claims = self.tokens.verify(access_token, "access")?;
+        self.revocations.check(&claims.sub, claims.generation)?;
+        Ok((Caller::user(claims.sub, claims.roles), claims.generation))
+    }
+
+    /// The accounts whose tokens were revoked, as this node knows them.
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
+    }
+
+    /// Learns the revocations made on any node since the last call (the node calls it every
+    /// second); returns how many were news.
+    ///
+    /// # Errors
+    /// Database failures (the next call catches up: each looks back past the previous one).
+    pub async fn sync_revocations(&self) -> Result<usize, ServiceError> {
+        let now = now_ms();
+        let rows = self
+            .repo
+            .revoked_since(self.revocations.poll_from(now))
+            .await?;
+        let news = rows
+            .iter()
+            .filter(|(id, generation, at)| self.revocations.raise(id, *generation, *at))
+            .count();
+        self.revocations.polled(now);
+        if news > 0 {
+            tracing::info!(
+                accounts = news,
+                "token revocations learned from the database"
+            );
+        }
+        Ok(news)
+    }
+
+    /// Applies `edit` to the account (`repo.update`) and, when the change revoked its tokens,
+    /// refuses them on this node at once.
+    async fn change<F>(
+        &self,
+        id: &str,
+        audit: crate::security::AuditRecord,
+        edit: F,
+    ) -> Result<User, ServiceError>
+    where
+        F: FnOnce(&mut Account) -> Result<(), ServiceError>,
+    {
+        let at = now_ms();
+        let (account, revoked) = self.repo.update(id, at, audit, edit).await?;
+        if revoked {
+            self.revocations.raise(id, account.generation, at);
+            tracing::info!(user = %id, generation = account.generation, "access tokens revoked");
+        }
+        Ok(account.user)
     }
 
     async fn create_account(
@@ -98,6 +167,7 @@ impl UserService {
                 updated_at: rfc3339(at),
             },
             password_hash: password::hash(new.password).await?,
+            generation: 0,
         };
         let audit = caller
             .audit("user.register", "user", &account.user.id)
@@ -173,7 +243,9 @@ impl UserService {
     fn tokens_for(&self, account: Account) -> Result<Tokens, ServiceError> {
         let user = account.user;
         Ok(Tokens {
-            access_token: self.tokens.access(&user.id, &user.roles)?,
+            access_token: self
+                .tokens
+                .access(&user.id, &user.roles, account.generation)?,
             refresh_token: self
                 .tokens
                 .refresh(&user.id, &token::fingerprint(&account.password_hash))?,
@@ -341,20 +413,19 @@ impl UserService {
             None => None,
         };
         let audit = caller.audit("user.update_profile", "user", &id);
-        self.repo
-            .update(&id, now_ms(), audit, |a| {
-                if let Some(d) = display_name {
-                    a.user.display_name = d;
-                }
-                if let Some(e) = email {
-                    a.user.email = e;
-                }
-                if let Some(h) = new_hash {
-                    a.password_hash = h;
-                }
-                Ok(())
-            })
-            .await
+        self.change(&id, audit, |a| {
+            if let Some(d) = display_name {
+                a.user.display_name = d;
+            }
+            if let Some(e) = email {
+                a.user.email = e;
+            }
+            if let Some(h) = new_hash {
+                a.password_hash = h;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// A page of users matching `filter`. Needs `manage` on `user`.
@@ -403,20 +474,19 @@ impl UserService {
             "user.revoke_role"
         };
         let audit = caller.audit(action, "user", id);
-        self.repo
-            .update(id, now_ms(), audit, |a| {
-                if grant {
-                    a.user.roles.push(role);
-                } else {
-                    a.user.roles.retain(|r| *r != role);
-                }
-                Ok(())
-            })
-            .await
+        self.change(id, audit, |a| {
+            if grant {
+                a.user.roles.push(role);
+            } else {
+                a.user.roles.retain(|r| *r != role);
+            }
+            Ok(())
+        })
+        .await
     }
 
-    /// Disables or enables an account: a disabled account cannot log in or refresh (its
-    /// access tokens run out within their lifetime). Needs `manage` on `user`; nobody can
+    /// Disables or enables an account: a disabled account cannot log in or refresh, and
+    /// its access tokens are refused within about a second on every node. Needs `manage` on `user`; nobody can
     /// disable themselves.
     ///
     /// # Errors
@@ -439,11 +509,10 @@ impl UserService {
             "user.enable"
         };
         let audit = caller.audit(action, "user", id);
-        self.repo
-            .update(id, now_ms(), audit, |a| {
-                a.user.disabled = disabled;
-                Ok(())
-            })
-            .await
+        self.change(id, audit, |a| {
+            a.user.disabled = disabled;
+            Ok(())
+        })
+        .await
     }
 }

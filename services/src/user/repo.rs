@@ -19,6 +19,7 @@ struct Queries {
     by_login: &'static str,
     update: &'static str,
     list: &'static str,
+    revoked_since: &'static str,
     audit: &'static str,
 }
 
@@ -27,7 +28,7 @@ macro_rules! sqlite_select {
     ($tail:literal) => {
         concat!(
             "SELECT u.id, u.username, u.email, u.display_name, u.disabled, u.password_hash, \
-    u.created_at, u.updated_at, \
+    u.created_at, u.updated_at, u.token_generation, \
     (SELECT group_concat(role, ',') FROM service_user_role r WHERE r.user_id = u.id) AS roles \
     FROM service_user_master u",
             $tail
@@ -45,7 +46,7 @@ const SQLITE: Queries = Queries {
     by_id_for_update: sqlite_select!(" WHERE u.id = ?1"),
     by_login: sqlite_select!(" WHERE u.username = ?1 OR u.email = ?1"),
     update: "UPDATE service_user_master SET email = ?2, password_hash = ?3, display_name = ?4, disabled = ?5, \
-             updated_at = ?6 WHERE id = ?1",
+             updated_at = ?6, token_generation = ?7, tokens_revoked_at = COALESCE(?8, tokens_revoked_at) WHERE id = ?1",
     list: sqlite_select!(
         " WHERE (?1 IS NULL OR EXISTS (SELECT 1 FROM service_user_role r2 WHERE r2.user_id = u.id AND r2.role = ?1)) \
          AND (?2 IS NULL OR u.disabled = ?2) \
@@ -53,6 +54,7 @@ const SQLITE: Queries = Queries {
               OR u.display_name LIKE ?3 ESCAPE '\\') \
          AND (?4 IS NULL OR u.id > ?4) ORDER BY u.id LIMIT ?5"
     ),
+    revoked_since: "SELECT id, token_generation, tokens_revoked_at FROM service_user_master WHERE tokens_revoked_at >= ?1",
     audit: audit::INSERT_SQLITE,
 };
 
@@ -61,7 +63,7 @@ macro_rules! postgres_select {
     ($tail:literal) => {
         concat!(
             "SELECT u.id, u.username, u.email, u.display_name, u.disabled, u.password_hash, \
-    u.created_at, u.updated_at, \
+    u.created_at, u.updated_at, u.token_generation, \
     (SELECT string_agg(role, ',') FROM service_user_role r WHERE r.user_id = u.id) AS roles \
     FROM service_user_master u",
             $tail
@@ -79,7 +81,7 @@ const POSTGRES: Queries = Queries {
     by_id_for_update: postgres_select!(" WHERE u.id = $1 FOR UPDATE OF u"),
     by_login: postgres_select!(" WHERE u.username = $1 OR u.email = $1"),
     update: "UPDATE service_user_master SET email = $2, password_hash = $3, display_name = $4, disabled = $5, \
-             updated_at = $6 WHERE id = $1",
+             updated_at = $6, token_generation = $7, tokens_revoked_at = COALESCE($8, tokens_revoked_at) WHERE id = $1",
     list: postgres_select!(
         " WHERE ($1::text IS NULL OR EXISTS (SELECT 1 FROM service_user_role r2 WHERE r2.user_id = u.id AND r2.role = $1)) \
          AND ($2::boolean IS NULL OR u.disabled = $2) \
@@ -87,6 +89,7 @@ const POSTGRES: Queries = Queries {
               OR u.display_name ILIKE $3 ESCAPE '\\') \
          AND ($4::text IS NULL OR u.id > $4) ORDER BY u.id LIMIT $5"
     ),
+    revoked_since: "SELECT id, token_generation, tokens_revoked_at FROM service_user_master WHERE tokens_revoked_at >= $1",
     audit: audit::INSERT_POSTGRES,
 };
 
@@ -95,6 +98,16 @@ const POSTGRES: Queries = Queries {
 pub(crate) struct Account {
     pub user: User,
     pub password_hash: String,
+    /// The generation its access tokens carry (`revocation.rs`).
+    pub generation: u64,
+}
+
+/// Whether a change from `before` to `after` must revoke the account's tokens: a new
+/// password, a disabled account, or a different set of roles (access tokens carry the roles).
+fn revokes(before: &Account, after: &Account) -> bool {
+    after.password_hash != before.password_hash
+        || (after.user.disabled && !before.user.disabled)
+        || after.user.roles != before.user.roles
 }
 
 macro_rules! account {
@@ -121,6 +134,7 @@ macro_rules! account {
                 updated_at: rfc3339(updated),
             },
             password_hash: $row.try_get("password_hash")?,
+            generation: u64::try_from($row.try_get::<i64, _>("token_generation")?).unwrap_or(0),
         }
     }};
 }
@@ -214,14 +228,16 @@ impl UserRepo {
     }
 
     /// Reads the account, lets `edit` change it, writes it back with its roles and the audit
-    /// row (`audit` gets the user before and after), in one write transaction.
+    /// row (`audit` gets the user before and after), in one write transaction. A change that
+    /// [revokes] the account's tokens raises its token generation in the same transaction.
+    /// Returns the account after the change and whether its tokens were revoked.
     pub async fn update<F>(
         &self,
         id: &str,
         at: i64,
         audit: AuditRecord,
         edit: F,
-    ) -> Result<User, ServiceError>
+    ) -> Result<(Account, bool), ServiceError>
     where
         F: FnOnce(&mut Account) -> Result<(), ServiceError>,
     {
@@ -243,6 +259,10 @@ impl UserRepo {
             after.user.roles.sort();
             after.user.roles.dedup();
             after.user.updated_at = rfc3339(at);
+            let revoked = revokes(&before, &after);
+            if revoked {
+                after.generation = before.generation.saturating_add(1);
+            }
             sqlx::query(sql.update)
                 .bind(&after.user.id)
                 .bind(&after.user.email)
@@ -250,6 +270,8 @@ impl UserRepo {
                 .bind(&after.user.display_name)
                 .bind(after.user.disabled)
                 .bind(at)
+                .bind(i64::try_from(after.generation).unwrap_or(i64::MAX))
+                .bind(revoked.then_some(at))
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| taken(e, &after.user.username, &after.user.email))?;
@@ -269,9 +291,9 @@ impl UserRepo {
             let audit = audit.before(&before.user).after(&after.user);
             audit::insert!(&mut *tx, sql.audit, &audit);
             tx.commit().await?;
-            after
+            (after, revoked)
         });
-        Ok(after.user)
+        Ok(after)
     }
 
     /// Up to `limit` users matching `filter` with ids after `after`, in id order.
@@ -294,6 +316,26 @@ impl UserRepo {
             let mut out = Vec::with_capacity(rows.len());
             for row in rows {
                 out.push(account!(row).user);
+            }
+            out
+        }))
+    }
+
+    /// The accounts whose tokens were revoked at or after `since` (ms): id, generation, when.
+    pub async fn revoked_since(&self, since: i64) -> Result<Vec<(String, u64, i64)>, ServiceError> {
+        Ok(on_pool!(&self.db, SQLITE, POSTGRES, |pool, sql| {
+            let rows = sqlx::query(sql.revoked_since)
+                .bind(since)
+                .fetch_all(pool)
+                .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                let generation: i64 = row.try_get("token_generation")?;
+                out.push((
+                    row.try_get("id")?,
+                    u64::try_from(generation).unwrap_or(0),
+                    row.try_get("tokens_revoked_at")?,
+                ));
             }
             out
         }))

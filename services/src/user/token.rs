@@ -66,6 +66,15 @@ pub struct Claims {
     /// Refresh tokens: a fingerprint of the password hash they were issued under.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pwd: Option<String>,
+    /// Access tokens: the account's token generation when it was issued (`revocation.rs`);
+    /// tokens without it count as generation 0.
+    #[serde(rename = "gen", default, skip_serializing_if = "is_zero")]
+    pub generation: u64,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A short, stable fingerprint of a password hash (the first 16 bytes of its SHA-256, hex): it
@@ -127,6 +136,7 @@ impl TokenIssuer {
         roles: &[Role],
         ttl: Duration,
         pwd: Option<String>,
+        generation: u64,
     ) -> Result<String, ServiceError> {
         let iat = now_ms() / 1000;
         let claims = Claims {
@@ -139,18 +149,36 @@ impl TokenIssuer {
             iss: ISSUER.to_owned(),
             jti: uuid::Uuid::now_v7().to_string(),
             pwd,
+            generation,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(|e| {
             ServiceError::Database(sqlx::Error::Protocol(format!("signing a token: {e}")))
         })
     }
 
-    /// An access token for `sub` with `roles`.
+    /// An access token for `sub` with `roles`, of the account's token `generation`.
     ///
     /// # Errors
     /// When signing fails.
-    pub fn access(&self, sub: &str, roles: &[Role]) -> Result<String, ServiceError> {
-        self.issue(sub, "access", roles, self.config.access_ttl, None)
+    pub fn access(
+        &self,
+        sub: &str,
+        roles: &[Role],
+        generation: u64,
+    ) -> Result<String, ServiceError> {
+        self.issue(
+            sub,
+            "access",
+            roles,
+            self.config.access_ttl,
+            None,
+            generation,
+        )
+    }
+
+    /// How long an access token is accepted at most (its lifetime plus the expiry leeway).
+    pub fn access_lifetime(&self) -> Duration {
+        self.config.access_ttl + Duration::from_secs(EXPIRY_LEEWAY_SECS)
     }
 
     /// A refresh token for `sub`, bound to the password `fingerprint`.
@@ -164,6 +192,7 @@ impl TokenIssuer {
             &[],
             self.config.refresh_ttl,
             Some(fingerprint.to_owned()),
+            0,
         )
     }
 
@@ -243,7 +272,7 @@ mod tests {
     #[test]
     fn round_trip_and_kinds() {
         let i = issuer(60);
-        let t = i.access("u1", &[Role::Admin]).expect("token");
+        let t = i.access("u1", &[Role::Admin], 0).expect("token");
         let caller = i.caller(&t).expect("valid");
         assert_eq!(caller.user_id(), Some("u1"));
         assert!(caller.has_role(Role::Admin));
@@ -260,7 +289,7 @@ mod tests {
 
     #[test]
     fn rejects_other_secrets_garbage_and_short_secrets() {
-        let t = issuer(60).access("u1", &[]).expect("token");
+        let t = issuer(60).access("u1", &[], 0).expect("token");
         let other = TokenIssuer::new(TokenConfig {
             secret: vec![8; 32],
             access_ttl: Duration::from_secs(60),
@@ -284,7 +313,7 @@ mod tests {
     fn rejects_expired_tokens() {
         let i = issuer(0);
         let mut c = i
-            .verify(&i.access("u1", &[]).expect("t"), "access")
+            .verify(&i.access("u1", &[], 0).expect("t"), "access")
             .expect("fresh");
         c.exp = now_ms() / 1000 - 60;
         let old =
@@ -366,7 +395,7 @@ mod tests {
             i.caller(&t).is_ok(),
             "no nbf, as every token the node issues"
         );
-        let issued = i.access("u1", &[]).expect("token");
+        let issued = i.access("u1", &[], 0).expect("token");
         assert_eq!(i.verify(&issued, "access").expect("valid").nbf, None);
     }
 
