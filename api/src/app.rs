@@ -220,11 +220,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
 
     let stop_http = CancellationToken::new();
-    let app = http::router(http::AppState {
-        node: node.clone(),
-        services: services.clone(),
-        config: config.clone(),
-    });
+    let app = http::router(http::AppState::new(
+        node.clone(),
+        services.clone(),
+        config.clone(),
+    ));
     let admission = Admission::new(&config);
     let http_task = tokio::spawn(serve_http1(
         http_listener,

@@ -88,6 +88,11 @@ pub struct Config {
     pub accept_rate: f64,
     /// Connections that may be accepted at once above `accept_rate`.
     pub accept_burst: u32,
+    /// Web origins (`https://app.example.com`, or `*` for any) allowed to call the REST API
+    /// from a browser (CORS) and to open WebSockets, besides the node's own origin. A list, or
+    /// one comma-separated string (`OVASABI_ALLOWED_ORIGINS=https://a.example,https://b.example`).
+    #[serde(deserialize_with = "list_or_csv")]
+    pub allowed_origins: Vec<String>,
 
     pub send_queue_capacity: usize,
     /// Consecutive drops that close a slow session with 4008 (0 = never).
@@ -161,6 +166,7 @@ impl Default for Config {
             max_connections_per_ip: 1_000,
             accept_rate: 2_000.0,
             accept_burst: 4_000,
+            allowed_origins: Vec::new(),
             send_queue_capacity: e.send_queue_capacity,
             slow_close_drops: e.slow_close_drops,
             slow_close_after: e.slow_close_after,
@@ -213,6 +219,7 @@ pub const KEYS: &[&str] = &[
     "max_connections_per_ip",
     "accept_rate",
     "accept_burst",
+    "allowed_origins",
     "send_queue_capacity",
     "slow_close_drops",
     "slow_close_after",
@@ -311,6 +318,14 @@ impl Config {
         for (key, v) in positive {
             if v == 0 {
                 return Err(ConfigError::new(key, "must be at least 1"));
+            }
+        }
+        for origin in &self.allowed_origins {
+            if let Some(why) = crate::http::origin::invalid(origin) {
+                return Err(ConfigError::new(
+                    "allowed_origins",
+                    format!("{origin:?}: {why}"),
+                ));
             }
         }
         if self.ws_read_buffer_size < 256 {
@@ -508,6 +523,26 @@ mod duration {
     }
 }
 
+/// A list of strings, given as a list (TOML) or as one comma-separated string (environment,
+/// flags).
+fn list_or_csv<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCsv {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(match ListOrCsv::deserialize(d)? {
+        ListOrCsv::List(l) => l,
+        ListOrCsv::Csv(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -543,9 +578,18 @@ mod tests {
                 ("ping_interval", "250ms"),
                 ("pong_timeout", "1s"),
                 ("database_timeout", "250ms"),
+                (
+                    "allowed_origins",
+                    "https://a.example, http://127.0.0.1:5173",
+                ),
             ]),
         )
         .expect("valid flags");
+        assert_eq!(
+            c.allowed_origins,
+            ["https://a.example", "http://127.0.0.1:5173"],
+            "a comma-separated list"
+        );
         assert_eq!(c.send_queue_capacity, 8);
         assert_eq!(c.ping_interval, Duration::from_millis(250));
         assert_eq!(c.database_timeout, Duration::from_millis(250));
@@ -563,6 +607,8 @@ mod tests {
             ("max_connections_per_ip", "0"),
             ("accept_rate", "0"),
             ("accept_burst", "0"),
+            ("allowed_origins", "app.example.com"),
+            ("allowed_origins", "https://a.example/path"),
         ] {
             let err = Config::load(None, &flags(&[(key, value)])).expect_err("invalid");
             assert_eq!(err.key, key, "{err}");

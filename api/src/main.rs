@@ -80,6 +80,8 @@ flags! {
     accept_rate,
     /// Connections accepted at once above accept_rate [default: 4000]
     accept_burst,
+    /// Web origins allowed to call the API and open WebSockets from a browser, comma-separated, or * [default: the node's own]
+    allowed_origins,
     /// Frames a session's queue holds before dropping [default: 256]
     send_queue_capacity,
     /// Consecutive drops that close a slow session with 4008; 0 = never [default: 0]

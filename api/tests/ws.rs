@@ -591,3 +591,87 @@ async fn reconnecting_with_since_recovers_every_missed_event_in_order() {
         );
     }
 }
+
+/// Upgrades with `Origin: origin`; returns the HTTP status (101 when it became a WebSocket).
+async fn upgrade_from(node: &TestNode, campaign: &str, origin: &str) -> u16 {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut req = format!("ws://{}/ws/{campaign}/u1", node.http)
+        .into_client_request()
+        .expect("request");
+    req.headers_mut()
+        .insert("origin", origin.parse().expect("header value"));
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((_, res)) => res.status().as_u16(),
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+            let body = res.body().as_deref().unwrap_or_default();
+            let v: Value = serde_json::from_slice(body).expect("JSON error body");
+            assert_eq!(v["error"]["code"], "forbidden", "{v}");
+            res.status().as_u16()
+        }
+        Err(e) => panic!("upgrade failed: {e}"),
+    }
+}
+
+/// A CORS preflight of `POST /api/campaigns` from `origin`: the status and the
+/// `Access-Control-Allow-Origin` it answered, if any.
+async fn preflight(node: &TestNode, origin: &str) -> (u16, Option<String>) {
+    let res = node
+        .client
+        .request(reqwest::Method::OPTIONS, node.url("/api/campaigns"))
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type",
+        )
+        .send()
+        .await
+        .expect("preflight");
+    let allow = res
+        .headers()
+        .get("access-control-allow-origin")
+        .map(|v| v.to_str().expect("text").to_owned());
+    (res.status().as_u16(), allow)
+}
+
+#[tokio::test]
+async fn only_the_nodes_own_origin_and_allowed_ones_may_open_websockets_and_call_the_api() {
+    // Default: the node's own origin only.
+    let node = TestNode::start().await;
+    let id = node.campaign("origins", 5.0, json!({})).await;
+    let own = format!("http://{}", node.http);
+    assert_eq!(upgrade_from(&node, &id, &own).await, 101);
+    assert_eq!(upgrade_from(&node, &id, "https://evil.example").await, 403);
+    assert_eq!(upgrade_from(&node, &id, "null").await, 403);
+    assert_eq!(preflight(&node, "https://evil.example").await.1, None);
+    // Clients without an Origin (not browsers) are not concerned.
+    let mut ws = node.ws(&id, "u2", "").await;
+    next_of(&mut ws, "welcome").await;
+
+    // A listed origin may do both; others still may not.
+    let node = TestNode::start_with(|c| {
+        c.allowed_origins = vec!["https://app.example".into()];
+    })
+    .await;
+    let id = node.campaign("origins", 5.0, json!({})).await;
+    assert_eq!(upgrade_from(&node, &id, "https://app.example").await, 101);
+    assert_eq!(upgrade_from(&node, &id, "https://evil.example").await, 403);
+    let (status, allow) = preflight(&node, "https://app.example").await;
+    assert!((200..300).contains(&status), "preflight answered {status}");
+    assert_eq!(allow.as_deref(), Some("https://app.example"));
+    assert_eq!(preflight(&node, "https://evil.example").await.1, None);
+    let res = node
+        .client
+        .get(node.url("/api/campaigns"))
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().expect("text")),
+        Some("https://app.example")
+    );
+}

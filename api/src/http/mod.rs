@@ -12,6 +12,7 @@ pub mod body;
 pub mod campaigns;
 mod content;
 mod observe;
+pub mod origin;
 mod page;
 mod ws;
 
@@ -42,6 +43,20 @@ pub struct AppState {
     pub node: Node,
     pub services: Provider,
     pub config: Arc<Config>,
+    /// `allowed_origins`, parsed once.
+    pub origins: Arc<origin::Origins>,
+}
+
+impl AppState {
+    pub fn new(node: Node, services: Provider, config: Arc<Config>) -> Self {
+        let origins = Arc::new(origin::Origins::new(&config.allowed_origins));
+        Self {
+            node,
+            services,
+            config,
+            origins,
+        }
+    }
 }
 
 /// The routes of `:8090` that the OpenAPI document describes, with the document. One
@@ -87,6 +102,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
 /// The router of `:8090`.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_size;
+    let cors = state.origins.cors();
     let (api, doc) = api_router().split_for_parts();
     let doc = OpenApiJson(Bytes::from(
         serde_json::to_vec(&doc).expect("the OpenAPI document serialises"),
@@ -103,6 +119,7 @@ pub fn router(state: AppState) -> Router {
             body::read_body,
         ))
         .layer(axum::middleware::from_fn(observe::record))
+        .layer(tower::util::option_layer(cors))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

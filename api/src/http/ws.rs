@@ -47,6 +47,27 @@ fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) 
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
+/// Refuses (403) an upgrade from a web page whose origin is neither the node's own nor in
+/// `allowed_origins`; requests without `Origin` (non-browser clients) pass.
+fn check_origin(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    match origin.to_str() {
+        Ok(o) if app.origins.allows(o, host) => Ok(()),
+        _ => {
+            let shown = String::from_utf8_lossy(origin.as_bytes());
+            tracing::info!(origin = %shown, "WebSocket upgrade from an origin not allowed");
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("origin {shown:?} may not open WebSockets here: add it to allowed_origins"),
+            ))
+        }
+    }
+}
+
 /// Checks who may watch: with a token, its subject must be the path's user, unless its roles
 /// allow `watch` on `campaign` (managers, admins); without one, only when WebSocket auth is off
 /// (`--dev`, `auth = false`). Returns the token's account and generation, by which the
@@ -106,7 +127,7 @@ fn authorize(
         (status = 101, description = "Switching Protocols: the connection is now a WebSocket"),
         (status = 400, description = "Bad user id, query parameter or WebSocket handshake header", body = ErrorBody),
         (status = 401, description = "No token while WebSocket auth is on, or a bad or expired one", body = ErrorBody),
-        (status = 403, description = "The token is another user's and its roles do not allow watching", body = ErrorBody),
+        (status = 403, description = "The token is another user's and its roles do not allow watching, or the page's origin is not allowed (allowed_origins)", body = ErrorBody),
         (status = 404, description = "No such campaign, or it is not live", body = ErrorBody),
         (status = 426, description = "Not a WebSocket upgrade request (or not HTTP/1.1)", body = ErrorBody),
         (status = 500, description = "Internal error", body = ErrorBody),
@@ -174,6 +195,7 @@ pub async fn upgrade(
         return Err(ApiError::bad_request("Sec-WebSocket-Key is missing"));
     };
     let accept = derive_accept_key(key.as_bytes());
+    check_origin(&app, headers)?;
     let principal = authorize(&app, &req, query.token.as_deref(), &user)?;
 
     // The path may name the campaign by id or by slug.
