@@ -232,6 +232,24 @@ async fn services_over_grpc_with_rbac_and_status_codes() {
         .await
         .expect_err("wrong password");
     assert_eq!(wrong.code(), Code::Unauthenticated);
+    // Calls are counted by method and status code.
+    let metrics = node.metrics_text().await;
+    for (method, code) in [
+        ("/user.v0.UserService/Register", "OK"),
+        ("/user.v0.UserService/Register", "ALREADY_EXISTS"),
+        ("/user.v0.UserService/Register", "INVALID_ARGUMENT"),
+        ("/user.v0.UserService/Login", "UNAUTHENTICATED"),
+    ] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("ovasabi_grpc_requests_total{")
+                    && l.contains(&format!(r#"method="{method}""#))
+                    && l.contains(&format!(r#"code="{code}""#))),
+            "{method} {code} counted:\n{metrics}"
+        );
+    }
+    assert!(metrics.contains("ovasabi_grpc_request_duration_seconds"));
     let me = users
         .get_me(with_token(upb::GetMeRequest {}, &tokens.access_token))
         .await

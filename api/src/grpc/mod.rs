@@ -9,6 +9,7 @@
 mod broadcast;
 mod campaign;
 mod content;
+mod observe;
 mod security;
 mod user;
 
@@ -182,7 +183,14 @@ pub async fn serve(
         }
     });
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let mut known: Vec<&str> = service_names().into_iter().map(|(_, n)| n).collect();
+    known.extend([
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ]);
     let result = Server::builder()
+        .layer(observe::MetricsLayer::new(known))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
