@@ -23,6 +23,9 @@ pub mod campaign;
 pub mod config;
 pub mod error;
 pub mod frame;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod hub;
 pub mod metrics;
 pub mod node;

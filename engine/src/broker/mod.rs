@@ -5,7 +5,7 @@
 
 mod memory;
 mod redis;
-mod shard;
+pub(crate) mod shard;
 
 use std::future::Future;
 use std::pin::Pin;

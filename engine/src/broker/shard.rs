@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 
 /// One RESP2 value.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Resp {
+pub enum Resp {
     Simple(String),
     Error(String),
     Int(i64),
@@ -23,7 +23,7 @@ pub(crate) enum Resp {
 
 /// What the server pushed on a subscribed connection.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Push {
+pub enum Push {
     /// A message on a channel (`message` or `smessage`).
     Message { channel: String, payload: Vec<u8> },
     /// A subscription is confirmed (`subscribe` or `ssubscribe`).
@@ -37,11 +37,21 @@ pub(crate) enum Push {
 /// Longest line or bulk string accepted (a publication is bounded well below this).
 const MAX_FRAME: usize = 512 * 1024 * 1024;
 
+/// Deepest nesting of arrays accepted. Every reply a subscribed connection gets is one flat
+/// array; the bound keeps a garbled stream (`*1\r\n` repeated) from recursing the reader off
+/// its stack, which aborts the whole process.
+pub const MAX_NESTING: usize = 8;
+
 /// Parses one value from the front of `buf`: `Ok(None)` when it is not complete yet.
 ///
 /// # Errors
 /// A description of the protocol violation.
-pub(crate) fn parse(buf: &[u8]) -> Result<Option<(Resp, usize)>, String> {
+pub fn parse(buf: &[u8]) -> Result<Option<(Resp, usize)>, String> {
+    parse_nested(buf, 0)
+}
+
+/// [`parse`] inside `depth` arrays.
+fn parse_nested(buf: &[u8], depth: usize) -> Result<Option<(Resp, usize)>, String> {
     let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
         return Ok(None);
     };
@@ -79,6 +89,9 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Option<(Resp, usize)>, String> {
             )))
         }
         b'*' => {
+            if depth >= MAX_NESTING {
+                return Err(format!("arrays nested deeper than {MAX_NESTING}"));
+            }
             let n = number()?;
             if n < 0 {
                 return Ok(Some((Resp::Array(None), after)));
@@ -87,7 +100,7 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Option<(Resp, usize)>, String> {
             let mut items = Vec::with_capacity(n.min(16));
             let mut at = after;
             for _ in 0..n {
-                match parse(&buf[at..])? {
+                match parse_nested(&buf[at..], depth + 1)? {
                     Some((v, used)) => {
                         items.push(v);
                         at += used;
@@ -110,7 +123,7 @@ fn text(v: &Resp) -> Option<String> {
 }
 
 impl Push {
-    fn of(v: Resp) -> Self {
+    pub fn of(v: Resp) -> Self {
         match v {
             Resp::Error(e) => Push::Error(e),
             Resp::Array(Some(items)) => {
@@ -270,6 +283,18 @@ mod tests {
         assert!(parse(b":abc\r\n").is_err());
         assert!(parse(b"$3\r\nabcd\r\n").is_err());
         assert!(parse(b"\r\n").is_err());
+    }
+
+    #[test]
+    fn refuses_deep_nesting_without_recursing() {
+        // 4 MB of `*1\r\n`: a stack overflow (process abort) before nesting was bounded.
+        assert!(parse(&b"*1\r\n".repeat(1 << 20)).is_err());
+        let nested = |n: usize| [b"*1\r\n".repeat(n), b":1\r\n".to_vec()].concat();
+        assert!(matches!(parse(&nested(MAX_NESTING)), Ok(Some(_))));
+        assert!(parse(&nested(MAX_NESTING + 1)).is_err());
+        // Still incomplete, not an error, while the too-deep header has not arrived whole.
+        let cut = nested(MAX_NESTING + 1);
+        assert_eq!(parse(&cut[..4 * MAX_NESTING + 2]), Ok(None));
     }
 
     #[test]
