@@ -675,3 +675,50 @@ async fn only_the_nodes_own_origin_and_allowed_ones_may_open_websockets_and_call
         Some("https://app.example")
     );
 }
+
+#[tokio::test]
+async fn a_close_with_unread_input_lets_the_client_read_it_instead_of_a_reset() {
+    // A client sends a message far over the limit: the node closes with 1009 while the rest
+    // of it is still arriving. The client must get the close frame and an orderly end of the
+    // stream, not a reset that throws away what the node sent.
+    let node = TestNode::start_with(|c| c.max_message_size = 1024).await;
+    let id = node.campaign("unread", 5.0, json!({})).await;
+    let mut resets = 0;
+    for round in 0..5 {
+        let mut s = raw_ws(&node, &format!("/ws/{id}/u{round}")).await;
+        let payload = vec![b'a'; 512 * 1024];
+        // Header and payload in one write that the node cannot take in before it closes.
+        let big = frame(0x1, &payload);
+        let (mut rd, mut wr) = s.split();
+        let write = async {
+            let _ = wr.write_all(&big).await;
+            let _ = wr.shutdown().await;
+        };
+        let read = async {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            let end = loop {
+                match tokio::time::timeout(Duration::from_secs(10), rd.read(&mut buf)).await {
+                    Ok(Ok(0)) => break Ok(()),
+                    Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+                    Ok(Err(e)) => break Err(e),
+                    Err(_) => panic!("nothing from the node within 10 s"),
+                }
+            };
+            (got, end)
+        };
+        let ((), (got, end)) = tokio::join!(write, read);
+        // The close frame (0x88) with code 1009 is in what arrived, whatever came first.
+        let close = got
+            .windows(4)
+            .any(|w| w[0] == 0x88 && w[2..4] == 1009u16.to_be_bytes());
+        match end {
+            Ok(()) => assert!(close, "round {round}: the stream ended without a 1009 close frame"),
+            Err(e) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+                resets += 1;
+            }
+        }
+    }
+    assert_eq!(resets, 0, "connections reset by the node out of 5");
+}

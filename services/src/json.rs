@@ -2,6 +2,21 @@
 
 use serde_json::{Map, Value};
 
+/// How deep stored JSON that gRPC clients receive (campaign state and metadata) may nest, in
+/// objects and arrays: protobuf decoders stop at 100 nested messages, and each level of JSON
+/// objects costs three (`Struct`, map entry, `Value`). The engine holds event data to the same
+/// limit (`engine::session::MAX_DATA_DEPTH`).
+pub const MAX_DEPTH: usize = 32;
+
+/// How many levels of arrays and objects `v` nests (a scalar: 0).
+pub fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// Applies a JSON merge patch (RFC 7396) to `target`.
 pub fn merge_patch(target: &mut Value, patch: &Value) {
     let Value::Object(patch) = patch else {

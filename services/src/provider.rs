@@ -10,8 +10,9 @@
 //!    writes its audit row with `security::audit::insert!`), `mod.rs` (the service: each method
 //!    takes the [`Caller`](crate::security::Caller) first and calls
 //!    [`Policies::require`](crate::security::Policies::require)).
-//! 2. Add its migrations to `migrations/sqlite/` and `migrations/postgres/` and list them in
-//!    `db.rs`; add its default policies to the migration.
+//! 2. Add its migrations to `migrations/sqlite/` and `migrations/postgres/` (same file name)
+//!    and one line to the `migrations!` table in `db.rs`, which lists both backends; add its
+//!    default policies to the migration.
 //! 3. Optional cache: take an `Arc<dyn MetadataCache>` like the campaign service and forget
 //!    keys on every change.
 //! 4. Build it here in [`Provider::new`] (services with several dependencies get them passed

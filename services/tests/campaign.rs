@@ -220,6 +220,11 @@ async fn create_get_list_and_paginate() {
 }
 
 #[tokio::test]
+/// `{"a":{"a":...1...}}`, `levels` objects deep.
+fn nested(levels: usize) -> serde_json::Value {
+    (0..levels).fold(json!(1), |inner, _| json!({ "a": inner }))
+}
+
 async fn bad_input_is_refused_and_nothing_is_written() {
     for f in fixtures().await {
         let backend = f.db.backend();
@@ -241,6 +246,12 @@ async fn bad_input_is_refused_and_nothing_is_written() {
             (new("x", json!({"metadata": {"nope": 1}})), "metadata.nope"),
             (new("x", json!({"state": [1, 2]})), "state"),
             (new("x", json!({"status": "ended"})), "status"),
+            // Deeper than gRPC clients can decode (32 levels pass: see the model tests).
+            (new("x", json!({"state": nested(33)})), "state"),
+            (
+                new("x", json!({"metadata": {"service_specific": nested(32)}})),
+                "metadata",
+            ),
         ];
         for (body, field) in cases {
             match f.svc.create(&SYS, body).await {
@@ -541,7 +552,8 @@ async fn roles_are_enforced_and_every_change_is_audited_in_its_transaction() {
             )
             .await
             .expect("update");
-        // A refused change (bad schedule) writes neither the change nor an audit row.
+        // A refused change (an end before the stored start: a conflict with the campaign)
+        // writes neither the change nor an audit row.
         assert!(matches!(
             f.svc
                 .update(&manager, &c.id, &json!({"ends_at": "2029-01-01T00:00:00Z"}))

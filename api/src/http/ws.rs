@@ -47,6 +47,26 @@ fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) 
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
+/// After the WebSocket closing handshake: ends the node's side of the TCP connection (FIN)
+/// and reads, discarding it, what the client still sends until it closes its side (at most
+/// `timeout`). Closing the socket with unread input would make the kernel answer with a reset,
+/// which can destroy the close frame in flight to the client: a client still sending when the
+/// node closes it (a message over the size limit, an abusive one) would then see an abrupt
+/// end instead of the close code.
+async fn linger<Io>(io: &mut Io, timeout: std::time::Duration)
+where
+    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let _ = tokio::time::timeout(timeout, async {
+        io.shutdown().await?;
+        let mut buf = vec![0u8; 4096];
+        while io.read(&mut buf).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
+}
+
 /// Refuses (403) an upgrade from a web page whose origin is neither the node's own nor in
 /// `allowed_origins`; requests without `Origin` (non-browser clients) pass.
 fn check_origin(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -236,6 +256,7 @@ pub async fn upgrade(
     // The connection's place under `max_connections` stays taken while the session lives.
     let place = req.extensions_mut().remove::<Admitted>();
     let node = app.node.clone();
+    let close_timeout = cfg.close_timeout;
     app.node.spawn_tracked(async move {
         let _place = place;
         match on_upgrade.await {
@@ -250,8 +271,10 @@ pub async fn upgrade(
                     )
                     .await,
                 );
-                node.serve_session(&id, &user, principal, compress, resume, ws)
+                node.serve_session(&id, &user, principal, compress, resume, &mut *ws)
                     .await;
+                // Boxed: its buffer exists only while a connection is being closed.
+                Box::pin(linger(ws.get_mut(), close_timeout)).await;
             }
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
         }

@@ -281,16 +281,51 @@ pub(crate) fn validate_metadata(metadata: &Value) -> Result<(), ServiceError> {
             "must be true or false",
         ));
     }
+    not_too_deep("metadata", metadata)?;
+    no_nul("metadata", metadata)
+}
+
+/// The state must be a JSON object (merge patches apply to objects) without NUL.
+pub(crate) fn validate_state(state: &Value) -> Result<(), ServiceError> {
+    if !state.is_object() {
+        return Err(ServiceError::invalid("state", "must be a JSON object"));
+    }
+    not_too_deep("state", state)?;
+    no_nul("state", state)
+}
+
+/// Refuses JSON nested deeper than [`crate::json::MAX_DEPTH`]: gRPC clients could not decode
+/// the campaign (metadata) or the ticks carrying it (state).
+fn not_too_deep(field: &str, v: &Value) -> Result<(), ServiceError> {
+    if crate::json::depth(v) > crate::json::MAX_DEPTH {
+        return Err(ServiceError::invalid(
+            field,
+            format!(
+                "must not nest deeper than {} levels of objects and arrays",
+                crate::json::MAX_DEPTH
+            ),
+        ));
+    }
     Ok(())
 }
 
-/// The state must be a JSON object (merge patches apply to objects).
-pub(crate) fn validate_state(state: &Value) -> Result<(), ServiceError> {
-    if state.is_object() {
-        Ok(())
-    } else {
-        Err(ServiceError::invalid("state", "must be a JSON object"))
+/// PostgreSQL `jsonb` cannot hold U+0000: refuse it, in any string or key, on every backend.
+fn no_nul(field: &str, v: &Value) -> Result<(), ServiceError> {
+    fn has_nul(v: &Value) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(a) => a.iter().any(has_nul),
+            Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+            Value::Null | Value::Bool(_) | Value::Number(_) => false,
+        }
     }
+    if has_nul(v) {
+        return Err(ServiceError::invalid(
+            field,
+            "must not contain NUL characters",
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) fn empty_object() -> Value {
@@ -301,6 +336,15 @@ pub(crate) fn empty_object() -> Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn state_and_metadata_nest_at_most_32_levels() {
+        let nested = |levels: usize| (0..levels).fold(json!(1), |inner, _| json!({ "a": inner }));
+        assert!(validate_state(&nested(32)).is_ok());
+        assert!(validate_state(&nested(33)).is_err());
+        assert!(validate_metadata(&json!({"service_specific": nested(31)})).is_ok());
+        assert!(validate_metadata(&json!({"service_specific": nested(32)})).is_err());
+    }
 
     #[test]
     fn metadata_rules() {
