@@ -200,6 +200,11 @@ pub(crate) fn pong() -> Message {
     Message::Text(Utf8Bytes::from_static("{\"type\":\"pong\"}"))
 }
 
+/// The answer to an accepted `refresh`: the session stays open until `expires_at` (Unix ms).
+pub(crate) fn refreshed(expires_at_ms: i64) -> Message {
+    Message::Text(format!("{{\"type\":\"refreshed\",\"expires_at\":{expires_at_ms}}}").into())
+}
+
 /// A frequency as JSON, always with a fractional part (`1.0`, `2.5`).
 fn fmt_hz(hz: f64) -> String {
     if hz.fract() == 0.0 {

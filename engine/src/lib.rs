@@ -38,7 +38,7 @@ pub use campaign::{CampaignStats, Resume};
 pub use config::Config;
 pub use error::EngineError;
 pub use node::Node;
-pub use principal::Principal;
+pub use principal::{Principal, TokenVerifier};
 pub use session::{Close, close_code};
 
 /// The WebSocket protocol types the engine speaks (re-exported so that the node binary uses

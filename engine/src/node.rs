@@ -22,7 +22,7 @@ use crate::error::EngineError;
 use crate::frame::{EncodedEvent, now_ms};
 use crate::hub::Hub;
 use crate::metrics::{self, Metrics};
-use crate::principal::{Principal, Principals};
+use crate::principal::{Principal, Principals, TokenVerifier};
 use crate::session::{self, Close, Session, SlowPolicy};
 
 /// The engine of one node. Cheap to clone.
@@ -58,8 +58,12 @@ pub(crate) struct NodeInner {
     /// Per detached campaign: the highest cluster `seq` of its kept events, once the bus has
     /// them; the campaign reattaches when it has seen them come back.
     reattach_through: Mutex<std::collections::HashMap<String, u64>>,
-    /// The sessions opened with a token, by account, for revocations.
-    principals: Principals,
+    /// The sessions opened with a token, by account, for revocations and expiry.
+    pub(crate) principals: Principals,
+    /// Checks the tokens of `refresh` frames (set by the node binary).
+    pub(crate) verifier: std::sync::OnceLock<Arc<dyn TokenVerifier>>,
+    /// Whether the expiry task runs (it starts with the first session that has a token).
+    expiry: std::sync::Once,
     /// A weak handle on this very value, for the tasks that [`Deliver::control`] starts.
     me: Weak<NodeInner>,
 }
@@ -89,6 +93,8 @@ impl Node {
             bus_writable: std::sync::atomic::AtomicBool::new(true),
             reattach_through: Mutex::new(std::collections::HashMap::new()),
             principals: Principals::default(),
+            verifier: std::sync::OnceLock::new(),
+            expiry: std::sync::Once::new(),
             me: me.clone(),
         });
         let sink: Weak<dyn Deliver> = Arc::downgrade(&inner) as Weak<dyn Deliver>;
@@ -265,6 +271,11 @@ impl Node {
         !self.inner.shutdown.is_cancelled() && self.inner.broker.is_ready()
     }
 
+    /// Sets how `refresh` frames are checked (once; later calls are ignored).
+    pub fn set_token_verifier(&self, verifier: Arc<dyn TokenVerifier>) {
+        let _ = self.inner.verifier.set(verifier);
+    }
+
     /// Closes, with 4401, the sessions on this node opened with a token of `user`'s of a
     /// generation below `floor`, and any such session that opens later; returns how many were
     /// open.
@@ -328,6 +339,11 @@ impl Node {
         );
         if let Some(p) = &principal {
             inner.principals.register(p, id, &session);
+            if p.expires_at_ms != 0 {
+                inner.expiry.call_once(|| {
+                    inner.tracker.spawn(expiry_loop(Arc::downgrade(inner)));
+                });
+            }
         }
         // Follow the campaign on the bus while this node has sessions of it; the first one
         // catches up first (the lock keeps later joins behind that catch-up).
@@ -373,8 +389,8 @@ impl Node {
         tracing::debug!(campaign, user, session = id, compress, "session opened");
         let code = session::run(ws, session, shared.clone(), inner.clone()).await;
         shared.members.remove(id);
-        if let Some(p) = &principal {
-            inner.principals.unregister(&p.user, id);
+        if principal.is_some() {
+            inner.principals.unregister(id);
         }
         {
             let mut interest = shared.interest.lock().await;
@@ -736,6 +752,30 @@ async fn bus_loop(node: Weak<NodeInner>) {
 /// Every `ping_interval`: closes the sessions from which nothing arrived for `pong_timeout`
 /// (4009) and queues a protocol ping for the others. One task for the node instead of a timer
 /// per connection.
+/// How often sessions are checked for an expired token.
+const EXPIRY_CHECK: Duration = Duration::from_secs(1);
+
+/// Closes, every [`EXPIRY_CHECK`], the sessions whose token expired without a refresh, until
+/// the node stops.
+async fn expiry_loop(node: Weak<NodeInner>) {
+    let mut tick = tokio::time::interval(EXPIRY_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        let Some(shutdown) = node.upgrade().map(|n| n.shutdown.clone()) else {
+            return;
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(n) = node.upgrade() else { return };
+        let closed = n.principals.expire(now_ms());
+        if closed > 0 {
+            tracing::info!(sessions = closed, "sessions closed: token expired");
+        }
+    }
+}
+
 async fn ping_loop(node: Weak<NodeInner>) {
     let mut rounds = Rounds::new(&node, |c| c.ping_interval, true);
     while let Some((node, campaigns)) = rounds.next(&node).await {

@@ -1,5 +1,8 @@
-//! Who a session was authenticated as, and the node's registry of those sessions, so that
-//! revoking an account's tokens closes its open sessions (close code 4401) on this node.
+//! Who a session was authenticated as, and the node's registry of those sessions: revoking an
+//! account's tokens closes its open sessions (4401 "token revoked"), a token that expires
+//! closes the sessions opened with it (4401 "token expired") unless the client presented a
+//! fresh one first (`{"type":"refresh","token":...}`, checked by the node's
+//! [`TokenVerifier`]).
 //!
 //! A session registers before it joins its campaign and checks the account's revocation
 //! floor after registering; a revocation records the floor before it looks for sessions. So
@@ -12,21 +15,43 @@ use std::time::{Duration, Instant};
 
 use crate::session::{Close, Session};
 
-/// The account a session's token was issued to, and the token's generation.
+/// The account a session's token was issued to, the token's generation, and when it expires.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub user: String,
     pub generation: u64,
+    /// Unix milliseconds after which the session is closed with 4401 unless refreshed (0:
+    /// never).
+    pub expires_at_ms: i64,
+}
+
+/// Checks the tokens that sessions present to stay open (`refresh` frames).
+pub trait TokenVerifier: Send + Sync {
+    /// The principal `token` stands for, or why it is refused.
+    ///
+    /// # Errors
+    /// A message for the client's `error` frame.
+    fn verify(&self, token: &str) -> Result<Principal, String>;
 }
 
 /// How long a revocation floor is remembered here: long enough for any session whose token
 /// was checked before the revocation to have registered.
 const FLOOR_KEPT: Duration = Duration::from_secs(60);
 
+/// One registered session.
+struct Entry {
+    id: u64,
+    generation: u64,
+    expires_at_ms: i64,
+    session: Arc<Session>,
+}
+
 #[derive(Default)]
 struct Inner {
-    /// Account → its sessions: (session id, token generation, session).
-    sessions: HashMap<String, Vec<(u64, u64, Arc<Session>)>>,
+    /// Account → its sessions.
+    sessions: HashMap<String, Vec<Entry>>,
+    /// Session id → its account.
+    accounts: HashMap<u64, String>,
     /// Account → (lowest accepted generation, when it was set).
     floors: HashMap<String, (u64, Instant)>,
 }
@@ -35,6 +60,17 @@ struct Inner {
 #[derive(Default)]
 pub(crate) struct Principals {
     inner: Mutex<Inner>,
+}
+
+/// Why a refresh was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RefreshError {
+    /// The session was opened without a token.
+    NoToken,
+    /// The token is another account's.
+    OtherAccount,
+    /// The account's tokens of that generation were revoked.
+    Revoked,
 }
 
 impl Principals {
@@ -50,7 +86,13 @@ impl Principals {
             .sessions
             .entry(principal.user.clone())
             .or_default()
-            .push((id, principal.generation, session.clone()));
+            .push(Entry {
+                id,
+                generation: principal.generation,
+                expires_at_ms: principal.expires_at_ms,
+                session: session.clone(),
+            });
+        inner.accounts.insert(id, principal.user.clone());
         if let Some(&(floor, _)) = inner.floors.get(&principal.user)
             && principal.generation < floor
         {
@@ -58,15 +100,46 @@ impl Principals {
         }
     }
 
-    /// Forgets session `id` of `user`.
-    pub fn unregister(&self, user: &str, id: u64) {
+    /// Forgets session `id`.
+    pub fn unregister(&self, id: u64) {
         let mut inner = self.lock();
-        if let Some(list) = inner.sessions.get_mut(user) {
-            list.retain(|(sid, _, _)| *sid != id);
+        let Some(user) = inner.accounts.remove(&id) else {
+            return;
+        };
+        if let Some(list) = inner.sessions.get_mut(&user) {
+            list.retain(|e| e.id != id);
             if list.is_empty() {
-                inner.sessions.remove(user);
+                inner.sessions.remove(&user);
             }
         }
+    }
+
+    /// Session `id` presents the token of `fresh`: it stays open until `fresh` expires.
+    pub fn refresh(&self, id: u64, fresh: &Principal) -> Result<(), RefreshError> {
+        let mut inner = self.lock();
+        let Some(user) = inner.accounts.get(&id) else {
+            return Err(RefreshError::NoToken);
+        };
+        if *user != fresh.user {
+            return Err(RefreshError::OtherAccount);
+        }
+        if inner
+            .floors
+            .get(&fresh.user)
+            .is_some_and(|&(floor, _)| fresh.generation < floor)
+        {
+            return Err(RefreshError::Revoked);
+        }
+        let user = user.clone();
+        if let Some(e) = inner
+            .sessions
+            .get_mut(&user)
+            .and_then(|list| list.iter_mut().find(|e| e.id == id))
+        {
+            e.generation = fresh.generation;
+            e.expires_at_ms = fresh.expires_at_ms;
+        }
+        Ok(())
     }
 
     /// Closes `user`'s sessions whose token generation is below `floor`, and those that
@@ -82,9 +155,22 @@ impl Principals {
             *entry = (floor, now);
         }
         let mut closed = 0;
-        for (_, generation, session) in inner.sessions.get(user).into_iter().flatten() {
-            if *generation < floor {
-                session.close(Close::REVOKED);
+        for e in inner.sessions.get(user).into_iter().flatten() {
+            if e.generation < floor {
+                e.session.close(Close::REVOKED);
+                closed += 1;
+            }
+        }
+        closed
+    }
+
+    /// Closes the sessions whose token expired at or before `now_ms`; returns how many.
+    pub fn expire(&self, now_ms: i64) -> usize {
+        let inner = self.lock();
+        let mut closed = 0;
+        for e in inner.sessions.values().flatten() {
+            if e.expires_at_ms != 0 && e.expires_at_ms <= now_ms && !e.session.is_closed() {
+                e.session.close(Close::EXPIRED);
                 closed += 1;
             }
         }

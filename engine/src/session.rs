@@ -77,6 +77,12 @@ impl Close {
         reason: "token revoked",
         drain: false,
     };
+    /// The session's token expired and no fresh one was presented (`refresh` frame).
+    pub const EXPIRED: Self = Self {
+        code: close_code::UNAUTHENTICATED,
+        reason: "token expired",
+        drain: true,
+    };
     pub const SLOW: Self = Self {
         code: close_code::SLOW,
         reason: "slow",
@@ -473,6 +479,38 @@ struct Incoming<'a> {
     name: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     data: Option<&'a RawValue>,
+    /// `refresh` frames: a fresh access token.
+    #[serde(default, borrow)]
+    token: Option<Cow<'a, str>>,
+}
+
+/// Answers a `refresh` frame: a `refreshed` frame with the fresh token's expiry, or an error.
+fn refresh(token: Option<&str>, session: &Session, node: &NodeInner) -> Message {
+    use crate::principal::RefreshError;
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return frame::error("bad_frame", "a refresh frame needs a \"token\"");
+    };
+    let Some(verifier) = node.verifier.get() else {
+        return frame::error("unsupported", "this node does not check tokens");
+    };
+    let fresh = match verifier.verify(token) {
+        Ok(p) => p,
+        Err(reason) => return frame::error("unauthenticated", &reason),
+    };
+    match node.principals.refresh(session.id, &fresh) {
+        Ok(()) => frame::refreshed(fresh.expires_at_ms),
+        Err(RefreshError::NoToken) => frame::error(
+            "unsupported",
+            "this session was opened without a token: there is nothing to refresh",
+        ),
+        Err(RefreshError::OtherAccount) => frame::error(
+            "forbidden",
+            "the token is another account's than the one this session was opened with",
+        ),
+        Err(RefreshError::Revoked) => {
+            frame::error("unauthenticated", "the token was revoked: sign in again")
+        }
+    }
 }
 
 /// Longest accepted event name.
@@ -539,6 +577,7 @@ async fn on_text(
     };
     match incoming.kind.as_ref() {
         "ping" => reply(frame::pong()),
+        "refresh" => reply(refresh(incoming.token.as_deref(), session, node)),
         "event" => {
             let name = incoming.name.unwrap_or_default();
             if !valid_event_name(&name) {
@@ -605,7 +644,7 @@ async fn on_text(
         other => reply(frame::error(
             "unknown_type",
             &format!(
-                "unknown frame type {:?}; expected \"ping\" or \"event\"",
+                "unknown frame type {:?}; expected \"ping\", \"event\" or \"refresh\"",
                 truncate(other, 32)
             ),
         )),

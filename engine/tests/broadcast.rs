@@ -1126,6 +1126,7 @@ async fn revoking_an_accounts_tokens_closes_its_older_sessions_with_4401() {
     let principal = |generation| Principal {
         user: "u1".into(),
         generation,
+        expires_at_ms: 0,
     };
     let mut old = Client::authenticated(&node, "c1", principal(0));
     let mut fresh = Client::authenticated(&node, "c1", principal(1));
@@ -1135,6 +1136,7 @@ async fn revoking_an_accounts_tokens_closes_its_older_sessions_with_4401() {
         Principal {
             user: "u2".into(),
             generation: 0,
+            expires_at_ms: 0,
         },
     );
     let mut anonymous = Client::connect(&node, "c1", "u1", false, 64);
@@ -1166,4 +1168,73 @@ async fn revoking_an_accounts_tokens_closes_its_older_sessions_with_4401() {
     // closed as well.
     let mut late = Client::authenticated(&node, "c1", principal(0));
     assert_eq!(late.closed().await, 4401);
+}
+
+/// Tokens of the refresh test: `fresh-<user>` is valid for a minute, anything else is refused.
+struct TestTokens;
+
+impl engine::TokenVerifier for TestTokens {
+    fn verify(&self, token: &str) -> Result<Principal, String> {
+        let user = token.strip_prefix("fresh-").ok_or("bad token")?;
+        Ok(Principal {
+            user: user.to_owned(),
+            generation: 0,
+            expires_at_ms: wall_ms() + 60_000,
+        })
+    }
+}
+
+fn wall_ms() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    i64::try_from(d.as_millis()).expect("ms")
+}
+
+#[tokio::test]
+async fn a_token_that_expires_closes_its_session_unless_a_fresh_one_was_presented() {
+    let node = node_with(Config::default());
+    node.set_token_verifier(Arc::new(TestTokens));
+    campaign(&node, "c1", 5.0, false).await;
+    let soon = |user: &str| Principal {
+        user: user.into(),
+        generation: 0,
+        expires_at_ms: wall_ms() + 1_500,
+    };
+    let mut lapsing = Client::authenticated(&node, "c1", soon("u1"));
+    let mut refreshed = Client::authenticated(&node, "c1", soon("u1"));
+    let mut anonymous = Client::connect(&node, "c1", "u3", false, 64);
+    for c in [&mut lapsing, &mut refreshed, &mut anonymous] {
+        assert_eq!(c.next().await["type"], "welcome");
+    }
+    // Frames after the welcome, skipping ticks.
+    async fn reply(c: &mut Client) -> Value {
+        loop {
+            let f = c.next().await;
+            if f["type"] != "tick" {
+                return f;
+            }
+        }
+    }
+    // Refusals keep the session open and say why.
+    refreshed.send(r#"{"type":"refresh"}"#).await;
+    assert_eq!(reply(&mut refreshed).await["code"], "bad_frame");
+    refreshed.send(r#"{"type":"refresh","token":"stale"}"#).await;
+    assert_eq!(reply(&mut refreshed).await["code"], "unauthenticated");
+    refreshed.send(r#"{"type":"refresh","token":"fresh-u2"}"#).await;
+    assert_eq!(reply(&mut refreshed).await["code"], "forbidden", "another account's");
+    anonymous.send(r#"{"type":"refresh","token":"fresh-u3"}"#).await;
+    assert_eq!(reply(&mut anonymous).await["code"], "unsupported", "no token to refresh");
+    // A fresh token of the same account: it stays open past the first token's expiry.
+    refreshed.send(r#"{"type":"refresh","token":"fresh-u1"}"#).await;
+    let r = reply(&mut refreshed).await;
+    assert_eq!(r["type"], "refreshed", "{r}");
+    assert!(r["expires_at"].as_i64().expect("expires_at") > wall_ms() + 50_000);
+
+    assert_eq!(lapsing.closed().await, 4401, "closed when its token expired");
+    let ended = tokio::time::timeout(Duration::from_secs(3), refreshed.rx.recv()).await;
+    assert!(
+        ended.is_err() || ended.as_ref().is_ok_and(|m| !matches!(m, Some(Message::Close(_)))),
+        "the refreshed session stays open: {ended:?}"
+    );
 }

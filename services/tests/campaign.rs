@@ -219,12 +219,12 @@ async fn create_get_list_and_paginate() {
     }
 }
 
-#[tokio::test]
 /// `{"a":{"a":...1...}}`, `levels` objects deep.
 fn nested(levels: usize) -> serde_json::Value {
     (0..levels).fold(json!(1), |inner, _| json!({ "a": inner }))
 }
 
+#[tokio::test]
 async fn bad_input_is_refused_and_nothing_is_written() {
     for f in fixtures().await {
         let backend = f.db.backend();

@@ -87,14 +87,15 @@ pub fn authenticate<T>(
                 .ok_or_else(|| {
                     Status::unauthenticated("authorization must be \"Bearer <token>\"")
                 })?;
-            let (caller, generation) = state
+            let (caller, token) = state
                 .services
                 .users
-                .authenticate_generation(token)
+                .authenticate_session(token)
                 .map_err(status)?;
             let principal = caller.user_id().map(|user| engine::Principal {
                 user: user.to_owned(),
-                generation,
+                generation: token.generation,
+                expires_at_ms: token.expires_at_ms,
             });
             (caller, principal)
         }

@@ -14,7 +14,7 @@ mod content;
 mod observe;
 pub mod origin;
 mod page;
-mod ws;
+pub mod ws;
 
 use std::sync::Arc;
 

@@ -47,6 +47,25 @@ fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) 
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
+/// Checks the fresh tokens sessions present in `refresh` frames, with the user service.
+pub struct SessionTokens(pub services::Provider);
+
+impl engine::TokenVerifier for SessionTokens {
+    fn verify(&self, token: &str) -> Result<engine::Principal, String> {
+        let (caller, t) = self
+            .0
+            .users
+            .authenticate_session(token)
+            .map_err(|e| e.to_string())?;
+        let user = caller.user_id().ok_or("not a user's token")?;
+        Ok(engine::Principal {
+            user: user.to_owned(),
+            generation: t.generation,
+            expires_at_ms: t.expires_at_ms,
+        })
+    }
+}
+
 /// After the WebSocket closing handshake: ends the node's side of the TCP connection (FIN)
 /// and reads, discarding it, what the client still sends until it closes its side (at most
 /// `timeout`). Closing the socket with unread input would make the kernel answer with a reset,
@@ -109,7 +128,7 @@ fn authorize(
         }
         return Ok(None);
     };
-    let (caller, generation) = app.services.users.authenticate_generation(token)?;
+    let (caller, token) = app.services.users.authenticate_session(token)?;
     if caller.user_id() == Some(user) || app.services.policies.allows(&caller, "campaign", "watch")
     {
         Ok(caller.user_id().map(|user| engine::Principal {

@@ -26,6 +26,15 @@ use crate::time::{now_ms, rfc3339};
 use crate::{Database, ServiceError};
 use repo::{Account, UserRepo};
 
+/// What a live session keeps of the access token it was opened with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionToken {
+    /// The account's token generation it was issued under.
+    pub generation: u64,
+    /// Its `exp`, in Unix milliseconds.
+    pub expires_at_ms: i64,
+}
+
 /// User operations.
 #[derive(Clone, Debug)]
 pub struct UserService {
@@ -74,21 +83,25 @@ impl UserService {
     /// # Errors
     /// [`ServiceError::Unauthenticated`] for a bad, expired or revoked token.
     pub fn authenticate(&self, access_token: &str) -> Result<Caller, ServiceError> {
-        self.authenticate_generation(access_token).map(|(c, _)| c)
+        self.authenticate_session(access_token).map(|(c, _)| c)
     }
 
-    /// As [`UserService::authenticate`], with the token's generation (a live session keeps it,
-    /// to be closed when the account's tokens are revoked).
+    /// As [`UserService::authenticate`], with what a live session keeps of the token: its
+    /// generation (the session is closed when the account's tokens are revoked) and expiry.
     ///
     /// # Errors
     /// As [`UserService::authenticate`].
-    pub fn authenticate_generation(
+    pub fn authenticate_session(
         &self,
         access_token: &str,
-    ) -> Result<(Caller, u64), ServiceError> {
+    ) -> Result<(Caller, SessionToken), ServiceError> {
         let claims = self.tokens.verify(access_token, "access")?;
         self.revocations.check(&claims.sub, claims.generation)?;
-        Ok((Caller::user(claims.sub, claims.roles), claims.generation))
+        let token = SessionToken {
+            generation: claims.generation,
+            expires_at_ms: claims.exp.saturating_mul(1000),
+        };
+        Ok((Caller::user(claims.sub, claims.roles), token))
     }
 
     /// The accounts whose tokens were revoked, as this node knows them.
