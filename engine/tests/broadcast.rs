@@ -1219,22 +1219,45 @@ async fn a_token_that_expires_closes_its_session_unless_a_fresh_one_was_presente
     // Refusals keep the session open and say why.
     refreshed.send(r#"{"type":"refresh"}"#).await;
     assert_eq!(reply(&mut refreshed).await["code"], "bad_frame");
-    refreshed.send(r#"{"type":"refresh","token":"stale"}"#).await;
+    refreshed
+        .send(r#"{"type":"refresh","token":"stale"}"#)
+        .await;
     assert_eq!(reply(&mut refreshed).await["code"], "unauthenticated");
-    refreshed.send(r#"{"type":"refresh","token":"fresh-u2"}"#).await;
-    assert_eq!(reply(&mut refreshed).await["code"], "forbidden", "another account's");
-    anonymous.send(r#"{"type":"refresh","token":"fresh-u3"}"#).await;
-    assert_eq!(reply(&mut anonymous).await["code"], "unsupported", "no token to refresh");
+    refreshed
+        .send(r#"{"type":"refresh","token":"fresh-u2"}"#)
+        .await;
+    assert_eq!(
+        reply(&mut refreshed).await["code"],
+        "forbidden",
+        "another account's"
+    );
+    anonymous
+        .send(r#"{"type":"refresh","token":"fresh-u3"}"#)
+        .await;
+    assert_eq!(
+        reply(&mut anonymous).await["code"],
+        "unsupported",
+        "no token to refresh"
+    );
     // A fresh token of the same account: it stays open past the first token's expiry.
-    refreshed.send(r#"{"type":"refresh","token":"fresh-u1"}"#).await;
+    refreshed
+        .send(r#"{"type":"refresh","token":"fresh-u1"}"#)
+        .await;
     let r = reply(&mut refreshed).await;
     assert_eq!(r["type"], "refreshed", "{r}");
     assert!(r["expires_at"].as_i64().expect("expires_at") > wall_ms() + 50_000);
 
-    assert_eq!(lapsing.closed().await, 4401, "closed when its token expired");
+    assert_eq!(
+        lapsing.closed().await,
+        4401,
+        "closed when its token expired"
+    );
     let ended = tokio::time::timeout(Duration::from_secs(3), refreshed.rx.recv()).await;
     assert!(
-        ended.is_err() || ended.as_ref().is_ok_and(|m| !matches!(m, Some(Message::Close(_)))),
+        ended.is_err()
+            || ended
+                .as_ref()
+                .is_ok_and(|m| !matches!(m, Some(Message::Close(_)))),
         "the refreshed session stays open: {ended:?}"
     );
 }
