@@ -635,6 +635,23 @@ async fn the_remaining_operations_over_grpc() {
         .expect("update")
         .into_inner();
     assert_eq!(changed.display_name, "Carol C.");
+    // The password change revoked the tokens issued before it: sign in again.
+    let stale = users
+        .get_user(with_token(
+            upb::GetUserRequest { id: u.id.clone() },
+            &t.access_token,
+        ))
+        .await
+        .expect_err("revoked token");
+    assert_eq!(stale.code(), Code::Unauthenticated);
+    let t = users
+        .login(upb::LoginRequest {
+            login: "carol".into(),
+            password: "new password 1".into(),
+        })
+        .await
+        .expect("login with the new password")
+        .into_inner();
     let short = users
         .update_profile(with_token(
             upb::UpdateProfileRequest {
@@ -747,6 +764,15 @@ async fn the_remaining_operations_over_grpc() {
         ))
         .await
         .expect("enable");
+    // The role changes and the disable revoked carol's earlier tokens: sign in again.
+    let t = users
+        .login(upb::LoginRequest {
+            login: "carol".into(),
+            password: "new password 1".into(),
+        })
+        .await
+        .expect("login after enable")
+        .into_inner();
     let missing = admins
         .disable_user(with_token(
             apb::DisableUserRequest {

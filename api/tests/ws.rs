@@ -178,28 +178,19 @@ async fn compressed_frames_inflate_to_the_same_json() {
     );
     let b: Value = serde_json::from_str(&common::inflate(&raw)).expect("json");
     assert_eq!(a, b, "the same frame, byte for byte after inflating");
-    let (status, _) = node
-        .call("GET", &format!("/ws/{id}/u?compress=gzip"), None)
-        .await;
-    assert_eq!(status, 400);
+    let (code, reason) = common::refused(&node, &format!("/ws/{id}/u?compress=gzip")).await;
+    assert_eq!(code, 4400, "{reason}");
+    assert!(reason.contains("deflate"), "{reason}");
 }
 
 #[tokio::test]
-async fn unknown_campaign_and_bad_upgrades_are_refused_before_the_upgrade() {
+async fn unknown_campaigns_and_bad_requests_are_closed_with_4xxx_after_the_upgrade() {
     let node = TestNode::start().await;
-    let err =
-        tokio_tungstenite::connect_async(format!("ws://{}/ws/no-such-campaign/u1", node.http))
-            .await
-            .expect_err("no upgrade");
-    match err {
-        tokio_tungstenite::tungstenite::Error::Http(res) => {
-            assert_eq!(res.status(), 404);
-            let body: Value =
-                serde_json::from_slice(res.body().as_deref().expect("body")).expect("json");
-            assert_eq!(body["error"]["code"], "not_found");
-        }
-        other => panic!("expected HTTP 404, got {other}"),
-    }
+    let (code, reason) = common::refused(&node, "/ws/no-such-campaign/u1").await;
+    assert_eq!(code, 4404, "{reason}");
+    assert!(reason.contains("not found"), "{reason}");
+    let (code, _) = common::refused(&node, "/ws/no-such-campaign/bad%20user").await;
+    assert_eq!(code, 4400, "a bad user id");
     let id = node.campaign("real", 1.0, json!({})).await;
     let (status, body) = node.call("GET", &format!("/ws/{id}/u1"), None).await;
     assert_eq!(status, 426, "a plain GET is told to upgrade: {body}");
@@ -211,17 +202,19 @@ async fn unknown_campaign_and_bad_upgrades_are_refused_before_the_upgrade() {
         )
         .await
         .1;
-    let err = tokio_tungstenite::connect_async(format!(
-        "ws://{}/ws/{}/u1",
-        node.http,
-        draft["id"].as_str().expect("id")
-    ))
-    .await
-    .expect_err("draft is not live");
-    assert!(
-        matches!(err, tokio_tungstenite::tungstenite::Error::Http(ref r) if r.status() == 404),
-        "{err}"
-    );
+    let (code, reason) = common::refused(
+        &node,
+        &format!("/ws/{}/u1", draft["id"].as_str().expect("id")),
+    )
+    .await;
+    assert_eq!(code, 4404, "a draft is not live: {reason}");
+    // Watching as the token's subject needs a token, even in dev mode.
+    let (code, _) = common::refused(&node, &format!("/ws/{id}")).await;
+    assert_eq!(code, 4401);
+    let token = node.token.clone().expect("admin token");
+    let mut ws = node.ws_path(&format!("/ws/{id}?token={token}")).await;
+    let w = next_of(&mut ws, "welcome").await;
+    assert!(w["user"].as_str().is_some_and(|u| !u.is_empty()), "{w}");
 }
 
 /// Opens a raw TCP WebSocket connection (handshake done by hand) to send frames that a
@@ -582,33 +575,34 @@ async fn reconnecting_with_since_recovers_every_missed_event_in_order() {
     let mut stale = node.ws(&id, "u", "?since=4&epoch=not-this-one").await;
     assert_eq!(next(&mut stale).await["recovered"], false);
     for bad in ["?since=-1", "?since=abc", "?epoch=x"] {
-        let err = tokio_tungstenite::connect_async(format!("ws://{}/ws/{id}/u{bad}", node.http))
-            .await
-            .expect_err("refused");
-        assert!(
-            matches!(err, tokio_tungstenite::tungstenite::Error::Http(ref r) if r.status() == 400),
-            "{bad}: {err}"
-        );
+        let (code, reason) = common::refused(&node, &format!("/ws/{id}/u{bad}")).await;
+        assert_eq!(code, 4400, "{bad}: {reason}");
     }
 }
 
-/// Upgrades with `Origin: origin`; returns the HTTP status (101 when it became a WebSocket).
-async fn upgrade_from(node: &TestNode, campaign: &str, origin: &str) -> u16 {
+/// Upgrades with `Origin: origin`; returns the type of the first frame (`welcome` when the
+/// session was admitted) or the close code of a refused one.
+async fn upgrade_from(node: &TestNode, campaign: &str, origin: &str) -> String {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
     let mut req = format!("ws://{}/ws/{campaign}/u1", node.http)
         .into_client_request()
         .expect("request");
     req.headers_mut()
         .insert("origin", origin.parse().expect("header value"));
-    match tokio_tungstenite::connect_async(req).await {
-        Ok((_, res)) => res.status().as_u16(),
-        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
-            let body = res.body().as_deref().unwrap_or_default();
-            let v: Value = serde_json::from_slice(body).expect("JSON error body");
-            assert_eq!(v["error"]["code"], "forbidden", "{v}");
-            res.status().as_u16()
+    let (mut ws, res) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("upgrade");
+    assert_eq!(res.status(), 101);
+    match tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("a frame within 10 s")
+    {
+        Some(Ok(Message::Text(t))) => {
+            let v: Value = serde_json::from_str(&t).expect("json");
+            v["type"].as_str().expect("type").to_owned()
         }
-        Err(e) => panic!("upgrade failed: {e}"),
+        Some(Ok(Message::Close(Some(f)))) => u16::from(f.code).to_string(),
+        other => panic!("unexpected {other:?}"),
     }
 }
 
@@ -640,9 +634,12 @@ async fn only_the_nodes_own_origin_and_allowed_ones_may_open_websockets_and_call
     let node = TestNode::start().await;
     let id = node.campaign("origins", 5.0, json!({})).await;
     let own = format!("http://{}", node.http);
-    assert_eq!(upgrade_from(&node, &id, &own).await, 101);
-    assert_eq!(upgrade_from(&node, &id, "https://evil.example").await, 403);
-    assert_eq!(upgrade_from(&node, &id, "null").await, 403);
+    assert_eq!(upgrade_from(&node, &id, &own).await, "welcome");
+    assert_eq!(
+        upgrade_from(&node, &id, "https://evil.example").await,
+        "4403"
+    );
+    assert_eq!(upgrade_from(&node, &id, "null").await, "4403");
     assert_eq!(preflight(&node, "https://evil.example").await.1, None);
     // Clients without an Origin (not browsers) are not concerned.
     let mut ws = node.ws(&id, "u2", "").await;
@@ -654,8 +651,14 @@ async fn only_the_nodes_own_origin_and_allowed_ones_may_open_websockets_and_call
     })
     .await;
     let id = node.campaign("origins", 5.0, json!({})).await;
-    assert_eq!(upgrade_from(&node, &id, "https://app.example").await, 101);
-    assert_eq!(upgrade_from(&node, &id, "https://evil.example").await, 403);
+    assert_eq!(
+        upgrade_from(&node, &id, "https://app.example").await,
+        "welcome"
+    );
+    assert_eq!(
+        upgrade_from(&node, &id, "https://evil.example").await,
+        "4403"
+    );
     let (status, allow) = preflight(&node, "https://app.example").await;
     assert!((200..300).contains(&status), "preflight answered {status}");
     assert_eq!(allow.as_deref(), Some("https://app.example"));
@@ -713,7 +716,10 @@ async fn a_close_with_unread_input_lets_the_client_read_it_instead_of_a_reset() 
             .windows(4)
             .any(|w| w[0] == 0x88 && w[2..4] == 1009u16.to_be_bytes());
         match end {
-            Ok(()) => assert!(close, "round {round}: the stream ended without a 1009 close frame"),
+            Ok(()) => assert!(
+                close,
+                "round {round}: the stream ended without a 1009 close frame"
+            ),
             Err(e) => {
                 assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
                 resets += 1;

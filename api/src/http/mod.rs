@@ -97,6 +97,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(services_list))
         .routes(routes!(openapi_json))
         .routes(routes!(ws::upgrade))
+        .routes(routes!(ws::upgrade_as_subject))
 }
 
 /// The router of `:8090`.

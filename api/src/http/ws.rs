@@ -107,34 +107,53 @@ fn check_origin(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Checks who may watch: with a token, its subject must be the path's user, unless its roles
-/// allow `watch` on `campaign` (managers, admins); without one, only when WebSocket auth is off
-/// (`--dev`, `auth = false`). Returns the token's account and generation, by which the
-/// session is closed (4401) when the account's tokens are revoked.
+/// Checks who may watch: with a token, its subject must be the path's user (or becomes the
+/// user, for `/ws/{campaign}`), unless its roles allow `watch` on `campaign` (managers, admins);
+/// without one, only when WebSocket auth is off (`--dev`, `auth = false`) and the path names
+/// the user. Returns the user and the token's account, generation and expiry, by which the
+/// session is closed (4401) when the account's tokens are revoked or expire.
 fn authorize(
     app: &AppState,
-    req: &Request,
+    headers: &HeaderMap,
     token: Option<&str>,
-    user: &str,
-) -> Result<Option<engine::Principal>, ApiError> {
-    let header_token = super::auth::bearer(req.headers())?;
+    user: Option<String>,
+) -> Result<(String, Option<engine::Principal>), ApiError> {
+    let header_token = super::auth::bearer(headers)?;
     let Some(token) = token.filter(|t| !t.is_empty()).or(header_token) else {
-        if app.config.ws_auth() {
-            return Err(ApiError::new(
+        return match user {
+            Some(_) if app.config.ws_auth() => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthenticated",
                 "a token is required: connect with ?token=<access token>",
-            ));
-        }
-        return Ok(None);
+            )),
+            Some(user) => Ok((user, None)),
+            None => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "/ws/{campaign} watches as the token's subject: connect with ?token=<access token>, or name the user in /ws/{campaign}/{user_id}",
+            )),
+        };
     };
     let (caller, token) = app.services.users.authenticate_session(token)?;
-    if caller.user_id() == Some(user) || app.services.policies.allows(&caller, "campaign", "watch")
+    let subject = caller.user_id().map(str::to_owned);
+    let user = match (user, &subject) {
+        (Some(user), _) => user,
+        (None, Some(subject)) => subject.clone(),
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "name the user: /ws/{campaign}/{user_id}",
+            ));
+        }
+    };
+    if subject.as_deref() == Some(user.as_str())
+        || app.services.policies.allows(&caller, "campaign", "watch")
     {
-        Ok(caller.user_id().map(|user| engine::Principal {
-            user: user.to_owned(),
-            generation,
-        }))
+        let principal = subject.map(|account| engine::Principal {
+            user: account,
+            generation: token.generation,
+            expires_at_ms: token.expires_at_ms,
+        });
+        Ok((user, principal))
     } else {
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -150,7 +169,11 @@ fn authorize(
 /// `Sec-WebSocket-Version: 13`, `Sec-WebSocket-Key`) carrying a welcome frame, then tick frames.
 /// The campaign may be named by id or slug. With WebSocket auth on, a token is needed (query
 /// `token` or `Authorization: Bearer`) whose subject is the path's user, unless its roles allow
-/// `watch` on `campaign`.
+/// `watch` on `campaign`. A well-formed upgrade that is refused is accepted and then closed,
+/// so that browsers can tell why: 4400 bad request (user id, `since`, `epoch`, `compress`), 4401
+/// unauthenticated (no, bad, expired or revoked token), 4403 forbidden (another user's token,
+/// or a page from an origin not allowed), 4404 unknown or not active campaign, 1013 database
+/// unavailable (try again later), with the reason in the close frame.
 #[utoipa::path(
     get,
     path = "/ws/{campaign_id}/{user_id}",
@@ -163,25 +186,176 @@ fn authorize(
     ),
     security((), ("bearer" = [])),
     responses(
-        (status = 101, description = "Switching Protocols: the connection is now a WebSocket"),
-        (status = 400, description = "Bad user id, query parameter or WebSocket handshake header", body = ErrorBody),
-        (status = 401, description = "No token while WebSocket auth is on, or a bad or expired one", body = ErrorBody),
-        (status = 403, description = "The token is another user's and its roles do not allow watching, or the page's origin is not allowed (allowed_origins)", body = ErrorBody),
-        (status = 404, description = "No such campaign, or it is not live", body = ErrorBody),
+        (status = 101, description = "Switching Protocols: the connection is now a WebSocket (a refused one is then closed with 4400/4401/4403/4404)"),
+        (status = 400, description = "Bad WebSocket handshake header (Sec-WebSocket-Version, Sec-WebSocket-Key)", body = ErrorBody),
         (status = 426, description = "Not a WebSocket upgrade request (or not HTTP/1.1)", body = ErrorBody),
-        (status = 500, description = "Internal error", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
     )
 )]
 pub async fn upgrade(
     State(app): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<WsQuery>, QueryRejection>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let user = path.map(|Path((campaign, user))| (campaign, Some(user)));
+    accept(app, user, query, req).await
+}
+
+/// As `/ws/{campaign_id}/{user_id}`, watching as the token's subject (a token is required).
+#[utoipa::path(
+    get,
+    path = "/ws/{campaign_id}",
+    operation_id = "watch_campaign_as_token_subject",
+    tag = "websocket",
+    params(
+        ("campaign_id" = String, Path, description = "Campaign id or slug"),
+        WsQuery,
+    ),
+    // The token may come in the query (browsers), where OpenAPI cannot say it is required;
+    // without one the upgrade is accepted and closed with 4401.
+    security((), ("bearer" = [])),
+    responses(
+        (status = 101, description = "Switching Protocols: the connection is now a WebSocket (a refused one is then closed with 4400/4401/4403/4404)"),
+        (status = 400, description = "Bad WebSocket handshake header (Sec-WebSocket-Version, Sec-WebSocket-Key)", body = ErrorBody),
+        (status = 426, description = "Not a WebSocket upgrade request (or not HTTP/1.1)", body = ErrorBody),
+    )
+)]
+pub async fn upgrade_as_subject(
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<WsQuery>, QueryRejection>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    accept(app, path.map(|Path(campaign)| (campaign, None)), query, req).await
+}
+
+/// What a session needs once the upgrade is done.
+struct Admit {
+    campaign: String,
+    user: String,
+    principal: Option<engine::Principal>,
+    compress: bool,
+    resume: Option<Resume>,
+}
+
+/// Answers the handshake: plain HTTP errors for what is not a WebSocket upgrade, `101` for the
+/// rest, and then either the session or, for a refused one, a close frame with its code.
+async fn accept(
+    app: AppState,
+    path: Result<(String, Option<String>), PathRejection>,
+    query: Result<Query<WsQuery>, QueryRejection>,
     mut req: Request,
 ) -> Result<Response, ApiError> {
-    let Path((campaign, user)) = path?;
-    let Query(query) = query?;
-    check_user_id(&user)?;
+    let accept_key = handshake(&req)?;
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return Err(ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade_required",
+            "this connection cannot be upgraded (HTTP/1.1 is required)",
+        ));
+    };
+    let admit = match (path, query) {
+        (Err(e), _) => Err(ApiError::from(e)),
+        (_, Err(e)) => Err(ApiError::from(e)),
+        (Ok((campaign, user)), Ok(Query(query))) => {
+            admit(&app, campaign, user, query, req.headers()).await
+        }
+    };
+    if let Err(e) = &admit {
+        tracing::debug!(status = %e.status, code = e.code, message = %e.message, "WebSocket upgrade refused");
+    }
+    let cfg = &app.config;
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(cfg.ws_read_buffer_size)
+        .write_buffer_size(cfg.ws_write_buffer_size)
+        .max_message_size(Some(cfg.max_message_size))
+        .max_frame_size(Some(cfg.max_message_size));
+    // The connection's place under `max_connections` stays taken while the session lives.
+    let place = req.extensions_mut().remove::<Admitted>();
+    let node = app.node.clone();
+    let close_timeout = cfg.close_timeout;
+    app.node.spawn_tracked(async move {
+        let _place = place;
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "WebSocket upgrade failed");
+                return;
+            }
+        };
+        // Boxed: the stream is moved through several futures, which would each keep room
+        // for a copy of it in every connection's task.
+        let mut ws = Box::new(
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config))
+                .await,
+        );
+        match admit {
+            Ok(a) => {
+                node.serve_session(
+                    &a.campaign,
+                    &a.user,
+                    a.principal,
+                    a.compress,
+                    a.resume,
+                    &mut *ws,
+                )
+                .await;
+            }
+            Err(e) => Box::pin(refuse(&mut *ws, &e, close_timeout)).await,
+        }
+        // Boxed: its buffer exists only while a connection is being closed.
+        Box::pin(linger(ws.get_mut(), close_timeout)).await;
+    });
+
+    let mut res = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept_key)
+            .map_err(|_| ApiError::bad_request("bad Sec-WebSocket-Key"))?,
+    );
+    Ok(res)
+}
+
+/// The WebSocket handshake's own checks (answered in HTTP: without them there is no
+/// WebSocket to close); returns the `Sec-WebSocket-Accept` value.
+fn handshake(req: &Request) -> Result<String, ApiError> {
+    let headers = req.headers();
+    if req.method() != Method::GET
+        || !header_has_token(headers, header::CONNECTION, "upgrade")
+        || !header_has_token(headers, header::UPGRADE, "websocket")
+    {
+        return Err(ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade_required",
+            "this endpoint speaks WebSocket: send Connection: Upgrade and Upgrade: websocket",
+        ));
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v != "13")
+    {
+        return Err(ApiError::bad_request("Sec-WebSocket-Version must be 13"));
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return Err(ApiError::bad_request("Sec-WebSocket-Key is missing"));
+    };
+    Ok(derive_accept_key(key.as_bytes()))
+}
+
+/// Checks everything about a well-formed upgrade: its parameters, origin, token and campaign.
+async fn admit(
+    app: &AppState,
+    campaign: String,
+    user: Option<String>,
+    query: WsQuery,
+    headers: &HeaderMap,
+) -> Result<Admit, ApiError> {
+    if let Some(user) = &user {
+        check_user_id(user)?;
+    }
     let compress = match query.compress.as_deref() {
         None | Some("") | Some("none") => false,
         Some("deflate") => true,
@@ -213,29 +387,8 @@ pub async fn upgrade(
             Some(Resume { since, epoch })
         }
     };
-    let headers = req.headers();
-    if req.method() != Method::GET
-        || !header_has_token(headers, header::CONNECTION, "upgrade")
-        || !header_has_token(headers, header::UPGRADE, "websocket")
-    {
-        return Err(ApiError::new(
-            StatusCode::UPGRADE_REQUIRED,
-            "upgrade_required",
-            "this endpoint speaks WebSocket: send Connection: Upgrade and Upgrade: websocket",
-        ));
-    }
-    if headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .is_none_or(|v| v != "13")
-    {
-        return Err(ApiError::bad_request("Sec-WebSocket-Version must be 13"));
-    }
-    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
-        return Err(ApiError::bad_request("Sec-WebSocket-Key is missing"));
-    };
-    let accept = derive_accept_key(key.as_bytes());
-    check_origin(&app, headers)?;
-    let principal = authorize(&app, &req, query.token.as_deref(), &user)?;
+    check_origin(app, headers)?;
+    let (user, principal) = authorize(app, headers, query.token.as_deref(), user)?;
 
     // The path may name the campaign by id or by slug.
     let id = if app.node.has_campaign(&campaign) {
@@ -258,55 +411,59 @@ pub async fn upgrade(
             Err(e) => return Err(e.into()),
         }
     };
+    Ok(Admit {
+        campaign: id,
+        user,
+        principal,
+        compress,
+        resume,
+    })
+}
 
-    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
-        return Err(ApiError::new(
-            StatusCode::UPGRADE_REQUIRED,
-            "upgrade_required",
-            "this connection cannot be upgraded (HTTP/1.1 is required)",
-        ));
-    };
-    let cfg = &app.config;
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(cfg.ws_read_buffer_size)
-        .write_buffer_size(cfg.ws_write_buffer_size)
-        .max_message_size(Some(cfg.max_message_size))
-        .max_frame_size(Some(cfg.max_message_size));
-    // The connection's place under `max_connections` stays taken while the session lives.
-    let place = req.extensions_mut().remove::<Admitted>();
-    let node = app.node.clone();
-    let close_timeout = cfg.close_timeout;
-    app.node.spawn_tracked(async move {
-        let _place = place;
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                // Boxed: the stream is moved through several futures, which would each keep
-                // room for a copy of it in every connection's task.
-                let ws = Box::new(
-                    WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
-                        Role::Server,
-                        Some(ws_config),
-                    )
-                    .await,
-                );
-                node.serve_session(&id, &user, principal, compress, resume, &mut *ws)
-                    .await;
-                // Boxed: its buffer exists only while a connection is being closed.
-                Box::pin(linger(ws.get_mut(), close_timeout)).await;
-            }
-            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
+/// The close code of a refused upgrade.
+fn close_code_of(status: StatusCode) -> u16 {
+    match status.as_u16() {
+        400 | 413 | 414 | 422 => 4400,
+        401 => 4401,
+        403 => 4403,
+        404 => 4404,
+        503 => 1013,
+        _ => 1011,
+    }
+}
+
+/// Sends the close frame of a refused upgrade and waits (bounded) for the client's.
+async fn refuse<S>(ws: &mut S, e: &ApiError, timeout: std::time::Duration)
+where
+    S: futures_util::Sink<engine::tungstenite::Message, Error = engine::tungstenite::Error>
+        + futures_util::Stream<
+            Item = Result<engine::tungstenite::Message, engine::tungstenite::Error>,
+        > + Unpin,
+{
+    use engine::tungstenite::Message;
+    use engine::tungstenite::protocol::CloseFrame;
+    use futures_util::{SinkExt as _, StreamExt as _};
+    // A close reason is at most 123 bytes.
+    let mut reason = e.message.as_str();
+    while reason.len() > 123 {
+        let mut cut = 123.min(reason.len() - 1);
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
         }
-    });
-
-    let mut res = StatusCode::SWITCHING_PROTOCOLS.into_response();
-    let h = res.headers_mut();
-    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(
-        header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&accept)
-            .map_err(|_| ApiError::bad_request("bad Sec-WebSocket-Key"))?,
-    );
-    Ok(res)
+        reason = &reason[..cut];
+    }
+    let frame = CloseFrame {
+        code: close_code_of(e.status).into(),
+        reason: reason.to_owned().into(),
+    };
+    let _ = tokio::time::timeout(timeout, async {
+        ws.send(Message::Close(Some(frame))).await?;
+        while let Some(Ok(m)) = ws.next().await {
+            if m.is_close() {
+                break;
+            }
+        }
+        Ok::<(), engine::tungstenite::Error>(())
+    })
+    .await;
 }

@@ -157,7 +157,12 @@ impl TestNode {
     }
 
     pub async fn ws(&self, campaign: &str, user: &str, query: &str) -> Ws {
-        let url = format!("ws://{}/ws/{campaign}/{user}{query}", self.http);
+        self.ws_path(&format!("/ws/{campaign}/{user}{query}")).await
+    }
+
+    /// A WebSocket on `path` (with its query).
+    pub async fn ws_path(&self, path: &str) -> Ws {
+        let url = format!("ws://{}{path}", self.http);
         let (ws, res) = tokio_tungstenite::connect_async(url)
             .await
             .expect("upgrade");
@@ -276,6 +281,26 @@ pub async fn close_code(ws: &mut Ws) -> u16 {
             Some(Err(e)) => panic!("socket error before the close frame: {e}"),
             None => panic!("socket ended without a close frame"),
         }
+    }
+}
+
+/// Opens `path` (with its query) as a WebSocket that the node refuses: the upgrade is accepted,
+/// then closed; returns the close code and reason.
+pub async fn refused(node: &TestNode, path: &str) -> (u16, String) {
+    let url = format!("ws://{}{path}", node.http);
+    let (mut ws, res) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("the upgrade is accepted");
+    assert_eq!(res.status(), 101);
+    match tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("close within 10 s")
+    {
+        Some(Ok(Message::Close(Some(f)))) => (f.code.into(), f.reason.to_string()),
+        Some(Ok(Message::Close(None))) => (1005, String::new()),
+        Some(Ok(m)) => panic!("a refused session sent {m:?}"),
+        Some(Err(e)) => panic!("socket error before the close frame: {e}"),
+        None => panic!("socket ended without a close frame"),
     }
 }
 
