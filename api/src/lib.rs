@@ -8,7 +8,8 @@
 //!   `:8090`.
 //! * [`http`]: REST (bodies read under a size and time limit), WebSocket upgrade and the web
 //!   page; [`error`]: errors as JSON;
-//!   [`openapi`]: the OpenAPI document generated from the REST handlers.
+//!   [`openapi`]: the OpenAPI document generated from the REST handlers, with what the
+//!   server accepts written in from the validators' constants.
 //! * [`grpc`]: the gRPC adapters, health and reflection.
 //! * [`ops`]: `/metrics`, `/healthz`, `/readyz`.
 //! * [`broadcaster`]: the services' broadcaster implemented with the engine.

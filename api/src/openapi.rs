@@ -3,8 +3,12 @@
 //! Nothing here lists routes: [`crate::http::router`] registers every `/api/...` handler through
 //! `utoipa_axum::routes!`, which takes each route's path, method, parameters, request body and
 //! responses from the `#[utoipa::path(...)]` on the handler, and the same call gives both the
-//! axum router and this document. This module only holds what every operation shares: the
-//! document's info, the bearer security scheme, the tags and the error body.
+//! axum router and this document. This module holds what every operation shares: the
+//! document's info, the bearer security scheme, the tags and the error body; and [`rules`]
+//! writes into the generated document what the server accepts beyond the types (lengths,
+//! patterns, formats), from the validators' constants.
+
+pub mod rules;
 
 use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -41,9 +45,12 @@ pub const BEARER: &str = "bearer";
         version = env!("CARGO_PKG_VERSION"),
         description = "REST API of an OVASABI broadcast node (`:8090`). Errors are \
             `{\"error\":{\"code\":\"...\",\"message\":\"...\"}}` (`ErrorBody`). Unknown \
-            query parameters and unknown JSON fields are refused with 400. Calls that accept \
-            a token refuse a bad or expired one with 401 even where anonymous calls are allowed; \
-            what a caller may do is decided by the RBAC policies (`GET /api/security/policies`)."
+            query parameters, query parameters without a value and unknown JSON fields are \
+            refused with 400. Calls that need a token (security `bearer` only) answer 401 \
+            without one before they look at their input; calls that accept a token refuse a \
+            bad or expired one with 401 even where anonymous calls are allowed; what a caller \
+            may do is decided by the RBAC policies (`GET /api/security/policies`). A request \
+            that is valid but does not fit the resource as it is gets 409."
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth),
@@ -83,6 +90,13 @@ impl Modify for BearerAuth {
 }
 
 /// The document, generated from the router's handlers (without starting anything).
-pub fn document() -> utoipa::openapi::OpenApi {
-    crate::http::api_router().into_openapi()
+pub fn document() -> serde_json::Value {
+    finish(crate::http::api_router().into_openapi())
+}
+
+/// The document as served: `doc` (the router's) with the [`rules`] written in.
+pub fn finish(doc: utoipa::openapi::OpenApi) -> serde_json::Value {
+    let mut doc = serde_json::to_value(doc).expect("the OpenAPI document serialises");
+    rules::apply(&mut doc);
+    doc
 }

@@ -558,7 +558,7 @@ async fn roles_are_enforced_and_every_change_is_audited_in_its_transaction() {
             f.svc
                 .update(&manager, &c.id, &json!({"ends_at": "2029-01-01T00:00:00Z"}))
                 .await,
-            Err(ServiceError::Invalid { .. })
+            Err(ServiceError::Conflict { .. })
         ));
         f.svc
             .change_state(&manager, &c.id, &json!({"k": 1}), false)

@@ -135,6 +135,17 @@ fn assert_not_found<T: std::fmt::Debug>(r: Result<T, ServiceError>, entity: &str
     }
 }
 
+/// A conflict with the post's kind, naming `field`.
+#[track_caller]
+fn assert_conflict<T: std::fmt::Debug>(r: Result<T, ServiceError>, field: &str) {
+    match r {
+        Err(ServiceError::Conflict { message }) => {
+            assert!(message.starts_with(&format!("{field}: ")), "{message}");
+        }
+        other => panic!("expected Conflict about {field:?}, got {other:?}"),
+    }
+}
+
 #[track_caller]
 fn assert_forbidden<T: std::fmt::Debug>(r: Result<T, ServiceError>) {
     assert!(
@@ -331,17 +342,17 @@ async fn comments_thread_and_paginate() {
 
         // A parent must be a comment of the same content.
         let before = f.snapshot().await;
-        assert_invalid(
+        assert_not_found(
             f.svc
                 .add_comment(&U1, &a.id, comment("cross", Some(&o1.id)))
                 .await,
-            "parent_id",
+            "parent comment",
         );
-        assert_invalid(
+        assert_not_found(
             f.svc
                 .add_comment(&U1, &a.id, comment("ghost", Some("no-such-comment")))
                 .await,
-            "parent_id",
+            "parent comment",
         );
         assert_not_found(
             f.svc
@@ -614,13 +625,25 @@ async fn bad_input_is_refused_and_writes_nothing() {
             now
         };
 
-        // Bad updates: the content stays as it was.
-        let updates: Vec<(&str, &str, Value)> = vec![
+        // Bad updates: the content stays as it was. A value that no post may have is invalid;
+        // one that another kind of post may have conflicts with this post.
+        let conflicts: Vec<(&str, &str, Value)> = vec![
             ("title", a.id.as_str(), json!({"title": ""})),
-            ("title", a.id.as_str(), json!({"title": "t".repeat(301)})),
+            ("title", v.id.as_str(), json!({"title": " "})),
             ("body", m.id.as_str(), json!({"body": "b".repeat(501)})),
+            ("body", m.id.as_str(), json!({"body": " "})),
             ("url", v.id.as_str(), json!({"url": null})),
+        ];
+        for (field, id, p) in conflicts {
+            assert_conflict(f.svc.update(&U1, id, patch(p)).await, field);
+        }
+        let updates: Vec<(&str, &str, Value)> = vec![
+            ("title", a.id.as_str(), json!({"title": "t".repeat(301)})),
+            ("title", m.id.as_str(), json!({"title": "t".repeat(301)})),
+            ("body", a.id.as_str(), json!({"body": "b".repeat(100_001)})),
+            ("body", m.id.as_str(), json!({"body": "a\u{0}b"})),
             ("url", a.id.as_str(), json!({"url": "file:///etc/passwd"})),
+            ("url", v.id.as_str(), json!({"url": "https://"})),
             ("tags[0]", a.id.as_str(), json!({"tags": ["x".repeat(51)]})),
             ("metadata", a.id.as_str(), json!({"metadata": [1]})),
             (

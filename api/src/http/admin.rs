@@ -3,8 +3,8 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -16,7 +16,8 @@ use services::user::{User, UserFilter};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use super::auth::Auth;
+use super::auth::SignedIn;
+use super::params::Params;
 use crate::error::ApiError;
 use crate::openapi::ErrorBody;
 
@@ -59,10 +60,9 @@ pub struct UsersQuery {
 )]
 pub async fn list_users(
     State(app): State<AppState>,
-    Auth(caller): Auth,
-    q: Result<Query<UsersQuery>, QueryRejection>,
+    SignedIn(caller): SignedIn,
+    Params(q): Params<UsersQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Query(q) = q?;
     let filter = UserFilter {
         role: q.role.as_deref().map(Role::parse).transpose()?,
         disabled: q.disabled,
@@ -107,7 +107,7 @@ pub struct RoleBody {
 )]
 pub async fn grant_role(
     State(app): State<AppState>,
-    Auth(caller): Auth,
+    SignedIn(caller): SignedIn,
     id: Result<Path<String>, PathRejection>,
     body: Result<Json<RoleBody>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -145,7 +145,7 @@ pub async fn grant_role(
 )]
 pub async fn revoke_role(
     State(app): State<AppState>,
-    Auth(caller): Auth,
+    SignedIn(caller): SignedIn,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Path((id, role)) = path?;
@@ -180,7 +180,7 @@ pub async fn revoke_role(
 )]
 pub async fn disable(
     State(app): State<AppState>,
-    Auth(caller): Auth,
+    SignedIn(caller): SignedIn,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Path(id) = id?;
@@ -209,7 +209,7 @@ pub async fn disable(
 )]
 pub async fn enable(
     State(app): State<AppState>,
-    Auth(caller): Auth,
+    SignedIn(caller): SignedIn,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Path(id) = id?;
@@ -234,10 +234,10 @@ pub struct AuditQuery {
     since: Option<String>,
     /// RFC 3339, exclusive.
     until: Option<String>,
-    /// Page size, 1–500 (default 50). Refused by the export, which has no pages.
+    /// Page size, 1–500 (default 50).
     #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
-    /// The `next_cursor` of the previous page (the export starts after it).
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -253,6 +253,44 @@ impl AuditQuery {
                 until: self.until,
             },
             self.limit,
+            self.cursor,
+        )
+    }
+}
+
+/// Which audit rows to export: the filters of [`AuditQuery`] without `limit` (the export has
+/// no pages, so a `limit` is refused like any unknown parameter).
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ExportQuery {
+    /// A user id, `anonymous` or `system`.
+    actor: Option<String>,
+    /// `campaign`, `user`, `content`, ...
+    entity_type: Option<String>,
+    entity_id: Option<String>,
+    /// `campaign.create`, `user.grant_role`, ...
+    action: Option<String>,
+    /// RFC 3339, inclusive.
+    since: Option<String>,
+    /// RFC 3339, exclusive.
+    until: Option<String>,
+    /// Start after this row: the `id` of the last row seen, or a `next_cursor` of the audit
+    /// log.
+    cursor: Option<String>,
+}
+
+impl ExportQuery {
+    fn split(self) -> (AuditFilter, Option<String>) {
+        (
+            AuditFilter {
+                actor: self.actor,
+                entity_type: self.entity_type,
+                entity_id: self.entity_id,
+                action: self.action,
+                since: self.since,
+                until: self.until,
+            },
             self.cursor,
         )
     }
@@ -277,10 +315,10 @@ impl AuditQuery {
 )]
 pub async fn admin_audit(
     state: State<AppState>,
-    auth: Auth,
-    q: Result<Query<AuditQuery>, QueryRejection>,
+    caller: SignedIn,
+    query: Params<AuditQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    audit(state, auth, q).await
+    audit(state, caller, query).await
 }
 
 /// A page of the audit log: every mutating call, with the entity before and after.
@@ -302,10 +340,9 @@ pub async fn admin_audit(
 )]
 pub async fn audit(
     State(app): State<AppState>,
-    Auth(caller): Auth,
-    q: Result<Query<AuditQuery>, QueryRejection>,
+    SignedIn(caller): SignedIn,
+    Params(q): Params<AuditQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Query(q) = q?;
     let (filter, limit, cursor) = q.split();
     Ok(Json(
         app.services
@@ -323,13 +360,13 @@ pub async fn audit(
     path = "/api/security/audit/export",
     operation_id = "export_audit",
     tag = "security",
-    params(AuditQuery),
+    params(ExportQuery),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Every matching row, one JSON object (`AuditEntry`) a line. \
             If reading stops half-way, the last line is an `ErrorBody` with code `export_interrupted`.",
             content_type = "application/x-ndjson", body = AuditEntry),
-        (status = 400, description = "Bad or unknown query parameter, a `limit`, or a bad time", body = ErrorBody),
+        (status = 400, description = "Bad or unknown query parameter (`limit` among them), or a bad time", body = ErrorBody),
         (status = 401, description = "No token, or a bad or expired one", body = ErrorBody),
         (status = 403, description = "The caller's roles do not allow exporting the audit log", body = ErrorBody),
         (status = 500, description = "Internal error", body = ErrorBody),
@@ -338,16 +375,10 @@ pub async fn audit(
 )]
 pub async fn export(
     State(app): State<AppState>,
-    Auth(caller): Auth,
-    q: Result<Query<AuditQuery>, QueryRejection>,
+    SignedIn(caller): SignedIn,
+    Params(q): Params<ExportQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = q?;
-    let (filter, limit, cursor) = q.split();
-    if limit.is_some() {
-        return Err(ApiError::bad_request(
-            "the export has no limit: it streams every matching row",
-        ));
-    }
+    let (filter, cursor) = q.split();
     let pages = app
         .services
         .audit
@@ -397,10 +428,9 @@ pub async fn export(
 )]
 pub async fn policies(
     State(app): State<AppState>,
-    Auth(caller): Auth,
-    q: Result<Query<super::content::PageQuery>, QueryRejection>,
+    SignedIn(caller): SignedIn,
+    Params(q): Params<super::content::PageQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Query(q) = q?;
     Ok(Json(app.services.policies.page(
         &caller,
         q.limit,

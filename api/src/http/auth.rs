@@ -1,6 +1,7 @@
 //! Who is calling: the [`Auth`] extractor turns `Authorization: Bearer <token>` (or, on
-//! WebSocket upgrades, `?token=`) into a [`Caller`] with the client's address; and the REST
-//! adapters of the user service: `/api/auth/{register,login,refresh}` and `/api/users/...`.
+//! WebSocket upgrades, `?token=`) into a [`Caller`] with the client's address, and
+//! [`SignedIn`] does the same for the routes that need a token; and the REST adapters of the
+//! user service: `/api/auth/{register,login,refresh}` and `/api/users/...`.
 
 use std::net::SocketAddr;
 
@@ -71,6 +72,25 @@ impl FromRequestParts<AppState> for Auth {
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
         let token = bearer(&parts.headers)?;
         caller(app, parts, token).map(Auth)
+    }
+}
+
+/// The caller of a route that needs a token (documented with only the `bearer` security
+/// requirement): without one the request is refused with 401. Handlers take it before their
+/// path, query and body, and extractors run in argument order, so a request without a token
+/// gets 401 whatever else is wrong with it.
+pub struct SignedIn(pub Caller);
+
+impl FromRequestParts<AppState> for SignedIn {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let Some(token) = bearer(&parts.headers)? else {
+            return Err(unauthenticated(
+                "this call needs a token: send Authorization: Bearer <access token>",
+            ));
+        };
+        caller(app, parts, Some(token)).map(SignedIn)
     }
 }
 
@@ -193,7 +213,7 @@ pub async fn refresh(
 )]
 pub async fn me(
     State(app): State<AppState>,
-    Auth(caller): Auth,
+    SignedIn(caller): SignedIn,
 ) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(app.services.users.me(&caller).await?))
 }
@@ -221,7 +241,7 @@ pub async fn me(
 )]
 pub async fn update_me(
     State(app): State<AppState>,
-    Auth(caller): Auth,
+    SignedIn(caller): SignedIn,
     body: JsonBody<ProfileUpdate>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Json(change) = body?;
@@ -250,7 +270,7 @@ pub async fn update_me(
 )]
 pub async fn get_user(
     State(app): State<AppState>,
-    Auth(caller): Auth,
+    SignedIn(caller): SignedIn,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Path(id) = id?;

@@ -3,8 +3,8 @@
 //! [`CampaignService`]: services::campaign::CampaignService
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,8 @@ use serde_json::value::RawValue;
 use services::campaign::{Campaign, CampaignFilter, NewCampaign, Page, Status};
 use utoipa::{IntoParams, ToSchema};
 
-use super::auth::Auth;
+use super::auth::{Auth, SignedIn};
+use super::params::Params;
 use super::{AppState, check_user_id};
 use crate::error::ApiError;
 use crate::openapi::ErrorBody;
@@ -56,7 +57,8 @@ pub struct ListQuery {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct CampaignPatch {
-    /// 1–200 characters.
+    /// 1–200 characters once leading and trailing white space is trimmed, no control
+    /// characters.
     #[schema(nullable = false)]
     name: Option<String>,
     /// 1–64 characters of `[a-z0-9-]`, not starting with `-`.
@@ -69,7 +71,7 @@ pub struct CampaignPatch {
     metadata: Option<Value>,
     /// RFC 3339 UTC.
     starts_at: Option<String>,
-    /// RFC 3339 UTC, after `starts_at`.
+    /// RFC 3339 UTC, after `starts_at` (409 when it is not after the stored one).
     ends_at: Option<String>,
 }
 
@@ -136,9 +138,8 @@ pub struct Connections {
 pub async fn list(
     State(app): State<AppState>,
     Auth(caller): Auth,
-    q: Result<Query<ListQuery>, QueryRejection>,
+    Params(q): Params<ListQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Query(q) = q?;
     let status = match q.status.as_deref() {
         None => None,
         Some("draft") => Some(Status::Draft),
@@ -190,7 +191,7 @@ pub async fn list(
 )]
 pub async fn create(
     State(app): State<AppState>,
-    Auth(caller): Auth,
+    SignedIn(caller): SignedIn,
     body: JsonBody<NewCampaign>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Json(new) = body?;
@@ -249,7 +250,7 @@ pub async fn get(
 )]
 pub async fn update(
     State(app): State<AppState>,
-    Auth(caller): Auth,
+    SignedIn(caller): SignedIn,
     id: IdPath,
     body: JsonBody<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -280,7 +281,7 @@ pub async fn update(
 )]
 pub async fn end(
     State(app): State<AppState>,
-    Auth(caller): Auth,
+    SignedIn(caller): SignedIn,
     id: IdPath,
 ) -> Result<impl IntoResponse, ApiError> {
     let Path(id) = id?;
@@ -311,7 +312,7 @@ pub async fn end(
 )]
 pub async fn put_state(
     State(app): State<AppState>,
-    Auth(caller): Auth,
+    SignedIn(caller): SignedIn,
     id: IdPath,
     body: JsonBody<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -349,7 +350,7 @@ pub async fn put_state(
 )]
 pub async fn patch_state(
     State(app): State<AppState>,
-    Auth(caller): Auth,
+    SignedIn(caller): SignedIn,
     id: IdPath,
     body: JsonBody<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -414,7 +415,7 @@ fn event_data(data: Option<Box<RawValue>>) -> Result<Box<RawValue>, ApiError> {
 )]
 pub async fn publish(
     State(app): State<AppState>,
-    Auth(caller): Auth,
+    SignedIn(caller): SignedIn,
     id: IdPath,
     body: JsonBody<EventBody>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -467,7 +468,7 @@ pub struct MessageBody {
 )]
 pub async fn message(
     State(app): State<AppState>,
-    Auth(caller): Auth,
+    SignedIn(caller): SignedIn,
     path: Result<Path<(String, String)>, PathRejection>,
     body: JsonBody<MessageBody>,
 ) -> Result<impl IntoResponse, ApiError> {

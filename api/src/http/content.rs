@@ -2,8 +2,8 @@
 //! comments and reactions.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
@@ -14,7 +14,8 @@ use services::content::model::{
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use super::auth::Auth;
+use super::auth::{Auth, SignedIn};
+use super::params::Params;
 use crate::error::ApiError;
 use crate::openapi::ErrorBody;
 
@@ -58,9 +59,8 @@ pub struct ListQuery {
 pub async fn list(
     State(app): State<AppState>,
     Auth(caller): Auth,
-    q: Result<Query<ListQuery>, QueryRejection>,
+    Params(q): Params<ListQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Query(q) = q?;
     let kind = q.kind.as_deref().map(Kind::parse).transpose()?;
     Ok(Json(
         app.services
@@ -97,7 +97,7 @@ pub async fn list(
 )]
 pub async fn create(
     State(app): State<AppState>,
-    Auth(caller): Auth,
+    SignedIn(caller): SignedIn,
     body: JsonBody<NewContent>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Json(new) = body?;
@@ -147,6 +147,7 @@ pub async fn get(
         (status = 401, description = "No token, or a bad or expired one", body = ErrorBody),
         (status = 403, description = "Not the author, and the caller's roles do not allow updating content", body = ErrorBody),
         (status = 404, description = "No such post", body = ErrorBody),
+        (status = 409, description = "A value this post's kind does not allow: no title for an article or video, no url for a video, an empty or over-long body for a micro-post", body = ErrorBody),
         (status = 413, description = "Body larger than the node's limit", body = ErrorBody),
         (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
         (status = 500, description = "Internal error", body = ErrorBody),
@@ -155,7 +156,7 @@ pub async fn get(
 )]
 pub async fn update(
     State(app): State<AppState>,
-    Auth(caller): Auth,
+    SignedIn(caller): SignedIn,
     id: IdPath,
     body: JsonBody<ContentPatch>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -186,7 +187,7 @@ pub async fn update(
 )]
 pub async fn delete(
     State(app): State<AppState>,
-    Auth(caller): Auth,
+    SignedIn(caller): SignedIn,
     id: IdPath,
 ) -> Result<impl IntoResponse, ApiError> {
     let Path(id) = id?;
@@ -229,9 +230,8 @@ pub struct SearchQuery {
 pub async fn search(
     State(app): State<AppState>,
     Auth(caller): Auth,
-    q: Result<Query<SearchQuery>, QueryRejection>,
+    Params(q): Params<SearchQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Query(q) = q?;
     Ok(Json(
         app.services
             .content
@@ -274,9 +274,9 @@ pub async fn comments(
     State(app): State<AppState>,
     Auth(caller): Auth,
     id: IdPath,
-    q: Result<Query<PageQuery>, QueryRejection>,
+    Params(q): Params<PageQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (Path(id), Query(q)) = (id?, q?);
+    let Path(id) = id?;
     Ok(Json(
         app.services
             .content
@@ -296,10 +296,10 @@ pub async fn comments(
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Created", body = Comment),
-        (status = 400, description = "Malformed JSON, unknown field, invalid body, or an unknown parent or one of another post", body = ErrorBody),
+        (status = 400, description = "Malformed JSON, unknown field or invalid body", body = ErrorBody),
         (status = 401, description = "No token, or a bad or expired one", body = ErrorBody),
         (status = 403, description = "The caller's roles do not allow commenting", body = ErrorBody),
-        (status = 404, description = "No such post", body = ErrorBody),
+        (status = 404, description = "No such post, or `parent_id` is no comment of it", body = ErrorBody),
         (status = 413, description = "Body larger than the node's limit", body = ErrorBody),
         (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
         (status = 500, description = "Internal error", body = ErrorBody),
@@ -308,7 +308,7 @@ pub async fn comments(
 )]
 pub async fn add_comment(
     State(app): State<AppState>,
-    Auth(caller): Auth,
+    SignedIn(caller): SignedIn,
     id: IdPath,
     body: JsonBody<NewComment>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -375,7 +375,7 @@ pub async fn get_comment(
 )]
 pub async fn update_comment(
     State(app): State<AppState>,
-    Auth(caller): Auth,
+    SignedIn(caller): SignedIn,
     id: IdPath,
     body: JsonBody<CommentBody>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -409,7 +409,7 @@ pub async fn update_comment(
 )]
 pub async fn delete_comment(
     State(app): State<AppState>,
-    Auth(caller): Auth,
+    SignedIn(caller): SignedIn,
     id: IdPath,
 ) -> Result<impl IntoResponse, ApiError> {
     let Path(id) = id?;
@@ -469,7 +469,7 @@ type ReactionPath = Result<Path<(String, String)>, PathRejection>;
 )]
 pub async fn react(
     State(app): State<AppState>,
-    Auth(caller): Auth,
+    SignedIn(caller): SignedIn,
     path: ReactionPath,
 ) -> Result<impl IntoResponse, ApiError> {
     let Path((id, kind)) = path?;
@@ -499,7 +499,7 @@ pub async fn react(
 )]
 pub async fn unreact(
     State(app): State<AppState>,
-    Auth(caller): Auth,
+    SignedIn(caller): SignedIn,
     path: ReactionPath,
 ) -> Result<impl IntoResponse, ApiError> {
     let Path((id, kind)) = path?;

@@ -5,6 +5,10 @@
 //! [`api_router`], which takes its path, method, parameters, body and responses from the
 //! `#[utoipa::path(...)]` on its handler: the same call gives the axum router and the OpenAPI
 //! document served at `GET /api/openapi.json`, so a route cannot exist undocumented.
+//!
+//! Handlers take their caller first ([`auth::Auth`], or [`auth::SignedIn`] where a token is
+//! needed), then their path, query ([`params::Params`]) and body: extractors run in that order,
+//! so a call without a token is refused before its input is looked at.
 
 mod admin;
 pub mod auth;
@@ -14,6 +18,7 @@ mod content;
 mod observe;
 pub mod origin;
 mod page;
+pub mod params;
 pub mod ws;
 
 use std::sync::Arc;
@@ -106,7 +111,7 @@ pub fn router(state: AppState) -> Router {
     let cors = state.origins.cors();
     let (api, doc) = api_router().split_for_parts();
     let doc = OpenApiJson(Bytes::from(
-        serde_json::to_vec(&doc).expect("the OpenAPI document serialises"),
+        serde_json::to_vec(&crate::openapi::finish(doc)).expect("the OpenAPI document serialises"),
     ));
     Router::new()
         .route("/", get(page::index))
@@ -194,13 +199,14 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// Longest accepted user id.
-const MAX_USER_ID: usize = 128;
+/// Longest accepted user id, in characters.
+pub const MAX_USER_ID: usize = 128;
 
-/// Whether `user` is an acceptable user id: 1–128 bytes, no control characters or spaces.
+/// Whether `user` is an acceptable user id: 1–128 characters, no control characters or
+/// spaces.
 pub fn valid_user_id(user: &str) -> bool {
     !user.is_empty()
-        && user.len() <= MAX_USER_ID
+        && user.chars().count() <= MAX_USER_ID
         && !user.chars().any(|c| c.is_control() || c.is_whitespace())
 }
 

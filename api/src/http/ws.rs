@@ -24,11 +24,14 @@ use crate::openapi::ErrorBody;
 #[into_params(parameter_in = Query)]
 pub struct WsQuery {
     /// `deflate`: tick frames as binary raw-deflate frames (`none` or empty: text frames).
+    #[param(pattern = "^(?:none|deflate)?$")]
     compress: Option<String>,
-    /// The last `seq` the client saw: resume from there.
-    #[param(value_type = Option<u64>)]
+    /// The last `seq` the client saw: resume from there (an unsigned 64-bit integer).
+    #[param(value_type = Option<u64>, format = "uint64")]
     since: Option<String>,
-    /// The epoch of the welcome in which it saw it (1–64 characters; only with `since`).
+    /// The `epoch` of the welcome in which it saw it, as the welcome gave it (1–64 ASCII
+    /// characters); only with `since`.
+    #[param(min_length = 1, max_length = 64, pattern = "^[\\x00-\\x7f]*$")]
     epoch: Option<String>,
     /// An access token (browsers cannot set headers on a WebSocket); `Authorization: Bearer`
     /// works too.

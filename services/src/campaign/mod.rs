@@ -332,9 +332,12 @@ impl CampaignService {
         let limit = check_limit(limit)?;
         for (field, v) in [("tag", &filter.tag), ("query", &filter.query)] {
             if let Some(v) = v
-                && (v.is_empty() || v.chars().count() > 100)
+                && (v.is_empty() || v.chars().count() > model::MAX_FILTER_LEN)
             {
-                return Err(ServiceError::invalid(field, "must have 1-100 characters"));
+                return Err(ServiceError::invalid(
+                    field,
+                    format!("must have 1-{} characters", model::MAX_FILTER_LEN),
+                ));
             }
         }
         let items = self.repo.list(filter, cursor, limit + 1).await?;
@@ -369,7 +372,8 @@ impl CampaignService {
     ///
     /// # Errors
     /// [`ServiceError::Invalid`], [`ServiceError::NotFound`], [`ServiceError::Conflict`] (an
-    /// ended campaign, a taken slug, a move back to draft),
+    /// ended campaign, a taken slug, a move back to draft, a new `ends_at` not after the
+    /// stored `starts_at` or a new `starts_at` not before the stored `ends_at`),
     /// [`ServiceError::Unauthenticated`]/[`ServiceError::Forbidden`].
     pub async fn update(
         &self,
@@ -384,6 +388,11 @@ impl CampaignService {
                 "must be a JSON object (merge patch)",
             ));
         }
+        // The patch's own times, and their order when it gives both: a bad request (400)
+        // whatever the campaign. Only an order that breaks with the stored time conflicts
+        // with the campaign (409), below.
+        let time = |key: &str| patch.get(key).and_then(Value::as_str);
+        model::validate_schedule(time("starts_at"), time("ends_at"))?;
         // Ending through a patch is ending: the same permission and audit action as `end`.
         let ending = patch.get("status").and_then(Value::as_str) == Some("ended");
         if ending {
@@ -418,7 +427,10 @@ impl CampaignService {
                 model::validate_slug(&next.slug)?;
                 model::validate_metadata(&next.metadata)?;
                 let (starts, ends) =
-                    model::validate_schedule(next.starts_at.as_deref(), next.ends_at.as_deref())?;
+                    model::validate_schedule(next.starts_at.as_deref(), next.ends_at.as_deref())
+                        .map_err(|e| ServiceError::Conflict {
+                            message: format!("{e} (one of them is the campaign's current time)"),
+                        })?;
                 if c.status == Status::Active && next.status == Status::Draft {
                     return Err(ServiceError::Conflict {
                         message: "an active campaign cannot go back to draft".to_owned(),
@@ -496,14 +508,14 @@ impl CampaignService {
         replace: bool,
     ) -> Result<Value, ServiceError> {
         self.policies.require(caller, "broadcast", "publish")?;
-        if replace {
-            model::validate_state(body)?;
-        } else if !body.is_object() {
+        if !replace && !body.is_object() {
             return Err(ServiceError::invalid(
                 "body",
                 "must be a JSON object (merge patch)",
             ));
         }
+        // A state, or a merge patch of one: an object without NUL either way.
+        model::validate_state(body)?;
         let action = if replace {
             "campaign.replace_state"
         } else {

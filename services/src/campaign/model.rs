@@ -12,6 +12,8 @@ pub const DEFAULT_FREQUENCY_HZ: f64 = 1.0;
 /// Longest accepted name and slug.
 pub const MAX_NAME_LEN: usize = 200;
 pub const MAX_SLUG_LEN: usize = 64;
+/// Longest `tag` or `q` of a list.
+pub const MAX_FILTER_LEN: usize = 100;
 
 /// The top-level keys of `common.Metadata`.
 const METADATA_KEYS: &[&str] = &[
@@ -113,7 +115,8 @@ pub struct CampaignFilter {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCampaign {
-    /// 1–200 characters.
+    /// 1–200 characters once leading and trailing white space is trimmed, no control
+    /// characters.
     pub name: String,
     /// 1–64 characters of `[a-z0-9-]`, not starting with `-`; derived from the name when
     /// absent.
@@ -124,17 +127,18 @@ pub struct NewCampaign {
     pub status: Option<Status>,
     /// `common.Metadata`: an object with only the keys `scheduling`, `features`,
     /// `custom_rules`, `audit`, `tags`, `service_specific`, `knowledge_graph`;
-    /// `scheduling.frequency` is 0.1–100 Hz (default 1).
+    /// `scheduling.frequency` is 0.1–100 Hz (default 1); no string in it holds NUL.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
-    /// The initial state (an object); `{}` when absent.
+    /// The initial state (an object whose strings hold no NUL); `{}` when absent.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub state: Option<Value>,
     /// RFC 3339 UTC.
     #[serde(default)]
     pub starts_at: Option<String>,
+    /// RFC 3339 UTC, after `starts_at`.
     #[serde(default)]
     pub ends_at: Option<String>,
 }
@@ -176,12 +180,15 @@ fn frequency_of(metadata: &Value) -> Option<f64> {
         .and_then(Value::as_f64)
 }
 
+/// A name: 1–200 characters once trimmed (it is stored trimmed), none of them control
+/// characters (names are shown on one line, and PostgreSQL text cannot hold NUL).
 pub(crate) fn validate_name(name: &str) -> Result<(), ServiceError> {
-    let n = name.trim().chars().count();
-    if n == 0 || n > MAX_NAME_LEN {
+    let name = name.trim();
+    let n = name.chars().count();
+    if n == 0 || n > MAX_NAME_LEN || name.chars().any(char::is_control) {
         return Err(ServiceError::invalid(
             "name",
-            format!("must have 1-{MAX_NAME_LEN} characters"),
+            format!("must have 1-{MAX_NAME_LEN} characters and no control characters"),
         ));
     }
     Ok(())
@@ -359,8 +366,33 @@ mod tests {
             json!({"scheduling": {"frequency": "fast"}}),
             json!({"tags": [1]}),
             json!({"custom_rules": {"client_events": "yes"}}),
+            json!({"audit": {"by": "a\u{0}b"}}),
+            json!({"audit": {"a\u{0}": 1}}),
+            json!({"tags": ["\u{0}"]}),
         ] {
             assert!(validate_metadata(&bad).is_err(), "{bad} must be refused");
+        }
+    }
+
+    #[test]
+    fn nul_is_refused_but_its_escape_as_text_is_not() {
+        assert!(validate_metadata(&json!({"audit": {"note": "\\u0000"}})).is_ok());
+        assert!(validate_state(&json!({"note": "\\u0000", "n": [1, {"a": null}]})).is_ok());
+        assert!(validate_state(&json!({"n": [{"a": "\u{0}"}]})).is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert!(validate_name("  Spring sale  ").is_ok());
+        assert!(validate_name(&format!(" {} ", "x".repeat(MAX_NAME_LEN))).is_ok());
+        for bad in [
+            String::new(),
+            " \t ".to_owned(),
+            "x".repeat(MAX_NAME_LEN + 1),
+            "a\u{0}b".to_owned(),
+            "a\nb".to_owned(),
+        ] {
+            assert!(validate_name(&bad).is_err(), "{bad:?}");
         }
     }
 

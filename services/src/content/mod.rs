@@ -140,6 +140,8 @@ impl ContentService {
     ///
     /// # Errors
     /// [`ServiceError::Invalid`] (an empty patch, a bad field), [`ServiceError::NotFound`],
+    /// [`ServiceError::Conflict`] (a field this post's kind does not allow: no title for an
+    /// article or video, no url for a video, an empty or long body for a micro-post),
     /// [`ServiceError::Unauthenticated`]/[`ServiceError::Forbidden`].
     pub async fn update(
         &self,
@@ -153,6 +155,21 @@ impl ContentService {
                 "patch",
                 "names no field to change (title, body, url, tags, metadata)",
             ));
+        }
+        // What the patch says on its own (400), with the rules of the kind that allows most;
+        // what it says about this post's kind (a video's url, a micro-post's body) is a
+        // conflict with the post (409), below.
+        if let Some(title) = &patch.title {
+            model::validate_title(Kind::Micro, title)?;
+        }
+        if let Some(body) = &patch.body {
+            model::validate_body(Kind::Article, body)?;
+        }
+        if let Some(Some(url)) = &patch.url {
+            model::validate_url(Kind::Article, Some(url))?;
+        }
+        if let Some(tags) = &patch.tags {
+            model::validate_tags(tags)?;
         }
         let audit = caller.audit("content.update", "content", id);
         let policies = &self.policies;
@@ -175,10 +192,16 @@ impl ContentService {
                 if let Some(m) = &patch.metadata {
                     merge_patch(&mut c.metadata, m);
                 }
-                c.title = model::validate_title(c.kind, &c.title)?;
-                model::validate_body(c.kind, &c.body)?;
-                model::validate_url(c.kind, c.url.as_deref())?;
-                model::validate_tags(&c.tags)?;
+                let kind = c.kind;
+                let for_kind = |e: ServiceError| match e {
+                    ServiceError::Invalid { field, message } => ServiceError::Conflict {
+                        message: format!("{field}: {message} (the post is a {})", kind.as_str()),
+                    },
+                    other => other,
+                };
+                c.title = model::validate_title(kind, &c.title).map_err(for_kind)?;
+                model::validate_body(kind, &c.body).map_err(for_kind)?;
+                model::validate_url(kind, c.url.as_deref()).map_err(for_kind)?;
                 model::validate_metadata(&c.metadata)?;
                 Ok(())
             })
@@ -263,8 +286,8 @@ impl ContentService {
     /// of the same post. Needs `comment` on `content`.
     ///
     /// # Errors
-    /// [`ServiceError::Invalid`] (body, parent of another post or unknown),
-    /// [`ServiceError::NotFound`] for an unknown post,
+    /// [`ServiceError::Invalid`] (body), [`ServiceError::NotFound`] for an unknown post or a
+    /// parent that is no comment of it (entity `parent comment`),
     /// [`ServiceError::Unauthenticated`]/[`ServiceError::Forbidden`].
     pub async fn add_comment(
         &self,

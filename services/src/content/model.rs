@@ -325,17 +325,9 @@ pub(crate) fn validate_tags(tags: &[String]) -> Result<(), ServiceError> {
     Ok(())
 }
 
-/// `common.Metadata`, checked like a campaign's.
+/// `common.Metadata`, checked like a campaign's (NUL included: jsonb cannot hold U+0000).
 pub(crate) fn validate_metadata(metadata: &Value) -> Result<(), ServiceError> {
-    crate::campaign::model::validate_metadata(metadata)?;
-    // jsonb cannot hold U+0000.
-    if metadata.to_string().contains("\\u0000") {
-        return Err(ServiceError::invalid(
-            "metadata",
-            "must not contain NUL characters",
-        ));
-    }
-    Ok(())
+    crate::campaign::model::validate_metadata(metadata)
 }
 
 /// A comment body: 1–10,000 characters, not only whitespace.

@@ -497,10 +497,11 @@ impl ContentRepo {
                     .fetch_optional(&mut *tx)
                     .await?;
                 if same.is_none() {
-                    return Err(ServiceError::invalid(
-                        "parent_id",
-                        format!("{parent:?} is not a comment of this content"),
-                    ));
+                    // No such comment on this post (there may be one on another).
+                    return Err(ServiceError::NotFound {
+                        entity: "parent comment",
+                        id: parent.clone(),
+                    });
                 }
             }
             sqlx::query(sql.insert_comment)

@@ -75,8 +75,7 @@ async fn on_pool<T: Send + 'static>(
         .unwrap_or_else(PoisonError::into_inner)
         .send(job)
         .map_err(|_| internal("no hashing thread is running"))?;
-    rx.await
-        .map_err(|_| internal("the hashing thread failed"))
+    rx.await.map_err(|_| internal("the hashing thread failed"))
 }
 
 /// `memory` with room for `params`' blocks (grown once, then reused).
@@ -205,15 +204,27 @@ mod tests {
             assert!(h.await.expect("task").is_ok());
         }
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
-        assert_eq!(threads_named("password-hash"), cores, "one hashing thread per core");
+        assert_eq!(
+            threads_named("password-hash"),
+            cores,
+            "one hashing thread per core"
+        );
     }
 
     #[tokio::test]
     async fn hashes_verify_here_and_with_the_crates_own_verifier_and_back() {
         let h = hash("correct horse".into()).await.expect("hash");
         assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
-        assert!(verify("correct horse".into(), h.clone()).await.expect("verify"));
-        assert!(!verify("wrong horse".into(), h.clone()).await.expect("verify"));
+        assert!(
+            verify("correct horse".into(), h.clone())
+                .await
+                .expect("verify")
+        );
+        assert!(
+            !verify("wrong horse".into(), h.clone())
+                .await
+                .expect("verify")
+        );
         // The same PHC strings as the crate's own hasher: old hashes keep verifying.
         let parsed = PasswordHash::new(&h).expect("phc");
         assert!(
@@ -225,7 +236,11 @@ mod tests {
             .hash_password(b"older password")
             .expect("hash")
             .to_string();
-        assert!(verify("older password".into(), theirs.clone()).await.expect("verify"));
+        assert!(
+            verify("older password".into(), theirs.clone())
+                .await
+                .expect("verify")
+        );
         assert!(!verify("other".into(), theirs).await.expect("verify"));
         // Other parameters (a cheaper hash from elsewhere) verify too; malformed ones fail.
         let cheap = Argon2::new(
@@ -237,7 +252,11 @@ mod tests {
         .expect("hash")
         .to_string();
         assert!(verify("pw".into(), cheap).await.expect("verify"));
-        assert!(!verify("pw".into(), "not a hash".into()).await.expect("verify"));
+        assert!(
+            !verify("pw".into(), "not a hash".into())
+                .await
+                .expect("verify")
+        );
         assert!(!verify("pw".into(), DECOY.into()).await.expect("verify"));
         let huge = "$argon2id$v=19$m=1048576,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0p2yTf5Yr3fJ0h+kqJxk4bV8W0N0m8cUq3wz1ZC6bK8";
         assert!(!verify("pw".into(), huge.into()).await.expect("verify"));
