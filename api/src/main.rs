@@ -188,8 +188,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "ovasabi failed");
-            eprintln!("ovasabi: {e:#}");
+            // Once, in the log (which goes to the terminal unless redirected).
+            tracing::error!(error = describe(&e), "ovasabi failed");
             ExitCode::FAILURE
         }
     }
@@ -251,4 +251,21 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     Ok(())
+}
+
+/// The error and its causes, each said once: the node's errors already name their source in
+/// their own message, which `{:#}` would repeat.
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if out.contains(&part) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&part);
+    }
+    out
 }

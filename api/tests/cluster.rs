@@ -555,6 +555,8 @@ async fn a_database_outage_answers_503_and_the_engine_keeps_serving() {
         c.database_url = Some(proxied);
         c.redis_url = bus;
         c.redis_prefix = prefix;
+        // The default, which the test nodes raise for a loaded machine.
+        c.database_timeout = std::time::Duration::from_secs(1);
     })
     .await;
     let id = node.campaign("db-down", 5.0, json!({})).await;

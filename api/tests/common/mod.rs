@@ -48,6 +48,9 @@ impl TestNode {
             database_url: Some(format!("sqlite://{}/db.sqlite", dir.display())),
             data_dir: dir.clone(),
             shutdown_timeout: Duration::from_secs(5),
+            // Tests start dozens of nodes at once on two cores: opening a SQLite connection
+            // can take over the default second (tests of the timeout itself set it back).
+            database_timeout: Duration::from_secs(5),
             dev: true,
             jwt_secret: Some(TEST_SECRET.to_owned()),
             ..Config::default()
