@@ -214,7 +214,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             source,
         })?;
 
-    node.set_token_verifier(Arc::new(http::ws::SessionTokens(services.clone())));
+    node.set_token_verifier(Arc::new(http::ws::SessionTokens(services.users.clone())));
     // Revocations of the last token lifetime, before the first request is served.
     if let Err(e) = services.users.sync_revocations().await {
         tracing::warn!(error = %e, "token revocations not read at start; retried every second");

@@ -50,14 +50,14 @@ fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) 
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// Checks the fresh tokens sessions present in `refresh` frames, with the user service.
-pub struct SessionTokens(pub services::Provider);
+/// Checks the fresh tokens sessions present in `refresh` frames, with the user service. (The
+/// user service, not the whole provider: the provider holds the node, and the node holds this.)
+pub struct SessionTokens(pub services::user::UserService);
 
 impl engine::TokenVerifier for SessionTokens {
     fn verify(&self, token: &str) -> Result<engine::Principal, String> {
         let (caller, t) = self
             .0
-            .users
             .authenticate_session(token)
             .map_err(|e| e.to_string())?;
         let user = caller.user_id().ok_or("not a user's token")?;
