@@ -92,11 +92,7 @@ pub fn authenticate<T>(
                 .users
                 .authenticate_session(token)
                 .map_err(status)?;
-            let principal = caller.user_id().map(|user| engine::Principal {
-                user: user.to_owned(),
-                generation: token.generation,
-                expires_at_ms: token.expires_at_ms,
-            });
+            let principal = crate::http::ws::principal(&caller, token);
             (caller, principal)
         }
     };

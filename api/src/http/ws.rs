@@ -60,13 +60,21 @@ impl engine::TokenVerifier for SessionTokens {
             .0
             .authenticate_session(token)
             .map_err(|e| e.to_string())?;
-        let user = caller.user_id().ok_or("not a user's token")?;
-        Ok(engine::Principal {
-            user: user.to_owned(),
-            generation: t.generation,
-            expires_at_ms: t.expires_at_ms,
-        })
+        principal(&caller, t).ok_or_else(|| "not a user's token".to_owned())
     }
+}
+
+/// What a session keeps of the token it was opened with (`None` for a caller that is not a
+/// user): by it the node closes the session when the account's tokens are revoked or expire.
+pub fn principal(
+    caller: &services::security::Caller,
+    token: services::user::SessionToken,
+) -> Option<engine::Principal> {
+    caller.user_id().map(|user| engine::Principal {
+        user: user.to_owned(),
+        generation: token.generation,
+        expires_at_ms: token.expires_at_ms,
+    })
 }
 
 /// After the WebSocket closing handshake: ends the node's side of the TCP connection (FIN)
@@ -151,12 +159,7 @@ fn authorize(
     if subject.as_deref() == Some(user.as_str())
         || app.services.policies.allows(&caller, "campaign", "watch")
     {
-        let principal = subject.map(|account| engine::Principal {
-            user: account,
-            generation: token.generation,
-            expires_at_ms: token.expires_at_ms,
-        });
-        Ok((user, principal))
+        Ok((user, principal(&caller, token)))
     } else {
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -447,14 +450,11 @@ where
     use engine::tungstenite::protocol::CloseFrame;
     use futures_util::{SinkExt as _, StreamExt as _};
     // A close reason is at most 123 bytes.
-    let mut reason = e.message.as_str();
-    while reason.len() > 123 {
-        let mut cut = 123.min(reason.len() - 1);
-        while !reason.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        reason = &reason[..cut];
+    let mut cut = e.message.len().min(123);
+    while !e.message.is_char_boundary(cut) {
+        cut -= 1;
     }
+    let reason = &e.message[..cut];
     let frame = CloseFrame {
         code: close_code_of(e.status).into(),
         reason: reason.to_owned().into(),
