@@ -67,6 +67,8 @@ struct Incoming<'a> {
     name: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     data: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    token: Option<Cow<'a, str>>,
 }
 
 /// What the session must answer.
@@ -103,6 +105,11 @@ fn model(text: &str) -> Expected {
     };
     match incoming.kind.as_ref() {
         "ping" => Expected::Pong,
+        // The harness's node checks no tokens (and its session was opened without one).
+        "refresh" => match incoming.token.as_deref() {
+            None | Some("") => Expected::Error("bad_frame"),
+            Some(_) => Expected::Error("unsupported"),
+        },
         "event" => {
             let name = incoming.name.unwrap_or_default();
             if !valid_event_name(&name) {
