@@ -2,6 +2,7 @@
 //! the listeners, and shuts everything down in order.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use engine::broker::{Broker, RedisBroker, RedisConfig};
@@ -38,6 +39,8 @@ pub enum StartError {
     Services(#[source] services::ServiceError),
     #[error("sequence file: {0}")]
     SeqFile(#[source] engine::broker::StoreError),
+    #[error("dev token secret {path}: {reason}")]
+    DevSecret { path: PathBuf, reason: String },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -183,6 +186,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     let secret = match &config.jwt_secret {
         Some(s) => s.as_bytes().to_vec(),
+        // A browser's token survives a `--dev` restart.
+        None if config.dev => dev_secret(&config.data_dir.join(DEV_SECRET_FILE))?,
         None => {
             tracing::warn!(
                 "jwt_secret is not set: using a random one; tokens die with this process (set OVASABI_JWT_SECRET)"
@@ -437,6 +442,63 @@ async fn run_revocations(services: Provider, node: engine::Node, stop: Cancellat
             node.revoke_sessions(&r.user_id, r.generation);
         }
     }
+}
+
+/// The file under `data_dir` that keeps `--dev`'s token secret across restarts.
+pub const DEV_SECRET_FILE: &str = "dev-jwt-secret";
+
+/// The token secret of a `--dev` node without `jwt_secret`: read from `path` (hex), or a new
+/// random one written there (readable by its owner only) on the first start.
+fn dev_secret(path: &Path) -> Result<Vec<u8>, StartError> {
+    use std::io::Write as _;
+    let err = |reason: String| StartError::DevSecret {
+        path: path.to_owned(),
+        reason,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let text = text.trim();
+            let secret = decode_hex(text).ok_or_else(|| {
+                err("not a hex string: delete the file for a new secret".to_owned())
+            })?;
+            if secret.len() < services::user::token::MIN_SECRET_LEN {
+                return Err(err(format!(
+                    "shorter than {} bytes: delete the file for a new secret",
+                    services::user::token::MIN_SECRET_LEN
+                )));
+            }
+            Ok(secret)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = random_secret();
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+            }
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(path).map_err(|e| err(e.to_string()))?;
+            let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+            file.write_all(format!("{hex}\n").as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(|e| err(e.to_string()))?;
+            tracing::info!(path = %path.display(), "dev mode: new token secret written");
+            Ok(secret)
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+/// The bytes of a hex string (even length, `0-9a-fA-F`).
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// 32 random bytes from the operating system (two v4 UUIDs: 244 random bits).

@@ -27,14 +27,16 @@ pub struct Config {
     pub metrics_addr: SocketAddr,
     /// gRPC (every service, health, reflection).
     pub grpc_addr: SocketAddr,
-    /// Development mode: anonymous WebSocket viewers, a random token secret when none is set,
-    /// an `admin` account created when missing, and its token printed at start.
+    /// Development mode: anonymous WebSocket viewers, a token secret kept in
+    /// `data_dir/dev-jwt-secret` when none is set (so tokens survive a restart), an `admin`
+    /// account created when missing, and its token printed at start.
     pub dev: bool,
     /// Require a token on WebSocket upgrades (off in `dev`). REST and gRPC calls are always
     /// checked against the RBAC policies.
     pub auth: bool,
     /// HS256 secret of the JWTs (at least 32 bytes). Required with `redis_url` (every node
-    /// must check the others' tokens); otherwise a random one per start, with a warning.
+    /// must check the others' tokens); otherwise `--dev` keeps one in `data_dir`, and other
+    /// nodes use a random one per start, with a warning.
     pub jwt_secret: Option<String>,
     /// How long an access token lives.
     #[serde(with = "duration")]
@@ -128,6 +130,10 @@ pub struct Config {
     /// A node's sessions are forgotten by the cluster this long after its last report.
     #[serde(with = "duration")]
     pub presence_ttl: Duration,
+    /// How often each campaign's figures are sampled for `GET /api/campaigns/{id}/stats/history`
+    /// (the last 15 minutes, at most 900 samples).
+    #[serde(with = "duration")]
+    pub stats_interval: Duration,
     /// After SIGTERM: how long to keep broadcasting before the final ticks.
     #[serde(with = "duration")]
     pub shutdown_drain: Duration,
@@ -185,6 +191,7 @@ impl Default for Config {
             history_ttl: e.history_ttl,
             presence_interval: e.presence_interval,
             presence_ttl: Duration::from_secs(30),
+            stats_interval: e.stats_interval,
             shutdown_drain: Duration::ZERO,
             shutdown_timeout: Duration::from_secs(10),
         }
@@ -238,6 +245,7 @@ pub const KEYS: &[&str] = &[
     "history_ttl",
     "presence_interval",
     "presence_ttl",
+    "stats_interval",
     "shutdown_drain",
     "shutdown_timeout",
 ];
@@ -361,6 +369,9 @@ impl Config {
                 "presence_interval",
                 "must be longer than 0s",
             ));
+        }
+        if self.stats_interval < Duration::from_millis(100) {
+            return Err(ConfigError::new("stats_interval", "must be at least 100ms"));
         }
         if self.presence_ttl <= self.presence_interval {
             return Err(ConfigError::new(
@@ -499,6 +510,7 @@ impl Config {
             history_size: self.history_size,
             history_ttl: self.history_ttl,
             presence_interval: self.presence_interval,
+            stats_interval: self.stats_interval,
         }
     }
 }

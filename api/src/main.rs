@@ -118,6 +118,8 @@ flags! {
     presence_interval,
     /// A node's sessions are forgotten this long after its last report [default: 30s]
     presence_ttl,
+    /// How often campaigns' figures are sampled for their 15-minute history [default: 5s]
+    stats_interval,
     /// After SIGTERM, keep broadcasting this long before the final ticks [default: 0s]
     shutdown_drain,
     /// Wait at most this long for every task at shutdown [default: 10s]

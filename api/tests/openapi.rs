@@ -25,6 +25,7 @@ const SERVED: &[(&str, &str)] = &[
     ("post", "/api/campaigns/{id}/events"),
     ("post", "/api/campaigns/{id}/users/{user_id}/messages"),
     ("get", "/api/campaigns/{id}/stats"),
+    ("get", "/api/campaigns/{id}/stats/history"),
     ("post", "/api/auth/register"),
     ("post", "/api/auth/login"),
     ("post", "/api/auth/refresh"),

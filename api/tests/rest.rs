@@ -4,6 +4,7 @@ mod common;
 
 use common::{TestNode, assert_error};
 use serde_json::{Value, json};
+use std::time::Duration;
 
 #[tokio::test]
 async fn campaign_crud_state_events_and_stats() {
@@ -246,7 +247,10 @@ async fn page_metrics_health_and_readiness() {
     let page = node.client.get(node.url("/")).send().await.expect("page");
     assert_eq!(page.status(), 200);
     let html = page.text().await.expect("html");
-    assert!(html.contains("<title>OVASABI node</title>") && html.contains("new WebSocket("));
+    assert!(
+        html.contains("<title>OVASABI console</title>") && html.contains("/console/app.js"),
+        "the console (api/tests/console.rs tests its assets)"
+    );
     assert!(
         !html.contains("http://") && !html.contains("https://"),
         "no external assets"
@@ -311,4 +315,125 @@ async fn campaigns_survive_a_restart_and_resume_broadcasting() {
     let tick = common::next_of(&mut ws, "tick").await;
     assert_eq!(tick["state"], json!({"kept": true}));
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_dev_node_without_jwt_secret_keeps_its_secret_so_tokens_survive_a_restart() {
+    let dir = std::env::temp_dir().join(format!("ovasabi-dev-secret-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let dev = |c: &mut api::config::Config| {
+        c.jwt_secret = None;
+        c.database_url = Some(format!("sqlite://{}/db.sqlite", dir.display()));
+        c.data_dir = dir.clone();
+    };
+    let mut first = TestNode::start_with(dev).await;
+    let token = first.token.clone().expect("a dev node prints a token");
+    let (status, me) = first.call("GET", "/api/users/me", None).await;
+    assert_eq!(status, 200, "{me}");
+    assert!(first.shutdown().await);
+    drop(first);
+    let file = dir.join(api::app::DEV_SECRET_FILE);
+    let kept = std::fs::read_to_string(&file).expect("the secret is kept under data_dir");
+    assert_eq!(kept.trim().len(), 64, "32 bytes in hex");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&file)
+            .expect("metadata")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "only its owner may read it: {mode:o}");
+    }
+
+    // The browser's token of the first start still works after the restart.
+    let mut second = TestNode::start_with(dev).await;
+    let (status, again) = second
+        .call_as(Some(&token), "GET", "/api/users/me", None)
+        .await;
+    assert_eq!((status, &again["id"]), (200, &me["id"]), "{again}");
+    assert!(second.shutdown().await);
+    drop(second);
+
+    // A damaged file stops the start with an error naming it, instead of a new secret.
+    for damaged in [
+        "not hex at all\n",
+        "abcd\n",
+        "+f+f+f+f+f+f+f+f+f+f+f+f+f+f+f+f+f+f+f+f+f+f+f+f+f+f+f+f+f+f+f+f",
+    ] {
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(&file, damaged).expect("write");
+        let mut config = api::config::Config {
+            http_addr: "127.0.0.1:0".parse().expect("addr"),
+            metrics_addr: "127.0.0.1:0".parse().expect("addr"),
+            grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+            dev: true,
+            ..api::config::Config::default()
+        };
+        dev(&mut config);
+        let err = match api::app::start(config).await {
+            Ok(_) => panic!("{damaged:?}: the node started"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(api::app::DEV_SECRET_FILE), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn stats_history_gives_the_last_samples_of_the_nodes_figures() {
+    let node = TestNode::start_with(|c| c.stats_interval = Duration::from_millis(100)).await;
+    let id = node.campaign("charted", 10.0, json!({})).await;
+    let mut ws = node.ws(&id, "viewer", "").await;
+    common::next_of(&mut ws, "welcome").await;
+    let history = |path: String| {
+        let node = &node;
+        async move { node.call("GET", &path, None).await }
+    };
+    let path = format!("/api/campaigns/{id}/stats/history");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (status, body) = history(path.clone()).await;
+        assert_eq!(status, 200, "{body}");
+        if body["items"]
+            .as_array()
+            .and_then(|items| items.last())
+            .is_some_and(|s| s["connections"] == 1)
+        {
+            break body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no sample with the viewer: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (&body["campaign"], body["interval_ms"].as_u64()),
+        (&json!(id), Some(100))
+    );
+    assert!(
+        body["node"].as_str().is_some_and(|n| !n.is_empty()),
+        "{body}"
+    );
+    let last = body["items"]
+        .as_array()
+        .and_then(|i| i.last())
+        .expect("a sample")
+        .clone();
+    for field in [
+        "at_ms",
+        "cluster_connections",
+        "frames_per_s",
+        "dropped_per_s",
+        "events_per_s",
+        "tick_rate_hz",
+    ] {
+        assert!(last[field].is_number(), "{field}: {last}");
+    }
+    assert_eq!(last["frequency_hz"], 10.0);
+    // The slug names it too; an unknown campaign is a 404 with the JSON error body.
+    let (status, _) = history("/api/campaigns/charted/stats/history".into()).await;
+    assert_eq!(status, 200);
+    let (status, body) = history("/api/campaigns/nope/stats/history".into()).await;
+    assert_error(status, &body, 404, "not_found");
 }

@@ -6,6 +6,7 @@ mod common;
 
 use common::{TestNode, assert_error, next_of, user};
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
 
 /// Audit rows about `entity_id`, oldest first, read by the admin.
 async fn audit_of(node: &TestNode, entity_id: &str) -> Vec<Value> {
@@ -478,6 +479,128 @@ async fn websocket_upgrades_need_a_matching_token_when_auth_is_on() {
         .ws("locked", "anyone", &format!("?token={admin}"))
         .await;
     assert_eq!(next_of(&mut ws, "welcome").await["user"], "anyone");
+}
+
+/// Opens `path` and sends `first` as the first frame; the session's next frame.
+async fn after_first_frame(node: &TestNode, path: &str, first: Message) -> Value {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    let mut ws = node.ws_path(path).await;
+    ws.send(first).await.expect("send the first frame");
+    match tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+        .await
+        .expect("an answer within 10 s")
+    {
+        Some(Ok(Message::Close(Some(f)))) => {
+            json!({"close": u16::from(f.code), "reason": f.reason.to_string()})
+        }
+        Some(Ok(Message::Text(t))) => serde_json::from_str(t.as_str()).expect("JSON"),
+        other => panic!("{path}: unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_token_may_come_in_the_first_frame_instead_of_the_url() {
+    let node = TestNode::start_with(|c| {
+        c.dev = false;
+        c.admin_password = Some("admin password".into());
+    })
+    .await;
+    let (s, t) = node
+        .call_as(
+            None,
+            "POST",
+            "/api/auth/login",
+            Some(json!({"login": "admin", "password": "admin password"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{t}");
+    let admin = t["access_token"].as_str().expect("token").to_owned();
+    let (s, c) = node
+        .call_as(
+            Some(&admin),
+            "POST",
+            "/api/campaigns",
+            Some(json!({"name": "Framed", "slug": "framed"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{c}");
+    let (bob, bob_token) = user(&node, "bob").await;
+    let auth = |token: &str| Message::text(json!({"type": "auth", "token": token}).to_string());
+
+    // As the token's subject, or naming the user; then the welcome.
+    let w = after_first_frame(&node, "/ws/framed", auth(&bob_token)).await;
+    assert_eq!(
+        (w["type"].as_str(), w["user"].as_str()),
+        (Some("welcome"), Some(bob.as_str())),
+        "{w}"
+    );
+    let w = after_first_frame(&node, &format!("/ws/framed/{bob}"), auth(&bob_token)).await;
+    assert_eq!(w["type"], "welcome", "{w}");
+    let w = after_first_frame(&node, "/ws/framed/carol", auth(&admin)).await;
+    assert_eq!(
+        (w["type"].as_str(), w["user"].as_str()),
+        (Some("welcome"), Some("carol")),
+        "{w}"
+    );
+
+    // Refusals: the close code of the same refusal with the token in the URL.
+    let cases = [
+        ("/ws/framed", auth("garbage"), 4401, "a bad token"),
+        (
+            "/ws/framed",
+            Message::text(r#"{"type":"auth"}"#),
+            4401,
+            "no token",
+        ),
+        (
+            "/ws/framed",
+            Message::text(r#"{"type":"ping"}"#),
+            4401,
+            "not an auth frame",
+        ),
+        ("/ws/framed", Message::text("{not json"), 4400, "not JSON"),
+        (
+            "/ws/framed",
+            Message::binary(vec![1u8, 2, 3]),
+            4400,
+            "a binary frame",
+        ),
+        (
+            "/ws/framed/carol",
+            auth(&bob_token),
+            4403,
+            "another user's session",
+        ),
+        (
+            "/ws/nope",
+            auth(&bob_token),
+            4404,
+            "an unknown campaign, told only after the token",
+        ),
+        (
+            "/ws/nope",
+            auth("garbage"),
+            4401,
+            "a bad token first, whatever the campaign",
+        ),
+    ];
+    for (path, first, code, why) in cases {
+        let answer = after_first_frame(&node, path, first).await;
+        assert_eq!(answer["close"], code, "{why}: {answer}");
+    }
+
+    // Once the session runs, an auth frame is an error frame; the session stays open.
+    use futures_util::SinkExt as _;
+    let mut ws = node.ws_path("/ws/framed").await;
+    ws.send(auth(&bob_token)).await.expect("send");
+    next_of(&mut ws, "welcome").await;
+    ws.send(auth(&bob_token)).await.expect("send");
+    let e = next_of(&mut ws, "error").await;
+    assert_eq!(e["code"], "unsupported", "{e}");
+    ws.send(Message::text(r#"{"type":"ping"}"#))
+        .await
+        .expect("send");
+    next_of(&mut ws, "pong").await;
 }
 
 #[tokio::test]

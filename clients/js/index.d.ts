@@ -117,14 +117,20 @@ export interface Timers {
 }
 
 export interface ConnectOptions {
-  /** An access token (JWT), sent as `?token=`. */
+  /**
+   * An access token (JWT). Sent in the first frame (`{"type":"auth","token":...}`, kept out of
+   * proxies' logs) on `/ws/{campaign}`, or as `?token=` when `user` is another user than the
+   * token's subject or `tokenIn` is `'query'`.
+   */
   token?: string;
+  /** Where the token goes: `'frame'` (default) or `'query'`. */
+  tokenIn?: 'frame' | 'query';
   /**
    * Returns a new access token: called when there is none, on close 4401, and shortly before
    * the token's `exp` (the new one is handed to the open session, or used to reconnect).
    */
   getToken?: () => string | Promise<string>;
-  /** The watching user; by default the token's `sub` (else `/ws/{campaign}` is used). */
+  /** The watching user; by default the token's `sub` (`/ws/{campaign}`). */
   user?: string;
   /** Ask for compressed tick frames (`compress=deflate`). */
   compress?: boolean;

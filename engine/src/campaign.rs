@@ -107,7 +107,40 @@ pub(crate) struct CampaignShared {
     /// Set once the task has sent its final frame; late joiners close at once.
     ended: std::sync::OnceLock<Close>,
     tick_times: Mutex<VecDeque<Instant>>,
+    /// The figures of the last [`HISTORY_WINDOW`], sampled by the node.
+    samples: Mutex<Samples>,
     metrics: Metrics,
+}
+
+/// How far back a campaign's sampled figures go.
+pub const HISTORY_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// A campaign's figures on this node at one moment, with the rates since the sample before.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatsSample {
+    /// When it was taken, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// Sessions on this node.
+    pub connections: usize,
+    /// Sessions on every node, as last reported (at least this node's).
+    pub cluster_connections: u64,
+    /// Frames handed to this node's sessions per second since the previous sample.
+    pub frames_per_s: f64,
+    /// Frames dropped (full queues) per second since the previous sample.
+    pub dropped_per_s: f64,
+    /// Events this node's task received per second since the previous sample.
+    pub events_per_s: f64,
+    /// Ticks per second measured over the last 10 s.
+    pub tick_rate_hz: f64,
+    /// Configured frequency.
+    pub frequency_hz: f64,
+}
+
+/// The sampled figures and the counters of the last sample (rates are differences).
+#[derive(Default)]
+struct Samples {
+    items: VecDeque<StatsSample>,
+    last: Option<(Instant, [u64; 3])>,
 }
 
 /// A campaign's figures on this node (all zero for a campaign not running here).
@@ -269,7 +302,8 @@ impl CampaignShared {
             campaign: self.id.to_string(),
             node: node.to_owned(),
             connections: self.members.len(),
-            cluster_connections: cluster.connections,
+            // The last report may predate this node's newest sessions.
+            cluster_connections: cluster.connections.max(self.members.len() as u64),
             peak_connections: self.peak_connections.load(Relaxed),
             users: cluster.users,
             frames_sent: self.frames_sent.load(Relaxed),
@@ -279,6 +313,63 @@ impl CampaignShared {
             frequency_hz: self.frequency_hz(),
             tick_rate_hz: self.measured_tick_rate(),
         }
+    }
+
+    /// Records a sample of the figures at `now` (the first call only sets the baseline of
+    /// the rates), keeping at most `keep`.
+    pub(crate) fn sample(&self, now: Instant, at_ms: u64, keep: usize) {
+        let counters = [
+            self.frames_sent.load(Relaxed),
+            self.frames_dropped.load(Relaxed),
+            self.events.load(Relaxed),
+        ];
+        let cluster = self
+            .cluster
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|p| p.connections);
+        let connections = self.members.len();
+        let tick_rate_hz = self.measured_tick_rate();
+        let mut samples = self
+            .samples
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((then, before)) = samples.last {
+            let secs = now.saturating_duration_since(then).as_secs_f64();
+            let rate = |i: usize| {
+                if secs > 0.0 {
+                    counters[i].saturating_sub(before[i]) as f64 / secs
+                } else {
+                    0.0
+                }
+            };
+            samples.items.push_back(StatsSample {
+                at_ms,
+                connections,
+                cluster_connections: cluster.unwrap_or(0).max(connections as u64),
+                frames_per_s: rate(0),
+                dropped_per_s: rate(1),
+                events_per_s: rate(2),
+                tick_rate_hz,
+                frequency_hz: self.frequency_hz(),
+            });
+            while samples.items.len() > keep {
+                samples.items.pop_front();
+            }
+        }
+        samples.last = Some((now, counters));
+    }
+
+    /// The samples of the last [`HISTORY_WINDOW`], oldest first.
+    pub(crate) fn samples(&self) -> Vec<StatsSample> {
+        self.samples
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .items
+            .iter()
+            .cloned()
+            .collect()
     }
 
     fn record_tick(&self, at: Instant) {
@@ -430,6 +521,7 @@ impl Campaign {
             peak_connections: AtomicU64::new(0),
             ended: std::sync::OnceLock::new(),
             tick_times: Mutex::new(VecDeque::new()),
+            samples: Mutex::new(Samples::default()),
             metrics: node.metrics.clone(),
         });
         let state = spec.state.map_or_else(|| "{}".into(), |s| s.get().into());

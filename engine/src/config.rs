@@ -45,6 +45,8 @@ pub struct Config {
     pub history_ttl: Duration,
     /// How often the node reports its sessions to the cluster (and refreshes the cluster's).
     pub presence_interval: Duration,
+    /// How often each campaign's figures are sampled for its history (the last 15 minutes).
+    pub stats_interval: Duration,
 }
 
 impl Default for Config {
@@ -66,6 +68,7 @@ impl Default for Config {
             history_size: 1000,
             history_ttl: Duration::from_secs(600),
             presence_interval: Duration::from_secs(10),
+            stats_interval: Duration::from_secs(5),
         }
     }
 }

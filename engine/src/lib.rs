@@ -34,7 +34,7 @@ mod queue;
 pub mod session;
 
 pub use broker::{Broker, CampaignSpec, MemoryBroker};
-pub use campaign::{CampaignStats, Resume};
+pub use campaign::{CampaignStats, HISTORY_WINDOW, Resume, StatsSample};
 pub use config::Config;
 pub use error::EngineError;
 pub use node::Node;

@@ -261,6 +261,12 @@ impl Node {
             .map(|c| c.stats(&self.inner.config.node_id))
     }
 
+    /// A campaign's figures on this node every `stats_interval` over the last
+    /// [`crate::HISTORY_WINDOW`], oldest first (`None` for a campaign not running here).
+    pub fn stats_history(&self, campaign: &str) -> Option<Vec<crate::StatsSample>> {
+        self.inner.hub.get(campaign).map(|c| c.samples())
+    }
+
     /// Sessions open on this node.
     pub fn connections(&self) -> usize {
         self.inner.hub.iter().map(|c| c.members.len()).sum()
@@ -535,6 +541,27 @@ impl Rounds {
         let node = node.upgrade()?;
         let campaigns = node.hub.iter().map(|c| c.value().clone()).collect();
         Some((node, campaigns))
+    }
+}
+
+/// Every `stats_interval`: samples every campaign's figures for its history.
+async fn stats_loop(node: Weak<NodeInner>) {
+    let mut rounds = Rounds::new(&node, |c| c.stats_interval, false);
+    // Sample times from the monotonic clock, anchored once to the wall clock: they stay in
+    // order and evenly spaced if the wall clock is stepped.
+    let (start, start_ms) = (
+        tokio::time::Instant::now(),
+        u64::try_from(now_ms()).unwrap_or(0),
+    );
+    while let Some((node, campaigns)) = rounds.next(&node).await {
+        let interval = node.config.stats_interval.as_secs_f64().max(0.001);
+        let keep = ((crate::HISTORY_WINDOW.as_secs_f64() / interval).ceil() as usize).clamp(1, 900);
+        let now = tokio::time::Instant::now();
+        let elapsed = u64::try_from(now.duration_since(start).as_millis()).unwrap_or(u64::MAX);
+        let at_ms = start_ms.saturating_add(elapsed);
+        for c in campaigns {
+            c.sample(now, at_ms, keep);
+        }
     }
 }
 
@@ -828,6 +855,7 @@ impl NodeInner {
         self.presence.call_once(|| {
             self.tracker.spawn(presence_loop(Arc::downgrade(self)));
             self.tracker.spawn(bus_loop(Arc::downgrade(self)));
+            self.tracker.spawn(stats_loop(Arc::downgrade(self)));
         });
         let (task, shared) = Campaign::new(spec, self.clone());
         self.hub.insert(shared.id.clone(), shared);

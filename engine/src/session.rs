@@ -578,6 +578,12 @@ async fn on_text(
     match incoming.kind.as_ref() {
         "ping" => reply(frame::pong()),
         "refresh" => reply(refresh(incoming.token.as_deref(), session, node)),
+        // Only the first frame of a session opened without a token (the node reads it
+        // before the session starts).
+        "auth" => reply(frame::error(
+            "unsupported",
+            "this session is already authenticated: present a fresh token with a refresh frame",
+        )),
         "event" => {
             let name = incoming.name.unwrap_or_default();
             if !valid_event_name(&name) {

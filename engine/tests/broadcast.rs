@@ -1261,3 +1261,46 @@ async fn a_token_that_expires_closes_its_session_unless_a_fresh_one_was_presente
         "the refreshed session stays open: {ended:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_stats_history_samples_connections_and_rates_every_interval() {
+    let node = node_with(Config {
+        stats_interval: Duration::from_secs(1),
+        ..Config::default()
+    });
+    campaign(&node, "c", 5.0, false).await;
+    assert_eq!(
+        node.stats_history("c"),
+        Some(vec![]),
+        "no sample before one interval"
+    );
+    assert_eq!(node.stats_history("nope"), None);
+    let mut c = Client::connect(&node, "c", "u", false, 1024);
+    c.next().await; // welcome
+    // 10 events a second for 4 s: 5 frames a second (one per tick) to the one client.
+    for _ in 0..40 {
+        node.publish_event("c", "e", raw(json!(1)), false)
+            .await
+            .expect("publish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let history = node.stats_history("c").expect("running");
+    assert!((3..=4).contains(&history.len()), "{history:?}");
+    for pair in history.windows(2) {
+        assert!(pair[0].at_ms < pair[1].at_ms, "oldest first: {history:?}");
+    }
+    let last = history.last().expect("a sample");
+    assert_eq!((last.connections, last.cluster_connections), (1, 1));
+    assert_eq!(last.frequency_hz, 5.0);
+    assert!((last.events_per_s - 10.0).abs() < 1.01, "{last:?}");
+    assert!((last.frames_per_s - 5.0).abs() < 1.01, "{last:?}");
+    assert_eq!(last.dropped_per_s, 0.0);
+    assert!((last.tick_rate_hz - 5.0).abs() < 0.5, "{last:?}");
+
+    // It keeps 15 minutes: 900 samples at 1 s.
+    tokio::time::sleep(Duration::from_secs(1000)).await;
+    let history = node.stats_history("c").expect("running");
+    assert_eq!(history.len(), 900);
+    assert_eq!(history.last().expect("a sample").events_per_s, 0.0);
+    drop(c);
+}

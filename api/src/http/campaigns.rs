@@ -107,6 +107,55 @@ pub struct CampaignStats {
     pub tick_rate_hz: f64,
 }
 
+/// A campaign's figures on the answering node over the last 15 minutes.
+#[derive(Serialize, ToSchema)]
+pub struct StatsHistory {
+    /// The campaign id.
+    pub campaign: String,
+    /// The node that answered (every node keeps its own).
+    pub node: String,
+    /// Time between two samples (`stats_interval`).
+    pub interval_ms: u64,
+    /// Oldest first; empty until the campaign has run for one interval on this node.
+    pub items: Vec<StatsPoint>,
+}
+
+/// One sample: the node's figures at `at_ms`, with the rates since the sample before.
+#[derive(Serialize, ToSchema)]
+pub struct StatsPoint {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// Sessions on this node.
+    pub connections: usize,
+    /// Sessions on every node, as last reported.
+    pub cluster_connections: u64,
+    /// Frames handed to this node's sessions per second.
+    pub frames_per_s: f64,
+    /// Frames dropped (a full client queue) per second.
+    pub dropped_per_s: f64,
+    /// Events received per second.
+    pub events_per_s: f64,
+    /// Ticks per second measured over the 10 s before the sample.
+    pub tick_rate_hz: f64,
+    /// The configured frequency then.
+    pub frequency_hz: f64,
+}
+
+impl From<engine::StatsSample> for StatsPoint {
+    fn from(s: engine::StatsSample) -> Self {
+        Self {
+            at_ms: s.at_ms,
+            connections: s.connections,
+            cluster_connections: s.cluster_connections,
+            frames_per_s: s.frames_per_s,
+            dropped_per_s: s.dropped_per_s,
+            events_per_s: s.events_per_s,
+            tick_rate_hz: s.tick_rate_hz,
+            frequency_hz: s.frequency_hz,
+        }
+    }
+}
+
 /// WebSocket sessions of a campaign.
 #[derive(Serialize, ToSchema)]
 pub struct Connections {
@@ -530,5 +579,46 @@ pub async fn stats(
         events: s.events,
         seq: s.seq,
         tick_rate_hz: s.tick_rate_hz,
+    }))
+}
+
+/// A campaign's figures on this node every `stats_interval` (5 s) over the last 15 minutes,
+/// for charts: connections, frames, drops and events per second, tick rate and frequency.
+#[utoipa::path(
+    get,
+    path = "/api/campaigns/{id}/stats/history",
+    operation_id = "campaign_stats_history",
+    tag = "campaigns",
+    params(("id" = String, Path, description = "Campaign id or slug")),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The samples, oldest first", body = StatsHistory),
+        (status = 400, description = "Bad path", body = ErrorBody),
+        (status = 401, description = "Bad or expired token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow reading campaigns", body = ErrorBody),
+        (status = 404, description = "No such campaign", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn stats_history(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    id: IdPath,
+) -> Result<impl IntoResponse, ApiError> {
+    let Path(id) = id?;
+    let c = app.services.campaigns.get(&caller, &id).await?;
+    let items = app
+        .node
+        .stats_history(&c.id)
+        .unwrap_or_default()
+        .into_iter()
+        .map(StatsPoint::from)
+        .collect();
+    Ok(Json(StatsHistory {
+        campaign: c.id,
+        node: app.node.id().to_owned(),
+        interval_ms: u64::try_from(app.config.stats_interval.as_millis()).unwrap_or(u64::MAX),
+        items,
     }))
 }

@@ -74,6 +74,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(campaigns::publish))
         .routes(routes!(campaigns::message))
         .routes(routes!(campaigns::stats))
+        .routes(routes!(campaigns::stats_history))
         .routes(routes!(auth::register))
         .routes(routes!(auth::login))
         .routes(routes!(auth::refresh))

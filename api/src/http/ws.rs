@@ -118,33 +118,22 @@ fn check_origin(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Checks who may watch: with a token, its subject must be the path's user (or becomes the
-/// user, for `/ws/{campaign}`), unless its roles allow `watch` on `campaign` (managers, admins);
-/// without one, only when WebSocket auth is off (`--dev`, `auth = false`) and the path names
-/// the user. Returns the user and the token's account, generation and expiry, by which the
+/// Whether a session may start without a token: only when WebSocket auth is off (`--dev`,
+/// `auth = false`) and the path names the user. Otherwise a session without a token in the
+/// request waits for an `auth` frame.
+fn anonymous_allowed(app: &AppState, user: Option<&str>) -> bool {
+    user.is_some() && !app.config.ws_auth()
+}
+
+/// Checks who may watch with `token`: its subject must be the path's user (or becomes the
+/// user, for `/ws/{campaign}`), unless its roles allow `watch` on `campaign` (managers,
+/// admins). Returns the user and the token's account, generation and expiry, by which the
 /// session is closed (4401) when the account's tokens are revoked or expire.
 fn authorize(
     app: &AppState,
-    headers: &HeaderMap,
-    token: Option<&str>,
+    token: &str,
     user: Option<String>,
 ) -> Result<(String, Option<engine::Principal>), ApiError> {
-    let header_token = super::auth::bearer(headers)?;
-    let Some(token) = token.filter(|t| !t.is_empty()).or(header_token) else {
-        return match user {
-            Some(_) if app.config.ws_auth() => Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "a token is required: connect with ?token=<access token>",
-            )),
-            Some(user) => Ok((user, None)),
-            None => Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "/ws/{campaign} watches as the token's subject: connect with ?token=<access token>, or name the user in /ws/{campaign}/{user_id}",
-            )),
-        };
-    };
     let (caller, token) = app.services.users.authenticate_session(token)?;
     let subject = caller.user_id().map(str::to_owned);
     let user = match (user, &subject) {
@@ -168,6 +157,72 @@ fn authorize(
                 "the token is not {user:?}'s, and its roles do not allow watching as another user"
             ),
         ))
+    }
+}
+
+/// How long a session opened without a token has to send its `auth` frame.
+pub const AUTH_FRAME_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits (at most [`AUTH_FRAME_TIMEOUT`]) for the first data frame of a session opened without
+/// a token, which must be `{"type":"auth","token":"..."}`; returns the token. Pings and pongs
+/// before it are allowed. `Ok(None)`: the client closed or the connection failed.
+async fn auth_frame<S>(ws: &mut S) -> Result<Option<String>, ApiError>
+where
+    S: futures_util::Stream<
+            Item = Result<engine::tungstenite::Message, engine::tungstenite::Error>,
+        > + Unpin,
+{
+    use engine::tungstenite::Message;
+    use futures_util::StreamExt as _;
+    #[derive(Deserialize)]
+    struct Auth {
+        #[serde(rename = "type")]
+        kind: String,
+        #[serde(default)]
+        token: Option<String>,
+    }
+    let unauthenticated = |message: &str| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            message.to_owned(),
+        )
+    };
+    let first = tokio::time::timeout(AUTH_FRAME_TIMEOUT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(m)) => return Some(m),
+                Some(Err(_)) | None => return None,
+            }
+        }
+    })
+    .await;
+    let text = match first {
+        Err(_) => {
+            return Err(unauthenticated(
+                "no token: send {\"type\":\"auth\",\"token\":...} within 5 s, or connect with ?token=",
+            ));
+        }
+        Ok(None) | Ok(Some(Message::Close(_))) => return Ok(None),
+        Ok(Some(Message::Text(text))) => text,
+        Ok(Some(_)) => {
+            return Err(ApiError::bad_request(
+                "the first frame must be a text frame {\"type\":\"auth\",\"token\":...}",
+            ));
+        }
+    };
+    match serde_json::from_str::<Auth>(text.as_str()) {
+        Ok(a) if a.kind == "auth" => match a.token.filter(|t| !t.is_empty()) {
+            Some(token) => Ok(Some(token)),
+            None => Err(unauthenticated("the auth frame has no \"token\"")),
+        },
+        Ok(_) => Err(unauthenticated(
+            "no token: the first frame must be {\"type\":\"auth\",\"token\":...}",
+        )),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "the first frame is not an auth frame: {e}"
+        ))),
     }
 }
 
@@ -244,6 +299,45 @@ struct Admit {
     resume: Option<Resume>,
 }
 
+/// A well-formed upgrade with checked parameters, before it is known who watches.
+struct Pending {
+    campaign: String,
+    user: Option<String>,
+    compress: bool,
+    resume: Option<Resume>,
+}
+
+/// What is decided before the upgrade: the session, or a wait for its `auth` frame (no token
+/// in the request, and anonymous viewers not allowed).
+enum Admission {
+    Ready(Admit),
+    AwaitAuth(Pending),
+}
+
+impl Pending {
+    /// Authorizes `token` (or, with `None`, an anonymous viewer) and looks the campaign up.
+    async fn admit(self, app: &AppState, token: Option<&str>) -> Result<Admit, ApiError> {
+        let (user, principal) = match (token, self.user) {
+            (Some(token), user) => authorize(app, token, user)?,
+            (None, Some(user)) => (user, None),
+            (None, None) => {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    "/ws/{campaign} watches as the token's subject: send a token",
+                ));
+            }
+        };
+        Ok(Admit {
+            campaign: live_campaign(app, self.campaign).await?,
+            user,
+            principal,
+            compress: self.compress,
+            resume: self.resume,
+        })
+    }
+}
+
 /// Answers the handshake: plain HTTP errors for what is not a WebSocket upgrade, `101` for the
 /// rest, and then either the session or, for a refused one, a close frame with its code.
 async fn accept(
@@ -260,14 +354,14 @@ async fn accept(
             "this connection cannot be upgraded (HTTP/1.1 is required)",
         ));
     };
-    let admit = match (path, query) {
+    let admission = match (path, query) {
         (Err(e), _) => Err(ApiError::from(e)),
         (_, Err(e)) => Err(ApiError::from(e)),
         (Ok((campaign, user)), Ok(Query(query))) => {
             admit(&app, campaign, user, query, req.headers()).await
         }
     };
-    if let Err(e) = &admit {
+    if let Err(e) = &admission {
         tracing::debug!(status = %e.status, code = e.code, message = %e.message, "WebSocket upgrade refused");
     }
     let cfg = &app.config;
@@ -280,6 +374,7 @@ async fn accept(
     let place = req.extensions_mut().remove::<Admitted>();
     let node = app.node.clone();
     let close_timeout = cfg.close_timeout;
+    let task_app = app.clone();
     app.node.spawn_tracked(async move {
         let _place = place;
         let upgraded = match on_upgrade.await {
@@ -295,6 +390,16 @@ async fn accept(
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config))
                 .await,
         );
+        let admit = match admission {
+            Ok(Admission::Ready(a)) => Ok(a),
+            Ok(Admission::AwaitAuth(pending)) => match auth_frame(&mut *ws).await {
+                Ok(Some(token)) => pending.admit(&task_app, Some(&token)).await,
+                Ok(None) => return,
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        drop(task_app);
         match admit {
             Ok(a) => {
                 node.serve_session(
@@ -358,7 +463,7 @@ async fn admit(
     user: Option<String>,
     query: WsQuery,
     headers: &HeaderMap,
-) -> Result<Admit, ApiError> {
+) -> Result<Admission, ApiError> {
     if let Some(user) = &user {
         check_user_id(user)?;
     }
@@ -394,36 +499,43 @@ async fn admit(
         }
     };
     check_origin(app, headers)?;
-    let (user, principal) = authorize(app, headers, query.token.as_deref(), user)?;
-
-    // The path may name the campaign by id or by slug.
-    let id = if app.node.has_campaign(&campaign) {
-        campaign
-    } else {
-        match app.services.campaigns.cached(&campaign).await {
-            Ok(c) if app.node.has_campaign(&c.id) => c.id,
-            Ok(c) => {
-                return Err(ApiError::not_found(format!(
-                    "campaign {:?} is {}, not live",
-                    campaign,
-                    c.status.as_str()
-                )));
-            }
-            Err(services::ServiceError::NotFound { .. }) => {
-                return Err(ApiError::not_found(format!(
-                    "campaign {campaign:?} not found"
-                )));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
-    Ok(Admit {
-        campaign: id,
+    let header_token = super::auth::bearer(headers)?;
+    let token = query
+        .token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .or(header_token);
+    let anonymous = token.is_none() && anonymous_allowed(app, user.as_deref());
+    let pending = Pending {
+        campaign,
         user,
-        principal,
         compress,
         resume,
-    })
+    };
+    if token.is_none() && !anonymous {
+        return Ok(Admission::AwaitAuth(pending));
+    }
+    pending.admit(app, token).await.map(Admission::Ready)
+}
+
+/// The id of the live campaign that `campaign` (an id or a slug) names; 404 for an unknown or
+/// not active one.
+async fn live_campaign(app: &AppState, campaign: String) -> Result<String, ApiError> {
+    if app.node.has_campaign(&campaign) {
+        return Ok(campaign);
+    }
+    match app.services.campaigns.cached(&campaign).await {
+        Ok(c) if app.node.has_campaign(&c.id) => Ok(c.id),
+        Ok(c) => Err(ApiError::not_found(format!(
+            "campaign {:?} is {}, not live",
+            campaign,
+            c.status.as_str()
+        ))),
+        Err(services::ServiceError::NotFound { .. }) => Err(ApiError::not_found(format!(
+            "campaign {campaign:?} not found"
+        ))),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The close code of a refused upgrade.

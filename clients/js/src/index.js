@@ -3,7 +3,8 @@
  *
  * What this module owns: one `Subscription` is one user's live stream of one campaign, kept
  * alive across disconnects (wire protocol: docs/protocol.md of the engine). It owns
- *  - the socket URL (`/ws/{campaign}/{user}?since&epoch&token&compress`, http→ws, https→wss);
+ *  - the socket URL (`/ws/{campaign}?since&epoch&compress` and an `auth` first frame, or
+ *    `/ws/{campaign}/{user}?token=...` to watch as another user; http→ws, https→wss);
  *  - the socket's life: close-code policy (stop, reconnect, new token), jittered exponential
  *    back-off, dead-connection detection (application pings when silent, then a reconnect);
  *  - delivery: every event once and in `seq` order across reconnects (resume with `since` and
@@ -173,20 +174,25 @@ export class Subscription {
       return this._retry(0, 'getToken failed');
     }
     if (gen !== this._gen || this.status === 'stopped') return;
-    const user = this._o.user ?? (token && decodeJwt(token)?.sub);
+    const sub = token && decodeJwt(token)?.sub;
+    // The token goes in the first frame (out of proxies' logs) on /ws/{campaign}, unless the
+    // session watches as another user than the token's (or `tokenIn: 'query'`).
+    const inFrame = token && this._o.tokenIn !== 'query' && (this._o.user == null || this._o.user === sub);
+    const user = inFrame ? null : (this._o.user ?? sub);
     let ws;
     try {
       const url = streamUrl(this._url, this.campaign, user, {
         compress: this._o.compress ? 'deflate' : null,
         since: this.seq,
         epoch: this.seq != null ? this.epoch : null,
-        token,
+        token: inFrame ? null : token,
       });
       ws = this._ws = new this._WS(url);
     } catch (e) {
       return this._stop(4400, String(e?.message || e));
     }
     ws.binaryType = 'arraybuffer';
+    if (inFrame) ws.onopen = () => gen === this._gen && this._send({ type: 'auth', token });
     this._welcomed = this._refreshSent = false;
     this._rx = this._t.now();
     this._watch(gen);

@@ -222,6 +222,9 @@ describe('against a node with authentication', { skip: skipReason }, () => {
     // which the client reports as 'unauthenticated').
     assert.ok(r.statuses[1].reason, 'the reconnection says why');
     assert.deepEqual(r.statuses.map((s) => s.status), ['connecting', 'connecting', 'live']);
+    // The token went in the first frame, not in the URL.
+    assert.equal(new URL(sub._ws.url).searchParams.get('token'), null);
+    assert.equal(new URL(sub._ws.url).pathname, '/ws/private');
   });
 
   test('without getToken a 401 stops it', async () => {

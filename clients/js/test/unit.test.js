@@ -49,15 +49,36 @@ test('decodeJwt reads the payload without verifying; garbage gives null', () => 
   assert.equal(decodeJwt(''), null);
 });
 
-test('the user comes from the token sub when not given; the token goes in the query', async () => {
+test('with a token, /ws/{campaign} and the token in the first frame, out of the URL', async () => {
   const token = jwt({ sub: 'alice' });
   const { fake, sub } = setup({ user: undefined, token });
   await flush();
-  const u = new URL(fake.last().url);
-  assert.equal(u.pathname, '/ws/c1/alice');
-  assert.equal(u.searchParams.get('token'), token);
+  const ws = fake.last();
+  const u = new URL(ws.url);
+  assert.equal(u.pathname, '/ws/c1');
+  assert.equal(u.searchParams.get('token'), null);
   assert.equal(u.protocol, 'ws:');
+  assert.deepEqual(ws.sent, []);
+  ws.open();
+  assert.deepEqual(ws.sent, [{ type: 'auth', token }]);
   sub.close();
+});
+
+test("the token goes in the query to watch as another user than its subject, or with tokenIn: 'query'", async () => {
+  const token = jwt({ sub: 'manager' });
+  for (const [options, path] of [
+    [{ user: 'bob' }, '/ws/c1/bob'],
+    [{ user: undefined, tokenIn: 'query' }, '/ws/c1/manager'],
+  ]) {
+    const { fake, sub } = setup({ token, ...options });
+    await flush();
+    const ws = fake.last();
+    assert.equal(new URL(ws.url).pathname, path);
+    assert.equal(ws.query.token, token);
+    ws.open();
+    assert.deepEqual(ws.sent, []);
+    sub.close();
+  }
 });
 
 test('back-off: full jitter under min(30 s, 0.5 s · 2^n)', () => {
@@ -320,7 +341,9 @@ test('getToken is called first when there is no token, and when it fails the cli
   assert.equal(rec.statuses.at(-1).status, 'connecting');
   fail = false;
   await timers.advance(rec.statuses.at(-1).delay);
-  assert.equal(new URL(fake.last().url).pathname, '/ws/c1/bob');
+  assert.equal(new URL(fake.last().url).pathname, '/ws/c1');
+  fake.last().open();
+  assert.equal(decodeJwt(fake.last().sent[0].token).sub, 'bob');
   sub.close();
 });
 
@@ -342,17 +365,18 @@ test('before exp: getToken, a refresh frame; unknown_type falls back to reconnec
   await timers.advance(0);
   assert.equal(ws.closedBy.reason, 'token refresh');
   assert.equal(fake.sockets.length, 2);
-  assert.equal(fake.last().query.token, tokens[1]);
   assert.equal(fake.last().query.since, '0');
   // Next time it does not try the frame: it reconnects a minute before exp.
   const ws2 = await live(fake);
+  assert.deepEqual(ws2.sent, [{ type: 'auth', token: tokens[1] }]);
   await timers.advance(300000 - 1);
   assert.equal(calls, 1);
   await timers.advance(1);
   assert.equal(calls, 2);
-  assert.equal(ws2.sent.length, 0);
+  assert.equal(ws2.sent.length, 1);
   assert.equal(ws2.closedBy.reason, 'token refresh');
-  assert.equal(fake.last().query.token, tokens[2]);
+  fake.last().open();
+  assert.deepEqual(fake.last().sent, [{ type: 'auth', token: tokens[2] }]);
   sub.close();
 });
 
