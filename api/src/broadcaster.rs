@@ -30,6 +30,7 @@ impl Broadcaster for EngineBroadcaster {
                 frequency_hz: c.frequency_hz,
                 client_events: c.client_events,
                 presence: c.presence,
+                delta: c.delta,
                 state: c.state,
                 epoch: None,
             };

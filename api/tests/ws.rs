@@ -728,3 +728,43 @@ async fn a_close_with_unread_input_lets_the_client_read_it_instead_of_a_reset() 
     }
     assert_eq!(resets, 0, "connections reset by the node out of 5");
 }
+
+#[tokio::test]
+async fn delta_sessions_get_merge_patches_of_state_changes() {
+    let node = TestNode::start().await;
+    let pad = "p".repeat(2000);
+    let id = node
+        .campaign("delta", 20.0, json!({"state": {"score": 0, "pad": pad}}))
+        .await;
+    let (code, reason) = common::refused(&node, &format!("/ws/{id}/u1?delta=yes")).await;
+    assert_eq!(code, 4400, "{reason}");
+    let mut delta = node.ws(&id, "d", "?delta=1").await;
+    let mut plain = node.ws(&id, "p", "").await;
+    for ws in [&mut delta, &mut plain] {
+        let t = next_of(ws, "tick").await;
+        assert_eq!(t["state"]["score"], 0, "{t}");
+    }
+    let (s, b) = node
+        .call(
+            "PATCH",
+            &format!("/api/campaigns/{id}/state"),
+            Some(json!({"score": 1})),
+        )
+        .await;
+    assert!(s < 300, "{s} {b}");
+    let d = next_of(&mut delta, "tick").await;
+    assert_eq!(d["state_patch"], json!({"score": 1}), "{d}");
+    assert!(
+        d["state_version"].is_u64() && d.get("state").is_none(),
+        "{d}"
+    );
+    let p = next_of(&mut plain, "tick").await;
+    assert_eq!(
+        (
+            p["state"]["score"].as_u64(),
+            p["state"]["pad"].as_str().map(str::len)
+        ),
+        (Some(1), Some(2000)),
+        "{p}"
+    );
+}

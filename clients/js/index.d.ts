@@ -59,7 +59,8 @@ export interface NotificationFrame {
 /**
  * A server `error` frame (`rate_limited`, `invalid_event`, `forbidden`, `unknown_type`, ...; the
  * session stays open), or one of the client's own: `gap` (a seq gap, being repaired by a
- * resume), `bad_frame` (a frame that could not be decoded), `get_token_failed`.
+ * resume), `state_gap` (a `state_patch` not on top of the state held: reconnects for the whole
+ * state), `bad_frame` (a frame that could not be decoded), `get_token_failed`.
  */
 export interface ErrorFrame {
   type: 'error';
@@ -123,6 +124,11 @@ export interface ConnectOptions {
    * token's subject or `tokenIn` is `'query'`.
    */
   token?: string;
+  /**
+   * Ask for delta state frames (`?delta=1`): a changed state arrives as a merge patch of the
+   * one before, applied by the client (`state` listeners still get the whole state).
+   */
+  delta?: boolean;
   /** Where the token goes: `'frame'` (default) or `'query'`. */
   tokenIn?: 'frame' | 'query';
   /**
@@ -186,6 +192,8 @@ export declare function connect(url: string, campaign: string, options?: Connect
 
 /** The payload of a JWT, decoded without verification; `null` if it is not one. */
 export declare function decodeJwt(token: string): Record<string, any> | null;
+/** `target` with the JSON merge patch (RFC 7396) `patch` applied, as a new value. */
+export declare function mergePatch(target: unknown, patch: unknown): unknown;
 
 /** The back-off delay (ms) of a 0-based attempt. */
 export declare function backoffDelay(

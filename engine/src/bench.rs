@@ -36,6 +36,7 @@ impl Fixture {
             id: "bench".into(),
             frequency_hz: 10.0,
             presence: false,
+            delta: false,
             client_events: false,
             state: None,
             epoch: None,
@@ -43,7 +44,16 @@ impl Fixture {
         let (task, shared) = Campaign::new(spec, node.inner().clone());
         let mut all = Vec::with_capacity(sessions);
         for id in 0..sessions as u64 {
-            let s = Session::new(id, "user", compress, queue_capacity, 1);
+            let s = Session::new(
+                id,
+                "user",
+                crate::Encoding {
+                    compress,
+                    delta: None,
+                },
+                queue_capacity,
+                1,
+            );
             campaign::join(&shared, s.clone());
             all.push(s);
         }
@@ -119,7 +129,7 @@ impl Churner {
     /// One session joins, then leaves.
     pub fn join_leave(&mut self) {
         self.next += 1;
-        let s = Session::new(self.next, "churn", false, 4, 1);
+        let s = Session::new(self.next, "churn", Default::default(), 4, 1);
         campaign::join(&self.shared, s);
         self.shared.members.remove(self.next);
     }

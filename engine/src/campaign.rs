@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::broker::{CampaignSpec, Publication, Taint};
-use crate::frame::{self, EncodedEvent, SharedFrame, json_string, now_ms};
+use crate::frame::{self, EncodedEvent, SharedFrame, TickState, json_string, now_ms};
 use crate::hub::Members;
 use crate::metrics::Metrics;
 use crate::node::NodeInner;
@@ -85,6 +85,8 @@ pub(crate) struct CampaignShared {
     client_events: AtomicBool,
     /// Whether tick frames carry the cluster-wide connection count.
     presence: AtomicBool,
+    /// Whether every session gets delta state frames (the campaign's `delta` feature).
+    delta: AtomicBool,
     /// The latest cluster-wide presence (from the node's heartbeat task).
     cluster: Mutex<Option<crate::broker::Presence>>,
     /// Local sessions, joining ones included: the node follows the campaign on the bus while
@@ -434,15 +436,72 @@ const TAINT_ATTEMPTS: u32 = 3;
 /// What a join frame shows: state version, seq, cluster-wide connections.
 type JoinFrameKey = (u64, u64, Option<u64>);
 
+/// A state as sent to sessions: its number on the wire (`state_version`, +1 for each state
+/// sent), the task's version it was, and its text.
+struct WireState {
+    number: u64,
+    version: u64,
+    text: Arc<str>,
+}
+
+/// The last two states sent to sessions, and the merge patch from the older to the newer
+/// (computed once, when a delta session first needs it): at most two state encodings per
+/// tick, a full one and a patch, whatever the number of sessions.
+#[derive(Default)]
+struct WireStates {
+    current: Option<WireState>,
+    previous: Option<WireState>,
+    /// `None`: not computed yet; `Some(None)`: no patch worth sending.
+    patch: Option<Option<Box<str>>>,
+}
+
+impl WireStates {
+    /// The wire number of the state at task `version` (with `text`), which becomes the current
+    /// one if it is not already.
+    fn sent(&mut self, version: u64, text: &Arc<str>) -> u64 {
+        match &self.current {
+            Some(c) if c.version == version => c.number,
+            _ => {
+                let number = self.current.as_ref().map_or(1, |c| c.number + 1);
+                self.previous = self.current.replace(WireState {
+                    number,
+                    version,
+                    text: text.clone(),
+                });
+                self.patch = None;
+                number
+            }
+        }
+    }
+
+    /// Whether a session last sent the task's version `has` has the previous state sent.
+    fn has_previous(&self, has: u64) -> bool {
+        self.previous.as_ref().is_some_and(|p| p.version == has)
+    }
+
+    /// The patch from the previous state sent to the current one, when worth sending.
+    fn patch(&mut self) -> Option<&str> {
+        let previous = self.previous.as_ref()?;
+        let current = self.current.as_ref()?;
+        self.patch
+            .get_or_insert_with(|| {
+                crate::delta::merge_patch(&previous.text, &current.text).map(Into::into)
+            })
+            .as_deref()
+    }
+}
+
 /// The broadcast task of one campaign.
 pub(crate) struct Campaign {
     shared: Arc<CampaignShared>,
     inbox: mpsc::Receiver<Input>,
     node: Arc<NodeInner>,
     /// The current state, as JSON text.
-    state: Box<str>,
+    state: Arc<str>,
     /// Bumped on every state change; sessions remember the version they were sent.
     state_version: u64,
+    /// The last two states sent, numbered for the wire, for delta frames.
+    wire: WireStates,
     pending: Vec<EncodedEvent>,
     /// The latest events (at most `history_size`, none older than `history_ttl`), oldest
     /// first, with the time (node clock, ms) they arrived: what resuming clients recover.
@@ -509,6 +568,7 @@ impl Campaign {
             frequency_bits: AtomicU64::new(spec.frequency_hz.to_bits()),
             client_events: AtomicBool::new(spec.client_events),
             presence: AtomicBool::new(spec.presence),
+            delta: AtomicBool::new(spec.delta),
             cluster: Mutex::new(None),
             interest: tokio::sync::Mutex::new(0),
             last_seq: AtomicU64::new(0),
@@ -531,6 +591,7 @@ impl Campaign {
             node,
             state,
             state_version: 1,
+            wire: WireStates::default(),
             pending: Vec::new(),
             history: VecDeque::new(),
             sent_seq: 0,
@@ -904,6 +965,7 @@ impl Campaign {
     fn configure(&mut self, spec: CampaignSpec, interval: &mut Interval) {
         self.shared.client_events.store(spec.client_events, Relaxed);
         self.shared.presence.store(spec.presence, Relaxed);
+        self.shared.delta.store(spec.delta, Relaxed);
         if !spec.presence {
             self.connections = None;
         }
@@ -1036,6 +1098,7 @@ impl Campaign {
         // until the state, the seq or the count changes (a reconnect storm encodes it once).
         let events = recovered.flatten().unwrap_or_default();
         let key = (self.state_version, self.sent_seq, self.connections);
+        let number = self.wire.sent(self.state_version, &self.state);
         let frame = match &self.join_frame {
             Some((k, f)) if events.is_empty() && *k == key => f.clone(),
             _ => {
@@ -1043,7 +1106,10 @@ impl Campaign {
                     &self.shared.id_json,
                     self.sent_seq,
                     now_ms(),
-                    Some(&self.state),
+                    TickState::Full {
+                        state: &self.state,
+                        version: Some(number),
+                    },
                     &events,
                     self.connections,
                 );
@@ -1112,24 +1178,72 @@ impl Campaign {
             return;
         }
         let (seq, ts) = (self.shared.last_seq(), now_ms());
-        let (id, state, events) = (&*self.shared.id_json, &*self.state, &self.pending[..]);
+        let (id, state, events) = (&*self.shared.id_json, &self.state, &self.pending[..]);
         let connections = self.connections;
+        let campaign_delta = self.shared.delta.load(Relaxed);
         let mut with_state: Option<SharedFrame> = None;
         let mut without_state: Option<SharedFrame> = None;
+        // `None`: not built yet; `Some(None)`: no patch this tick.
+        let mut with_patch: Option<Option<SharedFrame>> = None;
+        let mut number = None;
         let mut settled = true;
         let policy = self.node.slow_policy;
         for s in members.iter() {
-            let stale = s.state_version() != self.state_version;
+            let has = s.state_version();
+            let stale = has != self.state_version;
             if !stale && !has_events {
                 continue;
             }
             let f = if stale {
-                with_state.get_or_insert_with(|| {
-                    SharedFrame::new(frame::tick(id, seq, ts, Some(state), events, connections))
-                })
+                let number =
+                    *number.get_or_insert_with(|| self.wire.sent(self.state_version, state));
+                let patch = if s.delta.unwrap_or(campaign_delta) && self.wire.has_previous(has) {
+                    with_patch
+                        .get_or_insert_with(|| {
+                            self.wire.patch().map(|patch| {
+                                SharedFrame::new(frame::tick(
+                                    id,
+                                    seq,
+                                    ts,
+                                    TickState::Patch {
+                                        patch,
+                                        version: number,
+                                    },
+                                    events,
+                                    connections,
+                                ))
+                            })
+                        })
+                        .as_ref()
+                } else {
+                    None
+                };
+                match patch {
+                    Some(f) => f,
+                    None => with_state.get_or_insert_with(|| {
+                        SharedFrame::new(frame::tick(
+                            id,
+                            seq,
+                            ts,
+                            TickState::Full {
+                                state,
+                                version: Some(number),
+                            },
+                            events,
+                            connections,
+                        ))
+                    }),
+                }
             } else {
                 without_state.get_or_insert_with(|| {
-                    SharedFrame::new(frame::tick(id, seq, ts, None, events, connections))
+                    SharedFrame::new(frame::tick(
+                        id,
+                        seq,
+                        ts,
+                        TickState::Unchanged,
+                        events,
+                        connections,
+                    ))
                 })
             };
             let queued = s.offer(f.for_session(s.compress), &self.shared, policy);

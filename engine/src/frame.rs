@@ -102,26 +102,60 @@ pub fn deflate(data: &[u8]) -> Bytes {
     Bytes::from(enc.finish().unwrap_or_default())
 }
 
-/// `{"type":"tick",...}`: the state (if given) and the events since the last tick.
+/// What a tick frame says about the state.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TickState<'a> {
+    /// Nothing: the session has the current state.
+    Unchanged,
+    /// `"state"`: the whole state (JSON text), and its `"state_version"` when numbered.
+    Full {
+        state: &'a str,
+        version: Option<u64>,
+    },
+    /// `"state_patch"`: the merge patch from `version - 1`, and `"state_version"`.
+    Patch { patch: &'a str, version: u64 },
+}
+
+impl TickState<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Self::Unchanged => 0,
+            Self::Full { state, .. } => state.len() + 40,
+            Self::Patch { patch, .. } => patch.len() + 40,
+        }
+    }
+}
+
+/// `{"type":"tick",...}`: the state (whole, as a patch, or nothing) and the events since the
+/// last tick.
 pub(crate) fn tick(
     campaign_json: &str,
     seq: u64,
     ts: i64,
-    state: Option<&str>,
+    state: TickState<'_>,
     events: &[EncodedEvent],
     connections: Option<u64>,
 ) -> String {
     let cap = 96
         + campaign_json.len()
-        + state.map_or(0, str::len)
+        + state.len()
         + events.iter().map(|e| e.json.len() + 1).sum::<usize>();
     let mut s = String::with_capacity(cap);
     let _ = write!(
         s,
         "{{\"type\":\"tick\",\"campaign\":{campaign_json},\"seq\":{seq},\"ts\":{ts}"
     );
-    if let Some(state) = state {
-        let _ = write!(s, ",\"state\":{state}");
+    match state {
+        TickState::Unchanged => {}
+        TickState::Full { state, version } => {
+            let _ = write!(s, ",\"state\":{state}");
+            if let Some(v) = version {
+                let _ = write!(s, ",\"state_version\":{v}");
+            }
+        }
+        TickState::Patch { patch, version } => {
+            let _ = write!(s, ",\"state_patch\":{patch},\"state_version\":{version}");
+        }
     }
     if let Some(n) = connections {
         let _ = write!(s, ",\"connections\":{n}");
@@ -231,7 +265,10 @@ mod tests {
             &json_string("c1"),
             43,
             99,
-            Some(r#"{"score":3}"#),
+            TickState::Full {
+                state: r#"{"score":3}"#,
+                version: None,
+            },
             &[e1, e2],
             Some(7),
         );
@@ -280,7 +317,17 @@ mod tests {
 
     #[test]
     fn deflated_frame_inflates_to_the_text_and_is_built_once() {
-        let f = SharedFrame::new(tick(&json_string("c"), 1, 2, Some("{}"), &[], None));
+        let f = SharedFrame::new(tick(
+            &json_string("c"),
+            1,
+            2,
+            TickState::Full {
+                state: "{}",
+                version: None,
+            },
+            &[],
+            None,
+        ));
         assert!(!f.was_deflated());
         let a = f.for_session(true);
         let b = f.for_session(true);

@@ -84,8 +84,8 @@ mod tests {
     #[test]
     fn snapshot_is_reused_until_membership_changes() {
         let m = Members::new();
-        let s1 = Session::new(1, "a", false, 4, 1);
-        let s2 = Session::new(2, "b", false, 4, 1);
+        let s1 = Session::new(1, "a", Default::default(), 4, 1);
+        let s2 = Session::new(2, "b", Default::default(), 4, 1);
         m.insert(s1);
         let (v1, a) = m.snapshot();
         let (v1b, b) = m.snapshot();

@@ -21,6 +21,7 @@ pub mod bench;
 pub mod broker;
 pub mod campaign;
 pub mod config;
+mod delta;
 pub mod error;
 pub mod frame;
 #[cfg(feature = "fuzzing")]
@@ -39,7 +40,7 @@ pub use config::Config;
 pub use error::EngineError;
 pub use node::Node;
 pub use principal::{Principal, TokenVerifier};
-pub use session::{Close, close_code};
+pub use session::{Close, Encoding, close_code};
 
 /// The WebSocket protocol types the engine speaks (re-exported so that the node binary uses
 /// the very same version).

@@ -308,7 +308,7 @@ impl Node {
         campaign: &str,
         user: &str,
         principal: Option<Principal>,
-        compress: bool,
+        encoding: crate::Encoding,
         resume: Option<Resume>,
         mut ws: S,
     ) -> u16
@@ -339,7 +339,7 @@ impl Node {
         let session = Session::new(
             id,
             user,
-            compress,
+            encoding,
             inner.config.send_queue_capacity,
             inner.slow_policy.now_ms(),
         );
@@ -392,7 +392,14 @@ impl Node {
         );
         inner.metrics.sessions_opened.increment(1);
         inner.metrics.connections.increment(1.0);
-        tracing::debug!(campaign, user, session = id, compress, "session opened");
+        tracing::debug!(
+            campaign,
+            user,
+            session = id,
+            compress = encoding.compress,
+            delta = encoding.delta,
+            "session opened"
+        );
         let code = session::run(ws, session, shared.clone(), inner.clone()).await;
         shared.members.remove(id);
         if principal.is_some() {

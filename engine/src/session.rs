@@ -160,12 +160,25 @@ const WARN_EVERY_MS: i64 = 10_000;
 /// Frames fed to the socket before one flush, at most.
 const MAX_BATCH: u64 = 128;
 
+/// How a session's tick frames are encoded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Encoding {
+    /// Tick frames as binary raw-deflate frames (`compress=deflate`).
+    pub compress: bool,
+    /// State changes as merge patches (`state_patch`) to a session that has the state sent
+    /// before: `Some(true)` (`delta=1`), `Some(false)` (never: `delta=0`, gRPC), `None` (as the
+    /// campaign says: its `delta` feature).
+    pub delta: Option<bool>,
+}
+
 /// The shared handle of one connection.
 pub struct Session {
     pub(crate) id: u64,
     pub(crate) user: Box<str>,
     /// The session asked for `compress=deflate`: ticks go out as binary deflated frames.
     pub(crate) compress: bool,
+    /// Whether the session gets delta state frames (`None`: as the campaign says).
+    pub(crate) delta: Option<bool>,
     pub(crate) queue: SendQueue,
     /// Version of the campaign state this session was last sent (0 = never).
     state_version: AtomicU64,
@@ -184,14 +197,15 @@ impl Session {
     pub(crate) fn new(
         id: u64,
         user: &str,
-        compress: bool,
+        encoding: Encoding,
         capacity: usize,
         now_ms: i64,
     ) -> Arc<Self> {
         let s = Self {
             id,
             user: user.into(),
-            compress,
+            compress: encoding.compress,
+            delta: encoding.delta,
             queue: SendQueue::new(capacity),
             state_version: AtomicU64::new(0),
             dropped: AtomicU64::new(0),

@@ -12,7 +12,7 @@ use engine::broker::{
     BoxFuture, Broker, BrokerError, CampaignSpec, Control, Deliver, Presence, Publication, Snapshot,
 };
 use engine::tungstenite::{Error as WsError, Message};
-use engine::{Config, MemoryBroker, Node, Principal, Resume};
+use engine::{Config, Encoding, MemoryBroker, Node, Principal, Resume};
 use futures_util::{Sink, Stream};
 use serde_json::{Value, json, value::RawValue};
 use tokio::sync::mpsc;
@@ -77,13 +77,40 @@ impl Client {
         buffer: usize,
         resume: Option<Resume>,
     ) -> Self {
-        Self::open(node, campaign, user, None, compress, buffer, resume)
+        let encoding = Encoding {
+            compress,
+            delta: None,
+        };
+        Self::open(node, campaign, user, None, encoding, buffer, resume)
+    }
+
+    /// A session that asked for delta state frames (`delta=1`).
+    fn delta(
+        node: &Node,
+        campaign: &str,
+        user: &str,
+        buffer: usize,
+        resume: Option<Resume>,
+    ) -> Self {
+        let encoding = Encoding {
+            compress: false,
+            delta: Some(true),
+        };
+        Self::open(node, campaign, user, None, encoding, buffer, resume)
     }
 
     /// A session opened with a token of `principal`'s.
     fn authenticated(node: &Node, campaign: &str, principal: Principal) -> Self {
         let user = principal.user.clone();
-        Self::open(node, campaign, &user, Some(principal), false, 64, None)
+        Self::open(
+            node,
+            campaign,
+            &user,
+            Some(principal),
+            Encoding::default(),
+            64,
+            None,
+        )
     }
 
     fn open(
@@ -91,7 +118,7 @@ impl Client {
         campaign: &str,
         user: &str,
         principal: Option<Principal>,
-        compress: bool,
+        encoding: Encoding,
         buffer: usize,
         resume: Option<Resume>,
     ) -> Self {
@@ -103,7 +130,7 @@ impl Client {
         };
         let (node, campaign, user) = (node.clone(), campaign.to_owned(), user.to_owned());
         let done = tokio::spawn(async move {
-            node.serve_session(&campaign, &user, principal, compress, resume, ws)
+            node.serve_session(&campaign, &user, principal, encoding, resume, ws)
                 .await
         });
         Self { tx, rx, done }
@@ -171,6 +198,7 @@ async fn campaign(node: &Node, id: &str, hz: f64, client_events: bool) {
         frequency_hz: hz,
         client_events,
         presence: false,
+        delta: false,
         state: Some(raw(json!({"score": 0}))),
         epoch: None,
     };
@@ -316,6 +344,7 @@ async fn frequency_change_retimes_within_one_tick_and_sends_config() {
         id: "c".into(),
         frequency_hz: 10.0,
         presence: false,
+        delta: false,
         client_events: false,
         state: None,
         epoch: None,
@@ -341,6 +370,7 @@ async fn frequency_change_retimes_within_one_tick_and_sends_config() {
         id: "c".into(),
         frequency_hz: 0.05,
         presence: false,
+        delta: false,
         client_events: false,
         state: None,
         epoch: None,
@@ -879,6 +909,7 @@ async fn settings_for_an_ended_campaign_do_not_restart_it() {
         id: "c".into(),
         frequency_hz: 5.0,
         presence: false,
+        delta: false,
         client_events: false,
         state: None,
         epoch: None,
@@ -893,6 +924,7 @@ async fn settings_for_an_ended_campaign_do_not_restart_it() {
         id: "c".into(),
         frequency_hz: 5.0,
         presence: false,
+        delta: false,
         client_events: false,
         state: Some(raw(json!({}))),
         epoch: None,
@@ -1303,4 +1335,159 @@ async fn the_stats_history_samples_connections_and_rates_every_interval() {
     assert_eq!(history.len(), 900);
     assert_eq!(history.last().expect("a sample").events_per_s, 0.0);
     drop(c);
+}
+
+/// What a delta client does with tick frames: takes `state` whole, applies `state_patch` only
+/// on top of the `state_version` before it. Returns the state and its version.
+fn apply_tick(have: &mut Option<(Value, u64)>, tick: &Value) {
+    fn merge(target: &mut Value, patch: &Value) {
+        let Value::Object(p) = patch else {
+            *target = patch.clone();
+            return;
+        };
+        if !target.is_object() {
+            *target = json!({});
+        }
+        if let Value::Object(t) = target {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+    }
+    let version = tick["state_version"].as_u64();
+    if let Some(state) = tick.get("state") {
+        *have = Some((
+            state.clone(),
+            version.expect("a full state carries its state_version"),
+        ));
+    } else if let Some(patch) = tick.get("state_patch") {
+        let version = version.expect("a patch carries its state_version");
+        let (state, v) = have.as_mut().expect("a patch only after a full state");
+        assert_eq!(
+            *v + 1,
+            version,
+            "a patch only on top of the version before: {tick}"
+        );
+        merge(state, patch);
+        *v = version;
+    }
+}
+
+/// A 10 KB state where one field changes.
+fn big_state(score: u64) -> Box<RawValue> {
+    let board: serde_json::Map<String, Value> = (0..100)
+        .map(|i| {
+            (
+                format!("cell{i:03}"),
+                json!({"label": "x".repeat(80), "n": i}),
+            )
+        })
+        .collect();
+    raw(json!({"score": score, "board": board}))
+}
+
+#[tokio::test(start_paused = true)]
+async fn delta_sessions_get_patches_of_a_changed_state_and_others_the_whole_state() {
+    let node = node_with(Config::default());
+    campaign(&node, "c", 10.0, false).await;
+    node.set_state("c", big_state(0)).await.expect("state");
+    let mut delta = Client::delta(&node, "c", "d", 1024, None);
+    let mut plain = Client::connect(&node, "c", "p", false, 1024);
+    let mut have = None;
+    for c in [&mut plain, &mut delta] {
+        assert_eq!(c.next().await["type"], "welcome");
+        let t = c.next().await;
+        assert_eq!(
+            t["state"]["score"], 0,
+            "a joining session gets the whole state"
+        );
+        assert!(t["state_version"].is_u64(), "{t}");
+        apply_tick(&mut have, &t);
+    }
+    let mut bytes = (0, 0);
+    for score in 1..=20 {
+        node.set_state("c", big_state(score)).await.expect("state");
+        let (d, p) = (delta.next().await, plain.next().await);
+        assert_eq!(d["state_patch"], json!({"score": score}), "{d}");
+        assert!(d.get("state").is_none());
+        assert_eq!(
+            p["state"]["score"], score,
+            "a session without delta=1 gets the state"
+        );
+        assert!(p.get("state_patch").is_none());
+        apply_tick(&mut have, &d);
+        assert_eq!(have.as_ref().map(|h| &h.0), Some(&p["state"]));
+        bytes.0 += d.to_string().len();
+        bytes.1 += p.to_string().len();
+    }
+    assert!(
+        bytes.1 >= 50 * bytes.0,
+        "patches {} bytes against {} for whole states",
+        bytes.0,
+        bytes.1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delta_session_that_lost_frames_or_resumed_gets_the_whole_state_again() {
+    // A campaign with the `delta` feature: every session gets patches, whatever it asked.
+    let node = node_with(Config {
+        send_queue_capacity: 4,
+        ..Config::default()
+    });
+    let spec = CampaignSpec {
+        id: "c".into(),
+        frequency_hz: 10.0,
+        client_events: false,
+        presence: false,
+        delta: true,
+        state: Some(big_state(0)),
+        epoch: None,
+    };
+    node.upsert_campaign(spec).await.expect("campaign");
+    // Its socket holds 2 frames and it does not read for a while: frames are dropped.
+    let mut slow = Client::connect(&node, "c", "slow", false, 2);
+    let mut have = None;
+    for score in 1..=30 {
+        node.set_state("c", big_state(score)).await.expect("state");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        node.stats("c").expect("stats").frames_dropped > 0,
+        "frames were dropped"
+    );
+    // Whatever it got, applied by the rules, ends with the current state.
+    let mut last = Value::Null;
+    loop {
+        let f = tokio::time::timeout(Duration::from_secs(1), slow.next()).await;
+        let Ok(f) = f else { break };
+        apply_tick(&mut have, &f);
+        last = f;
+    }
+    assert_eq!(
+        have.as_ref().map(|h| h.0["score"].clone()),
+        Some(json!(30)),
+        "last frame {last}"
+    );
+
+    // Resuming with since: the whole state first, then patches.
+    let seq = node.stats("c").expect("stats").seq;
+    let resume = Resume {
+        since: seq,
+        epoch: None,
+    };
+    let mut again = Client::delta(&node, "c", "slow", 1024, Some(resume));
+    assert_eq!(again.next().await["type"], "welcome");
+    let t = again.next().await;
+    assert_eq!(t["state"]["score"], 30, "{t}");
+    let mut have = None;
+    apply_tick(&mut have, &t);
+    node.set_state("c", big_state(31)).await.expect("state");
+    let t = again.next().await;
+    assert_eq!(t["state_patch"], json!({"score": 31}), "{t}");
+    apply_tick(&mut have, &t);
 }

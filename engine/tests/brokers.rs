@@ -133,6 +133,7 @@ async fn conformance(broker: Arc<dyn Broker>, follows: bool) {
         id: "c3".into(),
         frequency_hz: 2.0,
         presence: false,
+        delta: false,
         client_events: false,
         state: None,
         epoch: None,

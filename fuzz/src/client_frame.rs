@@ -198,6 +198,7 @@ impl Harness {
                 // (Without a state, settings for a campaign that does not run are ignored.)
                 state: Some(RawValue::from_string("{}".to_owned()).expect("JSON")),
                 presence: false,
+                delta: false,
                 epoch: None,
             })
             .await
@@ -219,7 +220,7 @@ impl Harness {
             };
             let node = self.node.clone();
             let session = tokio::spawn(async move {
-                node.serve_session(CAMPAIGN, USER, None, false, None, ws)
+                node.serve_session(CAMPAIGN, USER, None, Default::default(), None, ws)
                     .await
             });
             for frame in [text, r#"{"type":"ping"}"#] {

@@ -267,7 +267,12 @@ impl BroadcastService for Broadcast {
             let node = node.clone();
             async move {
                 let ws = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
-                node.serve_session(&id, &user, principal, false, resume, Box::new(ws))
+                // Updates carry whole states: no delta frames, whatever the campaign says.
+                let encoding = engine::Encoding {
+                    compress: false,
+                    delta: Some(false),
+                };
+                node.serve_session(&id, &user, principal, encoding, resume, Box::new(ws))
                     .await;
             }
         });

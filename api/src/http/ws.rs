@@ -26,6 +26,11 @@ pub struct WsQuery {
     /// `deflate`: tick frames as binary raw-deflate frames (`none` or empty: text frames).
     #[param(pattern = "^(?:none|deflate)?$")]
     compress: Option<String>,
+    /// `1`: a changed state comes as a merge patch (`state_patch`, with `state_version`) when
+    /// this session has the state before; `0`: always the whole state; absent: as the
+    /// campaign's `delta` feature says.
+    #[param(pattern = "^[01]$")]
+    delta: Option<String>,
     /// The last `seq` the client saw: resume from there (an unsigned 64-bit integer).
     #[param(value_type = Option<u64>, format = "uint64")]
     since: Option<String>,
@@ -295,7 +300,7 @@ struct Admit {
     campaign: String,
     user: String,
     principal: Option<engine::Principal>,
-    compress: bool,
+    encoding: engine::Encoding,
     resume: Option<Resume>,
 }
 
@@ -303,7 +308,7 @@ struct Admit {
 struct Pending {
     campaign: String,
     user: Option<String>,
-    compress: bool,
+    encoding: engine::Encoding,
     resume: Option<Resume>,
 }
 
@@ -332,7 +337,7 @@ impl Pending {
             campaign: live_campaign(app, self.campaign).await?,
             user,
             principal,
-            compress: self.compress,
+            encoding: self.encoding,
             resume: self.resume,
         })
     }
@@ -406,7 +411,7 @@ async fn accept(
                     &a.campaign,
                     &a.user,
                     a.principal,
-                    a.compress,
+                    a.encoding,
                     a.resume,
                     &mut *ws,
                 )
@@ -476,6 +481,16 @@ async fn admit(
             )));
         }
     };
+    let delta = match query.delta.as_deref() {
+        None | Some("") => None,
+        Some("1") => Some(true),
+        Some("0") => Some(false),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "delta={other:?}: expected 1 (merge patches) or 0 (whole states)"
+            )));
+        }
+    };
     let resume = match (query.since.as_deref(), query.epoch) {
         (None, None) => None,
         (None, Some(_)) => {
@@ -509,7 +524,7 @@ async fn admit(
     let pending = Pending {
         campaign,
         user,
-        compress,
+        encoding: engine::Encoding { compress, delta },
         resume,
     };
     if token.is_none() && !anonymous {

@@ -63,6 +63,17 @@ async function inflate(data) {
   return new Response(blob.stream().pipeThrough(new DecompressionStream('deflate-raw'))).text();
 }
 
+/** `target` with the JSON merge patch (RFC 7396) `patch` applied, as a new value. */
+export function mergePatch(target, patch) {
+  if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) return patch;
+  const out = target !== null && typeof target === 'object' && !Array.isArray(target) ? { ...target } : {};
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === null) delete out[k];
+    else out[k] = mergePatch(out[k], v);
+  }
+  return out;
+}
+
 /** Opens a campaign's live stream; see index.d.ts for the options and events. */
 export function connect(url, campaign, options = {}) {
   return new Subscription(url, campaign, options);
@@ -183,6 +194,7 @@ export class Subscription {
     try {
       const url = streamUrl(this._url, this.campaign, user, {
         compress: this._o.compress ? 'deflate' : null,
+        delta: this._o.delta ? 1 : null,
         since: this.seq,
         epoch: this.seq != null ? this.epoch : null,
         token: inFrame ? null : token,
@@ -293,9 +305,19 @@ export class Subscription {
     if (gen !== this._gen) return;
     if (f.seq > this.seq) return this._gap(f.seq);
     if (f.connections !== undefined) this.connections = f.connections;
-    if ('state' in f) {
-      this.state = f.state;
-      this._emit('state', f.state);
+    let state = f.state;
+    if ('state_patch' in f) {
+      // Only on top of the state version before it; otherwise the whole state again.
+      if (this._stateV == null || f.state_version !== this._stateV + 1) {
+        this._emit('error', { type: 'error', code: 'state_gap', message: `state ${this._stateV} then a patch to ${f.state_version}: resuming` });
+        return this._drop('state gap', 0, true);
+      }
+      state = mergePatch(this.state, f.state_patch);
+    }
+    if (state !== undefined) {
+      this._stateV = f.state_version ?? null;
+      this.state = state;
+      this._emit('state', state);
       if (!this._synced) {
         this._synced = true;
         this._status('live');

@@ -70,6 +70,27 @@ describe('against a dev node', { skip: skipReason }, () => {
     assert.deepEqual(r.errors, []);
   });
 
+  test('delta: state changes arrive as merge patches, listeners get the whole state', async () => {
+    const c = await node.createCampaign('delta');
+    const board = Object.fromEntries(Array.from({ length: 50 }, (_, i) => [`cell${i}`, 'x'.repeat(40)]));
+    await node.setState(c.id, { score: 0, board });
+    const spy = spyWebSocket();
+    const sub = open('delta', { delta: true, WebSocket: spy.WS });
+    const r = record(sub);
+    const frames = [];
+    await until(() => sub.status === 'live', 5000, 'live');
+    spy.sockets[0].on('message', (m) => frames.push(JSON.parse(String(m))));
+    for (let score = 1; score <= 3; score++) {
+      await node.request('PATCH', `/api/campaigns/${c.id}/state`, { score });
+      await until(() => sub.state?.score === score, 5000, `score ${score}`);
+    }
+    assert.deepEqual(sub.state, { score: 3, board });
+    assert.deepEqual(r.states.at(-1), { score: 3, board });
+    assert.ok(frames.some((f) => f.state_patch?.score === 3), JSON.stringify(frames));
+    assert.ok(frames.every((f) => !('state' in f)), 'no whole state after the first');
+    assert.deepEqual(r.errors, []);
+  });
+
   test('a dropped connection resumes with since: recovered, every event once', async () => {
     const c = await node.createCampaign('resume');
     const spy = spyWebSocket();
@@ -230,7 +251,8 @@ describe('against a node with authentication', { skip: skipReason }, () => {
   test('without getToken a 401 stops it', async () => {
     const sub = open('private', { user: 'u1' });
     const r = record(sub);
-    await until(() => sub.status === 'stopped', 5000, 'stopped');
+    // With no token in the URL the node waits 5 s for an auth frame, then closes with 4401.
+    await until(() => sub.status === 'stopped', 10000, 'stopped');
     const last = r.statuses.at(-1);
     assert.equal(last.status, 'stopped');
     assert.equal(last.code, 4401);

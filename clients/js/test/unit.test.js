@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { deflateRawSync } from 'node:zlib';
-import { connect, backoffDelay, decodeJwt, streamUrl } from '../src/index.js';
+import { connect, backoffDelay, decodeJwt, mergePatch, streamUrl } from '../src/index.js';
 import { FakeTimers, fakeWebSocket, flush, jwt } from './fakes.js';
 import { record, until } from './node.js';
 
@@ -539,4 +539,37 @@ test('a listener that closes the subscription stops the delivery at once', async
   assert.equal(b.rec.states.length, 1);
   assert.equal(sub.status, 'stopped');
   assert.equal(rec.states.length, 1);
+});
+
+test('mergePatch follows RFC 7396 and leaves its input alone', () => {
+  const target = { a: 'b', c: { d: 'e', f: 'g' }, keep: [1, 2] };
+  const copy = structuredClone(target);
+  assert.deepEqual(mergePatch(target, { a: 'z', c: { f: null }, n: { x: 1 } }), { a: 'z', c: { d: 'e' }, keep: [1, 2], n: { x: 1 } });
+  assert.deepEqual(target, copy);
+  assert.deepEqual(mergePatch({ a: [1] }, { a: [2] }), { a: [2] });
+  assert.deepEqual(mergePatch([1], { a: 1 }), { a: 1 });
+  assert.deepEqual(mergePatch({ a: 1 }, 'x'), 'x');
+});
+
+test('delta: patches on top of the version before; a patch to another version resumes for the whole state', async () => {
+  const { fake, timers, rec, sub } = setup({ delta: true });
+  await flush();
+  assert.equal(fake.last().query.delta, '1');
+  const ws = fake.last();
+  ws.open();
+  ws.frame(welcome(0));
+  ws.frame({ ...tick(0, [], { score: 0, board: { a: 1 } }), state_version: 4 });
+  await flush();
+  ws.frame({ type: 'tick', campaign: 'c1', seq: 0, ts: 1, events: [], state_patch: { score: 1 }, state_version: 5 });
+  await flush();
+  assert.deepEqual(sub.state, { score: 1, board: { a: 1 } });
+  assert.deepEqual(rec.states.at(-1), { score: 1, board: { a: 1 } });
+  // Version 6 was lost (a dropped frame): the patch to 7 cannot apply.
+  ws.frame({ type: 'tick', campaign: 'c1', seq: 0, ts: 1, events: [], state_patch: { score: 3 }, state_version: 7 });
+  await timers.advance(0);
+  assert.equal(rec.errors.at(-1).code, 'state_gap');
+  assert.deepEqual(sub.state, { score: 1, board: { a: 1 } }, 'the state is not half-applied');
+  assert.equal(fake.sockets.length, 2);
+  assert.equal(fake.last().query.since, '0');
+  sub.close();
 });

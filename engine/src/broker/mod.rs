@@ -71,6 +71,10 @@ pub struct CampaignSpec {
     /// Whether tick frames carry the cluster-wide connection count (`"connections"`).
     #[serde(default)]
     pub presence: bool,
+    /// Whether every session gets delta state frames (`state_patch`), not only those that
+    /// asked with `delta=1`.
+    #[serde(default)]
+    pub delta: bool,
     /// The campaign's history epoch, the same on every node (set by [`crate::Node`] from
     /// [`Broker::epoch`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -351,6 +355,7 @@ mod tests {
             frequency_hz: 2.0,
             client_events: true,
             presence: true,
+            delta: true,
             state: Some(raw("{}")),
             epoch: Some("e".into()),
         });

@@ -39,6 +39,8 @@ pub struct LiveCampaign {
     /// Tick frames carry the cluster-wide connection count (`metadata.features` has
     /// `"presence"`).
     pub presence: bool,
+    /// Every session gets delta state frames (`metadata.features` has `"delta"`).
+    pub delta: bool,
     /// The state to (re)start from, when it should replace the running one.
     pub state: Option<Box<RawValue>>,
 }
@@ -50,6 +52,7 @@ impl LiveCampaign {
             frequency_hz: c.frequency_hz(),
             client_events: c.client_events(),
             presence: c.presence(),
+            delta: c.delta(),
             state: with_state.then(|| raw(&c.state)),
         }
     }

@@ -86,10 +86,19 @@ impl Campaign {
     /// Whether tick frames carry the cluster-wide connection count (`metadata.features`
     /// contains `"presence"`).
     pub fn presence(&self) -> bool {
+        self.has_feature("presence")
+    }
+
+    /// Whether every session gets delta state frames (`metadata.features` has `"delta"`).
+    pub fn delta(&self) -> bool {
+        self.has_feature("delta")
+    }
+
+    fn has_feature(&self, name: &str) -> bool {
         self.metadata
             .get("features")
             .and_then(Value::as_array)
-            .is_some_and(|f| f.iter().any(|v| v == "presence"))
+            .is_some_and(|f| f.iter().any(|v| v == name))
     }
 
     /// Whether clients may publish events (`metadata.custom_rules.client_events: true`).
