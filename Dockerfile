@@ -14,8 +14,9 @@ COPY services/Cargo.toml services/
 COPY api/Cargo.toml api/
 COPY loadtest/Cargo.toml loadtest/
 COPY benches/Cargo.toml benches/
+COPY fuzz/Cargo.toml fuzz/
 COPY proto proto
-RUN for c in engine services api loadtest benches; do mkdir -p $c/src && touch $c/src/lib.rs; done \
+RUN for c in engine services api loadtest benches fuzz; do mkdir -p $c/src && touch $c/src/lib.rs; done \
  && echo 'fn main() {}' > api/src/main.rs \
  && echo 'fn main() {}' > loadtest/src/main.rs \
  && mkdir -p benches/benches && echo 'fn main() {}' > benches/benches/hot_paths.rs
@@ -26,7 +27,7 @@ ENV CARGO_PROFILE_RELEASE_DEBUG=false \
 RUN cargo build --release -p api --locked
 # 2. The sources; touched so that cargo rebuilds the crates the stand-ins stood for.
 COPY . .
-RUN find engine services api -name '*.rs' -exec touch {} + \
+RUN find engine services api clients/js/src -type f -exec touch {} + \
  && cargo build --release -p api --locked
 
 FROM debian:bookworm-slim
