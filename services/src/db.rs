@@ -1,6 +1,7 @@
 //! The database: a pool on SQLite (a file under `./data/` by default) or Postgres, the
 //! embedded migrations of each (`migrations/sqlite/`, `migrations/postgres/`), and a health
-//! check. Repositories write their SQL once per dialect and run it through [`on_pool!`].
+//! check. Repositories declare their SQL once for both dialects (`crate::sql`) and run it through
+//! [`on_pool!`].
 //!
 //! A call that needs a connection waits at most [`DbOptions::timeout`] for one (sqlx's
 //! `acquire_timeout`: it covers taking an idle connection and testing it, and opening a new
@@ -93,8 +94,18 @@ pub enum Database {
 }
 
 /// Runs `$body` with `$pool` bound to the concrete pool and `$sql` to the dialect's queries
-/// (`$sqlite` or `$postgres`): one body, type-checked once per backend.
+/// (`$sqlite` or `$postgres`, or a [`portable_sql!`](crate::sql::portable_sql) set's): one
+/// body, type-checked once per backend.
 macro_rules! on_pool {
+    // A `portable_sql!` set: its `sqlite()` and `postgres()`.
+    ($db:expr, $queries:ident, |$pool:ident, $sql:ident| $body:expr) => {
+        $crate::db::on_pool!(
+            $db,
+            *$queries::sqlite(),
+            *$queries::postgres(),
+            |$pool, $sql| $body
+        )
+    };
     ($db:expr, $sqlite:expr, $postgres:expr, |$pool:ident, $sql:ident| $body:expr) => {
         match $db {
             $crate::db::Database::Sqlite($pool) => {

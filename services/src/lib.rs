@@ -26,6 +26,7 @@ pub mod json;
 pub mod page;
 pub mod provider;
 pub mod security;
+pub mod sql;
 pub mod time;
 pub mod user;
 

@@ -5,8 +5,11 @@
 //!
 //! # Adding a service
 //! 1. Write its module (`services/src/<name>/`): `model.rs` (records, inputs with
-//!    `deny_unknown_fields`, field rules), `repo.rs` (one `Queries` per dialect run through
-//!    `on_pool!`; tables `service_<name>_<entity>`; every write in a transaction that also
+//!    `deny_unknown_fields`, field rules), `repo.rs` (its queries written once for both
+//!    backends with [`portable_sql!`](crate::sql) — `$N` placeholders, `{jsonb}`/`{text}`/
+//!    `{for_update}`/`{pg:..}`/`{lite:..}` where they differ — and run through
+//!    `on_pool!(db, Queries, |pool, sql| ..)`, as the campaign repository does; tables
+//!    `service_<name>_<entity>`; every write in a transaction that also
 //!    writes its audit row with `security::audit::insert!`), `mod.rs` (the service: each method
 //!    takes the [`Caller`](crate::security::Caller) first and calls
 //!    [`Policies::require`](crate::security::Policies::require)).

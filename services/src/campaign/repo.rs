@@ -1,6 +1,6 @@
 //! Campaign storage: table `service_campaign_main`; metadata and state as JSON text in SQLite
-//! and `jsonb` in Postgres. Each query is written once per dialect ([`Queries`]); the code
-//! around it is shared through `on_pool!`.
+//! and `jsonb` in Postgres. Each query is written once for both dialects ([`Queries`], see
+//! [`crate::sql`]); the code around it is shared through `on_pool!`.
 
 use serde_json::Value;
 use sqlx::Row;
@@ -8,68 +8,46 @@ use sqlx::Row;
 use super::model::{Campaign, CampaignFilter, Status};
 use crate::db::on_pool;
 use crate::security::{AuditRecord, audit};
+use crate::sql::portable_sql;
 use crate::time::{now_ms, parse_rfc3339, rfc3339};
 use crate::{Database, ServiceError};
 
-/// The SQL of one dialect.
-struct Queries {
-    insert: &'static str,
-    get: &'static str,
-    list: &'static str,
-    /// Campaigns whose start or end time has come.
-    due: &'static str,
-    /// Starts the write transaction of an update.
-    begin: &'static str,
-    get_for_update: &'static str,
-    update: &'static str,
-    audit: &'static str,
+/// The campaign columns, JSON read as text.
+macro_rules! columns {
+    () => {
+        "id, slug, name, status, metadata{text} AS metadata, state{text} AS state, starts_at, ends_at, \
+         created_at, updated_at"
+    };
 }
 
-const SQLITE: Queries = Queries {
-    insert: "INSERT INTO service_campaign_main (id, slug, name, status, metadata, state, starts_at, ends_at, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8, ?9, ?7, ?7)",
-    get: "SELECT id, slug, name, status, metadata, state, starts_at, ends_at, created_at, updated_at \
-          FROM service_campaign_main WHERE id = ?1 OR slug = ?1 ORDER BY id = ?1 DESC LIMIT 1",
-    list: "SELECT id, slug, name, status, metadata, state, starts_at, ends_at, created_at, updated_at \
-           FROM service_campaign_main \
-           WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR id > ?2) \
-           AND (?4 IS NULL OR EXISTS (SELECT 1 FROM json_each(metadata, '$.tags') WHERE value = ?4)) \
-           AND (?5 IS NULL OR name LIKE ?5 ESCAPE '\\' OR slug LIKE ?5 ESCAPE '\\') \
-           ORDER BY id LIMIT ?3",
-    due: "SELECT id, status, starts_at, ends_at FROM service_campaign_main \
-          WHERE (status = 'draft' AND starts_at IS NOT NULL AND starts_at <= ?1) \
-          OR (status <> 'ended' AND ends_at IS NOT NULL AND ends_at <= ?1) ORDER BY id LIMIT 100",
-    // SQLite: take the write lock at once, so that concurrent read-modify-writes serialise.
-    begin: "BEGIN IMMEDIATE",
-    get_for_update: "SELECT id, slug, name, status, metadata, state, starts_at, ends_at, created_at, updated_at \
-                     FROM service_campaign_main WHERE id = ?1",
-    update: "UPDATE service_campaign_main SET slug = ?2, name = ?3, status = ?4, metadata = ?5, \
-             state = ?6, updated_at = ?7, starts_at = ?8, ends_at = ?9 WHERE id = ?1",
-    audit: audit::INSERT_SQLITE,
-};
-
-const POSTGRES: Queries = Queries {
-    insert: "INSERT INTO service_campaign_main (id, slug, name, status, metadata, state, starts_at, ends_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $8, $9, $7, $7)",
-    get: "SELECT id, slug, name, status, metadata::text AS metadata, state::text AS state, starts_at, ends_at, created_at, updated_at \
-          FROM service_campaign_main WHERE id = $1 OR slug = $1 ORDER BY id = $1 DESC LIMIT 1",
-    list: "SELECT id, slug, name, status, metadata::text AS metadata, state::text AS state, starts_at, ends_at, created_at, updated_at \
-           FROM service_campaign_main \
-           WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR id > $2) \
-           AND ($4::text IS NULL OR metadata @> jsonb_build_object('tags', jsonb_build_array($4::text))) \
-           AND ($5::text IS NULL OR name ILIKE $5 ESCAPE '\\' OR slug ILIKE $5 ESCAPE '\\') \
-           ORDER BY id LIMIT $3",
-    due: "SELECT id, status, starts_at, ends_at FROM service_campaign_main \
-          WHERE (status = 'draft' AND starts_at IS NOT NULL AND starts_at <= $1) \
-          OR (status <> 'ended' AND ends_at IS NOT NULL AND ends_at <= $1) ORDER BY id LIMIT 100",
-    begin: "BEGIN",
-    // Postgres: lock the row for the rest of the transaction.
-    get_for_update: "SELECT id, slug, name, status, metadata::text AS metadata, state::text AS state, starts_at, ends_at, created_at, updated_at \
-                     FROM service_campaign_main WHERE id = $1 FOR UPDATE",
-    update: "UPDATE service_campaign_main SET slug = $2, name = $3, status = $4, metadata = $5::jsonb, \
-             state = $6::jsonb, updated_at = $7, starts_at = $8, ends_at = $9 WHERE id = $1",
-    audit: audit::INSERT_POSTGRES,
-};
+portable_sql! {
+    /// The SQL of campaigns, once for both dialects (see [`crate::sql`]).
+    struct Queries {
+        insert: "INSERT INTO service_campaign_main (id, slug, name, status, metadata, state, starts_at, ends_at, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5{jsonb}, $6{jsonb}, $8, $9, $7, $7)",
+        get: concat!("SELECT ", columns!(), " FROM service_campaign_main \
+                      WHERE id = $1 OR slug = $1 ORDER BY id = $1 DESC LIMIT 1"),
+        list: concat!("SELECT ", columns!(), " FROM service_campaign_main \
+                       WHERE ($1{text} IS NULL OR status = $1) AND ($2{text} IS NULL OR id > $2) \
+                       AND ($4{text} IS NULL OR \
+                       {lite:EXISTS (SELECT 1 FROM json_each(metadata, '$.tags') WHERE value = $4)}\
+                       {pg:metadata @> jsonb_build_object('tags', jsonb_build_array($4::text))}) \
+                       AND ($5{text} IS NULL OR name {pg:I}LIKE $5 ESCAPE '\\' OR slug {pg:I}LIKE $5 ESCAPE '\\') \
+                       ORDER BY id LIMIT $3"),
+        /// Campaigns whose start or end time has come.
+        due: "SELECT id, status, starts_at, ends_at FROM service_campaign_main \
+              WHERE (status = 'draft' AND starts_at IS NOT NULL AND starts_at <= $1) \
+              OR (status <> 'ended' AND ends_at IS NOT NULL AND ends_at <= $1) ORDER BY id LIMIT 100",
+        /// Starts the write transaction of an update: on SQLite, take the write lock at once,
+        /// so that concurrent read-modify-writes serialise.
+        begin: ("BEGIN IMMEDIATE", "BEGIN"),
+        /// On Postgres, the row stays locked for the rest of the transaction.
+        get_for_update: concat!("SELECT ", columns!(), " FROM service_campaign_main WHERE id = $1{for_update}"),
+        update: "UPDATE service_campaign_main SET slug = $2, name = $3, status = $4, metadata = $5{jsonb}, \
+                 state = $6{jsonb}, updated_at = $7, starts_at = $8, ends_at = $9 WHERE id = $1",
+        audit: (audit::INSERT_SQLITE, audit::INSERT_POSTGRES),
+    }
+}
 
 /// A campaign whose scheduled start or end has come.
 #[derive(Debug, Clone)]
@@ -182,7 +160,7 @@ impl CampaignRepo {
         audit: &AuditRecord,
     ) -> Result<(), ServiceError> {
         let (starts, ends) = schedule(c)?;
-        on_pool!(&self.db, SQLITE, POSTGRES, |pool, sql| {
+        on_pool!(&self.db, Queries, |pool, sql| {
             let mut tx = pool.begin_with(sql.begin).await?;
             sqlx::query(sql.insert)
                 .bind(&c.id)
@@ -208,7 +186,7 @@ impl CampaignRepo {
     /// # Errors
     /// Database failures.
     pub async fn get(&self, key: &str) -> Result<Option<Campaign>, ServiceError> {
-        let columns = on_pool!(&self.db, SQLITE, POSTGRES, |pool, sql| {
+        let columns = on_pool!(&self.db, Queries, |pool, sql| {
             match sqlx::query(sql.get).bind(key).fetch_optional(pool).await? {
                 Some(row) => Some(columns!(row)),
                 None => None,
@@ -228,7 +206,7 @@ impl CampaignRepo {
         limit: u32,
     ) -> Result<Vec<Campaign>, ServiceError> {
         let pattern = filter.query.as_deref().map(crate::db::contains_pattern);
-        let rows: Vec<Columns> = on_pool!(&self.db, SQLITE, POSTGRES, |pool, sql| {
+        let rows: Vec<Columns> = on_pool!(&self.db, Queries, |pool, sql| {
             let rows = sqlx::query(sql.list)
                 .bind(filter.status.map(Status::as_str))
                 .bind(after)
@@ -261,7 +239,7 @@ impl CampaignRepo {
     /// Database failures.
     pub async fn due(&self, now_ms: i64) -> Result<Vec<Due>, ServiceError> {
         let rows: Vec<(String, String, Option<i64>, Option<i64>)> =
-            on_pool!(&self.db, SQLITE, POSTGRES, |pool, sql| {
+            on_pool!(&self.db, Queries, |pool, sql| {
                 sqlx::query_as(sql.due).bind(now_ms).fetch_all(pool).await?
             });
         Ok(rows
@@ -291,7 +269,7 @@ impl CampaignRepo {
         F: FnOnce(&mut Campaign) -> Result<(), ServiceError>,
     {
         let at = now_ms();
-        let (before, after) = on_pool!(&self.db, SQLITE, POSTGRES, |pool, sql| {
+        let (before, after) = on_pool!(&self.db, Queries, |pool, sql| {
             let mut tx = pool.begin_with(sql.begin).await?;
             let row = sqlx::query(sql.get_for_update)
                 .bind(id)
