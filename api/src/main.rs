@@ -217,17 +217,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("cannot start the node")?;
     println!(
-        "ovasabi listening: http://{} (REST, WebSocket, web page), grpc://{}, http://{}/metrics",
+        "ovasabi listening: http://{} (REST, WebSocket, console), grpc://{}, http://{}/metrics",
         running.http_addr, running.grpc_addr, running.metrics_addr
     );
     if let (Some(token), Some(refresh)) = (&running.dev_admin_token, &running.dev_admin_refresh) {
         println!(
-            "dev mode: anonymous viewers allowed; admin token (valid {}):\n{token}\n\
-             web page signed in as admin: http://localhost:{port}/#token={token}\n\
+            "dev mode: anonymous viewers allowed; admin token (valid {ttl}):\n{token}\n\
+             console signed in as admin: http://localhost:{port}/#token={token}&refresh={refresh}\n\
              new tokens when it expires: curl -s -XPOST localhost:{port}/api/auth/refresh \
-             -H 'content-type: application/json' -d '{{\"refresh_token\":\"{}\"}}'",
-            humantime::format_duration(running.config().access_token_ttl),
-            refresh,
+             -H 'content-type: application/json' -d '{{\"refresh_token\":\"{refresh}\"}}'",
+            ttl = humantime::format_duration(running.config().access_token_ttl),
             port = running.http_addr.port()
         );
     }

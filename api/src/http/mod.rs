@@ -26,7 +26,6 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, Extension};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
 use axum::{Json, Router};
 use bytes::Bytes;
 use engine::Node;
@@ -115,7 +114,7 @@ pub fn router(state: AppState) -> Router {
         serde_json::to_vec(&crate::openapi::finish(doc)).expect("the OpenAPI document serialises"),
     ));
     Router::new()
-        .route("/", get(page::index))
+        .merge(page::routes())
         .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
