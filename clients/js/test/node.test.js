@@ -297,3 +297,51 @@ describe('against a node with authentication', { skip: skipReason }, () => {
     }
   });
 });
+
+const redisUrl = process.env.OVASABI_TEST_REDIS_URL;
+describe('two nodes sharing Redis', { skip: skipReason || (!redisUrl && 'OVASABI_TEST_REDIS_URL is not set: the resume across nodes did not run') }, () => {
+  let a, b;
+  const subs = [];
+  // A key prefix of this run's own, deleted afterwards.
+  const prefix = `ovasabi-js-${process.pid}-${Date.now()}`;
+  before(async () => {
+    a = await new Node(['--dev', '--redis-url', redisUrl, '--redis-prefix', prefix]).start();
+    b = await new Node(['--dev', '--redis-url', redisUrl, '--redis-prefix', prefix, '--database-url', `sqlite://${a.dir}/ovasabi.db`]).start();
+  });
+  after(async () => {
+    subs.forEach((s) => s.close());
+    await b?.dispose();
+    await a?.dispose();
+    const { execFileSync } = await import('node:child_process');
+    try {
+      const url = new URL(redisUrl);
+      const cli = ['-h', url.hostname, '-p', url.port || '6379'];
+      const keys = execFileSync('redis-cli', [...cli, '--scan', '--pattern', `${prefix}*`], { encoding: 'utf8' }).split('\n').filter(Boolean);
+      if (keys.length) execFileSync('redis-cli', [...cli, 'del', ...keys]);
+    } catch {}
+  });
+
+  test('a subscription resumed on the other node gets what was published meanwhile, once and in order', async () => {
+    const c = await a.createCampaign('across');
+    const first = connect(a.base, 'across', { user: 'u1', WebSocket, backoff: fast });
+    subs.push(first);
+    const r1 = record(first);
+    await until(() => first.status === 'live', 5000, 'live on A');
+    for (let i = 1; i <= 3; i++) await a.publish(c.id, `a${i}`);
+    await until(() => r1.events.length === 3, 5000, 'three events on A');
+    const { seq, epoch } = first;
+    first.close();
+    for (let i = 1; i <= 3; i++) await b.publish(c.id, `b${i}`);
+    const second = connect(b.base, 'across', { user: 'u1', WebSocket, backoff: fast, since: seq, epoch });
+    subs.push(second);
+    const r2 = record(second);
+    await until(() => second.status === 'live' && r2.events.length === 3, 5000, 'the missed events on B');
+    assert.equal(second.welcome.recovered, true);
+    assert.equal(second.welcome.epoch, epoch, 'one epoch across the cluster');
+    await a.publish(c.id, 'a4'); // published on A, delivered by B
+    await until(() => r2.events.length === 4, 5000, 'a live event from A');
+    assert.deepEqual(names(r2), ['b1', 'b2', 'b3', 'a4']);
+    assert.deepEqual(r2.events.map((e) => e.seq), [seq + 1, seq + 2, seq + 3, seq + 4]);
+    assert.deepEqual(r2.errors, []);
+  });
+});
