@@ -419,14 +419,14 @@ async fn accounts_tokens_roles_and_audit_over_rest() {
     );
 }
 
-#[tokio::test]
-async fn websocket_upgrades_need_a_matching_token_when_auth_is_on() {
+/// A node with WebSocket auth on (not in dev: no token is printed), the admin's token
+/// (logged in with the configured password), and an active campaign of that slug.
+async fn node_with_auth(slug: &str) -> (TestNode, String) {
     let node = TestNode::start_with(|c| {
         c.dev = false;
         c.admin_password = Some("admin password".into());
     })
     .await;
-    // Not in dev: no token is printed; log in as the configured admin.
     assert!(node.token.is_none());
     let (s, t) = node
         .call_as(
@@ -443,10 +443,16 @@ async fn websocket_upgrades_need_a_matching_token_when_auth_is_on() {
             Some(&admin),
             "POST",
             "/api/campaigns",
-            Some(json!({"name": "Locked", "slug": "locked"})),
+            Some(json!({"name": slug, "slug": slug})),
         )
         .await;
     assert_eq!(s, 201, "{c}");
+    (node, admin)
+}
+
+#[tokio::test]
+async fn websocket_upgrades_need_a_matching_token_when_auth_is_on() {
+    let (node, admin) = node_with_auth("locked").await;
     let (bob, bob_token) = user(&node, "bob").await;
 
     // Refused upgrades are accepted, then closed with the 4xxx code of the refusal.
@@ -500,30 +506,7 @@ async fn after_first_frame(node: &TestNode, path: &str, first: Message) -> Value
 
 #[tokio::test]
 async fn the_token_may_come_in_the_first_frame_instead_of_the_url() {
-    let node = TestNode::start_with(|c| {
-        c.dev = false;
-        c.admin_password = Some("admin password".into());
-    })
-    .await;
-    let (s, t) = node
-        .call_as(
-            None,
-            "POST",
-            "/api/auth/login",
-            Some(json!({"login": "admin", "password": "admin password"})),
-        )
-        .await;
-    assert_eq!(s, 200, "{t}");
-    let admin = t["access_token"].as_str().expect("token").to_owned();
-    let (s, c) = node
-        .call_as(
-            Some(&admin),
-            "POST",
-            "/api/campaigns",
-            Some(json!({"name": "Framed", "slug": "framed"})),
-        )
-        .await;
-    assert_eq!(s, 201, "{c}");
+    let (node, admin) = node_with_auth("framed").await;
     let (bob, bob_token) = user(&node, "bob").await;
     let auth = |token: &str| Message::text(json!({"type": "auth", "token": token}).to_string());
 
