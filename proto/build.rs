@@ -18,6 +18,8 @@ const PROTO_FILES: &[&str] = &[
     "campaign/v0/campaign.proto",
     "content/v0/content.proto",
     "broadcast/v0/broadcast.proto",
+    "localization/v0/localization.proto",
+    "babel/v0/babel.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -204,6 +204,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             access_ttl: config.access_token_ttl,
             refresh_ttl: config.refresh_token_ttl,
         },
+        localization: services::localization::LocalizationConfig {
+            default_locale: config.default_locale.clone(),
+            cache_ttl: config.localization_cache_ttl,
+        },
+        babel: services::babel::BabelConfig {
+            cache_ttl: config.localization_cache_ttl,
+        },
     })
     .await
     .map_err(StartError::Services)?;

@@ -140,6 +140,13 @@ pub struct Config {
     /// After the final ticks: how long to wait for every task before exiting anyway.
     #[serde(with = "duration")]
     pub shutdown_timeout: Duration,
+    /// Where every translation fallback chain ends (BCP 47, e.g. `en`, `en-US`).
+    pub default_locale: String,
+    /// How long a node serves translations and price rules from its cache before reading them
+    /// again ("0s": no cache). Changes made through a node show there at once, on the others
+    /// after at most this long.
+    #[serde(with = "duration")]
+    pub localization_cache_ttl: Duration,
 }
 
 impl Default for Config {
@@ -194,6 +201,8 @@ impl Default for Config {
             stats_interval: e.stats_interval,
             shutdown_drain: Duration::ZERO,
             shutdown_timeout: Duration::from_secs(10),
+            default_locale: "en".to_owned(),
+            localization_cache_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -248,6 +257,8 @@ pub const KEYS: &[&str] = &[
     "stats_interval",
     "shutdown_drain",
     "shutdown_timeout",
+    "default_locale",
+    "localization_cache_ttl",
 ];
 
 /// A configuration value that cannot be used.
@@ -450,6 +461,11 @@ impl Config {
             && (id.is_empty() || id.len() > 128)
         {
             return Err(ConfigError::new("node_id", "must have 1-128 characters"));
+        }
+        if let Err(e) =
+            services::localization::locale::parse("default_locale", &self.default_locale)
+        {
+            return Err(ConfigError::new("default_locale", e.to_string()));
         }
         Ok(())
     }

@@ -124,6 +124,10 @@ flags! {
     shutdown_drain,
     /// Wait at most this long for every task at shutdown [default: 10s]
     shutdown_timeout,
+    /// Where every translation fallback chain ends (BCP 47) [default: en]
+    default_locale,
+    /// How long translations and price rules are cached per node [default: 10s]
+    localization_cache_ttl,
 }
 
 /// The OVASABI real-time broadcast node.

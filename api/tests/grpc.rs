@@ -58,6 +58,8 @@ async fn health_and_reflection_answer() {
         "campaign.v0.CampaignService",
         "broadcast.v0.BroadcastService",
         "content.v0.ContentService",
+        "localization.v0.LocalizationService",
+        "babel.v0.BabelService",
     ] {
         // The first statuses are set just after the server starts.
         let mut status = None;
@@ -119,6 +121,8 @@ async fn health_and_reflection_answer() {
         "content.v0.ContentService",
         "security.v0.SecurityService",
         "admin.v0.AdminService",
+        "localization.v0.LocalizationService",
+        "babel.v0.BabelService",
     ] {
         assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
     }

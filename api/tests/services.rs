@@ -409,7 +409,18 @@ async fn accounts_tokens_roles_and_audit_over_rest() {
         .iter()
         .map(|r| r["name"].as_str().expect("name"))
         .collect();
-    assert_eq!(names, ["campaign", "user", "content", "security", "admin"]);
+    assert_eq!(
+        names,
+        [
+            "campaign",
+            "user",
+            "content",
+            "localization",
+            "babel",
+            "security",
+            "admin"
+        ]
+    );
     assert!(
         reg["items"]
             .as_array()

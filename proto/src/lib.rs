@@ -13,6 +13,8 @@
 //! * [`content::v0`]: `ContentService` (content, search, comments, reactions);
 //! * [`broadcast::v0`]: `BroadcastService` (publish, state, frequency, direct messages, and a
 //!   server-streaming subscription);
+//! * [`localization::v0`]: `LocalizationService` (Fluent translations, fallback, import/export);
+//! * [`babel::v0`]: `BabelService` (markets, price rules, prices for a country);
 //! * [`FILE_DESCRIPTOR_SET`]: the encoded descriptors of all of the above (and the well-known
 //!   types they import), for gRPC server reflection;
 //! * [`convert`]: conversions between `serde_json` values and the protobuf well-known
@@ -88,5 +90,23 @@ pub mod broadcast {
     #[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
     pub mod v0 {
         tonic::include_proto!("broadcast.v0");
+    }
+}
+
+/// Translations (`localization` proto packages).
+pub mod localization {
+    /// `localization.v0`: `LocalizationService` and its messages.
+    #[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
+    pub mod v0 {
+        tonic::include_proto!("localization.v0");
+    }
+}
+
+/// Markets and prices (`babel` proto packages).
+pub mod babel {
+    /// `babel.v0`: `BabelService` and its messages.
+    #[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
+    pub mod v0 {
+        tonic::include_proto!("babel.v0");
     }
 }

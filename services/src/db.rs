@@ -55,6 +55,15 @@ macro_rules! migrations {
                     "/0004_token_revocation.sql"
                 )),
             ),
+            (
+                5,
+                "localization_babel",
+                include_str!(concat!(
+                    "../../migrations/",
+                    $dir,
+                    "/0005_localization_babel.sql"
+                )),
+            ),
         ]
     };
 }

@@ -8,6 +8,10 @@
 //! * [`campaign`]: campaigns (table `service_campaign_main`) and the [`campaign::Broadcaster`]
 //!   trait.
 //! * [`content`]: posts, threaded comments, reactions, full-text search (`service_content_*`).
+//! * [`localization`]: Fluent translations by namespace, key and locale, fallback chains,
+//!   import/export, missing-key reports (`service_localization_*`).
+//! * [`babel`]: markets, price rules and prices for a country, in minor units and formatted for
+//!   a locale (`service_babel_*`).
 //! * [`cache`]: the [`cache::MetadataCache`] trait for hot records.
 //! * [`json`]: JSON merge patch (RFC 7396).
 //! * [`security`]: callers, roles, RBAC policies, the audit log and its deferred writer (the
@@ -17,12 +21,14 @@
 //! * [`page`], [`time`]: pagination and times shared by every service.
 //! * [`error`]: [`ServiceError`], the one error type of the layer.
 
+pub mod babel;
 pub mod cache;
 pub mod campaign;
 pub mod content;
 pub mod db;
 pub mod error;
 pub mod json;
+pub mod localization;
 pub mod page;
 pub mod provider;
 pub mod security;

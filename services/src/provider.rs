@@ -28,9 +28,11 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::babel::{BabelConfig, BabelService};
 use crate::cache::{MetadataCache, NoCache};
 use crate::campaign::{Broadcaster, CampaignService};
 use crate::content::ContentService;
+use crate::localization::{LocalizationConfig, LocalizationService};
 use crate::security::audit::AuditLog;
 use crate::security::{DeferredAudit, DeferredConfig, Policies};
 use crate::user::{TokenConfig, TokenIssuer, UserService};
@@ -44,6 +46,10 @@ pub struct ProviderConfig {
     /// Where hot campaign records are cached (Redis in a cluster).
     pub cache: Option<Arc<dyn MetadataCache>>,
     pub tokens: TokenConfig,
+    /// The default locale and the lookup cache of translations.
+    pub localization: LocalizationConfig,
+    /// The lookup cache of markets and price rules.
+    pub babel: BabelConfig,
 }
 
 /// Where a service can be called.
@@ -86,6 +92,8 @@ pub struct Provider {
     pub campaigns: CampaignService,
     pub users: UserService,
     pub content: ContentService,
+    pub localization: LocalizationService,
+    pub babel: BabelService,
     pub audit: AuditLog,
     /// Writes the audit rows of sent events and messages in the background (started here,
     /// stopped by [`Provider::close`]).
@@ -97,8 +105,8 @@ impl Provider {
     /// writer (a Tokio task) that [`Provider::close`] stops.
     ///
     /// # Errors
-    /// [`ServiceError::Invalid`] for a bad token config, database failures loading the
-    /// policies.
+    /// [`ServiceError::Invalid`] for a bad token config or default locale, database failures
+    /// loading the policies.
     pub async fn new(config: ProviderConfig) -> Result<Self, ServiceError> {
         let db = config.db;
         let policies = Policies::load(db.clone()).await?;
@@ -111,6 +119,12 @@ impl Provider {
                 .with_deferred_audit(deferred_audit.clone()),
             users: UserService::new(db.clone(), policies.clone(), tokens),
             content: ContentService::new(db.clone(), policies.clone()),
+            localization: LocalizationService::new(
+                db.clone(),
+                policies.clone(),
+                config.localization,
+            )?,
+            babel: BabelService::new(db.clone(), policies.clone(), config.babel),
             audit: AuditLog::new(db.clone(), policies.clone()),
             deferred_audit,
             policies,
@@ -181,6 +195,44 @@ pub fn registrations() -> Vec<ServiceRegistration> {
             },
             health_check: "database ping",
             metrics_prefix: "ovasabi_content",
+        },
+        ServiceRegistration {
+            name: "localization",
+            version: V,
+            capabilities: vec![
+                "translations",
+                "fluent-messages",
+                "plural-select",
+                "fallback-chains",
+                "bulk-import-export",
+                "missing-keys-report",
+                "format-lookup",
+            ],
+            dependencies: vec!["database", "security"],
+            endpoints: Endpoints {
+                rest: vec!["/api/localization"],
+                grpc: vec!["localization.v0.LocalizationService"],
+            },
+            health_check: "database ping",
+            metrics_prefix: "ovasabi_localization",
+        },
+        ServiceRegistration {
+            name: "babel",
+            version: V,
+            capabilities: vec![
+                "markets",
+                "price-rules",
+                "price-lookup",
+                "currency-formatting",
+                "tax",
+            ],
+            dependencies: vec!["database", "security", "localization"],
+            endpoints: Endpoints {
+                rest: vec!["/api/babel"],
+                grpc: vec!["babel.v0.BabelService"],
+            },
+            health_check: "database ping",
+            metrics_prefix: "ovasabi_babel",
         },
         ServiceRegistration {
             name: "security",

@@ -6,9 +6,11 @@
 //! that [`Caller`] (anonymous without it), seen from the peer's address, so RBAC and the audit
 //! log work exactly as over REST.
 
+mod babel;
 mod broadcast;
 mod campaign;
 mod content;
+mod localization;
 mod observe;
 mod security;
 mod user;
@@ -196,7 +198,9 @@ pub async fn serve(
         .add_service(security::server(state.clone()))
         .add_service(campaign::server(state.clone()))
         .add_service(broadcast::server(state.clone()))
-        .add_service(content::server(state))
+        .add_service(content::server(state.clone()))
+        .add_service(localization::server(state.clone()))
+        .add_service(babel::server(state))
         .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
         .await;
     health_task.abort();

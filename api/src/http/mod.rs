@@ -12,9 +12,11 @@
 
 mod admin;
 pub mod auth;
+mod babel;
 pub mod body;
 pub mod campaigns;
 mod content;
+mod localization;
 mod observe;
 pub mod origin;
 mod page;
@@ -99,6 +101,29 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(content::reactions))
         .routes(routes!(content::react, content::unreact))
+        .routes(routes!(localization::list))
+        .routes(routes!(
+            localization::get,
+            localization::put,
+            localization::delete
+        ))
+        .routes(routes!(localization::export, localization::import))
+        .routes(routes!(localization::namespace))
+        .routes(routes!(localization::missing))
+        .routes(routes!(localization::format))
+        .routes(routes!(babel::list_markets, babel::create_market))
+        .routes(routes!(
+            babel::get_market,
+            babel::update_market,
+            babel::delete_market
+        ))
+        .routes(routes!(babel::list_rules, babel::create_rule))
+        .routes(routes!(
+            babel::get_rule,
+            babel::replace_rule,
+            babel::delete_rule
+        ))
+        .routes(routes!(babel::price))
         .routes(routes!(services_list))
         .routes(routes!(openapi_json))
         .routes(routes!(ws::upgrade))

@@ -41,16 +41,28 @@ pub enum Role {
     User,
     CampaignManager,
     Admin,
+    /// Writes translations (resource `localization`).
+    LocalizationManager,
+    /// Writes markets and price rules, and reads the rules (resource `babel`).
+    PricingManager,
 }
 
 impl Role {
-    pub const ALL: [Role; 3] = [Role::User, Role::CampaignManager, Role::Admin];
+    pub const ALL: [Role; 5] = [
+        Role::User,
+        Role::CampaignManager,
+        Role::Admin,
+        Role::LocalizationManager,
+        Role::PricingManager,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::User => "user",
             Self::CampaignManager => "campaign_manager",
             Self::Admin => "admin",
+            Self::LocalizationManager => "localization_manager",
+            Self::PricingManager => "pricing_manager",
         }
     }
 
@@ -65,7 +77,10 @@ impl Role {
             .ok_or_else(|| {
                 ServiceError::invalid(
                     "role",
-                    format!("unknown role {s:?}; expected user, campaign_manager or admin"),
+                    format!(
+                        "unknown role {s:?}; expected user, campaign_manager, admin, \
+                         localization_manager or pricing_manager"
+                    ),
                 )
             })
     }

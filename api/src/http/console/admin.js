@@ -4,7 +4,7 @@
 import { api, seg, session } from './api.js';
 import { h, fill, field, messenger, when, fromLocalInput, uid, announce } from './dom.js';
 
-const ROLES = ['user', 'campaign_manager', 'admin'];
+const ROLES = ['user', 'campaign_manager', 'localization_manager', 'pricing_manager', 'admin'];
 
 /** `#/admin` and its tabs. */
 export function adminView(main, [, tab = 'users']) {
