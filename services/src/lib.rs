@@ -17,6 +17,7 @@
 //! * [`page`], [`time`]: pagination and times shared by every service.
 //! * [`error`]: [`ServiceError`], the one error type of the layer.
 
+pub mod amadeus;
 pub mod cache;
 pub mod campaign;
 pub mod content;

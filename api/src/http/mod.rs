@@ -154,16 +154,19 @@ pub struct Items<T> {
     pub items: Vec<T>,
 }
 
-/// A service's registration and whether it is healthy now.
+/// A service's registration, what it depends on, and whether it is healthy now.
 #[derive(Serialize, ToSchema)]
 pub struct ServiceStatus {
     #[serde(flatten)]
     pub registration: ServiceRegistration,
+    /// The services and infrastructure it was handed when it was built.
+    #[schema(value_type = Vec<String>)]
+    pub dependencies: Vec<&'static str>,
     pub healthy: bool,
 }
 
-/// Every service's registration (name, version, capabilities, dependencies, endpoints, health
-/// check, metrics prefix) and whether it is healthy now.
+/// Every service's registration (name, version, capabilities, endpoints, health check, metrics
+/// prefix), what it depends on (as wired), and whether it is healthy now.
 #[utoipa::path(
     get,
     path = "/api/services",
@@ -177,9 +180,11 @@ async fn services_list(
     axum::extract::State(app): axum::extract::State<AppState>,
 ) -> impl IntoResponse {
     let mut items = Vec::new();
+    let mut dependencies = app.services.wiring.dependencies();
     for registration in services::provider::registrations() {
         let healthy = app.services.healthy(registration.name).await;
         items.push(ServiceStatus {
+            dependencies: dependencies.remove(registration.name).unwrap_or_default(),
             registration,
             healthy,
         });
