@@ -1,6 +1,8 @@
 //! The Amadeus knowledge graph against this build: the committed file is what the code
 //! generates, its rules hold, and `impact` agrees with the provider's wiring.
 
+mod common;
+
 use std::path::Path;
 
 use services::amadeus;
@@ -105,4 +107,75 @@ fn backups_are_kept_bounded_and_rollback_restores_the_newest() {
         serde_json::from_str(&std::fs::read_to_string(&file).expect("file")).expect("json");
     assert_eq!(restored["n"], 3);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn the_node_serves_the_graph_with_live_facts() {
+    let node = common::TestNode::start().await;
+    let (s, g) = node.call_as(None, "GET", "/api/kg", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(g["live"]["healthy"]["user"], true, "{}", g["live"]);
+    assert!(g["services"]["campaign"].is_object());
+    let (s, u) = node
+        .call_as(None, "GET", "/api/kg/services/user", None)
+        .await;
+    assert_eq!(s, 200);
+    assert!(
+        u["used_by"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == "admin")),
+        "{u}"
+    );
+    let (s, b) = node
+        .call_as(None, "GET", "/api/kg/services/nope", None)
+        .await;
+    common::assert_error(s, &b, 404, "not_found");
+    let (s, i) = node
+        .call_as(None, "GET", "/api/kg/impact/service_user_master", None)
+        .await;
+    assert_eq!(s, 200, "{i}");
+    assert!(
+        i["items"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x["dependent"] == "admin")),
+        "{i}"
+    );
+    let (s, i) = node
+        .call_as(
+            None,
+            "GET",
+            "/api/kg/impact/GET%20%2Fapi%2Fusers%2Fme",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, i["items"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "an endpoint: nothing depends on it"
+    );
+    let (s, b) = node
+        .call_as(None, "GET", "/api/kg/impact/nothing", None)
+        .await;
+    common::assert_error(s, &b, 404, "not_found");
+    let text = node
+        .client
+        .get(node.url("/api/kg/mermaid?focus=user"))
+        .send()
+        .await
+        .expect("mermaid")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        text.starts_with("flowchart LR") && text.contains("admin --> user"),
+        "{text}"
+    );
+    let (s, b) = node
+        .call_as(None, "GET", "/api/kg/mermaid?focus=nope", None)
+        .await;
+    common::assert_error(s, &b, 404, "not_found");
+    let (s, b) = node
+        .call_as(None, "GET", "/api/kg/mermaid?bogus=1", None)
+        .await;
+    common::assert_error(s, &b, 400, "invalid_argument");
 }

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod body;
 pub mod campaigns;
 mod content;
+mod kg;
 mod observe;
 pub mod origin;
 mod page;
@@ -100,6 +101,10 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(content::reactions))
         .routes(routes!(content::react, content::unreact))
         .routes(routes!(services_list))
+        .routes(routes!(kg::get))
+        .routes(routes!(kg::service))
+        .routes(routes!(kg::impact))
+        .routes(routes!(kg::mermaid))
         .routes(routes!(openapi_json))
         .routes(routes!(ws::upgrade))
         .routes(routes!(ws::upgrade_as_subject))
