@@ -14,6 +14,7 @@
 //! * [`ops`]: `/metrics`, `/healthz`, `/readyz`.
 //! * [`broadcaster`]: the services' broadcaster implemented with the engine.
 //! * [`cache`]: the services' metadata cache on Redis.
+//! * [`kg`]: `ovasabi kg`, the facts of the Amadeus knowledge graph gathered from this build.
 
 pub mod admission;
 pub mod app;
@@ -23,5 +24,6 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod kg;
 pub mod openapi;
 pub mod ops;

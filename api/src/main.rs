@@ -152,6 +152,52 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// The Amadeus knowledge graph (`knowledge_graph.json`), generated from this build.
+    Kg {
+        #[command(subcommand)]
+        command: KgCommand,
+        /// The graph file.
+        #[arg(long, global = true, default_value = "knowledge_graph.json")]
+        file: PathBuf,
+        /// The repository root (for the workspace manifests).
+        #[arg(long, global = true, default_value = ".")]
+        root: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KgCommand {
+    /// Write the graph (the previous file is kept under --backups first).
+    Generate {
+        #[arg(long, default_value = "kg-backups")]
+        backups: PathBuf,
+        /// Backups kept.
+        #[arg(long, default_value_t = 10)]
+        keep: usize,
+    },
+    /// Exit 1, with a diff, when the file is not what this build generates.
+    Check,
+    /// Check the file's rules: dependencies resolve, table names, health checks, metrics.
+    Validate,
+    /// A service, table or endpoint and its relations, or a JSON pointer (`/services/user`).
+    Query { entity: String },
+    /// Everything that depends on a service, infrastructure, table or endpoint, with the path.
+    Impact { node: String },
+    /// A Mermaid flowchart of services and dependencies (optionally one's neighbourhood).
+    Mermaid {
+        #[arg(long)]
+        focus: Option<String>,
+    },
+    /// Catalog entities for another tool.
+    Export {
+        #[arg(long, value_parser = ["backstage"])]
+        format: String,
+    },
+    /// Restore the newest backup.
+    Rollback {
+        #[arg(long, default_value = "kg-backups")]
+        backups: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -163,6 +209,14 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if let Some(Command::Kg {
+        command,
+        file,
+        root,
+    }) = cli.command
+    {
+        return kg(command, &file, &root);
+    }
     let mut pairs = cli.flags.pairs();
     if cli.dev {
         pairs.push(("dev".to_owned(), "true".to_owned()));
@@ -189,6 +243,7 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(config).await,
             Command::Migrate => migrate(config).await,
+            Command::Kg { .. } => Ok(()),
         }
     });
     match result {
@@ -196,6 +251,133 @@ fn main() -> ExitCode {
         Err(e) => {
             // Once, in the log (which goes to the terminal unless redirected).
             tracing::error!(error = describe(&e), "ovasabi failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `ovasabi kg ...`: 0 when it did what was asked, 1 when a check or validation failed.
+fn kg(command: KgCommand, file: &std::path::Path, root: &std::path::Path) -> ExitCode {
+    // Only warnings, on stderr: stdout carries the answer.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .with_writer(std::io::stderr)
+        .init();
+    // The answer, written at the end (a closed pipe, as `| head` does, is not an error).
+    let mut out = String::new();
+    let run = || -> anyhow::Result<bool> {
+        use std::fmt::Write as _;
+        let read = || -> anyhow::Result<serde_json::Value> {
+            let text = std::fs::read_to_string(file).with_context(|| {
+                format!("cannot read {} (run ovasabi kg generate)", file.display())
+            })?;
+            serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))
+        };
+        let generated = || -> anyhow::Result<serde_json::Value> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let facts = rt.block_on(api::kg::facts(root))?;
+            Ok(services::amadeus::generate(&facts))
+        };
+        match command {
+            KgCommand::Generate { backups, keep } => {
+                let graph = generated()?;
+                match api::kg::write(file, &backups, keep, &graph)? {
+                    api::kg::Written::Replaced(Some(kept)) => {
+                        writeln!(
+                            out,
+                            "{} written (previous kept as {})",
+                            file.display(),
+                            kept.display()
+                        )?;
+                    }
+                    api::kg::Written::Replaced(None) => {
+                        writeln!(out, "{} written", file.display())?;
+                    }
+                    api::kg::Written::Unchanged => {
+                        writeln!(out, "{} is up to date", file.display())?;
+                    }
+                }
+            }
+            KgCommand::Check => {
+                let diff = services::amadeus::diff(&read()?, &generated()?);
+                if !diff.is_empty() {
+                    eprintln!(
+                        "{} is not what the code generates ({} differences); run `cargo run -- kg generate`:",
+                        file.display(),
+                        diff.len()
+                    );
+                    for line in diff {
+                        eprintln!("  {line}");
+                    }
+                    return Ok(false);
+                }
+                writeln!(out, "{} matches the code", file.display())?;
+            }
+            KgCommand::Validate => {
+                let problems = services::amadeus::validate(&read()?);
+                for p in &problems {
+                    eprintln!("  {p}");
+                }
+                if !problems.is_empty() {
+                    return Ok(false);
+                }
+                writeln!(out, "{} holds every rule", file.display())?;
+            }
+            KgCommand::Query { entity } => match api::kg::query(&read()?, &entity) {
+                Some(v) => writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?,
+                None => anyhow::bail!("nothing called {entity:?} in the graph"),
+            },
+            KgCommand::Impact { node } => {
+                let graph = read()?;
+                let Some(hit) = services::amadeus::impact(&graph, &node) else {
+                    anyhow::bail!("nothing called {node:?} in the graph");
+                };
+                if hit.is_empty() {
+                    writeln!(out, "nothing depends on {node}")?;
+                }
+                for (what, path) in hit {
+                    let via: Vec<String> = path
+                        .iter()
+                        .map(|(a, rel, b)| format!("{a} {rel} {b}"))
+                        .collect();
+                    writeln!(out, "{what}\t{}", via.join(", "))?;
+                }
+            }
+            KgCommand::Mermaid { focus } => {
+                write!(
+                    out,
+                    "{}",
+                    services::amadeus::mermaid(&read()?, focus.as_deref())
+                )?;
+            }
+            KgCommand::Export { .. } => write!(out, "{}", api::kg::backstage(&read()?))?,
+            KgCommand::Rollback { backups } => {
+                let restored = api::kg::rollback(file, &backups)?;
+                writeln!(
+                    out,
+                    "{} restored from {}",
+                    file.display(),
+                    restored.display()
+                )?;
+            }
+        }
+        Ok(true)
+    };
+    let result = run();
+    {
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout
+            .write_all(out.as_bytes())
+            .and_then(|()| stdout.flush());
+    }
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("ovasabi kg: {e:#}");
             ExitCode::FAILURE
         }
     }

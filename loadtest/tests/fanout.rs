@@ -13,6 +13,8 @@ async fn node() -> (api::app::Running, std::path::PathBuf) {
         metrics_addr: "127.0.0.1:0".parse().expect("addr"),
         grpc_addr: "127.0.0.1:0".parse().expect("addr"),
         database_url: Some(format!("sqlite://{}/db.sqlite", dir.display())),
+        // Its own folder: a dev node keeps its token secret in data_dir.
+        data_dir: dir.clone(),
         node_id: Some("lt".into()),
         dev: true,
         ..api::config::Config::default()

@@ -73,6 +73,14 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = migrations!("sqlite");
 /// Postgres migrations, in step with the SQLite ones.
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = migrations!("postgres");
 
+/// The migrations, `NNNN_name` (the same for both backends).
+pub fn migration_names() -> Vec<String> {
+    SQLITE_MIGRATIONS
+        .iter()
+        .map(|(version, name, _)| format!("{version:04}_{name}"))
+        .collect()
+}
+
 /// How the pool treats a database that does not answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DbOptions {
@@ -265,6 +273,40 @@ impl Database {
         Ok(names
             .into_iter()
             .filter(|n| n != "_sqlx_migrations")
+            .collect())
+    }
+
+    /// The columns of `table`, as `name type` in the table's order.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn columns(&self, table: &str) -> Result<Vec<String>, ServiceError> {
+        let rows: Vec<(String, String)> = match self {
+            Self::Sqlite(pool) => {
+                sqlx::query_as("SELECT name, type FROM pragma_table_info($1) ORDER BY cid")
+                    .bind(table)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Self::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT column_name::text, data_type::text FROM information_schema.columns \
+                     WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
+                )
+                .bind(table)
+                .fetch_all(pool)
+                .await?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .map(|(name, ty)| {
+                if ty.is_empty() {
+                    name
+                } else {
+                    format!("{name} {ty}")
+                }
+            })
             .collect())
     }
 

@@ -17,10 +17,12 @@
 //! * [`security`]: callers, roles, RBAC policies, the audit log and its deferred writer (the
 //!   rows of publishes and messages, written in the background).
 //! * [`user`]: accounts, passwords (argon2), tokens (JWT HS256), and admin operations on them.
-//! * [`provider`]: builds every service once and records their registrations.
+//! * [`provider`]: builds every service once and records their registrations and wiring.
+//! * [`amadeus`]: the knowledge graph, generated from what the code says of itself.
 //! * [`page`], [`time`]: pagination and times shared by every service.
 //! * [`error`]: [`ServiceError`], the one error type of the layer.
 
+pub mod amadeus;
 pub mod babel;
 pub mod cache;
 pub mod campaign;

@@ -1,6 +1,7 @@
 //! The [`Provider`]: the one place that builds every repository and service once, from config,
 //! and records each service's [`ServiceRegistration`] (name, version, capabilities,
-//! dependencies, endpoints, health check, metrics prefix). The node's REST and gRPC handlers
+//! endpoints, health check, metrics prefix) and what it was handed when built ([`Wiring`]: its
+//! real dependencies). The node's REST and gRPC handlers
 //! are thin adapters over the services it holds.
 //!
 //! # Adding a service
@@ -72,9 +73,6 @@ pub struct ServiceRegistration {
     pub version: &'static str,
     #[schema(value_type = Vec<String>)]
     pub capabilities: Vec<&'static str>,
-    /// Other services and infrastructure it needs.
-    #[schema(value_type = Vec<String>)]
-    pub dependencies: Vec<&'static str>,
     pub endpoints: Endpoints,
     /// What its health check verifies.
     #[schema(value_type = String)]
@@ -82,6 +80,84 @@ pub struct ServiceRegistration {
     /// The prefix of its metrics on `:9090/metrics`.
     #[schema(value_type = String)]
     pub metrics_prefix: &'static str,
+}
+
+/// The admin service: user management and the audit log over the user and security services
+/// (the admin REST and gRPC adapters reach them only through it).
+#[derive(Clone)]
+pub struct AdminService {
+    pub users: UserService,
+    pub audit: AuditLog,
+}
+
+/// Something a service is handed when it is built: a service, or infrastructure.
+pub trait Component {
+    /// Its name in the knowledge graph (a service's registration name, or infrastructure).
+    const NAME: &'static str;
+}
+
+impl Component for Database {
+    const NAME: &'static str = "database";
+}
+impl Component for Policies {
+    const NAME: &'static str = "security";
+}
+impl Component for AuditLog {
+    const NAME: &'static str = "security";
+}
+impl Component for DeferredAudit {
+    const NAME: &'static str = "security";
+}
+impl Component for UserService {
+    const NAME: &'static str = "user";
+}
+impl Component for Arc<dyn Broadcaster> {
+    const NAME: &'static str = "broadcast-engine";
+}
+impl Component for Arc<dyn MetadataCache> {
+    const NAME: &'static str = "metadata-cache";
+}
+impl Component for Arc<TokenIssuer> {
+    const NAME: &'static str = "tokens";
+}
+
+/// What each service was handed when the provider built it: every dependency passes through
+/// [`Wiring::give`], which records it, so the knowledge graph's dependencies are the real ones.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Wiring {
+    edges: Vec<(&'static str, &'static str)>,
+}
+
+impl Wiring {
+    /// Hands `dep` to the service `to` (returns it), recording the edge.
+    pub fn give<T: Component>(&mut self, to: &'static str, dep: T) -> T {
+        self.record(to, T::NAME);
+        dep
+    }
+
+    /// Records that `to` depends on `dep`. A service's own parts (the security service's
+    /// policies in its audit log) are no dependency.
+    pub fn record(&mut self, to: &'static str, dep: &'static str) {
+        if to != dep && !self.edges.contains(&(to, dep)) {
+            self.edges.push((to, dep));
+        }
+    }
+
+    /// Every `(service, dependency)` edge, sorted.
+    pub fn edges(&self) -> Vec<(&'static str, &'static str)> {
+        let mut e = self.edges.clone();
+        e.sort_unstable();
+        e
+    }
+
+    /// What each service depends on, sorted.
+    pub fn dependencies(&self) -> std::collections::BTreeMap<&'static str, Vec<&'static str>> {
+        let mut out = std::collections::BTreeMap::<_, Vec<_>>::new();
+        for (service, dep) in self.edges() {
+            out.entry(service).or_default().push(dep);
+        }
+        out
+    }
 }
 
 /// Every service, built once.
@@ -95,6 +171,9 @@ pub struct Provider {
     pub localization: LocalizationService,
     pub babel: BabelService,
     pub audit: AuditLog,
+    pub admin: AdminService,
+    /// What each service was handed at construction (for the knowledge graph).
+    pub wiring: Wiring,
     /// Writes the audit rows of sent events and messages in the background (started here,
     /// stopped by [`Provider::close`]).
     pub deferred_audit: DeferredAudit,
@@ -109,23 +188,54 @@ impl Provider {
     /// loading the policies.
     pub async fn new(config: ProviderConfig) -> Result<Self, ServiceError> {
         let db = config.db;
-        let policies = Policies::load(db.clone()).await?;
+        let mut w = Wiring::default();
+        let policies = Policies::load(w.give("security", db.clone())).await?;
         let tokens = Arc::new(TokenIssuer::new(config.tokens)?);
         let cache = config.cache.unwrap_or_else(|| Arc::new(NoCache));
         let deferred_audit = DeferredAudit::spawn(db.clone(), DeferredConfig::default());
+        let campaigns = CampaignService::new(
+            w.give("campaign", db.clone()),
+            w.give("campaign", config.broadcaster),
+            w.give("campaign", policies.clone()),
+        )
+        .with_cache(w.give("campaign", cache))
+        .with_deferred_audit(w.give("campaign", deferred_audit.clone()));
+        let users = UserService::new(
+            w.give("user", db.clone()),
+            w.give("user", policies.clone()),
+            w.give("user", tokens),
+        );
+        let content = ContentService::new(
+            w.give("content", db.clone()),
+            w.give("content", policies.clone()),
+        );
+        let audit = AuditLog::new(
+            w.give("security", db.clone()),
+            w.give("security", policies.clone()),
+        );
+        let localization = LocalizationService::new(
+            w.give("localization", db.clone()),
+            w.give("localization", policies.clone()),
+            config.localization,
+        )?;
+        let babel = BabelService::new(
+            w.give("babel", db.clone()),
+            w.give("babel", policies.clone()),
+            config.babel,
+        );
+        let admin = AdminService {
+            users: w.give("admin", users.clone()),
+            audit: w.give("admin", audit.clone()),
+        };
         Ok(Self {
-            campaigns: CampaignService::new(db.clone(), config.broadcaster, policies.clone())
-                .with_cache(cache)
-                .with_deferred_audit(deferred_audit.clone()),
-            users: UserService::new(db.clone(), policies.clone(), tokens),
-            content: ContentService::new(db.clone(), policies.clone()),
-            localization: LocalizationService::new(
-                db.clone(),
-                policies.clone(),
-                config.localization,
-            )?,
-            babel: BabelService::new(db.clone(), policies.clone(), config.babel),
-            audit: AuditLog::new(db.clone(), policies.clone()),
+            campaigns,
+            users,
+            content,
+            localization,
+            babel,
+            audit,
+            admin,
+            wiring: w,
             deferred_audit,
             policies,
             db,
@@ -154,7 +264,6 @@ pub fn registrations() -> Vec<ServiceRegistration> {
             name: "campaign",
             version: V,
             capabilities: vec!["crud", "schedule", "state", "publish", "analytics"],
-            dependencies: vec!["database", "security", "broadcast-engine", "metadata-cache"],
             endpoints: Endpoints {
                 rest: vec!["/api/campaigns"],
                 grpc: vec![
@@ -169,7 +278,6 @@ pub fn registrations() -> Vec<ServiceRegistration> {
             name: "user",
             version: V,
             capabilities: vec!["register", "login", "jwt", "refresh", "profile"],
-            dependencies: vec!["database", "security"],
             endpoints: Endpoints {
                 rest: vec!["/api/auth", "/api/users"],
                 grpc: vec!["user.v0.UserService"],
@@ -188,7 +296,6 @@ pub fn registrations() -> Vec<ServiceRegistration> {
                 "reactions",
                 "full-text-search",
             ],
-            dependencies: vec!["database", "security"],
             endpoints: Endpoints {
                 rest: vec!["/api/content"],
                 grpc: vec!["content.v0.ContentService"],
@@ -208,7 +315,6 @@ pub fn registrations() -> Vec<ServiceRegistration> {
                 "missing-keys-report",
                 "format-lookup",
             ],
-            dependencies: vec!["database", "security"],
             endpoints: Endpoints {
                 rest: vec!["/api/localization"],
                 grpc: vec!["localization.v0.LocalizationService"],
@@ -226,7 +332,6 @@ pub fn registrations() -> Vec<ServiceRegistration> {
                 "currency-formatting",
                 "tax",
             ],
-            dependencies: vec!["database", "security", "localization"],
             endpoints: Endpoints {
                 rest: vec!["/api/babel"],
                 grpc: vec!["babel.v0.BabelService"],
@@ -238,7 +343,6 @@ pub fn registrations() -> Vec<ServiceRegistration> {
             name: "security",
             version: V,
             capabilities: vec!["rbac", "audit-log", "audit-query", "compliance-export"],
-            dependencies: vec!["database"],
             endpoints: Endpoints {
                 rest: vec!["/api/security"],
                 grpc: vec!["security.v0.SecurityService"],
@@ -250,7 +354,6 @@ pub fn registrations() -> Vec<ServiceRegistration> {
             name: "admin",
             version: V,
             capabilities: vec!["user-management", "roles", "disable", "audit-view"],
-            dependencies: vec!["database", "user", "security"],
             endpoints: Endpoints {
                 rest: vec!["/api/admin"],
                 grpc: vec!["admin.v0.AdminService"],

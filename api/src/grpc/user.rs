@@ -159,6 +159,7 @@ impl AdminService for Admin {
         let page = self
             .0
             .services
+            .admin
             .users
             .list(&caller, &filter, limit(r.limit), cursor(&r.cursor))
             .await
@@ -178,6 +179,7 @@ impl AdminService for Admin {
         let u = self
             .0
             .services
+            .admin
             .users
             .set_role(&caller, &r.user_id, role(&r.role)?, true)
             .await
@@ -194,6 +196,7 @@ impl AdminService for Admin {
         let u = self
             .0
             .services
+            .admin
             .users
             .set_role(&caller, &r.user_id, role(&r.role)?, false)
             .await
@@ -210,6 +213,7 @@ impl AdminService for Admin {
         let u = self
             .0
             .services
+            .admin
             .users
             .set_disabled(&caller, &id, true)
             .await
@@ -226,6 +230,7 @@ impl AdminService for Admin {
         let u = self
             .0
             .services
+            .admin
             .users
             .set_disabled(&caller, &id, false)
             .await

@@ -70,6 +70,7 @@ pub async fn list_users(
     };
     Ok(Json(
         app.services
+            .admin
             .users
             .list(&caller, &filter, q.limit, q.cursor.as_deref())
             .await?,
@@ -115,6 +116,7 @@ pub async fn grant_role(
     let role = Role::parse(&b.role)?;
     Ok(Json(
         app.services
+            .admin
             .users
             .set_role(&caller, &id, role, true)
             .await?,
@@ -152,6 +154,7 @@ pub async fn revoke_role(
     let role = Role::parse(&role)?;
     Ok(Json(
         app.services
+            .admin
             .users
             .set_role(&caller, &id, role, false)
             .await?,
@@ -185,7 +188,11 @@ pub async fn disable(
 ) -> Result<impl IntoResponse, ApiError> {
     let Path(id) = id?;
     Ok(Json(
-        app.services.users.set_disabled(&caller, &id, true).await?,
+        app.services
+            .admin
+            .users
+            .set_disabled(&caller, &id, true)
+            .await?,
     ))
 }
 
@@ -214,7 +221,11 @@ pub async fn enable(
 ) -> Result<impl IntoResponse, ApiError> {
     let Path(id) = id?;
     Ok(Json(
-        app.services.users.set_disabled(&caller, &id, false).await?,
+        app.services
+            .admin
+            .users
+            .set_disabled(&caller, &id, false)
+            .await?,
     ))
 }
 

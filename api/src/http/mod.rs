@@ -16,6 +16,7 @@ mod babel;
 pub mod body;
 pub mod campaigns;
 mod content;
+mod kg;
 mod localization;
 mod observe;
 pub mod origin;
@@ -125,6 +126,10 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(babel::price))
         .routes(routes!(services_list))
+        .routes(routes!(kg::get))
+        .routes(routes!(kg::service))
+        .routes(routes!(kg::impact))
+        .routes(routes!(kg::mermaid))
         .routes(routes!(openapi_json))
         .routes(routes!(ws::upgrade))
         .routes(routes!(ws::upgrade_as_subject))
@@ -179,16 +184,19 @@ pub struct Items<T> {
     pub items: Vec<T>,
 }
 
-/// A service's registration and whether it is healthy now.
+/// A service's registration, what it depends on, and whether it is healthy now.
 #[derive(Serialize, ToSchema)]
 pub struct ServiceStatus {
     #[serde(flatten)]
     pub registration: ServiceRegistration,
+    /// The services and infrastructure it was handed when it was built.
+    #[schema(value_type = Vec<String>)]
+    pub dependencies: Vec<&'static str>,
     pub healthy: bool,
 }
 
-/// Every service's registration (name, version, capabilities, dependencies, endpoints, health
-/// check, metrics prefix) and whether it is healthy now.
+/// Every service's registration (name, version, capabilities, endpoints, health check, metrics
+/// prefix), what it depends on (as wired), and whether it is healthy now.
 #[utoipa::path(
     get,
     path = "/api/services",
@@ -202,9 +210,11 @@ async fn services_list(
     axum::extract::State(app): axum::extract::State<AppState>,
 ) -> impl IntoResponse {
     let mut items = Vec::new();
+    let mut dependencies = app.services.wiring.dependencies();
     for registration in services::provider::registrations() {
         let healthy = app.services.healthy(registration.name).await;
         items.push(ServiceStatus {
+            dependencies: dependencies.remove(registration.name).unwrap_or_default(),
             registration,
             healthy,
         });

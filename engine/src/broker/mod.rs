@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 pub use memory::{MemoryBroker, StoreError};
-pub use redis::{RedisBroker, RedisConfig};
+pub use redis::{Key as RedisKey, NODE_KEYS as REDIS_NODE_KEYS, RedisBroker, RedisConfig};
 
 /// Longest epoch the WebSocket API accepts in `epoch=`; every epoch the engine makes fits.
 pub const MAX_EPOCH_LEN: usize = 64;

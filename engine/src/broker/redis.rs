@@ -49,6 +49,102 @@ use super::{
 };
 use crate::frame::{now_ms, now_us};
 
+/// The per-campaign keys and channels, `{p}:{kind}:{campaign}` (the campaign in braces, a hash
+/// tag, with `sharded`): the only names the broker builds them from, and what the knowledge
+/// graph lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    Seq,
+    History,
+    State,
+    Channel,
+    StateVersion,
+    Epoch,
+    PublishIds,
+    Presence,
+    Taint,
+}
+
+impl Key {
+    /// Every per-campaign key.
+    pub const ALL: [Key; 9] = [
+        Key::Seq,
+        Key::History,
+        Key::State,
+        Key::Channel,
+        Key::StateVersion,
+        Key::Epoch,
+        Key::PublishIds,
+        Key::Presence,
+        Key::Taint,
+    ];
+
+    /// Its `{kind}` in the name.
+    pub const fn kind(self) -> &'static str {
+        match self {
+            Key::Seq => "seq",
+            Key::History => "h",
+            Key::State => "state",
+            Key::Channel => "c",
+            Key::StateVersion => "statev",
+            Key::Epoch => "epoch",
+            Key::PublishIds => "pid",
+            Key::Presence => "presence",
+            Key::Taint => "taint",
+        }
+    }
+
+    /// The Redis type (or `channel` for pub/sub).
+    pub const fn redis_type(self) -> &'static str {
+        match self {
+            Key::Seq | Key::State | Key::StateVersion | Key::Epoch => "string",
+            Key::History => "stream",
+            Key::Channel => "channel",
+            Key::PublishIds | Key::Presence => "hash",
+            Key::Taint => "list",
+        }
+    }
+
+    /// What it holds.
+    pub const fn purpose(self) -> &'static str {
+        match self {
+            Key::Seq => "the campaign's last event seq (INCR per event)",
+            Key::History => {
+                "the bounded history of events (XADD MAXLEN ~ history_size, expiring after history_ttl) that resuming clients recover"
+            }
+            Key::State => "the latest campaign state",
+            Key::Channel => {
+                "the campaign's publications to every node (`<seq> <state version> <epoch> <slot> <publish id>` then the publication JSON)"
+            }
+            Key::StateVersion => "the state's version, counted by Redis",
+            Key::Epoch => "the history's epoch: a new one when Redis lost the campaign's keys",
+            Key::PublishIds => {
+                "the latest publish id applied per node process, so a retried publish is applied once"
+            }
+            Key::Presence => {
+                "each node's session count and users, with the time the report expires"
+            }
+            Key::Taint => {
+                "the seq ranges a node numbered on its own while cut from Redis (resumes from inside them are refused)"
+            }
+        }
+    }
+}
+
+/// The keys and channels that are not a campaign's: `(name pattern, type, purpose)`.
+pub const NODE_KEYS: [(&str, &str, &str); 2] = [
+    (
+        "{p}:control",
+        "channel",
+        "campaign lifecycle (upsert, end) to every node",
+    ),
+    (
+        "{p}:hb:{instance}",
+        "channel",
+        "a node's own heartbeat through Redis, for its pub/sub link's watchdog",
+    ),
+];
+
 /// One publish, atomically. KEYS: seq, history, state, channel, state version, epoch,
 /// publish ids. ARGV: mode, body, history size, history TTL, `PUBLISH` or `SPUBLISH`, the
 /// epoch the node publishes in, its publish-id slot, the publish id. Numbers travel as
@@ -349,7 +445,10 @@ impl RedisBroker {
     }
 
     fn heartbeat_channel(&self) -> String {
-        format!("{}:hb:{}", self.config.prefix, self.instance)
+        NODE_KEYS[1]
+            .0
+            .replace("{p}", &self.config.prefix)
+            .replace("{instance}", &self.instance)
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, HashMap<String, Known>> {
@@ -438,14 +537,14 @@ impl RedisBroker {
             let mut pipe = redis::pipe();
             pipe.atomic()
                 .cmd("XRANGE")
-                .arg(self.key("h", &campaign))
+                .arg(self.key(Key::History, &campaign))
                 .arg(format!("{}-0", after.saturating_add(1)))
                 .arg("+")
                 .arg("COUNT")
                 .arg(self.config.history_size.max(1))
-                .get(self.key("epoch", &campaign))
-                .get(self.key("state", &campaign))
-                .get(self.key("statev", &campaign));
+                .get(self.key(Key::Epoch, &campaign))
+                .get(self.key(Key::State, &campaign))
+                .get(self.key(Key::StateVersion, &campaign));
             let (entries, epoch, state, version) = match self
                 .read::<Read>("a replay read", &pipe)
                 .await
@@ -494,9 +593,9 @@ impl RedisBroker {
             .bounded(
                 "an epoch read",
                 self.epoch_script
-                    .key(self.key("epoch", campaign))
-                    .key(self.key("seq", campaign))
-                    .key(self.key("h", campaign))
+                    .key(self.key(Key::Epoch, campaign))
+                    .key(self.key(Key::Seq, campaign))
+                    .key(self.key(Key::History, campaign))
                     .arg(super::new_epoch())
                     .arg(floor)
                     .arg(base)
@@ -554,13 +653,13 @@ impl RedisBroker {
                 .bounded(
                     "a publish",
                     self.script
-                        .key(self.key("seq", campaign))
-                        .key(self.key("h", campaign))
-                        .key(self.key("state", campaign))
-                        .key(self.key("c", campaign))
-                        .key(self.key("statev", campaign))
-                        .key(self.key("epoch", campaign))
-                        .key(self.key("pid", campaign))
+                        .key(self.key(Key::Seq, campaign))
+                        .key(self.key(Key::History, campaign))
+                        .key(self.key(Key::State, campaign))
+                        .key(self.key(Key::Channel, campaign))
+                        .key(self.key(Key::StateVersion, campaign))
+                        .key(self.key(Key::Epoch, campaign))
+                        .key(self.key(Key::PublishIds, campaign))
                         .arg(mode)
                         .arg(&body)
                         .arg(self.config.history_size.max(1))
@@ -629,7 +728,8 @@ impl RedisBroker {
         })
     }
 
-    fn key(&self, kind: &str, campaign: &str) -> String {
+    fn key(&self, key: Key, campaign: &str) -> String {
+        let kind = key.kind();
         if self.config.sharded {
             format!("{}:{kind}:{{{campaign}}}", self.config.prefix)
         } else {
@@ -638,7 +738,7 @@ impl RedisBroker {
     }
 
     fn control_channel(&self) -> String {
-        format!("{}:control", self.config.prefix)
+        NODE_KEYS[0].0.replace("{p}", &self.config.prefix)
     }
 
     fn campaign_of<'a>(&self, channel: &'a str) -> Option<&'a str> {
@@ -794,13 +894,13 @@ impl Broker for RedisBroker {
         Box::pin(async move {
             let mut pipe = redis::pipe();
             pipe.cmd("XRANGE")
-                .arg(self.key("h", campaign))
+                .arg(self.key(Key::History, campaign))
                 .arg(format!("{}-0", after.saturating_add(1)))
                 .arg("+")
                 .arg("COUNT")
                 .arg(self.config.history_size.max(1))
                 .cmd("LRANGE")
-                .arg(self.key("taint", campaign))
+                .arg(self.key(Key::Taint, campaign))
                 .arg(0)
                 .arg(-1);
             let (entries, taints): (Vec<(String, Vec<String>)>, Vec<String>) =
@@ -817,7 +917,7 @@ impl Broker for RedisBroker {
         Box::pin(async move {
             let mut pipe = redis::pipe();
             pipe.cmd("LRANGE")
-                .arg(self.key("taint", campaign))
+                .arg(self.key(Key::Taint, campaign))
                 .arg(0)
                 .arg(-1);
             let (taints,): (Vec<String>,) = self.read("a taint read", &pipe).await?;
@@ -832,7 +932,7 @@ impl Broker for RedisBroker {
     ) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
             let body = serde_json::to_string(&taint).map_err(BrokerError::Codec)?;
-            let key = self.key("taint", campaign);
+            let key = self.key(Key::Taint, campaign);
             let mut conn = self.conn.clone();
             let _: () = self
                 .bounded(
@@ -868,7 +968,7 @@ impl Broker for RedisBroker {
         Box::pin(async move {
             let ttl_ms = i64::try_from(self.config.presence_ttl.as_millis()).unwrap_or(30_000);
             let report = serde_json::json!({"p": presence, "exp": now_ms() + ttl_ms});
-            let key = self.key("presence", campaign);
+            let key = self.key(Key::Presence, campaign);
             let mut conn = self.reads.clone();
             let _: () = self
                 .bounded(
@@ -895,7 +995,7 @@ impl Broker for RedisBroker {
         campaign: &'a str,
     ) -> BoxFuture<'a, Result<Option<Presence>, BrokerError>> {
         Box::pin(async move {
-            let key = self.key("presence", campaign);
+            let key = self.key(Key::Presence, campaign);
             let mut conn = self.reads.clone();
             let reports: Vec<(String, String)> = self
                 .bounded(
@@ -955,7 +1055,10 @@ impl Broker for RedisBroker {
                 let subscribed =
                     tokio::time::timeout(self.config.timeout.max(Duration::from_secs(2)), async {
                         self.commands
-                            .send(SubCommand::Subscribe(self.key("c", campaign), Some(ack)))
+                            .send(SubCommand::Subscribe(
+                                self.key(Key::Channel, campaign),
+                                Some(ack),
+                            ))
                             .await
                             .map_err(|_| ())?;
                         confirmed.await.map_err(|_| ())
@@ -975,10 +1078,10 @@ impl Broker for RedisBroker {
                     "a catch-up read",
                     redis::pipe()
                         .atomic()
-                        .get(self.key("seq", campaign))
-                        .get(self.key("state", campaign))
-                        .get(self.key("statev", campaign))
-                        .get(self.key("epoch", campaign))
+                        .get(self.key(Key::Seq, campaign))
+                        .get(self.key(Key::State, campaign))
+                        .get(self.key(Key::StateVersion, campaign))
+                        .get(self.key(Key::Epoch, campaign))
                         .query_async(&mut conn),
                 )
                 .await?;
@@ -1013,7 +1116,7 @@ impl Broker for RedisBroker {
         if last {
             let _ = self
                 .commands
-                .try_send(SubCommand::Unsubscribe(self.key("c", campaign)));
+                .try_send(SubCommand::Unsubscribe(self.key(Key::Channel, campaign)));
         }
     }
 }
@@ -1141,7 +1244,7 @@ async fn pubsub_loop(
 /// campaigns' channels (`None` once the broker is gone).
 fn channels(broker: &Weak<RedisBroker>) -> Option<(Vec<String>, [String; 2])> {
     let b = broker.upgrade()?;
-    let campaigns = b.wanted().keys().map(|c| b.key("c", c)).collect();
+    let campaigns = b.wanted().keys().map(|c| b.key(Key::Channel, c)).collect();
     Some((campaigns, [b.control_channel(), b.heartbeat_channel()]))
 }
 

@@ -1,0 +1,181 @@
+//! The Amadeus knowledge graph against this build: the committed file is what the code
+//! generates, its rules hold, and `impact` agrees with the provider's wiring.
+
+mod common;
+
+use std::path::Path;
+
+use services::amadeus;
+
+fn root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+async fn generated() -> serde_json::Value {
+    let facts = api::kg::facts(root()).await.expect("facts");
+    amadeus::generate(&facts)
+}
+
+#[tokio::test]
+async fn the_committed_graph_is_what_the_code_generates() {
+    let committed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("knowledge_graph.json"))
+            .expect("knowledge_graph.json"),
+    )
+    .expect("JSON");
+    let diff = amadeus::diff(&committed, &generated().await);
+    assert!(
+        diff.is_empty(),
+        "knowledge_graph.json is stale (run `cargo run -- kg generate`):\n{}",
+        diff.join("\n")
+    );
+    assert_eq!(amadeus::validate(&committed), vec![]);
+}
+
+#[tokio::test]
+async fn impact_agrees_with_the_wiring_and_generation_is_repeatable() {
+    let facts = api::kg::facts(root()).await.expect("facts");
+    let graph = amadeus::generate(&facts);
+    assert_eq!(graph, generated().await, "two generations are identical");
+    let edges = facts.wiring.edges();
+    assert!(!edges.is_empty());
+    for (service, dep) in &edges {
+        let hit = amadeus::impact(&graph, dep).unwrap_or_else(|| panic!("{dep} is in the graph"));
+        assert!(
+            hit.contains_key(*service),
+            "{service} uses {dep}: impact({dep}) = {hit:?}"
+        );
+        assert_eq!(hit[*service].last().map(|s| s.2.as_str()), Some(*service));
+    }
+    // Every registered service has what the rules ask, endpoints from the OpenAPI document
+    // and the gRPC descriptors, and its tables.
+    for r in &facts.registrations {
+        let s = &graph["services"][r.name];
+        assert!(s.is_object(), "{}", r.name);
+        let grpc: Vec<&str> = s["grpc"]
+            .as_array()
+            .expect("grpc")
+            .iter()
+            .filter_map(|g| g["name"].as_str())
+            .collect();
+        for g in &r.endpoints.grpc {
+            assert!(grpc.contains(g), "{}: {g} is in the descriptors", r.name);
+        }
+    }
+    assert!(
+        graph["services"]["campaign"]["tables"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty())
+    );
+    assert!(
+        graph["redis_practices"]["keys"]
+            .as_array()
+            .is_some_and(|k| k.len() >= 11)
+    );
+    assert!(
+        graph["metadata_fields"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|f| f == "scheduling"))
+    );
+}
+
+#[test]
+fn backups_are_kept_bounded_and_rollback_restores_the_newest() {
+    let dir = std::env::temp_dir().join(format!("ovasabi-kg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (file, backups) = (dir.join("kg.json"), dir.join("backups"));
+    let v = |n: u32| serde_json::json!({"version": format!("1.{n}"), "n": n});
+    assert_eq!(
+        api::kg::write(&file, &backups, 2, &v(1)).expect("write"),
+        api::kg::Written::Replaced(None)
+    );
+    assert_eq!(
+        api::kg::write(&file, &backups, 2, &v(1)).expect("write"),
+        api::kg::Written::Unchanged
+    );
+    for n in 2..=4 {
+        assert!(matches!(
+            api::kg::write(&file, &backups, 2, &v(n)).expect("write"),
+            api::kg::Written::Replaced(Some(_))
+        ));
+    }
+    let kept = std::fs::read_dir(&backups).expect("backups").count();
+    assert_eq!(kept, 2, "only the last 2 backups");
+    api::kg::rollback(&file, &backups).expect("rollback");
+    let restored: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("file")).expect("json");
+    assert_eq!(restored["n"], 3);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn the_node_serves_the_graph_with_live_facts() {
+    let node = common::TestNode::start().await;
+    let (s, g) = node.call_as(None, "GET", "/api/kg", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(g["live"]["healthy"]["user"], true, "{}", g["live"]);
+    assert!(g["services"]["campaign"].is_object());
+    let (s, u) = node
+        .call_as(None, "GET", "/api/kg/services/user", None)
+        .await;
+    assert_eq!(s, 200);
+    assert!(
+        u["used_by"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == "admin")),
+        "{u}"
+    );
+    let (s, b) = node
+        .call_as(None, "GET", "/api/kg/services/nope", None)
+        .await;
+    common::assert_error(s, &b, 404, "not_found");
+    let (s, i) = node
+        .call_as(None, "GET", "/api/kg/impact/service_user_master", None)
+        .await;
+    assert_eq!(s, 200, "{i}");
+    assert!(
+        i["items"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x["dependent"] == "admin")),
+        "{i}"
+    );
+    let (s, i) = node
+        .call_as(
+            None,
+            "GET",
+            "/api/kg/impact/GET%20%2Fapi%2Fusers%2Fme",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, i["items"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "an endpoint: nothing depends on it"
+    );
+    let (s, b) = node
+        .call_as(None, "GET", "/api/kg/impact/nothing", None)
+        .await;
+    common::assert_error(s, &b, 404, "not_found");
+    let text = node
+        .client
+        .get(node.url("/api/kg/mermaid?focus=user"))
+        .send()
+        .await
+        .expect("mermaid")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        text.starts_with("flowchart LR") && text.contains("admin --> user"),
+        "{text}"
+    );
+    let (s, b) = node
+        .call_as(None, "GET", "/api/kg/mermaid?focus=nope", None)
+        .await;
+    common::assert_error(s, &b, 404, "not_found");
+    let (s, b) = node
+        .call_as(None, "GET", "/api/kg/mermaid?bogus=1", None)
+        .await;
+    common::assert_error(s, &b, 400, "invalid_argument");
+}
