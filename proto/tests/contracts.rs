@@ -52,6 +52,8 @@ fn descriptor_set_holds_every_contract_and_the_well_known_types() -> TestResult 
         "campaign.v0.CampaignService",
         "content.v0.ContentService",
         "broadcast.v0.BroadcastService",
+        "localization.v0.LocalizationService",
+        "babel.v0.BabelService",
     ]
     .into_iter()
     .map(String::from)
