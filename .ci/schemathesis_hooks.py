@@ -2,6 +2,7 @@
 refuses for a reason JSON Schema cannot state (the OpenAPI descriptions state it)."""
 
 import re
+from decimal import Decimal
 
 import schemathesis
 
@@ -40,6 +41,31 @@ def filter_case(ctx, case):
         # A campaign ends after it starts.
         start, end = _instant(body.get("starts_at")), _instant(body.get("ends_at"))
         if start is not None and end is not None and end <= start:
+            return False
+    if (path, method) in (("/api/babel/rules", "POST"), ("/api/babel/rules/{id}", "PUT")):
+        # JSON Schema counts 311.0 as an integer; the server reads integers as JSON integers.
+        if any(isinstance(body.get(k), float) for k in ("amount", "tax_rate_bp")):
+            return False
+        # A rule is for exactly one of a SKU and a category.
+        if (body.get("sku") is None) == (body.get("category") is None):
+            return False
+        # ... priced by exactly one of an explicit amount and a multiplier.
+        if (body.get("amount") is None) == (body.get("multiplier") is None):
+            return False
+        # Rounding is for multiplier rules, which multiply by more than 0 and at most 1000.
+        if body.get("rounding") is not None and body.get("multiplier") is None:
+            return False
+        m = body.get("multiplier")
+        if isinstance(m, str) and re.fullmatch(r"[0-9]{1,5}(?:\.[0-9]{1,4})?", m) and not (0 < Decimal(m) <= 1000):
+            return False
+    if (path, method) == ("/api/babel/markets/{code}", "PATCH"):
+        # A patch names something to change.
+        if not any(body.get(k) is not None for k in ("name", "currency", "locale", "countries")):
+            return False
+    if (path, method) == ("/api/babel/price", "GET"):
+        # A base price is an amount and its currency together.
+        q = case.query or {}
+        if ("base_amount" in q) != ("base_currency" in q):
             return False
     if (path, method) == ("/api/content/search", "GET"):
         q = (case.query or {}).get("q")

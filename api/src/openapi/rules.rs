@@ -130,6 +130,152 @@ pub fn apply(doc: &mut Value) {
     content(doc);
     audit(doc);
     websocket(doc);
+    localization_babel(doc);
+}
+
+/// A BCP 47 language identifier as `services::localization::locale::parse` reads it: a
+/// language (not `und`), optional script, region and variants, at most 35 characters.
+pub fn locale() -> String {
+    format!(
+        "^(?=[A-Za-z0-9-]{{1,{}}}$)(?![Uu][Nn][Dd](?:-|$))(?:[A-Za-z]{{2,3}}|[A-Za-z]{{5,8}})(?:-[A-Za-z]{{4}})?(?:-(?:[A-Za-z]{{2}}|[0-9]{{3}}))?(?:-(?:[A-Za-z0-9]{{5,8}}|[0-9][A-Za-z0-9]{{3}}))*$",
+        services::localization::locale::MAX_LOCALE_LEN
+    )
+}
+
+/// The names the localization and Babel services validate, wherever they appear: in paths,
+/// queries and request bodies under `/api/localization` and `/api/babel`.
+fn localization_babel(doc: &mut Value) {
+    use services::babel::model::{MAX_CATEGORY_LEN, MAX_MARKET_CODE_LEN, MAX_SKU_LEN};
+    use services::localization::model::{MAX_KEY_LEN, MAX_NAMESPACE_LEN};
+    let market =
+        json!({"pattern": format!("^[a-z0-9][a-z0-9-]{{0,{}}}$", MAX_MARKET_CODE_LEN - 1)});
+    let key = json!({"pattern": format!("^[A-Za-z][A-Za-z0-9_-]{{0,{}}}$", MAX_KEY_LEN - 1)});
+    let rules: Vec<(&str, Value)> = vec![
+        (
+            "namespace",
+            json!({"pattern": format!("^[a-z0-9][a-z0-9._-]{{0,{}}}$", MAX_NAMESPACE_LEN - 1)}),
+        ),
+        ("locale", json!({"pattern": locale()})),
+        ("key", key.clone()),
+        ("key_prefix", key),
+        ("code", market.clone()),
+        ("market", market),
+        ("country", json!({"pattern": "^[A-Z]{2}$"})),
+        (
+            "sku",
+            json!({"pattern": format!("^[A-Za-z0-9._:/-]{{1,{MAX_SKU_LEN}}}$")}),
+        ),
+        (
+            "category",
+            json!({"pattern": format!("^[A-Za-z0-9._:/-]{{1,{MAX_CATEGORY_LEN}}}$")}),
+        ),
+        (
+            "name",
+            json!({"pattern": format!("^[^{CONTROL}]{{1,200}}$")}),
+        ),
+        (
+            "value",
+            json!({"maxLength": services::localization::model::MAX_VALUE_LEN, "pattern": not_blank(NUL)}),
+        ),
+        (
+            "currency",
+            json!({"enum": services::babel::money::currency_codes()}),
+        ),
+        (
+            "base_currency",
+            json!({"enum": services::babel::money::currency_codes()}),
+        ),
+        (
+            "base_amount",
+            json!({"minimum": 0, "maximum": services::babel::money::MAX_AMOUNT}),
+        ),
+        (
+            "amount",
+            json!({"minimum": 0, "maximum": services::babel::money::MAX_AMOUNT}),
+        ),
+        (
+            "tax_rate_bp",
+            json!({"minimum": 0, "maximum": services::babel::money::MAX_TAX_RATE_BP}),
+        ),
+        // More than 0 and at most 1000 besides (the description says so).
+        (
+            "multiplier",
+            json!({"pattern": r"^[0-9]{1,5}(?:\.[0-9]{1,4})?$"}),
+        ),
+    ];
+    // `locale:key` of the last row of the previous page (the other lists' cursors are ids).
+    let message_cursor = json!({"pattern": "^[^:]*:"});
+    let rule = |name: &str| {
+        rules
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, r)| r.clone())
+    };
+    let mut bodies = std::collections::BTreeSet::new();
+    let paths = doc["paths"].as_object_mut().expect("paths");
+    for (path, item) in paths.iter_mut() {
+        if !(path.starts_with("/api/localization") || path.starts_with("/api/babel")) {
+            continue;
+        }
+        for (_, op) in item.as_object_mut().into_iter().flatten() {
+            for p in op
+                .get_mut("parameters")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                let name = p["name"].as_str().unwrap_or_default().to_owned();
+                let r = if name == "cursor" && path == "/api/localization/messages" {
+                    Some(message_cursor.clone())
+                } else {
+                    rule(&name)
+                };
+                if let (Some(r), Some(schema)) =
+                    (r, p.get_mut("schema").and_then(Value::as_object_mut))
+                {
+                    set(schema, &r);
+                }
+            }
+            if let Some(r) = op
+                .pointer("/requestBody/content/application~1json/schema/$ref")
+                .and_then(Value::as_str)
+            {
+                bodies.insert(r.trim_start_matches("#/components/schemas/").to_owned());
+            }
+        }
+    }
+    for schema in bodies {
+        let props = doc
+            .pointer_mut(&format!("/components/schemas/{schema}/properties"))
+            .and_then(Value::as_object_mut);
+        for (name, p) in props.into_iter().flatten() {
+            let Some(r) = rule(name) else { continue };
+            if let Some(p) = p.as_object_mut() {
+                // Optional fields are `type: [string, null]` or a `oneOf` with null: the
+                // pattern applies to the string.
+                set(p, &r);
+            }
+        }
+        // Imported messages: keys are message keys.
+        if let Some(m) = doc
+            .pointer_mut(&format!("/components/schemas/{schema}/properties/messages"))
+            .and_then(Value::as_object_mut)
+        {
+            set(
+                m,
+                &json!({"propertyNames": {"pattern": format!("^[A-Za-z][A-Za-z0-9_-]{{0,{}}}$", MAX_KEY_LEN - 1)}}),
+            );
+        }
+        // Lists of countries.
+        if let Some(items) = doc
+            .pointer_mut(&format!(
+                "/components/schemas/{schema}/properties/countries/items"
+            ))
+            .and_then(Value::as_object_mut)
+        {
+            set(items, &json!({"pattern": "^[A-Z]{2}$"}));
+        }
+    }
 }
 
 /// `JsonValue`/`JsonObject` (any JSON without NUL: `jsonb` cannot hold it), `Metadata` and
