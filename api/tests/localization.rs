@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{TestNode, assert_error, user};
+use common::{TestNode, assert_error, login, user};
 use proto::babel::v0 as bpb;
 use proto::babel::v0::babel_service_client::BabelServiceClient;
 use proto::localization::v0 as lpb;
@@ -25,37 +25,27 @@ async fn with_role(node: &TestNode, name: &str, role: &str) -> String {
         )
         .await;
     assert_eq!(s, 200, "{b}");
-    let (s, t) = node
-        .call_as(
-            None,
-            "POST",
-            "/api/auth/login",
-            Some(json!({"login": name, "password": "password123"})),
-        )
-        .await;
-    assert_eq!(s, 200, "{t}");
-    t["access_token"].as_str().expect("token").to_owned()
+    login(node, name).await
 }
 
-async fn raw_as(
-    node: &TestNode,
-    token: &str,
-    method: &str,
-    path: &str,
-    body: &str,
-) -> (u16, Value) {
-    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-    let res = node
-        .client
-        .request(method, node.url(path))
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .body(body.to_owned())
-        .send()
-        .await
-        .expect("request");
-    let status = res.status().as_u16();
-    (status, res.json().await.expect("JSON body"))
+/// One request that must fail: token (or none), method, path, JSON body, then the status and
+/// `error.code` of the answer.
+type Refused<'a> = (
+    Option<&'a str>,
+    &'a str,
+    &'a str,
+    Option<Value>,
+    u16,
+    &'a str,
+);
+
+/// Sends each request of `cases` in order and asserts its error answer.
+async fn assert_refused(node: &TestNode, cases: Vec<Refused<'_>>) {
+    for (token, method, path, body, status, code) in cases {
+        let (s, e) = node.call_as(token, method, path, body).await;
+        assert_eq!(s, status, "{method} {path}: {e}");
+        assert_error(s, &e, status, code);
+    }
 }
 
 #[tokio::test]
@@ -151,132 +141,97 @@ async fn translations_over_rest() {
             .contains("args.count"),
         "{e}"
     );
-    let (s, e) = node
-        .call_as(
-            None,
-            "POST",
-            "/api/localization/format",
-            Some(format("title", "fr_CA", json!({}))),
-        )
-        .await;
-    assert_error(s, &e, 400, "invalid_argument");
-    let (s, e) = node
-        .call_as(
-            None,
-            "POST",
-            "/api/localization/format",
-            Some(format("nope", "fr", json!({}))),
-        )
-        .await;
-    assert_error(s, &e, 404, "not_found");
-    let (s, e) = node
-        .call_as(
-            None,
-            "POST",
-            "/api/localization/format",
-            Some(json!({"namespace": "shop", "key": "title", "locale": "fr", "extra": 1})),
-        )
-        .await;
-    assert_error(s, &e, 400, "invalid_argument");
-    let (s, e) = raw_as(
+    let fmt = "/api/localization/format";
+    let x = "/api/localization/messages/shop/en/x";
+    let bad = "invalid_argument";
+    assert_refused(
         &node,
-        &tr,
-        "PUT",
-        "/api/localization/messages/shop/en/x",
-        "{not json",
+        vec![
+            (
+                None,
+                "POST",
+                fmt,
+                Some(format("title", "fr_CA", json!({}))),
+                400,
+                bad,
+            ),
+            (
+                None,
+                "POST",
+                fmt,
+                Some(format("nope", "fr", json!({}))),
+                404,
+                "not_found",
+            ),
+            (
+                None,
+                "POST",
+                fmt,
+                Some(json!({"namespace": "shop", "key": "title", "locale": "fr", "extra": 1})),
+                400,
+                bad,
+            ),
+            (
+                Some(&tr),
+                "PUT",
+                x,
+                Some(json!({"value": "x", "note": 1})),
+                400,
+                bad,
+            ),
+        ],
     )
     .await;
+    let (s, e) = node
+        .raw_as(Some(&tr), "PUT", x, "application/json", "{not json")
+        .await;
     assert_error(s, &e, 400, "malformed_json");
     let (s, e) = node
-        .call_as(
-            Some(&tr),
-            "PUT",
-            "/api/localization/messages/shop/en/x",
-            Some(json!({"value": "x", "note": 1})),
-        )
-        .await;
-    assert_error(s, &e, 400, "invalid_argument");
-    let (s, e) = node
-        .call_as(
-            Some(&tr),
-            "PUT",
-            "/api/localization/messages/shop/en/x",
-            Some(json!({"value": "Hi { $name"})),
-        )
+        .call_as(Some(&tr), "PUT", x, Some(json!({"value": "Hi { $name"})))
         .await;
     assert_error(s, &e, 400, "invalid_argument");
     assert!(
         e["error"]["message"].as_str().expect("m").contains("\"x\""),
         "names the key: {e}"
     );
-    let (s, e) = node
-        .call_as(
-            Some(&tr),
-            "PUT",
-            "/api/localization/messages/shop/en/x",
-            Some(json!({"value": "x".repeat(10_001)})),
-        )
-        .await;
-    assert_error(s, &e, 400, "invalid_argument");
-    let long_key = "k".repeat(129);
-    let (s, e) = node
-        .call_as(
-            Some(&tr),
-            "PUT",
-            &format!("/api/localization/messages/shop/en/{long_key}"),
-            Some(json!({"value": "x"})),
-        )
-        .await;
-    assert_error(s, &e, 400, "invalid_argument");
-    let (s, e) = node
-        .call_as(
-            Some(&tr),
-            "PUT",
-            "/api/localization/messages/shop/not_a_locale/x",
-            Some(json!({"value": "x"})),
-        )
-        .await;
-    assert_error(s, &e, 400, "invalid_argument");
-    let (s, e) = node
-        .call_as(
-            None,
-            "PUT",
-            "/api/localization/messages/shop/en/x",
-            Some(json!({"value": "x"})),
-        )
-        .await;
-    assert_error(s, &e, 401, "unauthenticated");
-    let (s, e) = node
-        .call_as(
-            Some(&plain),
-            "PUT",
-            "/api/localization/messages/shop/en/x",
-            Some(json!({"value": "x"})),
-        )
-        .await;
-    assert_error(s, &e, 403, "forbidden");
-    let (s, e) = node
-        .call_as(
-            Some("not-a-token"),
-            "POST",
-            "/api/localization/format",
-            Some(format("title", "fr", json!({}))),
-        )
-        .await;
-    assert_error(s, &e, 401, "unauthenticated");
-    let (s, e) = node
-        .call_as(None, "GET", "/api/localization/messages/shop/en/nope", None)
-        .await;
-    assert_error(s, &e, 404, "not_found");
-    let (s, e) = node
-        .call_as(
-            Some(&tr),
-            "DELETE",
-            "/api/localization/messages/shop/en/nope",
-            None,
-        )
-        .await;
-    assert_error(s, &e, 404, "not_found");
+    let long_key = format!("/api/localization/messages/shop/en/{}", "k".repeat(129));
+    let nope = "/api/localization/messages/shop/en/nope";
+    let value = || Some(json!({"value": "x"}));
+    assert_refused(
+        &node,
+        vec![
+            (
+                Some(&tr),
+                "PUT",
+                x,
+                Some(json!({"value": "x".repeat(10_001)})),
+                400,
+                bad,
+            ),
+            (Some(&tr), "PUT", &long_key, value(), 400, bad),
+            (
+                Some(&tr),
+                "PUT",
+                "/api/localization/messages/shop/not_a_locale/x",
+                value(),
+                400,
+                bad,
+            ),
+            (None, "PUT", x, value(), 401, "unauthenticated"),
+            (Some(&plain), "PUT", x, value(), 403, "forbidden"),
+            (
+                Some("not-a-token"),
+                "POST",
+                fmt,
+                Some(format("title", "fr", json!({}))),
+                401,
+                "unauthenticated",
+            ),
+            (None, "GET", nope, None, 404, "not_found"),
+            (Some(&tr), "DELETE", nope, None, 404, "not_found"),
+        ],
+    )
+    .await;
     for q in [
         "",
         "?namespace=shop&bogus=1",
@@ -470,109 +425,99 @@ async fn markets_rules_and_prices_over_rest() {
             .await;
         assert_error(s, &e, 400, "invalid_argument");
     }
+    let (markets, rules, bad) = ("/api/babel/markets", "/api/babel/rules", "invalid_argument");
+    let as_pricer = Some(pricer.as_str());
+    assert_refused(
+        &node,
+        vec![
+            (None, "GET", "/api/babel/price?sku=tee&country=BR", None, 404, "not_found"),
+            (
+                as_pricer,
+                "POST",
+                markets,
+                Some(json!({"code": "x", "name": "x", "currency": "ABC", "locale": "en"})),
+                400,
+                bad,
+            ),
+            (
+                as_pricer,
+                "POST",
+                markets,
+                Some(json!({"code": "x", "name": "n".repeat(201), "currency": "EUR", "locale": "en"})),
+                400,
+                bad,
+            ),
+            (
+                as_pricer,
+                "POST",
+                markets,
+                Some(json!({"code": "x", "name": "x", "currency": "EUR", "locale": "en", "vat": true})),
+                400,
+                bad,
+            ),
+        ],
+    )
+    .await;
     let (s, e) = node
-        .call_as(None, "GET", "/api/babel/price?sku=tee&country=BR", None)
+        .raw_as(as_pricer, "POST", rules, "application/json", "{\"market\":")
         .await;
-    assert_error(s, &e, 404, "not_found");
-    let (s, e) = node
-        .call_as(
-            Some(&pricer),
-            "POST",
-            "/api/babel/markets",
-            Some(json!({"code": "x", "name": "x", "currency": "ABC", "locale": "en"})),
-        )
-        .await;
-    assert_error(s, &e, 400, "invalid_argument");
-    let (s, e) = node
-        .call_as(
-            Some(&pricer),
-            "POST",
-            "/api/babel/markets",
-            Some(json!({"code": "x", "name": "n".repeat(201), "currency": "EUR", "locale": "en"})),
-        )
-        .await;
-    assert_error(s, &e, 400, "invalid_argument");
-    let (s, e) = node
-        .call_as(
-            Some(&pricer),
-            "POST",
-            "/api/babel/markets",
-            Some(json!({"code": "x", "name": "x", "currency": "EUR", "locale": "en", "vat": true})),
-        )
-        .await;
-    assert_error(s, &e, 400, "invalid_argument");
-    let (s, e) = raw_as(&node, &pricer, "POST", "/api/babel/rules", "{\"market\":").await;
     assert_error(s, &e, 400, "malformed_json");
     // 409: the code, a country of another market, a second rule for the SKU, a market with
-    // rules.
-    let (s, e) = node
-        .call_as(
-            Some(&pricer),
-            "POST",
-            "/api/babel/markets",
-            Some(json!({"code": "eu", "name": "x", "currency": "EUR", "locale": "en"})),
-        )
-        .await;
-    assert_error(s, &e, 409, "already_exists");
-    let (s, e) = node
-        .call_as(Some(&pricer), "POST", "/api/babel/markets", Some(json!({"code": "de", "name": "x", "currency": "EUR", "locale": "de", "countries": ["DE"]})))
-        .await;
-    assert_error(s, &e, 409, "already_exists");
-    let (s, e) = node
-        .call_as(
-            Some(&pricer),
-            "POST",
-            "/api/babel/rules",
-            Some(json!({"market": "eu", "sku": "tee", "amount": 1})),
-        )
-        .await;
-    assert_error(s, &e, 409, "already_exists");
-    let (s, e) = node
-        .call_as(Some(&pricer), "DELETE", "/api/babel/markets/eu", None)
-        .await;
-    assert_error(s, &e, 409, "conflict");
-    let (s, e) = node
-        .call_as(
-            Some(&pricer),
-            "PATCH",
-            "/api/babel/markets/eu",
-            Some(json!({"currency": "CHF"})),
-        )
-        .await;
-    assert_error(s, &e, 409, "conflict");
-    // 404, 401, 403.
-    let (s, e) = node
-        .call_as(None, "GET", "/api/babel/markets/nowhere", None)
-        .await;
-    assert_error(s, &e, 404, "not_found");
-    let (s, e) = node
-        .call_as(Some(&pricer), "GET", "/api/babel/rules/nope", None)
-        .await;
-    assert_error(s, &e, 404, "not_found");
-    let (s, e) = node
-        .call_as(
-            None,
-            "POST",
-            "/api/babel/markets",
-            Some(json!({"code": "x", "name": "x", "currency": "EUR", "locale": "en"})),
-        )
-        .await;
-    assert_error(s, &e, 401, "unauthenticated");
-    let (s, e) = node.call_as(None, "GET", "/api/babel/rules", None).await;
-    assert_error(s, &e, 401, "unauthenticated");
-    let (s, e) = node
-        .call_as(Some(&plain), "GET", "/api/babel/rules", None)
-        .await;
-    assert_error(s, &e, 403, "forbidden");
-    let (s, e) = node
-        .call_as(
-            Some(&plain),
-            "POST",
-            "/api/babel/rules",
-            Some(json!({"market": "eu", "sku": "cap", "amount": 1})),
-        )
-        .await;
-    assert_error(s, &e, 403, "forbidden");
+    // rules; then 404, 401, 403.
+    let (exists, conflict) = ("already_exists", "conflict");
+    let x_market = json!({"code": "x", "name": "x", "currency": "EUR", "locale": "en"});
+    assert_refused(
+        &node,
+        vec![
+            (
+                as_pricer,
+                "POST",
+                markets,
+                Some(json!({"code": "eu", "name": "x", "currency": "EUR", "locale": "en"})),
+                409,
+                exists,
+            ),
+            (
+                as_pricer,
+                "POST",
+                markets,
+                Some(json!({"code": "de", "name": "x", "currency": "EUR", "locale": "de", "countries": ["DE"]})),
+                409,
+                exists,
+            ),
+            (
+                as_pricer,
+                "POST",
+                rules,
+                Some(json!({"market": "eu", "sku": "tee", "amount": 1})),
+                409,
+                exists,
+            ),
+            (as_pricer, "DELETE", "/api/babel/markets/eu", None, 409, conflict),
+            (
+                as_pricer,
+                "PATCH",
+                "/api/babel/markets/eu",
+                Some(json!({"currency": "CHF"})),
+                409,
+                conflict,
+            ),
+            (None, "GET", "/api/babel/markets/nowhere", None, 404, "not_found"),
+            (as_pricer, "GET", "/api/babel/rules/nope", None, 404, "not_found"),
+            (None, "POST", markets, Some(x_market), 401, "unauthenticated"),
+            (None, "GET", rules, None, 401, "unauthenticated"),
+            (Some(&plain), "GET", rules, None, 403, "forbidden"),
+            (
+                Some(&plain),
+                "POST",
+                rules,
+                Some(json!({"market": "eu", "sku": "cap", "amount": 1})),
+                403,
+                "forbidden",
+            ),
+        ],
+    )
+    .await;
 
     // Anyone reads markets; pricing managers read and page the rules.
     let (s, p) = node

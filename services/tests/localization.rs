@@ -16,7 +16,8 @@ use services::babel::{
     Rounding, RuleFilter,
 };
 use services::localization::{
-    FormatRequest, Import, LocalizationConfig, LocalizationService, MessageFilter, MessageText,
+    FormatRequest, Import, ImportResult, LocalizationConfig, LocalizationService, MessageFilter,
+    MessageText,
 };
 use services::security::audit::{AuditFilter, AuditLog};
 use services::security::{Caller, Policies, Role};
@@ -79,6 +80,29 @@ impl Fixture {
             .into_iter()
             .map(|e| e.action)
             .collect()
+    }
+
+    /// Imports `messages` into the namespace `ns` in `locale` as `who`.
+    async fn import(
+        &self,
+        who: &Caller,
+        ns: &str,
+        locale: &str,
+        messages: BTreeMap<String, String>,
+        replace: bool,
+    ) -> Result<ImportResult, ServiceError> {
+        self.l10n
+            .import(who, ns, locale, Import { messages, replace })
+            .await
+    }
+
+    /// The messages of the namespace `ns` in `locale`, as an anonymous export shows them.
+    async fn exported(&self, ns: &str, locale: &str) -> BTreeMap<String, String> {
+        self.l10n
+            .export(&ANON, ns, locale)
+            .await
+            .unwrap_or_else(|e| panic!("export {ns}/{locale}: {e}"))
+            .messages
     }
 
     async fn put(&self, ns: &str, locale: &str, key: &str, value: &str) {
@@ -462,16 +486,7 @@ async fn import_export_pages_and_missing_keys() {
             .map(|i| (format!("key-{i}"), format!("English {i}")))
             .collect();
         let r = f
-            .l10n
-            .import(
-                &TRANSLATOR,
-                "site",
-                "en",
-                Import {
-                    messages: en.clone(),
-                    replace: false,
-                },
-            )
+            .import(&TRANSLATOR, "site", "en", en.clone(), false)
             .await
             .expect("import");
         assert_eq!((r.created, r.updated, r.unchanged, r.deleted), (7, 0, 0, 0));
@@ -479,22 +494,12 @@ async fn import_export_pages_and_missing_keys() {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
-        f.l10n
-            .import(
-                &ADMIN,
-                "site",
-                "fr",
-                Import {
-                    messages: fr,
-                    replace: false,
-                },
-            )
+        f.import(&ADMIN, "site", "fr", fr, false)
             .await
             .expect("import fr");
 
         // The export has the import's shape and content.
-        let e = f.l10n.export(&ANON, "site", "en").await.expect("export");
-        assert_eq!(e.messages, en);
+        assert_eq!(f.exported("site", "en").await, en);
 
         // Again with one change, one new key, and replace: the others go.
         let mut next = BTreeMap::new();
@@ -502,27 +507,11 @@ async fn import_export_pages_and_missing_keys() {
         next.insert("key-1".to_owned(), "English one".to_owned());
         next.insert("key-9".to_owned(), "English 9".to_owned());
         let r = f
-            .l10n
-            .import(
-                &ADMIN,
-                "site",
-                "en",
-                Import {
-                    messages: next.clone(),
-                    replace: true,
-                },
-            )
+            .import(&ADMIN, "site", "en", next.clone(), true)
             .await
             .expect("replace");
         assert_eq!((r.created, r.updated, r.unchanged, r.deleted), (1, 1, 1, 5));
-        assert_eq!(
-            f.l10n
-                .export(&ANON, "site", "en")
-                .await
-                .expect("export")
-                .messages,
-            next
-        );
+        assert_eq!(f.exported("site", "en").await, next);
         assert_eq!(
             f.text("site", "key-1", "en", json!({})).await,
             "English one"
@@ -533,56 +522,18 @@ async fn import_export_pages_and_missing_keys() {
         bad.insert("key-2".to_owned(), "Broken { $x".to_owned());
         bad.insert("key-5".to_owned(), "fine".to_owned());
         let message = assert_invalid(
-            f.l10n
-                .import(
-                    &ADMIN,
-                    "site",
-                    "en",
-                    Import {
-                        messages: bad,
-                        replace: false,
-                    },
-                )
-                .await,
+            f.import(&ADMIN, "site", "en", bad, false).await,
             "messages.key-2",
         );
         assert!(message.contains("key-2"), "{message}");
         let mut bad_key = BTreeMap::new();
         bad_key.insert("not a key".to_owned(), "x".to_owned());
         assert_invalid(
-            f.l10n
-                .import(
-                    &ADMIN,
-                    "site",
-                    "en",
-                    Import {
-                        messages: bad_key,
-                        replace: false,
-                    },
-                )
-                .await,
+            f.import(&ADMIN, "site", "en", bad_key, false).await,
             "messages.not a key",
         );
-        assert_eq!(
-            f.l10n
-                .export(&ANON, "site", "en")
-                .await
-                .expect("export")
-                .messages,
-            next
-        );
-        let r = f
-            .l10n
-            .import(
-                &USER,
-                "site",
-                "en",
-                Import {
-                    messages: next.clone(),
-                    replace: false,
-                },
-            )
-            .await;
+        assert_eq!(f.exported("site", "en").await, next);
+        let r = f.import(&USER, "site", "en", next.clone(), false).await;
         assert!(matches!(r, Err(ServiceError::Forbidden { .. })), "{r:?}");
         assert_eq!(
             f.audit("site/en").await,
@@ -725,61 +676,33 @@ async fn prices_per_market_in_minor_units_formatted_for_the_locale() {
             .expect("eu");
         assert_eq!((eu.exponent, eu.locale.as_str()), (2, "fr-FR"));
         assert_eq!(eu.countries, ["BE", "DE", "FR"]);
-        f.babel
-            .create_market(&ADMIN, market("us", "USD", "en-US", &["US"]))
-            .await
-            .expect("us");
-        f.babel
-            .create_market(&PRICER, market("jp", "JPY", "ja-JP", &["JP"]))
-            .await
-            .expect("jp");
-        f.babel
-            .create_market(&PRICER, market("kw", "KWD", "en", &["KW"]))
-            .await
-            .expect("kw");
+        for (who, code, currency, locale, country) in [
+            (&*ADMIN, "us", "USD", "en-US", "US"),
+            (&*PRICER, "jp", "JPY", "ja-JP", "JP"),
+            (&*PRICER, "kw", "KWD", "en", "KW"),
+        ] {
+            f.babel
+                .create_market(who, market(code, currency, locale, &[country]))
+                .await
+                .unwrap_or_else(|e| panic!("market {code}: {e}"));
+        }
 
-        // Explicit prices, tax included in the EU, added in the US.
-        f.babel
-            .create_rule(
-                &PRICER,
-                rule(
-                    "eu",
-                    "tee",
-                    json!({"amount": 1299, "tax_rate_bp": 2000, "tax_included": true}),
-                ),
-            )
-            .await
-            .expect("eu tee");
-        f.babel
-            .create_rule(
-                &PRICER,
-                rule("us", "tee", json!({"amount": 1299, "tax_rate_bp": 888})),
-            )
-            .await
-            .expect("us tee");
-        // A multiplier of the base price (10.00 USD) with rounding.
-        f.babel
-            .create_rule(
-                &PRICER,
-                rule(
-                    "jp",
-                    "tee",
-                    json!({"multiplier": "129.95", "rounding": "whole"}),
-                ),
-            )
-            .await
-            .expect("jp tee");
-        f.babel
-            .create_rule(
-                &PRICER,
-                rule(
-                    "kw",
-                    "tee",
-                    json!({"multiplier": "0.3085", "rounding": "none"}),
-                ),
-            )
-            .await
-            .expect("kw tee");
+        for (m, body) in [
+            // Explicit prices, tax included in the EU, added in the US.
+            (
+                "eu",
+                json!({"amount": 1299, "tax_rate_bp": 2000, "tax_included": true}),
+            ),
+            ("us", json!({"amount": 1299, "tax_rate_bp": 888})),
+            // A multiplier of the base price (10.00 USD) with rounding.
+            ("jp", json!({"multiplier": "129.95", "rounding": "whole"})),
+            ("kw", json!({"multiplier": "0.3085", "rounding": "none"})),
+        ] {
+            f.babel
+                .create_rule(&PRICER, rule(m, "tee", body))
+                .await
+                .unwrap_or_else(|e| panic!("{m} tee: {e}"));
+        }
         let cat = f
             .babel
             .create_rule(&PRICER, rule("eu", "", json!({"category": "shirts", "multiplier": "0.92", "rounding": "to_99", "tax_rate_bp": 2000, "tax_included": true})))
@@ -936,33 +859,17 @@ async fn markets_and_rules_are_guarded_conflicts_are_409_and_changes_show_at_onc
         assert!(matches!(r, Err(ServiceError::Duplicate { .. })), "{r:?}");
         assert_not_found(f.babel.market(&ANON, "dach").await, "market");
         // Invalid fields: 400 naming them.
-        assert_invalid(
-            f.babel
-                .create_market(&PRICER, market("x", "XXX", "en", &[]))
-                .await,
-            "currency",
-        );
-        assert_invalid(
-            f.babel
-                .create_market(&PRICER, market("x", "EUR", "not_a_tag", &[]))
-                .await,
-            "locale",
-        );
-        assert_invalid(
-            f.babel
-                .create_market(&PRICER, market("x", "EUR", "en", &["fra"]))
-                .await,
-            "countries",
-        );
-        assert_invalid(
-            f.babel
-                .create_market(&PRICER, market("X Y", "EUR", "en", &[]))
-                .await,
-            "code",
-        );
         let mut long = market("x", "EUR", "en", &[]);
         long.name = "n".repeat(201);
-        assert_invalid(f.babel.create_market(&PRICER, long).await, "name");
+        for (m, field) in [
+            (market("x", "XXX", "en", &[]), "currency"),
+            (market("x", "EUR", "not_a_tag", &[]), "locale"),
+            (market("x", "EUR", "en", &["fra"]), "countries"),
+            (market("X Y", "EUR", "en", &[]), "code"),
+            (long, "name"),
+        ] {
+            assert_invalid(f.babel.create_market(&PRICER, m).await, field);
+        }
         // RBAC.
         let r = f
             .babel
@@ -1133,31 +1040,19 @@ async fn markets_and_rules_are_guarded_conflicts_are_409_and_changes_show_at_onc
             .create_rule(&PRICER, rule("ch", "tee", json!({"amount": 1990})))
             .await
             .expect("ch tee");
+        let tees = RuleFilter {
+            sku: Some("tee".into()),
+            ..RuleFilter::default()
+        };
         let page = f
             .babel
-            .rules(
-                &PRICER,
-                &RuleFilter {
-                    sku: Some("tee".into()),
-                    ..RuleFilter::default()
-                },
-                Some(1),
-                None,
-            )
+            .rules(&PRICER, &tees, Some(1), None)
             .await
             .expect("rules");
         assert_eq!(page.items.len(), 1);
         let page2 = f
             .babel
-            .rules(
-                &PRICER,
-                &RuleFilter {
-                    sku: Some("tee".into()),
-                    ..RuleFilter::default()
-                },
-                Some(1),
-                page.next_cursor.as_deref(),
-            )
+            .rules(&PRICER, &tees, Some(1), page.next_cursor.as_deref())
             .await
             .expect("rules 2");
         assert_eq!(page2.items.len(), 1);

@@ -118,9 +118,22 @@ impl TestNode {
         content_type: &str,
         body: &str,
     ) -> (u16, Value) {
+        self.raw_as(self.token.as_deref(), method, path, content_type, body)
+            .await
+    }
+
+    /// As [`TestNode::raw`], with `token` (or none) instead of the admin's.
+    pub async fn raw_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &str,
+    ) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = self.client.request(method, self.url(path));
-        if let Some(t) = &self.token {
+        if let Some(t) = token {
             req = req.bearer_auth(t);
         }
         let res = req
@@ -221,6 +234,14 @@ pub async fn user(node: &TestNode, username: &str) -> (String, String) {
         )
         .await;
     assert_eq!(s, 201, "{u}");
+    (
+        u["id"].as_str().expect("id").to_owned(),
+        login(node, username).await,
+    )
+}
+
+/// Logs `username` in (password `password123`); returns the access token.
+pub async fn login(node: &TestNode, username: &str) -> String {
     let (s, t) = node
         .call_as(
             None,
@@ -230,10 +251,7 @@ pub async fn user(node: &TestNode, username: &str) -> (String, String) {
         )
         .await;
     assert_eq!(s, 200, "{t}");
-    (
-        u["id"].as_str().expect("id").to_owned(),
-        t["access_token"].as_str().expect("token").to_owned(),
-    )
+    t["access_token"].as_str().expect("token").to_owned()
 }
 
 /// The next data frame as JSON (binary frames inflated); panics after 10 s.

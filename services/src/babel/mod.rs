@@ -254,10 +254,7 @@ impl BabelService {
         self.repo
             .market(code)
             .await?
-            .ok_or_else(|| ServiceError::NotFound {
-                entity: "market",
-                id: code.to_owned(),
-            })
+            .ok_or_else(|| repo::market_not_found(code))
     }
 
     /// A page of markets by code; the cursor is the last code. Needs `read`.
@@ -477,10 +474,7 @@ impl BabelService {
         let market = snapshot
             .markets
             .get(market_code)
-            .ok_or_else(|| ServiceError::NotFound {
-                entity: "market",
-                id: market_code.clone(),
-            })?;
+            .ok_or_else(|| repo::market_not_found(market_code))?;
         let by_sku = snapshot
             .by_sku
             .get(&market.code)

@@ -342,58 +342,34 @@ mod tests {
     #[test]
     fn rounding_rules() {
         let (usd, eur, jpy, kwd) = (c("USD"), c("EUR"), c("JPY"), c("KWD"));
-        // 10.00 USD × 1.2345 = 12.345 EUR.
-        assert_eq!(
-            multiply(1000, usd, eur, 12_345, Rounding::None).expect("r"),
-            1235
-        );
-        assert_eq!(
-            multiply(1000, usd, eur, 12_345, Rounding::To99).expect("r"),
-            1299
-        );
-        assert_eq!(
-            multiply(1000, usd, eur, 12_345, Rounding::Whole).expect("r"),
-            1300
-        );
-        // Exactly on a boundary stays.
-        assert_eq!(
-            multiply(1299, eur, eur, 10_000, Rounding::To99).expect("r"),
-            1299
-        );
-        assert_eq!(
-            multiply(1300, eur, eur, 10_000, Rounding::Whole).expect("r"),
-            1300
-        );
-        assert_eq!(
-            multiply(1300, eur, eur, 10_000, Rounding::To99).expect("r"),
-            1399
-        );
-        assert_eq!(
-            multiply(1, eur, eur, 10_000, Rounding::To99).expect("r"),
-            99
-        );
-        // 10.00 USD × 150 = 1,500 JPY; ×123.4 = 1,234 → 1,299.
-        assert_eq!(
-            multiply(1000, usd, jpy, 1_500_000, Rounding::None).expect("r"),
-            1500
-        );
-        assert_eq!(
-            multiply(1000, usd, jpy, 1_234_000, Rounding::To99).expect("r"),
-            1299
-        );
-        // 10.00 USD × 0.3085 = 3.085 KWD.
-        assert_eq!(
-            multiply(1000, usd, kwd, 3_085, Rounding::None).expect("r"),
-            3085
-        );
-        assert_eq!(
-            multiply(1000, usd, kwd, 3_085, Rounding::To99).expect("r"),
-            3990
-        );
-        assert_eq!(
-            multiply(1000, usd, kwd, 3_085, Rounding::Whole).expect("r"),
-            4000
-        );
+        // (base, from, to, multiplier in basis points, rounding, expected)
+        let cases = [
+            // 10.00 USD × 1.2345 = 12.345 EUR.
+            (1000, usd, eur, 12_345, Rounding::None, 1235),
+            (1000, usd, eur, 12_345, Rounding::To99, 1299),
+            (1000, usd, eur, 12_345, Rounding::Whole, 1300),
+            // Exactly on a boundary stays.
+            (1299, eur, eur, 10_000, Rounding::To99, 1299),
+            (1300, eur, eur, 10_000, Rounding::Whole, 1300),
+            (1300, eur, eur, 10_000, Rounding::To99, 1399),
+            (1, eur, eur, 10_000, Rounding::To99, 99),
+            // 10.00 USD × 150 = 1,500 JPY; ×123.4 = 1,234 → 1,299.
+            (1000, usd, jpy, 1_500_000, Rounding::None, 1500),
+            (1000, usd, jpy, 1_234_000, Rounding::To99, 1299),
+            // 10.00 USD × 0.3085 = 3.085 KWD.
+            (1000, usd, kwd, 3_085, Rounding::None, 3085),
+            (1000, usd, kwd, 3_085, Rounding::To99, 3990),
+            (1000, usd, kwd, 3_085, Rounding::Whole, 4000),
+        ];
+        for (base, from, to, bp, rounding, expected) in cases {
+            assert_eq!(
+                multiply(base, from, to, bp, rounding).expect("r"),
+                expected,
+                "{base} {} × {bp}bp → {} {rounding:?}",
+                from.code,
+                to.code
+            );
+        }
         assert!(multiply(MAX_AMOUNT, eur, eur, MAX_MULTIPLIER_BP, Rounding::None).is_err());
     }
 

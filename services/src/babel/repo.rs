@@ -173,13 +173,15 @@ pub struct Everything {
     pub rules: Vec<PriceRule>,
 }
 
-fn market_not_found(code: &str) -> ServiceError {
+/// 404 for the market `code`.
+pub(crate) fn market_not_found(code: &str) -> ServiceError {
     ServiceError::NotFound {
         entity: "market",
         id: code.to_owned(),
     }
 }
 
+/// 404 for the price rule `id`.
 pub(crate) fn rule_not_found(id: &str) -> ServiceError {
     ServiceError::NotFound {
         entity: "price rule",
@@ -224,6 +226,78 @@ macro_rules! insert_countries {
                 .await?;
         }
     };
+}
+
+/// Reads the market `code` with `$query` (plain or `FOR UPDATE`) on `$tx`: evaluates to its
+/// [`MarketRow`], or returns 404 from the enclosing body when it does not exist.
+macro_rules! market_or_not_found {
+    ($tx:expr, $query:expr, $code:expr) => {
+        match sqlx::query($query)
+            .bind($code)
+            .fetch_optional(&mut *$tx)
+            .await?
+        {
+            Some(row) => market_row!(row),
+            None => return Err(market_not_found($code)),
+        }
+    };
+}
+
+/// Reads the rule `id` with `sql.rule_get_for_update` on `$tx`: evaluates to the
+/// [`PriceRule`], or returns 404 from the enclosing body when it does not exist.
+macro_rules! rule_for_update {
+    ($tx:expr, $sql:expr, $id:expr) => {
+        match sqlx::query($sql.rule_get_for_update)
+            .bind($id)
+            .fetch_optional(&mut *$tx)
+            .await?
+        {
+            Some(row) => rule_row!(row).into_rule()?,
+            None => return Err(rule_not_found($id)),
+        }
+    };
+}
+
+/// Writes the rule `$r` with `$query` (`rule_insert` or `rule_update`: the same parameters,
+/// `$11` the time) on `$tx`; a rule for the same SKU or category of the market is a 409.
+macro_rules! write_rule {
+    ($tx:expr, $query:expr, $r:expr, $at_ms:expr) => {
+        sqlx::query($query)
+            .bind(&$r.id)
+            .bind(&$r.market)
+            .bind($r.sku.as_deref())
+            .bind($r.category.as_deref())
+            .bind($r.kind.as_str())
+            .bind($r.amount)
+            .bind($r.multiplier_bp)
+            .bind($r.rounding.as_str())
+            .bind($r.tax_rate_bp)
+            .bind($r.tax_included)
+            .bind($at_ms)
+            .execute(&mut *$tx)
+            .await
+            .map_err(|e| rule_conflict(e, $r))?
+    };
+}
+
+/// `rows` as markets, each with its countries out of the `(market, country)` pairs.
+///
+/// # Errors
+/// [`ServiceError::Database`] for a stored currency that is not supported.
+fn with_countries(
+    rows: Vec<MarketRow>,
+    countries: Vec<(String, String)>,
+) -> Result<Vec<Market>, ServiceError> {
+    let mut by_market: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (market, country) in countries {
+        by_market.entry(market).or_default().push(country);
+    }
+    rows.into_iter()
+        .map(|m| {
+            let c = by_market.remove(&m.code).unwrap_or_default();
+            m.into_market(c)
+        })
+        .collect()
 }
 
 /// Reads and writes markets and rules.
@@ -331,16 +405,7 @@ impl BabelRepo {
             };
             (out, countries)
         });
-        let mut by_market: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (market, country) in countries {
-            by_market.entry(market).or_default().push(country);
-        }
-        rows.into_iter()
-            .map(|m| {
-                let c = by_market.remove(&m.code).unwrap_or_default();
-                m.into_market(c)
-            })
-            .collect()
+        with_countries(rows, countries)
     }
 
     /// Applies `patch` (checked) to the market `code` in one transaction with the audit row;
@@ -358,14 +423,7 @@ impl BabelRepo {
     ) -> Result<(Market, Market), ServiceError> {
         Ok(on_pool!(&self.db, Queries, |pool, sql| {
             let mut tx = pool.begin_with(sql.begin).await?;
-            let row = match sqlx::query(sql.market_get_for_update)
-                .bind(code)
-                .fetch_optional(&mut *tx)
-                .await?
-            {
-                Some(row) => market_row!(row),
-                None => return Err(market_not_found(code)),
-            };
+            let row = market_or_not_found!(tx, sql.market_get_for_update, code);
             let countries: Vec<String> = sqlx::query_scalar(sql.countries_of)
                 .bind(code)
                 .fetch_all(&mut *tx)
@@ -428,14 +486,7 @@ impl BabelRepo {
     pub async fn delete_market(&self, code: &str, audit: AuditRecord) -> Result<(), ServiceError> {
         on_pool!(&self.db, Queries, |pool, sql| {
             let mut tx = pool.begin_with(sql.begin).await?;
-            let row = match sqlx::query(sql.market_get_for_update)
-                .bind(code)
-                .fetch_optional(&mut *tx)
-                .await?
-            {
-                Some(row) => market_row!(row),
-                None => return Err(market_not_found(code)),
-            };
+            let row = market_or_not_found!(tx, sql.market_get_for_update, code);
             let rules: i64 = sqlx::query_scalar(sql.rules_of_market)
                 .bind(code)
                 .fetch_one(&mut *tx)
@@ -475,28 +526,8 @@ impl BabelRepo {
     ) -> Result<(), ServiceError> {
         on_pool!(&self.db, Queries, |pool, sql| {
             let mut tx = pool.begin_with(sql.begin).await?;
-            let market = sqlx::query(sql.market_get_for_update)
-                .bind(&r.market)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if market.is_none() {
-                return Err(market_not_found(&r.market));
-            }
-            sqlx::query(sql.rule_insert)
-                .bind(&r.id)
-                .bind(&r.market)
-                .bind(r.sku.as_deref())
-                .bind(r.category.as_deref())
-                .bind(r.kind.as_str())
-                .bind(r.amount)
-                .bind(r.multiplier_bp)
-                .bind(r.rounding.as_str())
-                .bind(r.tax_rate_bp)
-                .bind(r.tax_included)
-                .bind(at_ms)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| rule_conflict(e, r))?;
+            market_or_not_found!(tx, sql.market_get_for_update, &r.market);
+            write_rule!(tx, sql.rule_insert, r, at_ms);
             audit::insert!(&mut *tx, sql.audit, audit);
             tx.commit().await?;
         });
@@ -562,36 +593,9 @@ impl BabelRepo {
     ) -> Result<PriceRule, ServiceError> {
         Ok(on_pool!(&self.db, Queries, |pool, sql| {
             let mut tx = pool.begin_with(sql.begin).await?;
-            let before = match sqlx::query(sql.rule_get_for_update)
-                .bind(&r.id)
-                .fetch_optional(&mut *tx)
-                .await?
-            {
-                Some(row) => rule_row!(row).into_rule()?,
-                None => return Err(rule_not_found(&r.id)),
-            };
-            let market = sqlx::query(sql.market_get)
-                .bind(&r.market)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if market.is_none() {
-                return Err(market_not_found(&r.market));
-            }
-            sqlx::query(sql.rule_update)
-                .bind(&r.id)
-                .bind(&r.market)
-                .bind(r.sku.as_deref())
-                .bind(r.category.as_deref())
-                .bind(r.kind.as_str())
-                .bind(r.amount)
-                .bind(r.multiplier_bp)
-                .bind(r.rounding.as_str())
-                .bind(r.tax_rate_bp)
-                .bind(r.tax_included)
-                .bind(at_ms)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| rule_conflict(e, r))?;
+            let before = rule_for_update!(tx, sql, &r.id);
+            market_or_not_found!(tx, sql.market_get, &r.market);
+            write_rule!(tx, sql.rule_update, r, at_ms);
             let mut after = r.clone();
             after.created_at = before.created_at.clone();
             let audit = audit.before(&before).after(&after);
@@ -608,14 +612,7 @@ impl BabelRepo {
     pub async fn delete_rule(&self, id: &str, audit: AuditRecord) -> Result<(), ServiceError> {
         on_pool!(&self.db, Queries, |pool, sql| {
             let mut tx = pool.begin_with(sql.begin).await?;
-            let before = match sqlx::query(sql.rule_get_for_update)
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?
-            {
-                Some(row) => rule_row!(row).into_rule()?,
-                None => return Err(rule_not_found(id)),
-            };
+            let before = rule_for_update!(tx, sql, id);
             sqlx::query(sql.rule_delete)
                 .bind(id)
                 .execute(&mut *tx)
@@ -646,17 +643,7 @@ impl BabelRepo {
             }
             (markets, countries, rules)
         });
-        let mut by_market: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (market, country) in countries {
-            by_market.entry(market).or_default().push(country);
-        }
-        let markets = markets
-            .into_iter()
-            .map(|m| {
-                let c = by_market.remove(&m.code).unwrap_or_default();
-                m.into_market(c)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let markets = with_countries(markets, countries)?;
         let rules = rules
             .into_iter()
             .map(RuleRow::into_rule)
