@@ -11,7 +11,8 @@
 //!   [`openapi`]: the OpenAPI document generated from the REST handlers, with what the
 //!   server accepts written in from the validators' constants.
 //! * [`grpc`]: the gRPC adapters, health and reflection.
-//! * [`ops`]: `/metrics`, `/healthz`, `/readyz`.
+//! * [`ops`]: `/metrics`, `/healthz`, `/readyz`; [`service_metrics`]: each service's calls under
+//!   its metrics prefix.
 //! * [`broadcaster`]: the services' broadcaster implemented with the engine.
 //! * [`cache`]: the services' metadata cache on Redis.
 //! * [`kg`]: `ovasabi kg`, the facts of the Amadeus knowledge graph gathered from this build.
@@ -27,3 +28,4 @@ pub mod http;
 pub mod kg;
 pub mod openapi;
 pub mod ops;
+pub mod service_metrics;

@@ -437,3 +437,36 @@ async fn stats_history_gives_the_last_samples_of_the_nodes_figures() {
     let (status, body) = history("/api/campaigns/nope/stats/history".into()).await;
     assert_error(status, &body, 404, "not_found");
 }
+
+#[tokio::test]
+async fn each_service_counts_its_calls_under_its_metrics_prefix() {
+    let node = TestNode::start().await;
+    let (s, _) = node.call("GET", "/api/campaigns", None).await;
+    assert_eq!(s, 200);
+    let (s, _) = node
+        .call("GET", "/api/babel/price?sku=tee&country=FR", None)
+        .await;
+    assert_eq!(s, 404, "no market for FR yet");
+    let (s, _) = node.call("GET", "/api/users/me", None).await;
+    assert_eq!(s, 200);
+    let text = node.metrics_text().await;
+    for line in [
+        // One registry per test process: other tests count too, so at least one call.
+        r#"ovasabi_campaign_calls_total{transport="http",outcome="ok"} "#,
+        r#"ovasabi_babel_calls_total{transport="http",outcome="client_error"} "#,
+        r#"ovasabi_user_calls_total{transport="http",outcome="ok"} "#,
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(line)),
+            "{line} in:\n{}",
+            text.lines()
+                .filter(|l| l.contains("calls_total"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    assert!(
+        text.contains("ovasabi_campaign_call_duration_seconds"),
+        "a duration histogram"
+    );
+}

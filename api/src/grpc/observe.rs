@@ -136,6 +136,7 @@ impl Call {
             Some(m) if code != "UNIMPLEMENTED" => m,
             _ => "unknown".to_owned(),
         };
+        crate::service_metrics::grpc(&method, code, self.start.elapsed());
         counter!("ovasabi_grpc_requests_total", "method" => method.clone(), "code" => code)
             .increment(1);
         histogram!("ovasabi_grpc_request_duration_seconds", "method" => method)

@@ -32,6 +32,7 @@ pub async fn record(req: Request, next: Next) -> Response {
     let status = response.status().as_u16().to_string();
     counter!("ovasabi_http_requests_total", "method" => method, "route" => route.clone(), "status" => status)
         .increment(1);
+    crate::service_metrics::http(&route, response.status().as_u16(), start.elapsed());
     histogram!("ovasabi_http_request_duration_seconds", "method" => method, "route" => route)
         .record(start.elapsed().as_secs_f64());
     response
