@@ -38,7 +38,7 @@ pub async fn facts(root: &Path) -> anyhow::Result<Facts> {
         babel: services::babel::BabelConfig::default(),
     })
     .await?;
-    let wiring = provider.wiring.clone();
+    let wiring = (*provider.wiring).clone();
     provider.close(std::time::Duration::from_secs(1)).await;
     node.shutdown(std::time::Duration::from_secs(1)).await;
     db.close().await;

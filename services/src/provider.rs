@@ -172,8 +172,9 @@ pub struct Provider {
     pub babel: BabelService,
     pub audit: AuditLog,
     pub admin: AdminService,
-    /// What each service was handed at construction (for the knowledge graph).
-    pub wiring: Wiring,
+    /// What each service was handed at construction (for the knowledge graph); shared, since
+    /// handlers clone the provider with every request.
+    pub wiring: Arc<Wiring>,
     /// Writes the audit rows of sent events and messages in the background (started here,
     /// stopped by [`Provider::close`]).
     pub deferred_audit: DeferredAudit,
@@ -235,7 +236,7 @@ impl Provider {
             babel,
             audit,
             admin,
-            wiring: w,
+            wiring: Arc::new(w),
             deferred_audit,
             policies,
             db,

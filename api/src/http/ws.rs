@@ -313,10 +313,11 @@ struct Pending {
 }
 
 /// What is decided before the upgrade: the session, or a wait for its `auth` frame (no token
-/// in the request, and anonymous viewers not allowed).
+/// in the request, and anonymous viewers not allowed), with what checking it needs.
 enum Admission {
     Ready(Admit),
-    AwaitAuth(Pending),
+    // Boxed: the admission lives in every session's task until the session starts.
+    AwaitAuth(Pending, Box<AppState>),
 }
 
 impl Pending {
@@ -379,7 +380,6 @@ async fn accept(
     let place = req.extensions_mut().remove::<Admitted>();
     let node = app.node.clone();
     let close_timeout = cfg.close_timeout;
-    let task_app = app.clone();
     app.node.spawn_tracked(async move {
         let _place = place;
         let upgraded = match on_upgrade.await {
@@ -397,14 +397,13 @@ async fn accept(
         );
         let admit = match admission {
             Ok(Admission::Ready(a)) => Ok(a),
-            Ok(Admission::AwaitAuth(pending)) => match auth_frame(&mut *ws).await {
-                Ok(Some(token)) => pending.admit(&task_app, Some(&token)).await,
+            Ok(Admission::AwaitAuth(pending, app)) => match auth_frame(&mut *ws).await {
+                Ok(Some(token)) => pending.admit(&app, Some(&token)).await,
                 Ok(None) => return,
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),
         };
-        drop(task_app);
         match admit {
             Ok(a) => {
                 node.serve_session(
@@ -528,7 +527,7 @@ async fn admit(
         resume,
     };
     if token.is_none() && !anonymous {
-        return Ok(Admission::AwaitAuth(pending));
+        return Ok(Admission::AwaitAuth(pending, Box::new(app.clone())));
     }
     pending.admit(app, token).await.map(Admission::Ready)
 }
