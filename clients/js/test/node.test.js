@@ -345,3 +345,41 @@ describe('two nodes sharing Redis', { skip: skipReason || (!redisUrl && 'OVASABI
     assert.deepEqual(r2.errors, []);
   });
 });
+
+describe('frames lost by a slow reader', { skip: skipReason }, () => {
+  let node;
+  before(async () => {
+    node = await new Node(['--dev', '--send-queue-capacity', '4']).start();
+  });
+  after(async () => {
+    await node?.dispose();
+  });
+
+  test('a seq gap (frames dropped while the client did not read) is filled by a resume', async () => {
+    const c = await node.createCampaign('gaps');
+    const spy = spyWebSocket();
+    const sub = connect(node.base, 'gaps', { user: 'u1', WebSocket: spy.WS, backoff: fast });
+    const r = record(sub);
+    await until(() => sub.status === 'live', 5000, 'live');
+    // Stop reading: the kernel's buffers fill, then the node's queue of 4, then it drops.
+    spy.sockets[0]._socket.pause();
+    // 16 KB events: about 6 MB in all, more than loopback buffers hold, while what is lost
+    // stays under the 4 MiB a recovery may carry.
+    const big = 'x'.repeat(16 * 1024);
+    const n = 401;
+    for (let i = 1; i < n; i++) await node.publish(c.id, `e${i}`, { i, big });
+    const stats = await node.request('GET', `/api/campaigns/${c.id}/stats`);
+    assert.ok(stats.frames_dropped > 0, `frames were dropped: ${JSON.stringify(stats)}`);
+    spy.sockets[0]._socket.resume();
+    // The next event shows the client the hole in the seqs.
+    await until(() => r.events.length >= n - 1 - stats.frames_dropped, 20000, 'the frames that were kept');
+    await node.publish(c.id, `e${n}`, { i: n, big });
+    await until(() => r.events.length === n, 20000, 'every event, the lost ones by a resume').catch((e) => {
+      throw new Error(`${e.message}: ${r.events.length} events, errors ${JSON.stringify(r.errors.map((x) => x.code))}, statuses ${JSON.stringify(r.statuses.map((x) => [x.status, x.reason, x.recovered]))}, last ${r.events.at(-1)?.seq}`);
+    });
+    assert.ok(r.errors.some((e) => e.code === 'gap'), 'the client saw the gap');
+    assert.ok(spy.sockets.length >= 2, 'and resumed on a new connection');
+    assert.deepEqual(r.events.map((e) => e.data.i), Array.from({ length: n }, (_, k) => k + 1));
+    sub.close();
+  });
+});
