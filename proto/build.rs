@@ -20,6 +20,7 @@ const PROTO_FILES: &[&str] = &[
     "broadcast/v0/broadcast.proto",
     "localization/v0/localization.proto",
     "babel/v0/babel.proto",
+    "notification/v0/notification.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

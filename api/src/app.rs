@@ -211,6 +211,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         babel: services::babel::BabelConfig {
             cache_ttl: config.localization_cache_ttl,
         },
+        realtime: Arc::new(EngineBroadcaster { node: node.clone() }),
+        notification: config.notification(),
     })
     .await
     .map_err(StartError::Services)?;
@@ -268,6 +270,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         node.clone(),
         stop_schedule.clone(),
     ));
+    tokio::spawn({
+        let notifications = services.notifications.clone();
+        let stop = stop_schedule.clone();
+        let node_id = node.id().to_owned();
+        async move {
+            notifications
+                .run_deliveries(node_id, stop.cancelled_owned())
+                .await;
+        }
+    });
     let stop_grpc = CancellationToken::new();
     let grpc_task = tokio::spawn({
         let state = grpc::GrpcState {

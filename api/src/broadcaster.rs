@@ -84,3 +84,21 @@ impl Broadcaster for EngineBroadcaster {
         })
     }
 }
+
+/// Notifications reach a user's live sessions on every node through the engine
+/// ([`Node::notify_user`]: the bus carries them, at most once; the inbox keeps them).
+impl services::notification::RealtimeSink for EngineBroadcaster {
+    fn push(
+        &self,
+        user: &str,
+        notification: Box<RawValue>,
+    ) -> services::campaign::BoxFuture<'_, Result<(), String>> {
+        let user = user.to_owned();
+        Box::pin(async move {
+            self.node
+                .notify_user(&user, notification)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}

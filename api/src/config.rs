@@ -147,6 +147,20 @@ pub struct Config {
     /// after at most this long.
     #[serde(with = "duration")]
     pub localization_cache_ttl: Duration,
+    /// Where notification emails go out: `smtp://host:port` (plain; `?tls=required` for
+    /// STARTTLS) or `smtps://host:port` (TLS), with `user:password@` if the relay wants it.
+    /// Unset: email deliveries are recorded as `skipped`.
+    pub smtp_url: Option<String>,
+    /// The `From:` of notification emails (`Name <address>`).
+    pub email_from: String,
+    /// Attempts per email or webhook delivery before it is `failed`.
+    pub notification_max_attempts: u32,
+    /// The first retry's delay, doubled per attempt (with jitter), capped at 15 minutes.
+    #[serde(with = "duration")]
+    pub notification_backoff: Duration,
+    /// Longest wait for a webhook receiver's answer.
+    #[serde(with = "duration")]
+    pub webhook_timeout: Duration,
 }
 
 impl Default for Config {
@@ -203,6 +217,11 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             default_locale: "en".to_owned(),
             localization_cache_ttl: Duration::from_secs(10),
+            smtp_url: None,
+            email_from: "OVASABI <notifications@localhost>".to_owned(),
+            notification_max_attempts: 6,
+            notification_backoff: Duration::from_secs(5),
+            webhook_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -259,6 +278,11 @@ pub const KEYS: &[&str] = &[
     "shutdown_timeout",
     "default_locale",
     "localization_cache_ttl",
+    "smtp_url",
+    "email_from",
+    "notification_max_attempts",
+    "notification_backoff",
+    "webhook_timeout",
 ];
 
 /// A configuration value that cannot be used.
@@ -467,6 +491,20 @@ impl Config {
         {
             return Err(ConfigError::new("default_locale", e.to_string()));
         }
+        if !(1..=100).contains(&self.notification_max_attempts) {
+            return Err(ConfigError::new(
+                "notification_max_attempts",
+                "must be 1-100",
+            ));
+        }
+        if self.notification_backoff.is_zero() || self.webhook_timeout.is_zero() {
+            let key = if self.webhook_timeout.is_zero() {
+                "webhook_timeout"
+            } else {
+                "notification_backoff"
+            };
+            return Err(ConfigError::new(key, "must be more than 0s"));
+        }
         Ok(())
     }
 
@@ -508,6 +546,17 @@ impl Config {
     }
 
     /// The engine's part.
+    pub fn notification(&self) -> services::notification::DeliveryConfig {
+        services::notification::DeliveryConfig {
+            smtp_url: self.smtp_url.clone(),
+            email_from: self.email_from.clone(),
+            max_attempts: self.notification_max_attempts,
+            backoff_base: self.notification_backoff,
+            webhook_timeout: self.webhook_timeout,
+            ..services::notification::DeliveryConfig::default()
+        }
+    }
+
     pub fn engine(&self) -> engine::Config {
         engine::Config {
             node_id: self.node_id(),

@@ -36,6 +36,8 @@ pub async fn facts(root: &Path) -> anyhow::Result<Facts> {
         },
         localization: services::localization::LocalizationConfig::default(),
         babel: services::babel::BabelConfig::default(),
+        realtime: Arc::new(crate::broadcaster::EngineBroadcaster { node: node.clone() }),
+        notification: services::notification::DeliveryConfig::default(),
     })
     .await?;
     let wiring = (*provider.wiring).clone();

@@ -128,6 +128,16 @@ flags! {
     default_locale,
     /// How long translations and price rules are cached per node [default: 10s]
     localization_cache_ttl,
+    /// SMTP relay for notification emails, smtp://host:port or smtps://host:port [default: none, emails skipped]
+    smtp_url,
+    /// From: of notification emails [default: OVASABI <notifications@localhost>]
+    email_from,
+    /// Attempts per email or webhook delivery before it fails [default: 6]
+    notification_max_attempts,
+    /// First retry delay of a delivery, doubled per attempt, with jitter [default: 5s]
+    notification_backoff,
+    /// Longest wait for a webhook's answer [default: 10s]
+    webhook_timeout,
 }
 
 /// The OVASABI real-time broadcast node.

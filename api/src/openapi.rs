@@ -61,6 +61,7 @@ pub const BEARER: &str = "bearer";
         (name = "admin", description = "User management (needs `manage` on `user`)"),
         (name = "security", description = "Audit log and RBAC policies"),
         (name = "content", description = "Posts, search, threaded comments and reactions"),
+        (name = "notification", description = "Notifications: templates, sends to users or roles on in_app/realtime/email/webhook, the inbox, preferences, webhooks, delivery status"),
         (name = "localization", description = "Fluent translations: messages, import/export, missing keys, formatted lookups with fallback"),
         (name = "babel", description = "Markets, price rules and prices for a country (integer minor units)"),
         (name = "node", description = "Service registrations and this document"),

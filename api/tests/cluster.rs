@@ -832,3 +832,67 @@ async fn hot_campaign_metadata_is_cached_in_redis_and_invalidated_on_change() {
     drop(nodes);
     drop_database(&prefix, &dir).await;
 }
+
+#[tokio::test]
+async fn a_realtime_notification_sent_through_a_reaches_the_users_sessions_on_b_and_c() {
+    let Some(url) = redis_url() else { return };
+    let (nodes, dir) = cluster("notify", &url).await;
+    let (s, t) = nodes[0]
+        .call(
+            "PUT",
+            "/api/notifications/templates/ping/en",
+            Some(json!({"category": "transactional", "subject": "Ping {{ n }}", "text": "n = {{ n }}"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{t}");
+    let (uid, token) = common::user(&nodes[0], "roamer").await;
+    let id = nodes[0].campaign("notify-x", 10.0, json!({})).await;
+    live_everywhere(&nodes, &id).await;
+    // The same user, signed in, on two nodes other than the one the send goes through.
+    let mut on_b = nodes[1].ws(&id, &uid, &format!("?token={token}")).await;
+    let mut on_c = nodes[2].ws(&id, &uid, &format!("?token={token}")).await;
+    next_of(&mut on_b, "welcome").await;
+    next_of(&mut on_c, "welcome").await;
+    for n in 0..3 {
+        let (s, r) = nodes[0]
+            .call(
+                "POST",
+                "/api/notifications",
+                Some(json!({
+                    "template": "ping",
+                    "variables": {"n": n},
+                    "channels": ["realtime", "in_app"],
+                    "recipients": {"user_ids": [uid]},
+                })),
+            )
+            .await;
+        assert_eq!(s, 201, "{r}");
+    }
+    // Each session gets each notification once (pushes of one round go out concurrently:
+    // their order is not promised).
+    for ws in [&mut on_b, &mut on_c] {
+        let mut got = std::collections::BTreeSet::new();
+        for _ in 0..3 {
+            let f = next_of(ws, "notification").await;
+            got.insert(
+                f["notification"]["subject"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+        }
+        assert_eq!(got, (0..3).map(|n| format!("Ping {n}")).collect());
+    }
+    // The inbox (the durable copy) is the same through any node.
+    let (s, inbox) = nodes[2]
+        .call_as(Some(&token), "GET", "/api/notifications", None)
+        .await;
+    assert_eq!(s, 200, "{inbox}");
+    assert_eq!(inbox["items"].as_array().map(Vec::len), Some(3));
+    drop(nodes);
+    drop_database(
+        dir.file_name().and_then(|n| n.to_str()).unwrap_or_default(),
+        &dir,
+    )
+    .await;
+}

@@ -632,6 +632,7 @@ async fn the_remaining_operations_over_grpc() {
                 email: None,
                 current_password: "password123".into(),
                 new_password: Some("new password 1".into()),
+                locale: Some("fr-CA".into()),
             },
             &t.access_token,
         ))
@@ -1108,4 +1109,519 @@ async fn a_stored_integer_too_wide_for_protobuf_is_rounded_not_fatal() {
         .expect("the page is served")
         .into_inner();
     assert_eq!(listed.items.len(), 1);
+}
+
+/// A `notification.v0.SendRequest` of the `welcome` template to `users` on the inbox.
+fn notification_send(
+    users: &[&str],
+    variables: serde_json::Value,
+) -> proto::notification::v0::SendRequest {
+    use proto::notification::v0 as npb;
+    npb::SendRequest {
+        template: "welcome".into(),
+        variables: Some(s(variables)),
+        channels: vec!["in_app".into()],
+        recipients: Some(npb::send_request::Recipients::UserIds(npb::UserIds {
+            ids: users.iter().map(|u| (*u).to_owned()).collect(),
+        })),
+        campaign_id: None,
+    }
+}
+
+/// Puts the `welcome` template (en): subject `Hi {{ user.username }}`, text `Code {{ x }}`.
+async fn notification_template(
+    n: &mut proto::notification::v0::notification_service_client::NotificationServiceClient<
+        Channel,
+    >,
+    admin: &str,
+) -> proto::notification::v0::PutTemplateResponse {
+    use proto::notification::v0 as npb;
+    n.put_template(with_token(
+        npb::PutTemplateRequest {
+            key: "welcome".into(),
+            locale: "en".into(),
+            category: "transactional".into(),
+            subject: "Hi {{ user.username }}".into(),
+            text: "Code {{ x }}".into(),
+            html: Some("<p>Code {{ x }}</p>".into()),
+        },
+        admin,
+    ))
+    .await
+    .expect("put template")
+    .into_inner()
+}
+
+#[tokio::test]
+async fn notification_service_over_grpc_inbox_and_status_codes() {
+    use proto::notification::v0 as npb;
+    use proto::notification::v0::notification_service_client::NotificationServiceClient;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let node = TestNode::start().await;
+    let admin = node.token.clone().expect("admin token");
+    let (uid, token) = user(&node, "nora").await;
+    let ch = channel(&node).await;
+    let mut n = NotificationServiceClient::new(ch.clone());
+
+    // The service has its health status like every other.
+    let mut health = HealthClient::new(ch);
+    let mut serving = None;
+    for _ in 0..50 {
+        match health
+            .check(HealthCheckRequest {
+                service: "notification.v0.NotificationService".into(),
+            })
+            .await
+        {
+            Ok(r) => {
+                serving = Some(r.into_inner().status);
+                break;
+            }
+            Err(e) if e.code() == Code::NotFound => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("health: {e}"),
+        }
+    }
+    assert_eq!(serving, Some(ServingStatus::Serving as i32));
+
+    // Templates: written by the admin, refused to a plain user and to anonymous callers.
+    let put = notification_template(&mut n, &admin).await;
+    assert!(put.created);
+    let t = put.template.expect("template");
+    assert_eq!((t.key.as_str(), t.locale.as_str()), ("welcome", "en"));
+    assert_eq!(t.category, "transactional");
+    assert_eq!(t.variables, ["x"]);
+    let again = notification_template(&mut n, &admin).await;
+    assert!(!again.created, "a second put replaces");
+    let got = n
+        .get_template(with_token(
+            npb::TemplateRef {
+                key: "welcome".into(),
+                locale: "en".into(),
+            },
+            &admin,
+        ))
+        .await
+        .expect("get template")
+        .into_inner();
+    assert_eq!(got.html.as_deref(), Some("<p>Code {{ x }}</p>"));
+    let listed = n
+        .list_templates(with_token(npb::ListTemplatesRequest::default(), &admin))
+        .await
+        .expect("list templates")
+        .into_inner();
+    assert_eq!(listed.items.len(), 1);
+    assert!(listed.next_cursor.is_empty());
+    let denied = n
+        .list_templates(with_token(npb::ListTemplatesRequest::default(), &token))
+        .await
+        .expect_err("a user cannot read templates");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let bad = n
+        .put_template(with_token(
+            npb::PutTemplateRequest {
+                key: "welcome".into(),
+                locale: "en".into(),
+                category: "spam".into(),
+                subject: "s".into(),
+                text: "t".into(),
+                html: None,
+            },
+            &admin,
+        ))
+        .await
+        .expect_err("unknown category");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().contains("category"), "{}", bad.message());
+    let missing = n
+        .get_template(with_token(
+            npb::TemplateRef {
+                key: "nope".into(),
+                locale: "en".into(),
+            },
+            &admin,
+        ))
+        .await
+        .expect_err("no such template");
+    assert_eq!(missing.code(), Code::NotFound);
+
+    // Send to the user: the inbox shows it, unread 1, read, unread 0.
+    let sent = n
+        .send(with_token(
+            notification_send(&[&uid], json!({"x": "A1"})),
+            &admin,
+        ))
+        .await
+        .expect("send")
+        .into_inner();
+    assert_eq!(sent.notifications, 1);
+    assert!(!sent.batch_id.is_empty());
+    let inbox = n
+        .list_inbox(with_token(npb::ListInboxRequest::default(), &token))
+        .await
+        .expect("inbox")
+        .into_inner();
+    assert_eq!(inbox.items.len(), 1);
+    let first = &inbox.items[0];
+    assert_eq!(first.user_id, uid);
+    assert_eq!(first.batch_id, sent.batch_id);
+    assert_eq!(first.subject, "Hi nora");
+    assert_eq!(first.text, "Code A1");
+    assert_eq!(first.html.as_deref(), Some("<p>Code A1</p>"));
+    assert_eq!(first.channels, ["in_app"]);
+    assert_eq!(first.category, "transactional");
+    assert!(!first.read);
+    let data = proto::convert::struct_to_json(first.data.clone().expect("data")).expect("json");
+    assert_eq!(data["x"], json!("A1"), "{data}");
+    let unread = |n: &mut NotificationServiceClient<Channel>| {
+        let mut n = n.clone();
+        let token = token.clone();
+        async move {
+            n.unread_count(with_token(npb::UnreadCountRequest {}, &token))
+                .await
+                .expect("unread")
+                .into_inner()
+                .unread
+        }
+    };
+    assert_eq!(unread(&mut n).await, 1);
+    let read = n
+        .mark_read(with_token(
+            npb::NotificationRef {
+                id: first.id.clone(),
+            },
+            &token,
+        ))
+        .await
+        .expect("mark read")
+        .into_inner();
+    assert!(read.read);
+    assert!(read.read_at.is_some());
+    assert_eq!(unread(&mut n).await, 0);
+    let only_unread = n
+        .list_inbox(with_token(
+            npb::ListInboxRequest {
+                unread_only: true,
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .expect("unread inbox")
+        .into_inner();
+    assert!(only_unread.items.is_empty());
+    // Nobody else sees it.
+    let other = n
+        .get_notification(with_token(
+            npb::NotificationRef {
+                id: first.id.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .expect_err("the admin's inbox does not hold it");
+    assert_eq!(other.code(), Code::NotFound);
+
+    // Deliveries: the user's own notification, and the whole send for the sender.
+    n.list_deliveries(with_token(
+        npb::ListDeliveriesRequest {
+            notification_id: first.id.clone(),
+        },
+        &token,
+    ))
+    .await
+    .expect("deliveries of the user's own");
+    n.list_batch_deliveries(with_token(
+        npb::ListBatchDeliveriesRequest {
+            batch_id: sent.batch_id.clone(),
+            ..Default::default()
+        },
+        &admin,
+    ))
+    .await
+    .expect("deliveries of the send");
+    let denied = n
+        .list_batch_deliveries(with_token(
+            npb::ListBatchDeliveriesRequest {
+                batch_id: sent.batch_id.clone(),
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .expect_err("a user cannot see a send");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+
+    // A second one, then read all, then delete.
+    n.send(with_token(
+        notification_send(&[&uid], json!({"x": "A2"})),
+        &admin,
+    ))
+    .await
+    .expect("send again");
+    assert_eq!(unread(&mut n).await, 1);
+    let all = n
+        .mark_all_read(with_token(npb::MarkAllReadRequest {}, &token))
+        .await
+        .expect("read all")
+        .into_inner();
+    assert_eq!(all.marked, 1);
+    assert_eq!(unread(&mut n).await, 0);
+    n.delete_notification(with_token(
+        npb::NotificationRef {
+            id: first.id.clone(),
+        },
+        &token,
+    ))
+    .await
+    .expect("delete");
+    let gone = n
+        .get_notification(with_token(
+            npb::NotificationRef {
+                id: first.id.clone(),
+            },
+            &token,
+        ))
+        .await
+        .expect_err("deleted");
+    assert_eq!(gone.code(), Code::NotFound);
+
+    // Bad input names the field; nothing is sent.
+    let no_var = n
+        .send(with_token(notification_send(&[&uid], json!({})), &admin))
+        .await
+        .expect_err("missing variable");
+    assert_eq!(no_var.code(), Code::InvalidArgument);
+    assert!(
+        no_var.message().contains("variables.x"),
+        "{}",
+        no_var.message()
+    );
+    let mut bad_channel = notification_send(&[&uid], json!({"x": 1}));
+    bad_channel.channels = vec!["pigeon".into()];
+    let bad = n
+        .send(with_token(bad_channel, &admin))
+        .await
+        .expect_err("unknown channel");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().contains("channels"), "{}", bad.message());
+    let mut nobody = notification_send(&[], json!({"x": 1}));
+    nobody.recipients = None;
+    let bad = n
+        .send(with_token(nobody, &admin))
+        .await
+        .expect_err("no recipients");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    let anonymous = n
+        .send(notification_send(&[&uid], json!({"x": 1})))
+        .await
+        .expect_err("anonymous send");
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+    let anonymous = n
+        .list_inbox(npb::ListInboxRequest::default())
+        .await
+        .expect_err("anonymous inbox");
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+    let anonymous = n
+        .watch_inbox(npb::WatchInboxRequest::default())
+        .await
+        .expect_err("anonymous watch");
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+    let plain = n
+        .send(with_token(
+            notification_send(&[&uid], json!({"x": 1})),
+            &token,
+        ))
+        .await
+        .expect_err("a plain user cannot send");
+    assert_eq!(plain.code(), Code::PermissionDenied);
+    assert_eq!(unread(&mut n).await, 0, "nothing was sent");
+
+    // Preferences.
+    let p = n
+        .get_preferences(with_token(npb::GetPreferencesRequest {}, &token))
+        .await
+        .expect("preferences")
+        .into_inner();
+    assert!(p.in_app && p.realtime && p.email && p.webhook);
+    let p = n
+        .update_preferences(with_token(
+            npb::UpdatePreferencesRequest {
+                email: Some(false),
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .expect("update preferences")
+        .into_inner();
+    assert!(p.in_app && !p.email);
+    let empty = n
+        .update_preferences(with_token(npb::UpdatePreferencesRequest::default(), &token))
+        .await
+        .expect_err("no change named");
+    assert_eq!(empty.code(), Code::InvalidArgument);
+
+    // Webhooks: the secret is shown once.
+    let w = n
+        .create_webhook(with_token(
+            npb::CreateWebhookRequest {
+                url: "https://hooks.example.org/nora".into(),
+                campaign_id: None,
+            },
+            &token,
+        ))
+        .await
+        .expect("create webhook")
+        .into_inner();
+    assert_eq!(
+        (w.owner_type.as_str(), w.owner_id.as_str()),
+        ("user", uid.as_str())
+    );
+    assert!(w.secret.as_deref().is_some_and(|s| !s.is_empty()));
+    let hooks = n
+        .list_webhooks(with_token(npb::ListWebhooksRequest::default(), &token))
+        .await
+        .expect("list webhooks")
+        .into_inner();
+    assert_eq!(hooks.items.len(), 1);
+    assert_eq!(hooks.items[0].id, w.id);
+    assert_eq!(hooks.items[0].secret, None);
+    let bad = n
+        .create_webhook(with_token(
+            npb::CreateWebhookRequest {
+                url: "ftp://example.org".into(),
+                campaign_id: None,
+            },
+            &token,
+        ))
+        .await
+        .expect_err("not http");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    let campaign = n
+        .list_webhooks(with_token(
+            npb::ListWebhooksRequest {
+                campaign_id: Some("c1".into()),
+            },
+            &token,
+        ))
+        .await
+        .expect_err("a user cannot see a campaign's webhooks");
+    assert_eq!(campaign.code(), Code::PermissionDenied);
+    n.delete_webhook(with_token(
+        npb::DeleteWebhookRequest { id: w.id.clone() },
+        &token,
+    ))
+    .await
+    .expect("delete webhook");
+    let gone = n
+        .delete_webhook(with_token(npb::DeleteWebhookRequest { id: w.id }, &token))
+        .await
+        .expect_err("already deleted");
+    assert_eq!(gone.code(), Code::NotFound);
+
+    // The template goes last.
+    let deleted = n
+        .delete_template(with_token(
+            npb::TemplateRef {
+                key: "welcome".into(),
+                locale: "en".into(),
+            },
+            &admin,
+        ))
+        .await
+        .expect("delete template")
+        .into_inner();
+    assert_eq!(deleted.template.map(|t| t.key).as_deref(), Some("welcome"));
+}
+
+#[tokio::test]
+async fn notification_watch_inbox_streams_what_arrives_after_it_opens() {
+    use proto::notification::v0 as npb;
+    use proto::notification::v0::notification_service_client::NotificationServiceClient;
+    let node = TestNode::start().await;
+    let admin = node.token.clone().expect("admin token");
+    let (uid, token) = user(&node, "walt").await;
+    let (other, _) = user(&node, "otto").await;
+    let mut n = NotificationServiceClient::new(channel(&node).await);
+    notification_template(&mut n, &admin).await;
+    n.send(with_token(
+        notification_send(&[&uid], json!({"x": "old"})),
+        &admin,
+    ))
+    .await
+    .expect("send before the watch");
+
+    // Opened now: what was already there is not sent, what arrives next is.
+    let mut stream = n
+        .watch_inbox(with_token(npb::WatchInboxRequest::default(), &token))
+        .await
+        .expect("watch")
+        .into_inner();
+    // Someone else's notification is not the caller's.
+    n.send(with_token(
+        notification_send(&[&other], json!({"x": "otto"})),
+        &admin,
+    ))
+    .await
+    .expect("send to another user");
+    n.send(with_token(
+        notification_send(&[&uid], json!({"x": "new"})),
+        &admin,
+    ))
+    .await
+    .expect("send after the watch opened");
+    let got = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("a notification within 10 s")
+        .expect("the stream is fine")
+        .expect("the stream goes on");
+    assert_eq!(got.user_id, uid);
+    assert_eq!(got.text, "Code new");
+    // And the next one too, on the same stream.
+    n.send(with_token(
+        notification_send(&[&uid], json!({"x": "newer"})),
+        &admin,
+    ))
+    .await
+    .expect("send again");
+    let next = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("a second notification within 10 s")
+        .expect("the stream is fine")
+        .expect("the stream goes on");
+    assert_eq!(next.text, "Code newer");
+    assert!(next.id > got.id, "oldest first");
+    drop(stream);
+
+    // Resuming after a notification id sends the newer ones at once, oldest first.
+    let inbox = n
+        .list_inbox(with_token(npb::ListInboxRequest::default(), &token))
+        .await
+        .expect("inbox")
+        .into_inner();
+    let oldest = inbox.items.last().expect("the old one");
+    assert_eq!(oldest.text, "Code old");
+    let mut resumed = n
+        .watch_inbox(with_token(
+            npb::WatchInboxRequest {
+                after: oldest.id.clone(),
+            },
+            &token,
+        ))
+        .await
+        .expect("resume")
+        .into_inner();
+    let mut texts = Vec::new();
+    for _ in 0..2 {
+        let m = tokio::time::timeout(Duration::from_secs(10), resumed.message())
+            .await
+            .expect("in time")
+            .expect("fine")
+            .expect("goes on");
+        texts.push(m.text);
+    }
+    assert_eq!(texts, ["Code new", "Code newer"]);
 }

@@ -14,9 +14,12 @@ pub enum EngineError {
     /// An event name that is empty, too long or has characters outside `[A-Za-z0-9_.:-]`.
     #[error("invalid event name {name:?}: use 1-64 characters [A-Za-z0-9_.:-]")]
     InvalidEventName { name: String },
-    /// Event data no subscriber could receive (see [`crate::session::check_event_data`]).
-    #[error("invalid event data: {reason}")]
-    InvalidData { reason: String },
+    /// Input no subscriber could receive: event data (see
+    /// [`crate::session::check_event_data`]), or a notification's user id or payload (see
+    /// [`crate::session::valid_user_id`], [`crate::session::check_notification`]). `what` names
+    /// which.
+    #[error("invalid {what}: {reason}")]
+    InvalidData { what: &'static str, reason: String },
     /// The node is shutting down and takes no new work.
     #[error("node is shutting down")]
     ShuttingDown,

@@ -217,6 +217,18 @@ pub(crate) fn message(seq: u64, name: &str, data: &RawValue, ts: i64) -> String 
     )
 }
 
+/// `{"type":"notification","notification":<payload>}`, a node-wide push to every session of
+/// one user: no `seq`, outside every campaign's stream. Built once per notification and shared
+/// (a refcount) by the user's sessions.
+pub(crate) fn notification(payload: &RawValue) -> Message {
+    let payload = payload.get();
+    let mut s = String::with_capacity(42 + payload.len());
+    s.push_str("{\"type\":\"notification\",\"notification\":");
+    s.push_str(payload);
+    s.push('}');
+    Message::Text(s.into())
+}
+
 /// `{"type":"error","code":...,"message":...}`.
 pub fn error(code: &str, message: &str) -> Message {
     Message::Text(
@@ -310,6 +322,12 @@ mod tests {
         let m: serde_json::Value =
             serde_json::from_str(&message(3, "n", &raw("null"), 1)).expect("json");
         assert_eq!(m["type"], "message");
+        let n = notification(&raw(r#"{"title":"hi","n":[1]}"#));
+        let n: serde_json::Value = serde_json::from_str(n.to_text().expect("text")).expect("json");
+        assert_eq!(
+            n,
+            serde_json::json!({"type":"notification","notification":{"title":"hi","n":[1]}})
+        );
         let e = error("bad", "a \"quoted\" message");
         let e: serde_json::Value = serde_json::from_str(e.to_text().expect("text")).expect("json");
         assert_eq!(e["message"], "a \"quoted\" message");

@@ -58,6 +58,11 @@ impl Members {
         }
     }
 
+    /// Whether session `id` is a member (it joined: its welcome is queued).
+    pub(crate) fn contains(&self, id: u64) -> bool {
+        lock(&self.map).contains_key(&id)
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.len.load(Ordering::Relaxed)
     }
@@ -87,6 +92,7 @@ mod tests {
         let s1 = Session::new(1, "a", Default::default(), 4, 1);
         let s2 = Session::new(2, "b", Default::default(), 4, 1);
         m.insert(s1);
+        assert!(m.contains(1) && !m.contains(2));
         let (v1, a) = m.snapshot();
         let (v1b, b) = m.snapshot();
         assert_eq!(v1, v1b);

@@ -6,7 +6,8 @@
 //! can share one bus. This crate knows nothing of HTTP or SQL.
 //!
 //! # Layout
-//! * [`node`]: [`Node`], the engine's handle: campaigns, publishing, sessions, shutdown.
+//! * [`node`]: [`Node`], the engine's handle: campaigns, publishing, notifications, sessions,
+//!   shutdown.
 //! * `hub`: local sessions by campaign, with lock-free broadcast snapshots.
 //! * [`campaign`]: one campaign's tick task (state, pending events, timer).
 //! * [`session`]: one connection: drop policy, the task that reads and writes; close codes.

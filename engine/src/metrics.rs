@@ -13,6 +13,7 @@ pub const SESSIONS_CLOSED: &str = "ovasabi_ws_sessions_closed_total";
 pub const FRAMES_SENT: &str = "ovasabi_ws_frames_sent_total";
 pub const FRAMES_DROPPED: &str = "ovasabi_ws_frames_dropped_total";
 pub const CLIENT_EVENTS: &str = "ovasabi_ws_client_events_total";
+pub const NOTIFICATIONS: &str = "ovasabi_ws_notifications_total";
 pub const TICK_DURATION: &str = "ovasabi_campaign_tick_duration_seconds";
 pub const TICK_LAG: &str = "ovasabi_campaign_tick_lag_seconds";
 pub const CAMPAIGNS: &str = "ovasabi_campaign_running";
@@ -40,6 +41,10 @@ pub fn describe() {
         CLIENT_EVENTS,
         "Client events, by result (accepted/rejected)"
     );
+    describe_counter!(
+        NOTIFICATIONS,
+        "Notification frames offered to a user's sessions, by result (queued/dropped)"
+    );
     describe_histogram!(TICK_DURATION, "Time to build and offer one tick frame");
     describe_histogram!(TICK_LAG, "Delay between a tick's scheduled and actual time");
     describe_gauge!(CAMPAIGNS, "Campaign broadcast tasks running on this node");
@@ -66,6 +71,8 @@ pub(crate) struct Metrics {
     pub frames_dropped: Counter,
     pub client_events_accepted: Counter,
     pub client_events_rejected: Counter,
+    pub notifications_queued: Counter,
+    pub notifications_dropped: Counter,
     pub tick_duration: Histogram,
     pub tick_lag: Histogram,
     pub campaigns: Gauge,
@@ -83,6 +90,8 @@ impl Metrics {
             frames_dropped: counter!(FRAMES_DROPPED),
             client_events_accepted: counter!(CLIENT_EVENTS, "result" => "accepted"),
             client_events_rejected: counter!(CLIENT_EVENTS, "result" => "rejected"),
+            notifications_queued: counter!(NOTIFICATIONS, "result" => "queued"),
+            notifications_dropped: counter!(NOTIFICATIONS, "result" => "dropped"),
             tick_duration: histogram!(TICK_DURATION),
             tick_lag: histogram!(TICK_LAG),
             campaigns: gauge!(CAMPAIGNS),

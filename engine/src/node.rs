@@ -1,6 +1,8 @@
 //! [`Node`]: the process's handle on the engine. It owns the hub of running campaigns, the
 //! broker every publish goes through, and the tasks of campaigns and sessions; it is what the
-//! node binary calls from its REST and WebSocket handlers.
+//! node binary calls from its REST and WebSocket handlers. Besides campaigns' publications, it
+//! pushes notifications to every authenticated session of one user, on every node
+//! ([`Node::notify_user`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -181,7 +183,10 @@ impl Node {
                 name: name.to_owned(),
             });
         }
-        session::check_event_data(&data).map_err(|reason| EngineError::InvalidData { reason })?;
+        session::check_event_data(&data).map_err(|reason| EngineError::InvalidData {
+            what: "event data",
+            reason,
+        })?;
         self.running(campaign)?;
         let p = Publication::Event {
             seq: 0,
@@ -226,7 +231,10 @@ impl Node {
                 name: name.to_owned(),
             });
         }
-        session::check_event_data(&data).map_err(|reason| EngineError::InvalidData { reason })?;
+        session::check_event_data(&data).map_err(|reason| EngineError::InvalidData {
+            what: "event data",
+            reason,
+        })?;
         self.running(campaign)?;
         let p = Publication::Message {
             seq: 0,
@@ -236,6 +244,55 @@ impl Node {
             ts: now_ms(),
         };
         self.publish(campaign, p).await
+    }
+
+    /// Pushes `notification` to every live session of `user` on every node, whatever the
+    /// campaign: one text frame `{"type":"notification","notification":<payload>}` each,
+    /// through the session's queue (dropped and counted when it is full, like any frame). It
+    /// has no `seq` and is part of no campaign's stream. Only sessions opened with a token of
+    /// `user`'s get it (not anonymous ones), once their `welcome` is queued. At most once and
+    /// not retried: the durable copy is the notification service's inbox.
+    ///
+    /// # Errors
+    /// [`EngineError::InvalidData`] for a user id that is not 1-128 characters without spaces
+    /// or control characters, or a payload over
+    /// [`MAX_NOTIFICATION_BYTES`](session::MAX_NOTIFICATION_BYTES) or that not every client
+    /// could receive; [`EngineError::ShuttingDown`]; or a broker error (the bus cannot be
+    /// reached: no node delivered it, unless a timeout hid a delivery).
+    pub async fn notify_user(
+        &self,
+        user: &str,
+        notification: Box<RawValue>,
+    ) -> Result<(), EngineError> {
+        if !session::valid_user_id(user) {
+            return Err(EngineError::InvalidData {
+                what: "user id",
+                reason: format!(
+                    "a user id has 1-{} characters without spaces or control characters",
+                    session::MAX_USER_ID
+                ),
+            });
+        }
+        session::check_notification(&notification).map_err(|reason| EngineError::InvalidData {
+            what: "notification",
+            reason,
+        })?;
+        if self.inner.shutdown.is_cancelled() {
+            return Err(EngineError::ShuttingDown);
+        }
+        self.inner.broker.notify(user, notification).await?;
+        Ok(())
+    }
+
+    /// The sessions of `user` on this node that a notification reaches now: opened with a
+    /// token, welcomed, not closing.
+    pub fn local_user_sessions(&self, user: &str) -> usize {
+        self.inner
+            .principals
+            .sessions_of(user)
+            .iter()
+            .filter(|(s, c)| c.members.contains(s.id))
+            .count()
     }
 
     /// The campaigns whose task runs on this node.
@@ -344,7 +401,7 @@ impl Node {
             inner.slow_policy.now_ms(),
         );
         if let Some(p) = &principal {
-            inner.principals.register(p, id, &session);
+            inner.principals.register(p, id, &session, &shared);
             if p.expires_at_ms != 0 {
                 inner.expiry.call_once(|| {
                     inner.tracker.spawn(expiry_loop(Arc::downgrade(inner)));
@@ -875,6 +932,32 @@ impl Deliver for NodeInner {
         if let Some(c) = self.hub.get(campaign) {
             c.send(Input::Publication(publication), self);
         }
+    }
+
+    fn notify(&self, user: &str, payload: &RawValue) {
+        let sessions = self.principals.sessions_of(user);
+        if sessions.is_empty() {
+            return;
+        }
+        let frame = crate::frame::notification(payload);
+        let (mut queued, mut dropped) = (0u64, 0u64);
+        for (s, campaign) in &sessions {
+            // A session registers before its campaign task welcomes it: until it is a member
+            // it gets nothing (its first frame is the welcome).
+            if !campaign.members.contains(s.id) {
+                continue;
+            }
+            // The queue's usual path: a full queue drops the frame for this session only,
+            // counted, and may close it as slow. Text, like every frame but ticks.
+            if s.offer(frame.clone(), campaign, self.slow_policy) {
+                queued += 1;
+            } else {
+                dropped += 1;
+            }
+        }
+        self.metrics.notifications_queued.increment(queued);
+        self.metrics.notifications_dropped.increment(dropped);
+        tracing::debug!(user, queued, dropped, "notification pushed");
     }
 
     fn epoch(&self, campaign: &str, epoch: &str) {

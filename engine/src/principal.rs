@@ -2,7 +2,9 @@
 //! account's tokens closes its open sessions (4401 "token revoked"), a token that expires
 //! closes the sessions opened with it (4401 "token expired") unless the client presented a
 //! fresh one first (`{"type":"refresh","token":...}`, checked by the node's
-//! [`TokenVerifier`]).
+//! [`TokenVerifier`]). It is also where a node-wide notification finds the sessions of its
+//! user ([`Principals::sessions_of`]): sessions opened without a token are not registered, so
+//! they get none.
 //!
 //! A session registers before it joins its campaign and checks the account's revocation
 //! floor after registering; a revocation records the floor before it looks for sessions. So
@@ -13,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::campaign::CampaignShared;
 use crate::session::{Close, Session};
 
 /// The account a session's token was issued to, the token's generation, and when it expires.
@@ -44,6 +47,9 @@ struct Entry {
     generation: u64,
     expires_at_ms: i64,
     session: Arc<Session>,
+    /// The campaign it watches: a notification is offered to the session through it (its
+    /// drop counters) once the session is one of its members.
+    campaign: Arc<CampaignShared>,
 }
 
 #[derive(Default)]
@@ -78,9 +84,15 @@ impl Principals {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Registers `session` (id `id`) of `principal`; closes it at once when the account's
-    /// tokens of its generation were revoked.
-    pub fn register(&self, principal: &Principal, id: u64, session: &Arc<Session>) {
+    /// Registers `session` (id `id`) of `principal`, watching `campaign`; closes it at once
+    /// when the account's tokens of its generation were revoked.
+    pub fn register(
+        &self,
+        principal: &Principal,
+        id: u64,
+        session: &Arc<Session>,
+        campaign: &Arc<CampaignShared>,
+    ) {
         let mut inner = self.lock();
         inner
             .sessions
@@ -91,6 +103,7 @@ impl Principals {
                 generation: principal.generation,
                 expires_at_ms: principal.expires_at_ms,
                 session: session.clone(),
+                campaign: campaign.clone(),
             });
         inner.accounts.insert(id, principal.user.clone());
         if let Some(&(floor, _)) = inner.floors.get(&principal.user)
@@ -162,6 +175,20 @@ impl Principals {
             }
         }
         closed
+    }
+
+    /// `user`'s open sessions with the campaign each watches (copied out, so that frames are
+    /// offered without the registry's lock).
+    pub fn sessions_of(&self, user: &str) -> Vec<(Arc<Session>, Arc<CampaignShared>)> {
+        let inner = self.lock();
+        inner
+            .sessions
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter(|e| !e.session.is_closed())
+            .map(|e| (e.session.clone(), e.campaign.clone()))
+            .collect()
     }
 
     /// Closes the sessions whose token expired at or before `now_ms`; returns how many.

@@ -571,6 +571,36 @@ pub fn check_event_data(data: &serde_json::value::RawValue) -> Result<(), String
     Ok(())
 }
 
+/// Longest accepted user id, in characters (the WebSocket path's rule).
+pub const MAX_USER_ID: usize = 128;
+
+/// Whether `user` is an acceptable user id: 1–[`MAX_USER_ID`] characters, none of them
+/// control characters or whitespace.
+pub fn valid_user_id(user: &str) -> bool {
+    !user.is_empty()
+        && user.chars().count() <= MAX_USER_ID
+        && !user.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
+/// Largest notification payload, in bytes of JSON text: it travels whole through the bus and
+/// into every session's queue of the user.
+pub const MAX_NOTIFICATION_BYTES: usize = 64 * 1024;
+
+/// Checks that a notification's payload can be pushed: at most [`MAX_NOTIFICATION_BYTES`],
+/// and data every subscriber can receive ([`check_event_data`]).
+///
+/// # Errors
+/// Why the payload cannot be pushed, for the caller.
+pub fn check_notification(payload: &RawValue) -> Result<(), String> {
+    let len = payload.get().len();
+    if len > MAX_NOTIFICATION_BYTES {
+        return Err(format!(
+            "notification is {len} bytes, over the limit of {MAX_NOTIFICATION_BYTES}"
+        ));
+    }
+    check_event_data(payload)
+}
+
 /// Handles one client text frame; returns a close when the session must end.
 async fn on_text(
     text: &str,
@@ -767,6 +797,21 @@ mod tests {
             check_event_data(&raw("18446744073709551616")).is_ok(),
             "wide: rounded"
         );
+    }
+
+    #[test]
+    fn user_ids_and_notification_payloads() {
+        assert!(valid_user_id("u-1@example"));
+        assert!(valid_user_id(&"é".repeat(MAX_USER_ID)));
+        assert!(!valid_user_id(""));
+        assert!(!valid_user_id(&"x".repeat(MAX_USER_ID + 1)));
+        assert!(!valid_user_id("a b"));
+        assert!(!valid_user_id("a\u{7}"));
+        let raw = |s: String| serde_json::value::RawValue::from_string(s).expect("json");
+        assert!(check_notification(&raw(r#"{"title":"hi"}"#.to_owned())).is_ok());
+        let big = format!("\"{}\"", "x".repeat(MAX_NOTIFICATION_BYTES));
+        assert!(check_notification(&raw(big)).is_err());
+        assert!(check_notification(&raw(r#"{"x":1e400}"#.to_owned())).is_err());
     }
 
     #[tokio::test(start_paused = true)]

@@ -968,6 +968,20 @@ impl Broker for Cuttable {
     fn control(&self, control: Control) -> BoxFuture<'_, Result<(), BrokerError>> {
         self.inner.control(control)
     }
+    fn notify<'a>(
+        &'a self,
+        user: &'a str,
+        payload: Box<RawValue>,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        if self.down() {
+            return Box::pin(async {
+                Err(BrokerError::Unavailable {
+                    reason: "cut".into(),
+                })
+            });
+        }
+        self.inner.notify(user, payload)
+    }
     fn is_ready(&self) -> bool {
         !self.down()
     }
@@ -1200,6 +1214,165 @@ async fn revoking_an_accounts_tokens_closes_its_older_sessions_with_4401() {
     // closed as well.
     let mut late = Client::authenticated(&node, "c1", principal(0));
     assert_eq!(late.closed().await, 4401);
+}
+
+fn principal(user: &str) -> Principal {
+    Principal {
+        user: user.into(),
+        generation: 0,
+        expires_at_ms: 0,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_notification_reaches_every_authenticated_session_of_its_user_on_any_campaign() {
+    let node = node_with(Config::default());
+    campaign(&node, "c1", 5.0, false).await;
+    campaign(&node, "c2", 5.0, false).await;
+    let mut a1 = Client::authenticated(&node, "c1", principal("alice"));
+    let mut a2 = Client::authenticated(&node, "c2", principal("alice"));
+    let mut bob = Client::authenticated(&node, "c1", principal("bob"));
+    // The same user id, without a token (a dev viewer): not registered, no notifications.
+    let mut anonymous = Client::connect(&node, "c1", "alice", false, 64);
+    for c in [&mut a1, &mut a2, &mut bob, &mut anonymous] {
+        assert_eq!(c.next().await["type"], "welcome");
+        assert_eq!(c.next().await["type"], "tick");
+    }
+    assert_eq!(node.local_user_sessions("alice"), 2);
+    assert_eq!(node.local_user_sessions("bob"), 1);
+    assert_eq!(node.local_user_sessions("carol"), 0);
+    let seq = node
+        .publish_event("c1", "goal", raw(json!({})), true)
+        .await
+        .expect("publish");
+    for c in [&mut a1, &mut bob, &mut anonymous] {
+        assert_eq!(c.next().await["seq"], seq);
+    }
+
+    node.notify_user("alice", raw(json!({"id": "n1", "title": "hi"})))
+        .await
+        .expect("notify");
+    for c in [&mut a1, &mut a2] {
+        let f = c.next().await;
+        assert_eq!(
+            f,
+            json!({"type": "notification", "notification": {"id": "n1", "title": "hi"}}),
+            "no seq, no campaign: the payload as given"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(
+        bob.rx.try_recv().is_err(),
+        "bob gets no notification for alice"
+    );
+    assert!(
+        anonymous.rx.try_recv().is_err(),
+        "a session without a token gets none"
+    );
+    // Nobody's seq moved: the next event follows the last one, for alice too.
+    let next = node
+        .publish_event("c1", "goal", raw(json!({})), true)
+        .await
+        .expect("publish");
+    assert_eq!(next, seq + 1);
+    for c in [&mut a1, &mut bob, &mut anonymous] {
+        let t = c.next().await;
+        assert_eq!(t["type"], "tick");
+        assert_eq!(t["events"][0]["seq"], next);
+    }
+    // A user with no session here: accepted, nothing delivered.
+    node.notify_user("carol", raw(json!(1)))
+        .await
+        .expect("notify");
+
+    // A closed session is forgotten.
+    drop(a2.tx);
+    assert_eq!(a2.done.await.expect("session task"), 1006);
+    assert_eq!(node.local_user_sessions("alice"), 1);
+    node.notify_user("alice", raw(json!("again")))
+        .await
+        .expect("notify");
+    assert_eq!(a1.next().await["notification"], "again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn notifications_go_through_the_sessions_bounded_queue() {
+    let node = node_with(Config {
+        send_queue_capacity: 4,
+        ..Config::default()
+    });
+    campaign(&node, "c", 5.0, false).await;
+    // A "socket" that holds one frame and is never read.
+    let slow = Client::open(
+        &node,
+        "c",
+        "alice",
+        Some(principal("alice")),
+        Encoding::default(),
+        1,
+        None,
+    );
+    for _ in 0..100 {
+        if node.local_user_sessions("alice") == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(node.local_user_sessions("alice"), 1);
+    for i in 0..20 {
+        node.notify_user("alice", raw(json!(i)))
+            .await
+            .expect("notify");
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let dropped = node.stats("c").expect("stats").frames_dropped;
+    assert!(dropped >= 10, "a full queue drops and counts: {dropped}");
+    assert!(!slow.done.is_finished(), "escalation is off by default");
+}
+
+#[tokio::test(start_paused = true)]
+async fn invalid_notifications_are_refused() {
+    let node = node_with(Config::default());
+    let refused = |r: Result<(), engine::EngineError>| {
+        matches!(r, Err(engine::EngineError::InvalidData { .. }))
+    };
+    for user in ["", "a b", "tab\t", &"x".repeat(129)] {
+        assert!(
+            refused(node.notify_user(user, raw(json!({}))).await),
+            "user {user:?}"
+        );
+    }
+    assert!(
+        node.notify_user(&"x".repeat(128), raw(json!({})))
+            .await
+            .is_ok()
+    );
+    let big = raw(json!("x".repeat(engine::session::MAX_NOTIFICATION_BYTES)));
+    assert!(
+        refused(node.notify_user("u", big).await),
+        "over the size limit"
+    );
+    let huge_number = RawValue::from_string(r#"{"n":1e400}"#.to_owned()).expect("json");
+    assert!(refused(node.notify_user("u", huge_number).await));
+    let deep = format!("{}{}", "[".repeat(33), "]".repeat(33));
+    let deep = RawValue::from_string(deep).expect("json");
+    assert!(refused(node.notify_user("u", deep).await), "too deep");
+    let e = node
+        .notify_user("", raw(json!({})))
+        .await
+        .expect_err("refused");
+    assert!(e.to_string().starts_with("invalid user id"), "{e}");
+
+    // The bus down: the caller is told.
+    let cut = Arc::new(Cuttable {
+        inner: MemoryBroker::new(),
+        down: std::sync::atomic::AtomicBool::new(true),
+    });
+    let node = Node::new(Config::default(), cut);
+    assert!(matches!(
+        node.notify_user("u", raw(json!({}))).await,
+        Err(engine::EngineError::Broker(BrokerError::Unavailable { .. }))
+    ));
 }
 
 /// Tokens of the refresh test: `fresh-<user>` is valid for a minute, anything else is refused.

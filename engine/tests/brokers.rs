@@ -1,14 +1,21 @@
 //! One conformance suite for every broker: the in-process one always, the Redis one against a
-//! real Redis when `OVASABI_TEST_REDIS_URL` is set (each run under its own key prefix).
+//! real Redis when `OVASABI_TEST_REDIS_URL` is set (each run under its own key prefix), and
+//! nodes sharing one Redis.
 
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use engine::broker::{
     Broker, CampaignSpec, Control, Deliver, MemoryBroker, Publication, RedisBroker, RedisConfig,
 };
+use engine::tungstenite::{Error as WsError, Message};
+use engine::{Config, Encoding, Node, Principal};
+use futures_util::{Sink, Stream};
 use serde_json::value::RawValue;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::mpsc;
+use tokio_util::sync::{CancellationToken, PollSender};
 
 #[derive(Default)]
 struct Collect(Mutex<Vec<String>>);
@@ -35,9 +42,26 @@ impl Deliver for Collect {
         };
         self.0.lock().expect("lock").push(line);
     }
+    fn notify(&self, user: &str, payload: &RawValue) {
+        self.0
+            .lock()
+            .expect("lock")
+            .push(format!("notify {user} {}", payload.get()));
+    }
 }
 
 impl Collect {
+    /// Waits (up to 2 s) for a delivery equal to `line`.
+    async fn wait_line(&self, line: &str) -> bool {
+        for _ in 0..200 {
+            if self.0.lock().expect("lock").iter().any(|l| l == line) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
     async fn wait_for(&self, n: usize) -> Vec<String> {
         for _ in 0..200 {
             let got = self.0.lock().expect("lock").clone();
@@ -224,6 +248,18 @@ async fn conformance(broker: Arc<dyn Broker>, follows: bool) {
             "unfollowed: not delivered here"
         );
     }
+
+    // Notifications reach the node whatever it follows, untouched.
+    broker
+        .notify("u 1", raw(r#"{"title":"hi","n":[1,2]}"#))
+        .await
+        .expect("notify");
+    assert!(
+        sink.wait_line(r#"notify u 1 {"title":"hi","n":[1,2]}"#)
+            .await,
+        "{:?}",
+        sink.0.lock().expect("lock")
+    );
 }
 
 #[tokio::test]
@@ -520,4 +556,178 @@ async fn a_persistent_memory_broker_continues_epoch_and_seq_after_a_restart() {
     std::fs::write(&path, b"not json").expect("write");
     assert!(MemoryBroker::persistent(&path).is_err());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The server side of an in-memory WebSocket (what `Node::serve_session` drives).
+struct TestWs {
+    incoming: mpsc::Receiver<Result<Message, WsError>>,
+    outgoing: PollSender<Message>,
+}
+
+impl Stream for TestWs {
+    type Item = Result<Message, WsError>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().incoming.poll_recv(cx)
+    }
+}
+
+impl Sink<Message> for TestWs {
+    type Error = WsError;
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        self.get_mut()
+            .outgoing
+            .poll_reserve(cx)
+            .map_err(|_| WsError::ConnectionClosed)
+    }
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), WsError> {
+        self.get_mut()
+            .outgoing
+            .send_item(item)
+            .map_err(|_| WsError::ConnectionClosed)
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        self.get_mut().outgoing.close();
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// A session of `user` on `node` (with a token when `principal`): the sender that keeps it
+/// open and what it receives.
+fn open_session(
+    node: &Node,
+    campaign: &str,
+    user: &str,
+    principal: bool,
+) -> (
+    mpsc::Sender<Result<Message, WsError>>,
+    mpsc::Receiver<Message>,
+) {
+    let (tx, incoming) = mpsc::channel(16);
+    let (out_tx, rx) = mpsc::channel(64);
+    let ws = TestWs {
+        incoming,
+        outgoing: PollSender::new(out_tx),
+    };
+    let principal = principal.then(|| Principal {
+        user: user.to_owned(),
+        generation: 0,
+        expires_at_ms: 0,
+    });
+    let (node, campaign, user) = (node.clone(), campaign.to_owned(), user.to_owned());
+    tokio::spawn(async move {
+        node.serve_session(&campaign, &user, principal, Encoding::default(), None, ws)
+            .await
+    });
+    (tx, rx)
+}
+
+/// The next text frame of type `kind` within 5 s (others skipped), as JSON.
+async fn next_of(rx: &mut mpsc::Receiver<Message>, kind: &str) -> serde_json::Value {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(Message::Text(t)) = rx.recv().await {
+                let v: serde_json::Value = serde_json::from_str(&t).expect("json");
+                if v["type"] == kind {
+                    return v;
+                }
+            } else {
+                assert!(!rx.is_closed(), "session closed");
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {kind} frame within 5 s"))
+}
+
+#[tokio::test]
+async fn a_notification_issued_on_one_node_reaches_the_users_sessions_on_another() {
+    let Some(url) = redis_url() else { return };
+    let shutdown = CancellationToken::new();
+    let p = prefix("notify");
+    let mut nodes = Vec::new();
+    for name in ["node-a", "node-b"] {
+        let broker =
+            RedisBroker::connect(test_config(url.clone(), p.clone(), false), shutdown.clone())
+                .await
+                .expect("connect");
+        for _ in 0..100 {
+            if broker.is_ready() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(broker.is_ready());
+        let config = Config {
+            node_id: name.into(),
+            ..Config::default()
+        };
+        nodes.push(Node::new(config, broker));
+    }
+    let (a, b) = (&nodes[0], &nodes[1]);
+    // Every node is subscribed to the one node-wide channel.
+    assert_eq!(subscribers(&url, "NUMSUB", &format!("{p}:notify")).await, 2);
+
+    a.upsert_campaign(CampaignSpec {
+        id: "c".into(),
+        frequency_hz: 5.0,
+        client_events: false,
+        presence: false,
+        delta: false,
+        state: Some(raw("{}")),
+        epoch: None,
+    })
+    .await
+    .expect("campaign");
+    for _ in 0..200 {
+        if b.has_campaign("c") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(b.has_campaign("c"), "the campaign reached node B");
+    let (_keep, mut alice) = open_session(b, "c", "alice", true);
+    let (_keep_bob, mut bob) = open_session(b, "c", "bob", true);
+    let (_keep_anon, mut anonymous) = open_session(b, "c", "alice", false);
+    for rx in [&mut alice, &mut bob, &mut anonymous] {
+        next_of(rx, "welcome").await;
+    }
+    assert_eq!(b.local_user_sessions("alice"), 1);
+    assert_eq!(a.local_user_sessions("alice"), 0);
+
+    a.notify_user("alice", raw(r#"{"id":"n1","title":"hi"}"#))
+        .await
+        .expect("notify");
+    let f = next_of(&mut alice, "notification").await;
+    assert_eq!(
+        f,
+        serde_json::json!({"type":"notification","notification":{"id":"n1","title":"hi"}})
+    );
+    // The others get nothing: by the time an event published after it arrives, a
+    // notification for them would have.
+    let seq = a
+        .publish_event("c", "after", raw("{}"), true)
+        .await
+        .expect("publish");
+    for rx in [&mut bob, &mut anonymous] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let m = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .expect("the event within 5 s")
+                .expect("open");
+            let Message::Text(t) = m else { continue };
+            let v: serde_json::Value = serde_json::from_str(&t).expect("json");
+            assert_ne!(v["type"], "notification", "{v}");
+            if v["type"] == "tick" && v["events"][0]["seq"] == seq {
+                break;
+            }
+        }
+    }
+    for n in &nodes {
+        n.shutdown(Duration::from_secs(2)).await;
+    }
+    shutdown.cancel();
 }

@@ -15,6 +15,8 @@
 //!   server-streaming subscription);
 //! * [`localization::v0`]: `LocalizationService` (Fluent translations, fallback, import/export);
 //! * [`babel::v0`]: `BabelService` (markets, price rules, prices for a country);
+//! * [`notification::v0`]: `NotificationService` (templates, sends, the inbox and a
+//!   server-streaming watch of it, preferences, webhooks, delivery records);
 //! * [`FILE_DESCRIPTOR_SET`]: the encoded descriptors of all of the above (and the well-known
 //!   types they import), for gRPC server reflection;
 //! * [`convert`]: conversions between `serde_json` values and the protobuf well-known
@@ -108,5 +110,14 @@ pub mod babel {
     #[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
     pub mod v0 {
         tonic::include_proto!("babel.v0");
+    }
+}
+
+/// Notifications (`notification` proto packages).
+pub mod notification {
+    /// `notification.v0`: `NotificationService` and its messages.
+    #[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
+    pub mod v0 {
+        tonic::include_proto!("notification.v0");
     }
 }

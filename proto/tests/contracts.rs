@@ -32,6 +32,9 @@ fn descriptor_set_holds_every_contract_and_the_well_known_types() -> TestResult 
         "campaign/v0/campaign.proto",
         "content/v0/content.proto",
         "broadcast/v0/broadcast.proto",
+        "localization/v0/localization.proto",
+        "babel/v0/babel.proto",
+        "notification/v0/notification.proto",
         "google/protobuf/struct.proto",
     ] {
         assert!(files.contains(name), "{name} missing from {files:?}");
@@ -54,6 +57,7 @@ fn descriptor_set_holds_every_contract_and_the_well_known_types() -> TestResult 
         "broadcast.v0.BroadcastService",
         "localization.v0.LocalizationService",
         "babel.v0.BabelService",
+        "notification.v0.NotificationService",
     ]
     .into_iter()
     .map(String::from)
@@ -70,7 +74,7 @@ fn descriptor_set_holds_every_contract_and_the_well_known_types() -> TestResult 
 
 #[test]
 fn service_names_match_the_proto_packages() {
-    use proto::{admin, broadcast, campaign, content, security, user};
+    use proto::{admin, broadcast, campaign, content, notification, security, user};
     assert_eq!(
         user::v0::user_service_server::SERVICE_NAME,
         "user.v0.UserService"
@@ -94,6 +98,10 @@ fn service_names_match_the_proto_packages() {
     assert_eq!(
         broadcast::v0::broadcast_service_server::SERVICE_NAME,
         "broadcast.v0.BroadcastService"
+    );
+    assert_eq!(
+        notification::v0::notification_service_server::SERVICE_NAME,
+        "notification.v0.NotificationService"
     );
 }
 

@@ -64,6 +64,16 @@ macro_rules! migrations {
                     "/0005_localization_babel.sql"
                 )),
             ),
+            (
+                6,
+                "notification",
+                include_str!(concat!("../../migrations/", $dir, "/0006_notification.sql")),
+            ),
+            (
+                7,
+                "scheduler",
+                include_str!(concat!("../../migrations/", $dir, "/0007_scheduler.sql")),
+            ),
         ]
     };
 }

@@ -12,6 +12,11 @@
 //!   import/export, missing-key reports (`service_localization_*`).
 //! * [`babel`]: markets, price rules and prices for a country, in minor units and formatted for
 //!   a locale (`service_babel_*`).
+//! * [`notification`]: templates, inboxes, preferences, webhooks and the delivery outbox
+//!   (realtime, email over SMTP, signed webhooks) (`service_notification_*`).
+//! * [`scheduler`]: jobs that entities declare in `metadata.scheduling` (one-off, relative to
+//!   a field, cron in a time zone), claimed and run once per cluster by every node's worker,
+//!   retried with back-off (`service_scheduler_*`).
 //! * [`cache`]: the [`cache::MetadataCache`] trait for hot records.
 //! * [`json`]: JSON merge patch (RFC 7396).
 //! * [`security`]: callers, roles, RBAC policies, the audit log and its deferred writer (the
@@ -31,8 +36,10 @@ pub mod db;
 pub mod error;
 pub mod json;
 pub mod localization;
+pub mod notification;
 pub mod page;
 pub mod provider;
+pub mod scheduler;
 pub mod security;
 pub mod sql;
 pub mod time;

@@ -34,6 +34,7 @@ use crate::cache::{MetadataCache, NoCache};
 use crate::campaign::{Broadcaster, CampaignService};
 use crate::content::ContentService;
 use crate::localization::{LocalizationConfig, LocalizationService};
+use crate::notification::{DeliveryConfig, NotificationService, RealtimeSink};
 use crate::security::audit::AuditLog;
 use crate::security::{DeferredAudit, DeferredConfig, Policies};
 use crate::user::{TokenConfig, TokenIssuer, UserService};
@@ -51,6 +52,10 @@ pub struct ProviderConfig {
     pub localization: LocalizationConfig,
     /// The lookup cache of markets and price rules.
     pub babel: BabelConfig,
+    /// How notifications reach users' live sessions (the engine, on every node).
+    pub realtime: Arc<dyn RealtimeSink>,
+    /// SMTP, webhook timeouts and the outbox's retries.
+    pub notification: DeliveryConfig,
 }
 
 /// Where a service can be called.
@@ -120,6 +125,12 @@ impl Component for Arc<dyn MetadataCache> {
 impl Component for Arc<TokenIssuer> {
     const NAME: &'static str = "tokens";
 }
+impl Component for Arc<dyn RealtimeSink> {
+    const NAME: &'static str = "broadcast-engine";
+}
+impl Component for LocalizationService {
+    const NAME: &'static str = "localization";
+}
 
 /// What each service was handed when the provider built it: every dependency passes through
 /// [`Wiring::give`], which records it, so the knowledge graph's dependencies are the real ones.
@@ -170,6 +181,7 @@ pub struct Provider {
     pub content: ContentService,
     pub localization: LocalizationService,
     pub babel: BabelService,
+    pub notifications: NotificationService,
     pub audit: AuditLog,
     pub admin: AdminService,
     /// What each service was handed at construction (for the knowledge graph); shared, since
@@ -224,6 +236,13 @@ impl Provider {
             w.give("babel", policies.clone()),
             config.babel,
         );
+        let notifications = NotificationService::new(
+            w.give("notification", db.clone()),
+            w.give("notification", policies.clone()),
+            w.give("notification", localization.clone()),
+            w.give("notification", config.realtime),
+            config.notification,
+        )?;
         let admin = AdminService {
             users: w.give("admin", users.clone()),
             audit: w.give("admin", audit.clone()),
@@ -234,6 +253,7 @@ impl Provider {
             content,
             localization,
             babel,
+            notifications,
             audit,
             admin,
             wiring: Arc::new(w),
@@ -339,6 +359,25 @@ pub fn registrations() -> Vec<ServiceRegistration> {
             },
             health_check: "database ping",
             metrics_prefix: "ovasabi_babel",
+        },
+        ServiceRegistration {
+            name: "notification",
+            version: V,
+            capabilities: vec![
+                "templates",
+                "in-app-inbox",
+                "realtime-push",
+                "email-smtp",
+                "signed-webhooks",
+                "preferences",
+                "durable-outbox",
+            ],
+            endpoints: Endpoints {
+                rest: vec!["/api/notifications"],
+                grpc: vec!["notification.v0.NotificationService"],
+            },
+            health_check: "database ping",
+            metrics_prefix: "ovasabi_notification",
         },
         ServiceRegistration {
             name: "security",

@@ -11,6 +11,7 @@ mod broadcast;
 mod campaign;
 mod content;
 mod localization;
+mod notification;
 mod observe;
 mod security;
 mod user;
@@ -200,7 +201,8 @@ pub async fn serve(
         .add_service(broadcast::server(state.clone()))
         .add_service(content::server(state.clone()))
         .add_service(localization::server(state.clone()))
-        .add_service(babel::server(state))
+        .add_service(babel::server(state.clone()))
+        .add_service(notification::server(state))
         .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
         .await;
     health_task.abort();

@@ -31,6 +31,7 @@ pub fn user_pb(u: User) -> pb::User {
         disabled: u.disabled,
         created_at: u.created_at,
         updated_at: u.updated_at,
+        locale: u.locale.unwrap_or_default(),
     }
 }
 
@@ -127,6 +128,7 @@ impl UserService for Users {
             email: r.email,
             current_password: (!r.current_password.is_empty()).then_some(r.current_password),
             new_password: r.new_password,
+            locale: r.locale,
         };
         let u = self
             .0

@@ -218,8 +218,8 @@ pub async fn me(
     Ok(Json(app.services.users.me(&caller).await?))
 }
 
-/// Changes the caller's display name, email or password (a new password needs the current
-/// one).
+/// Changes the caller's display name, email, locale (BCP 47, for notifications; `""`
+/// clears it) or password (a new password needs the current one).
 #[utoipa::path(
     patch,
     path = "/api/users/me",

@@ -18,6 +18,7 @@ pub mod campaigns;
 mod content;
 mod kg;
 mod localization;
+mod notifications;
 mod observe;
 pub mod origin;
 mod page;
@@ -125,6 +126,28 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             babel::delete_rule
         ))
         .routes(routes!(babel::price))
+        .routes(routes!(notifications::inbox, notifications::send))
+        .routes(routes!(notifications::unread))
+        .routes(routes!(notifications::read_all))
+        .routes(routes!(notifications::get, notifications::delete))
+        .routes(routes!(notifications::mark_read))
+        .routes(routes!(notifications::deliveries))
+        .routes(routes!(notifications::batch_deliveries))
+        .routes(routes!(
+            notifications::preferences,
+            notifications::update_preferences
+        ))
+        .routes(routes!(
+            notifications::webhooks,
+            notifications::create_webhook
+        ))
+        .routes(routes!(notifications::delete_webhook))
+        .routes(routes!(notifications::templates))
+        .routes(routes!(
+            notifications::template,
+            notifications::put_template,
+            notifications::delete_template
+        ))
         .routes(routes!(services_list))
         .routes(routes!(kg::get))
         .routes(routes!(kg::service))

@@ -131,6 +131,100 @@ pub fn apply(doc: &mut Value) {
     audit(doc);
     websocket(doc);
     localization_babel(doc);
+    notifications(doc);
+}
+
+/// The fields the notification service validates, in paths, queries and request bodies under
+/// `/api/notifications` (what MiniJinja accepts and which variables a template uses, the
+/// document cannot state: the descriptions say it).
+fn notifications(doc: &mut Value) {
+    use services::notification::model::{
+        MAX_BODY_LEN, MAX_KEY_LEN, MAX_SUBJECT_LEN, MAX_URL_LEN, MAX_USER_IDS,
+    };
+    let key = json!({"pattern": format!("^[A-Za-z0-9._-]{{1,{MAX_KEY_LEN}}}$")});
+    let text = |max: usize| json!({"minLength": 1, "maxLength": max});
+    let c = format!("{SPACE}{CONTROL}");
+    let rules: Vec<(&str, Value)> = vec![
+        ("key", key.clone()),
+        ("template", key),
+        ("locale", json!({"pattern": locale()})),
+        ("subject", text(MAX_SUBJECT_LEN)),
+        ("text", text(MAX_BODY_LEN)),
+        ("html", text(MAX_BODY_LEN)),
+        ("campaign_id", json!({"minLength": 1, "maxLength": 64})),
+        (
+            "url",
+            json!({
+                "maxLength": MAX_URL_LEN,
+                "pattern": format!("^[Hh][Tt][Tt][Pp][Ss]?://[^/?#@:{c}][^/?#@{c}]*(?:[/?#][^{c}]*)?$"),
+            }),
+        ),
+    ];
+    let rule = |name: &str| {
+        rules
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, r)| r.clone())
+    };
+    let mut bodies = std::collections::BTreeSet::new();
+    let paths = doc["paths"].as_object_mut().expect("paths");
+    for (path, item) in paths.iter_mut() {
+        if !path.starts_with("/api/notifications") {
+            continue;
+        }
+        for (_, op) in item.as_object_mut().into_iter().flatten() {
+            for p in op
+                .get_mut("parameters")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                let name = p["name"].as_str().unwrap_or_default().to_owned();
+                if let (Some(r), Some(schema)) = (
+                    rule(&name),
+                    p.get_mut("schema").and_then(Value::as_object_mut),
+                ) {
+                    set(schema, &r);
+                }
+            }
+            if let Some(r) = op
+                .pointer("/requestBody/content/application~1json/schema/$ref")
+                .and_then(Value::as_str)
+            {
+                bodies.insert(r.trim_start_matches("#/components/schemas/").to_owned());
+            }
+        }
+    }
+    for schema in bodies {
+        let props = doc
+            .pointer_mut(&format!("/components/schemas/{schema}/properties"))
+            .and_then(Value::as_object_mut);
+        for (name, p) in props.into_iter().flatten() {
+            let Some(r) = rule(name) else { continue };
+            if let Some(p) = p.as_object_mut() {
+                set(p, &r);
+            }
+        }
+    }
+    // Recipients: 1-1,000 user ids of 1-64 characters.
+    if let Some(ids) = doc
+        .pointer_mut("/components/schemas/Recipients/properties/user_ids")
+        .and_then(Value::as_object_mut)
+    {
+        set(ids, &json!({"minItems": 1, "maxItems": MAX_USER_IDS}));
+    }
+    if let Some(items) = doc
+        .pointer_mut("/components/schemas/Recipients/properties/user_ids/items")
+        .and_then(Value::as_object_mut)
+    {
+        set(items, &json!({"minLength": 1, "maxLength": 64}));
+    }
+    if let Some(ch) = doc
+        .pointer_mut("/components/schemas/SendRequest/properties/channels")
+        .and_then(Value::as_object_mut)
+    {
+        set(ch, &json!({"minItems": 1}));
+    }
 }
 
 /// A BCP 47 language identifier as `services::localization::locale::parse` reads it: a

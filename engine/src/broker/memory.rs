@@ -1,4 +1,5 @@
-//! In-process broker for a single node: `seq` counters in memory, delivery by direct call.
+//! In-process broker for a single node: `seq` counters in memory, delivery (publications,
+//! lifecycle, notifications) by direct call.
 //!
 //! [`MemoryBroker::persistent`] keeps every campaign's epoch and a reservation of `seq`s in a
 //! file, so that a restarted node continues both: `seq` goes on above every number the
@@ -13,6 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use super::{BoxFuture, Broker, BrokerError, Control, Deliver, Presence, Publication};
 
@@ -238,6 +240,19 @@ impl Broker for MemoryBroker {
             }
             if let Some(sink) = self.sink() {
                 sink.control(control);
+            }
+            Ok(())
+        })
+    }
+
+    fn notify<'a>(
+        &'a self,
+        user: &'a str,
+        payload: Box<RawValue>,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            if let Some(sink) = self.sink() {
+                sink.notify(user, &payload);
             }
             Ok(())
         })

@@ -1,7 +1,8 @@
 //! The bus every publish goes through. A [`Broker`] assigns each event its campaign `seq` and
 //! delivers publications and control messages to every node's [`Deliver`] sink — its own
-//! included — in the order it assigned them. [`MemoryBroker`] serves a single node; a Redis
-//! broker is a second backend of the same trait.
+//! included — in the order it assigned them. It also carries notifications: node-wide pushes
+//! to every session of one user, outside every campaign's stream ([`Broker::notify`]).
+//! [`MemoryBroker`] serves a single node; a Redis broker is a second backend of the same trait.
 
 mod memory;
 mod redis;
@@ -167,6 +168,11 @@ pub trait Deliver: Send + Sync {
     fn epoch(&self, campaign: &str, epoch: &str) {
         let _ = (campaign, epoch);
     }
+    /// A notification for every session of `user` on this node (see [`Broker::notify`]). A
+    /// sink that holds no sessions ignores it.
+    fn notify(&self, user: &str, payload: &RawValue) {
+        let _ = (user, payload);
+    }
 }
 
 /// The cross-node bus.
@@ -200,6 +206,21 @@ pub trait Broker: Send + Sync + 'static {
         let _ = id;
         self.publish(campaign, publication)
     }
+
+    /// Sends a notification to every node, this one included, whose [`Deliver::notify`] pushes
+    /// it to the local sessions of `user`. Node-wide and not part of any campaign: no `seq`, no
+    /// history. At most once: a node that is not subscribed at that moment (its link to the
+    /// bus is being set up again) never gets it, and nothing is retried (the durable copy is
+    /// the notification service's inbox).
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`] when the bus cannot be reached (a timeout may still have
+    /// delivered it); [`BrokerError::Codec`] when it cannot be encoded.
+    fn notify<'a>(
+        &'a self,
+        user: &'a str,
+        payload: Box<RawValue>,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
 
     /// Sends a lifecycle message to every node.
     ///

@@ -2,13 +2,16 @@
 //! assigns the campaign's next `seq` (`INCR`), appends the event to the campaign's bounded
 //! history stream (`XADD … MAXLEN ~`), keeps the latest state (`SET`), and `PUBLISH`es on the
 //! campaign's channel — atomically, so every node receives one campaign's publications in `seq`
-//! order. Lifecycle goes on the control channel. One pub/sub connection per node, subscribed to
-//! the control channel and to the channel of every campaign this node runs; it reconnects with
-//! capped exponential back-off and jitter, resubscribes, and reports readiness meanwhile.
+//! order. Lifecycle goes on the control channel, notifications (a push to every session of one
+//! user, on any campaign) on the notify channel. One pub/sub connection per node, subscribed
+//! to the control and notify channels and to the channel of every campaign this node runs; it
+//! reconnects with capped exponential back-off and jitter, resubscribes, and reports readiness
+//! meanwhile.
 //!
 //! Keys and channels (`{p}` is the configured prefix, `ovasabi` by default):
-//! `{p}:c:{campaign}` (channel), `{p}:control` (channel), `{p}:hb:{instance}` (channel: the
-//! node's own heartbeat), `{p}:seq:{campaign}`, `{p}:h:{campaign}` (history stream),
+//! `{p}:c:{campaign}` (channel), `{p}:control` (channel), `{p}:notify` (channel: notifications,
+//! `{"user":...,"payload":...}`, at most once), `{p}:hb:{instance}` (channel: the node's own
+//! heartbeat), `{p}:seq:{campaign}`, `{p}:h:{campaign}` (history stream),
 //! `{p}:state:{campaign}`, `{p}:epoch:{campaign}`, `{p}:presence:{campaign}` (hash: node →
 //! its report and the time it expires), `{p}:statev:{campaign}` (state version),
 //! `{p}:pid:{campaign}` (hash: the latest publish ids applied, per node process, so that a
@@ -132,7 +135,7 @@ impl Key {
 }
 
 /// The keys and channels that are not a campaign's: `(name pattern, type, purpose)`.
-pub const NODE_KEYS: [(&str, &str, &str); 2] = [
+pub const NODE_KEYS: [(&str, &str, &str); 3] = [
     (
         "{p}:control",
         "channel",
@@ -143,7 +146,21 @@ pub const NODE_KEYS: [(&str, &str, &str); 2] = [
         "channel",
         "a node's own heartbeat through Redis, for its pub/sub link's watchdog",
     ),
+    (
+        "{p}:notify",
+        "channel",
+        "notifications to every node (`{\"user\":...,\"payload\":...}`), pushed to that user's authenticated sessions on any campaign; at most once, the inbox keeps the durable copy",
+    ),
 ];
+
+/// A notification on the notify channel.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Notification<'a> {
+    #[serde(borrow)]
+    user: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    payload: &'a serde_json::value::RawValue,
+}
 
 /// One publish, atomically. KEYS: seq, history, state, channel, state version, epoch,
 /// publish ids. ARGV: mode, body, history size, history TTL, `PUBLISH` or `SPUBLISH`, the
@@ -741,6 +758,10 @@ impl RedisBroker {
         NODE_KEYS[0].0.replace("{p}", &self.config.prefix)
     }
 
+    fn notify_channel(&self) -> String {
+        NODE_KEYS[2].0.replace("{p}", &self.config.prefix)
+    }
+
     fn campaign_of<'a>(&self, channel: &'a str) -> Option<&'a str> {
         let id = channel
             .strip_prefix(self.config.prefix.as_str())?
@@ -769,6 +790,13 @@ impl RedisBroker {
             match serde_json::from_slice::<Control>(payload) {
                 Ok(c) => sink.control(c),
                 Err(e) => tracing::warn!(error = %e, "malformed control message ignored"),
+            }
+            return;
+        }
+        if channel == self.notify_channel() {
+            match serde_json::from_slice::<Notification<'_>>(payload) {
+                Ok(n) => sink.notify(&n.user, n.payload),
+                Err(e) => tracing::warn!(error = %e, "malformed notification ignored"),
             }
             return;
         }
@@ -845,6 +873,32 @@ impl Broker for RedisBroker {
                     "a lifecycle message",
                     redis::cmd("PUBLISH")
                         .arg(self.control_channel())
+                        .arg(body)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            counter!("ovasabi_broker_messages_total", "direction" => "out").increment(1);
+            Ok(())
+        })
+    }
+
+    fn notify<'a>(
+        &'a self,
+        user: &'a str,
+        payload: Box<serde_json::value::RawValue>,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let body = serde_json::to_string(&Notification {
+                user: user.into(),
+                payload: &payload,
+            })
+            .map_err(BrokerError::Codec)?;
+            let mut conn = self.conn.clone();
+            let _: i64 = self
+                .bounded(
+                    "a notification",
+                    redis::cmd("PUBLISH")
+                        .arg(self.notify_channel())
                         .arg(body)
                         .query_async(&mut conn),
                 )
@@ -1179,9 +1233,9 @@ enum Ended {
     Lost(String),
 }
 
-/// The pub/sub connection of a node: connects, subscribes to the control channel and every
-/// wanted campaign channel, serves until the connection breaks, and starts again after a
-/// back-off, reporting readiness all along.
+/// The pub/sub connection of a node: connects, subscribes to the node-wide channels (control,
+/// heartbeat, notify) and every wanted campaign channel, serves until the connection breaks,
+/// and starts again after a back-off, reporting readiness all along.
 async fn pubsub_loop(
     broker: Weak<RedisBroker>,
     client: redis::Client,
@@ -1240,12 +1294,20 @@ async fn pubsub_loop(
     }
 }
 
-/// Every channel a fresh connection subscribes to: the control channel and the wanted
-/// campaigns' channels (`None` once the broker is gone).
-fn channels(broker: &Weak<RedisBroker>) -> Option<(Vec<String>, [String; 2])> {
+/// Every channel a fresh connection subscribes to: the wanted campaigns' channels, and the
+/// node-wide ones (control, heartbeat, notify: classic channels even when sharded) (`None`
+/// once the broker is gone).
+fn channels(broker: &Weak<RedisBroker>) -> Option<(Vec<String>, [String; 3])> {
     let b = broker.upgrade()?;
     let campaigns = b.wanted().keys().map(|c| b.key(Key::Channel, c)).collect();
-    Some((campaigns, [b.control_channel(), b.heartbeat_channel()]))
+    Some((
+        campaigns,
+        [
+            b.control_channel(),
+            b.heartbeat_channel(),
+            b.notify_channel(),
+        ],
+    ))
 }
 
 /// Resolves when the watchdog finds the pub/sub connection silent (no heartbeat).
@@ -1290,7 +1352,7 @@ async fn classic_session(
     }
     match broker.upgrade() {
         Some(b) => {
-            if ready(&b, campaigns.len() + 1) {
+            if ready(&b, campaigns.len() + control.len()) {
                 b.replay().await;
                 b.replayed();
             }
@@ -1327,7 +1389,7 @@ async fn classic_session(
 }
 
 /// One session on a [`ShardConn`]: `SSUBSCRIBE` for campaign channels, `SUBSCRIBE` for the
-/// control channel. A subscription is acknowledged when Redis confirms it.
+/// node-wide ones. A subscription is acknowledged when Redis confirms it.
 async fn sharded_session(
     broker: &Weak<RedisBroker>,
     client: &redis::Client,
@@ -1385,7 +1447,7 @@ async fn sharded_session(
     }
     match broker.upgrade() {
         Some(b) => {
-            if ready(&b, campaigns.len() + 1) {
+            if ready(&b, campaigns.len() + control.len()) {
                 b.replay().await;
                 b.replayed();
             }

@@ -176,6 +176,7 @@ impl UserService {
                 display_name,
                 roles,
                 disabled: false,
+                locale: None,
                 created_at: rfc3339(at),
                 updated_at: rfc3339(at),
             },
@@ -406,6 +407,11 @@ impl UserService {
             .as_deref()
             .map(model::validate_email)
             .transpose()?;
+        let locale = match change.locale.as_deref() {
+            None => None,
+            Some("") => Some(None),
+            Some(tag) => Some(Some(crate::localization::locale::canonical("locale", tag)?)),
+        };
         let new_hash = match change.new_password {
             Some(new) => {
                 model::validate_password("new_password", &new)?;
@@ -432,6 +438,9 @@ impl UserService {
             }
             if let Some(e) = email {
                 a.user.email = e;
+            }
+            if let Some(l) = locale {
+                a.user.locale = l;
             }
             if let Some(h) = new_hash {
                 a.password_hash = h;

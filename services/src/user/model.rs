@@ -21,6 +21,10 @@ pub struct User {
     pub display_name: String,
     pub roles: Vec<Role>,
     pub disabled: bool,
+    /// The user's locale (BCP 47, canonical form) for notifications and formats; `None`: the
+    /// platform's default locale.
+    #[serde(default)]
+    pub locale: Option<String>,
     /// RFC 3339.
     pub created_at: String,
     pub updated_at: String,
@@ -42,6 +46,8 @@ pub struct NewUser {
 pub struct ProfileUpdate {
     pub display_name: Option<String>,
     pub email: Option<String>,
+    /// A BCP 47 tag (stored in canonical form); an empty string clears it.
+    pub locale: Option<String>,
     pub current_password: Option<String>,
     pub new_password: Option<String>,
 }

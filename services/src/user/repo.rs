@@ -28,7 +28,7 @@ macro_rules! sqlite_select {
     ($tail:literal) => {
         concat!(
             "SELECT u.id, u.username, u.email, u.display_name, u.disabled, u.password_hash, \
-    u.created_at, u.updated_at, u.token_generation, \
+    u.created_at, u.updated_at, u.token_generation, u.locale, \
     (SELECT group_concat(role, ',') FROM service_user_role r WHERE r.user_id = u.id) AS roles \
     FROM service_user_master u",
             $tail
@@ -46,7 +46,7 @@ const SQLITE: Queries = Queries {
     by_id_for_update: sqlite_select!(" WHERE u.id = ?1"),
     by_login: sqlite_select!(" WHERE u.username = ?1 OR u.email = ?1"),
     update: "UPDATE service_user_master SET email = ?2, password_hash = ?3, display_name = ?4, disabled = ?5, \
-             updated_at = ?6, token_generation = ?7, tokens_revoked_at = COALESCE(?8, tokens_revoked_at) WHERE id = ?1",
+             updated_at = ?6, token_generation = ?7, tokens_revoked_at = COALESCE(?8, tokens_revoked_at), locale = ?9 WHERE id = ?1",
     list: sqlite_select!(
         " WHERE (?1 IS NULL OR EXISTS (SELECT 1 FROM service_user_role r2 WHERE r2.user_id = u.id AND r2.role = ?1)) \
          AND (?2 IS NULL OR u.disabled = ?2) \
@@ -63,7 +63,7 @@ macro_rules! postgres_select {
     ($tail:literal) => {
         concat!(
             "SELECT u.id, u.username, u.email, u.display_name, u.disabled, u.password_hash, \
-    u.created_at, u.updated_at, u.token_generation, \
+    u.created_at, u.updated_at, u.token_generation, u.locale, \
     (SELECT string_agg(role, ',') FROM service_user_role r WHERE r.user_id = u.id) AS roles \
     FROM service_user_master u",
             $tail
@@ -81,7 +81,7 @@ const POSTGRES: Queries = Queries {
     by_id_for_update: postgres_select!(" WHERE u.id = $1 FOR UPDATE OF u"),
     by_login: postgres_select!(" WHERE u.username = $1 OR u.email = $1"),
     update: "UPDATE service_user_master SET email = $2, password_hash = $3, display_name = $4, disabled = $5, \
-             updated_at = $6, token_generation = $7, tokens_revoked_at = COALESCE($8, tokens_revoked_at) WHERE id = $1",
+             updated_at = $6, token_generation = $7, tokens_revoked_at = COALESCE($8, tokens_revoked_at), locale = $9 WHERE id = $1",
     list: postgres_select!(
         " WHERE ($1::text IS NULL OR EXISTS (SELECT 1 FROM service_user_role r2 WHERE r2.user_id = u.id AND r2.role = $1)) \
          AND ($2::boolean IS NULL OR u.disabled = $2) \
@@ -130,6 +130,7 @@ macro_rules! account {
                 display_name: $row.try_get("display_name")?,
                 roles,
                 disabled: $row.try_get("disabled")?,
+                locale: $row.try_get("locale")?,
                 created_at: rfc3339(created),
                 updated_at: rfc3339(updated),
             },
@@ -272,6 +273,7 @@ impl UserRepo {
                 .bind(at)
                 .bind(i64::try_from(after.generation).unwrap_or(i64::MAX))
                 .bind(revoked.then_some(at))
+                .bind(after.user.locale.as_deref())
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| taken(e, &after.user.username, &after.user.email))?;
