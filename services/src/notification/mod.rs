@@ -897,7 +897,8 @@ impl NotificationService {
         let work = claimed.iter().map(|c| async move {
             let outcome = t.deliver(&self.repo, c).await;
             if outcome.status == DeliveryStatus::Sent
-                && let Ok(created) = chrono_ms(&c.delivery.created_at)
+                && let Ok(created) =
+                    crate::time::parse_rfc3339("created_at", &c.delivery.created_at)
             {
                 let secs = (now_ms() - created).max(0) as f64 / 1000.0;
                 metrics::histogram!("ovasabi_notification_delivery_latency_seconds", "channel" => c.delivery.channel.as_str())
@@ -959,9 +960,4 @@ fn with_variables(mut t: Template) -> Template {
         t.variables = c.variables();
     }
     t
-}
-
-/// Milliseconds since the epoch of an RFC 3339 time written by [`rfc3339`].
-fn chrono_ms(s: &str) -> Result<i64, ()> {
-    crate::time::parse_rfc3339("created_at", s).map_err(|_| ())
 }

@@ -94,10 +94,9 @@ portable_sql! {
                               WHERE user_id = $1 AND in_inbox = $2 AND id > $3 ORDER BY id LIMIT $4"),
         inbox_latest: "SELECT MAX(id) FROM service_notification_master WHERE user_id = $1 AND in_inbox = $2",
         unread: "SELECT COUNT(*) FROM service_notification_master WHERE user_id = $1 AND in_inbox = $2 AND read_at IS NULL",
-        notification_of_user: concat!("SELECT ", notification_columns!(), " FROM service_notification_master \
+        notification_of_user: concat!("SELECT ", notification_columns!(), ", in_inbox FROM service_notification_master \
                                        WHERE id = $1 AND user_id = $2"),
         notification_by_id: concat!("SELECT ", notification_columns!(), " FROM service_notification_master WHERE id = $1"),
-        in_inbox: "SELECT in_inbox FROM service_notification_master WHERE id = $1 AND user_id = $2",
         mark_read: "UPDATE service_notification_master SET read_at = $3 \
                     WHERE id = $1 AND user_id = $2 AND in_inbox = $4 AND read_at IS NULL",
         mark_all_read: "UPDATE service_notification_master SET read_at = $2 \
@@ -659,14 +658,7 @@ impl NotificationRepo {
                 .fetch_optional(pool)
                 .await?;
             match row {
-                Some(row) => {
-                    let inbox: bool = sqlx::query_scalar(sql.in_inbox)
-                        .bind(id)
-                        .bind(user)
-                        .fetch_one(pool)
-                        .await?;
-                    Some((notification!(row), inbox))
-                }
+                Some(row) => Some((notification!(row), row.try_get::<bool, _>("in_inbox")?)),
                 None => None,
             }
         }))
