@@ -213,6 +213,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         },
         realtime: Arc::new(EngineBroadcaster { node: node.clone() }),
         notification: config.notification(),
+        scheduler: config.scheduler(),
     })
     .await
     .map_err(StartError::Services)?;
@@ -264,7 +265,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
     });
     let stop_schedule = CancellationToken::new();
-    tokio::spawn(run_schedules(services.clone(), stop_schedule.clone()));
+    tokio::spawn(run_reconcile(services.clone(), stop_schedule.clone()));
+    tokio::spawn(run_jobs(
+        services.clone(),
+        node.id().to_owned(),
+        stop_schedule.clone(),
+    ));
     tokio::spawn(run_revocations(
         services.clone(),
         node.clone(),
@@ -404,37 +410,39 @@ async fn serve_http1(
 /// Longest time a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// How often scheduled starts and ends are applied.
-const SCHEDULE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often the engine is made to agree with the database.
+const RECONCILE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Schedule rounds between two reconciliations of the engine with the database (10 s).
-const RECONCILE_EVERY: u64 = 10;
-
-/// Starts and ends campaigns whose `starts_at`/`ends_at` has come, every second, and every 10 s
-/// makes the engine agree with the database (lifecycle messages missed during a bus outage),
-/// until `stop`.
-async fn run_schedules(services: Provider, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(SCHEDULE_INTERVAL);
-    let mut round = 0u64;
+/// Every 10 s makes the engine agree with the database (lifecycle messages missed during a
+/// bus outage), until `stop`. Scheduled starts and ends are jobs of the scheduler
+/// ([`run_jobs`]).
+async fn run_reconcile(services: Provider, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(RECONCILE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // The first tick is immediate: the node has just started its campaigns.
+    tick.tick().await;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = services
-            .campaigns
-            .apply_schedule(services::time::now_ms())
-            .await
-        {
-            tracing::debug!(error = %e, "campaign schedules not read");
-        }
-        round += 1;
-        if round.is_multiple_of(RECONCILE_EVERY)
-            && let Err(e) = services.campaigns.reconcile().await
-        {
+        if let Err(e) = services.campaigns.reconcile().await {
             tracing::debug!(error = %e, "campaigns not reconciled");
         }
+    }
+}
+
+/// Registers every campaign's jobs once (repairs registrations lost after a campaign was
+/// stored), then runs this node's scheduler worker: due jobs (campaign starts and ends,
+/// scheduled notifications) claimed exactly once in the cluster, until `stop`.
+async fn run_jobs(services: Provider, node_id: String, stop: CancellationToken) {
+    match services.campaigns.sync_all_jobs().await {
+        Ok(n) => tracing::debug!(campaigns = n, "campaign jobs registered"),
+        Err(e) => tracing::warn!(error = %e, "campaign jobs not registered at start"),
+    }
+    match services.scheduler.worker(&node_id, services.job_handlers()) {
+        Ok(worker) => worker.run(stop.cancelled_owned()).await,
+        Err(e) => tracing::error!(error = %e, "scheduler worker cannot start"),
     }
 }
 

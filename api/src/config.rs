@@ -161,6 +161,13 @@ pub struct Config {
     /// Longest wait for a webhook receiver's answer.
     #[serde(with = "duration")]
     pub webhook_timeout: Duration,
+    /// How long a node's claim on a scheduled job holds: another node takes the job over
+    /// only after it (its node died). Handlers may run for half of it.
+    #[serde(with = "duration")]
+    pub scheduler_lease: Duration,
+    /// How often each node looks for due scheduled jobs.
+    #[serde(with = "duration")]
+    pub scheduler_poll_interval: Duration,
 }
 
 impl Default for Config {
@@ -222,6 +229,8 @@ impl Default for Config {
             notification_max_attempts: 6,
             notification_backoff: Duration::from_secs(5),
             webhook_timeout: Duration::from_secs(10),
+            scheduler_lease: Duration::from_secs(120),
+            scheduler_poll_interval: Duration::from_secs(1),
         }
     }
 }
@@ -283,6 +292,8 @@ pub const KEYS: &[&str] = &[
     "notification_max_attempts",
     "notification_backoff",
     "webhook_timeout",
+    "scheduler_lease",
+    "scheduler_poll_interval",
 ];
 
 /// A configuration value that cannot be used.
@@ -505,6 +516,15 @@ impl Config {
             };
             return Err(ConfigError::new(key, "must be more than 0s"));
         }
+        if self.scheduler_lease < Duration::from_secs(2) {
+            return Err(ConfigError::new("scheduler_lease", "must be at least 2s"));
+        }
+        if self.scheduler_poll_interval < Duration::from_millis(10) {
+            return Err(ConfigError::new(
+                "scheduler_poll_interval",
+                "must be at least 10ms",
+            ));
+        }
         Ok(())
     }
 
@@ -554,6 +574,17 @@ impl Config {
             backoff_base: self.notification_backoff,
             webhook_timeout: self.webhook_timeout,
             ..services::notification::DeliveryConfig::default()
+        }
+    }
+
+    /// The scheduler's part: handlers may run for half the lease, so a live node finishes
+    /// within its claim.
+    pub fn scheduler(&self) -> services::scheduler::SchedulerConfig {
+        services::scheduler::SchedulerConfig {
+            lease: self.scheduler_lease,
+            handler_timeout: self.scheduler_lease / 2,
+            poll_interval: self.scheduler_poll_interval,
+            ..services::scheduler::SchedulerConfig::default()
         }
     }
 

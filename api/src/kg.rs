@@ -38,6 +38,7 @@ pub async fn facts(root: &Path) -> anyhow::Result<Facts> {
         babel: services::babel::BabelConfig::default(),
         realtime: Arc::new(crate::broadcaster::EngineBroadcaster { node: node.clone() }),
         notification: services::notification::DeliveryConfig::default(),
+        scheduler: services::scheduler::SchedulerConfig::default(),
     })
     .await?;
     let wiring = (*provider.wiring).clone();

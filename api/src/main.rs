@@ -138,6 +138,10 @@ flags! {
     notification_backoff,
     /// Longest wait for a webhook's answer [default: 10s]
     webhook_timeout,
+    /// How long a node's claim on a scheduled job holds (handlers get half) [default: 120s]
+    scheduler_lease,
+    /// How often each node looks for due scheduled jobs [default: 1s]
+    scheduler_poll_interval,
 }
 
 /// The OVASABI real-time broadcast node.

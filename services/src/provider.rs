@@ -31,10 +31,12 @@ use serde::Serialize;
 
 use crate::babel::{BabelConfig, BabelService};
 use crate::cache::{MetadataCache, NoCache};
+use crate::campaign::jobs as campaign_jobs;
 use crate::campaign::{Broadcaster, CampaignService};
 use crate::content::ContentService;
 use crate::localization::{LocalizationConfig, LocalizationService};
 use crate::notification::{DeliveryConfig, NotificationService, RealtimeSink};
+use crate::scheduler::{Handlers, SchedulerConfig, SchedulerService, handler_fn};
 use crate::security::audit::AuditLog;
 use crate::security::{DeferredAudit, DeferredConfig, Policies};
 use crate::user::{TokenConfig, TokenIssuer, UserService};
@@ -56,6 +58,8 @@ pub struct ProviderConfig {
     pub realtime: Arc<dyn RealtimeSink>,
     /// SMTP, webhook timeouts and the outbox's retries.
     pub notification: DeliveryConfig,
+    /// Leases, handler timeouts and retries of scheduled jobs.
+    pub scheduler: SchedulerConfig,
 }
 
 /// Where a service can be called.
@@ -131,6 +135,12 @@ impl Component for Arc<dyn RealtimeSink> {
 impl Component for LocalizationService {
     const NAME: &'static str = "localization";
 }
+impl Component for SchedulerService {
+    const NAME: &'static str = "scheduler";
+}
+impl Component for crate::babel::BabelService {
+    const NAME: &'static str = "babel";
+}
 
 /// What each service was handed when the provider built it: every dependency passes through
 /// [`Wiring::give`], which records it, so the knowledge graph's dependencies are the real ones.
@@ -182,6 +192,7 @@ pub struct Provider {
     pub localization: LocalizationService,
     pub babel: BabelService,
     pub notifications: NotificationService,
+    pub scheduler: SchedulerService,
     pub audit: AuditLog,
     pub admin: AdminService,
     /// What each service was handed at construction (for the knowledge graph); shared, since
@@ -206,13 +217,19 @@ impl Provider {
         let tokens = Arc::new(TokenIssuer::new(config.tokens)?);
         let cache = config.cache.unwrap_or_else(|| Arc::new(NoCache));
         let deferred_audit = DeferredAudit::spawn(db.clone(), DeferredConfig::default());
+        let scheduler = SchedulerService::new(
+            w.give("scheduler", db.clone()),
+            w.give("scheduler", policies.clone()),
+            config.scheduler,
+        )?;
         let campaigns = CampaignService::new(
             w.give("campaign", db.clone()),
             w.give("campaign", config.broadcaster),
             w.give("campaign", policies.clone()),
         )
         .with_cache(w.give("campaign", cache))
-        .with_deferred_audit(w.give("campaign", deferred_audit.clone()));
+        .with_deferred_audit(w.give("campaign", deferred_audit.clone()))
+        .with_scheduler(w.give("campaign", scheduler.clone()));
         let users = UserService::new(
             w.give("user", db.clone()),
             w.give("user", policies.clone()),
@@ -254,6 +271,7 @@ impl Provider {
             localization,
             babel,
             notifications,
+            scheduler,
             audit,
             admin,
             wiring: Arc::new(w),
@@ -269,6 +287,36 @@ impl Provider {
     /// every row was written.
     pub async fn close(&self, within: std::time::Duration) -> bool {
         self.deferred_audit.close(within).await
+    }
+
+    /// What the node's scheduler workers run, by job kind: a campaign's start and end, and
+    /// the notifications campaigns schedule (see [`crate::campaign::jobs`]).
+    pub fn job_handlers(&self) -> Handlers {
+        let start = self.campaigns.clone();
+        let end = self.campaigns.clone();
+        let send = (self.campaigns.clone(), self.notifications.clone());
+        Handlers::new()
+            .with(
+                campaign_jobs::START,
+                handler_fn(move |job| {
+                    let campaigns = start.clone();
+                    async move { Ok(campaigns.run_start(&job).await?) }
+                }),
+            )
+            .with(
+                campaign_jobs::END,
+                handler_fn(move |job| {
+                    let campaigns = end.clone();
+                    async move { Ok(campaigns.run_end(&job).await?) }
+                }),
+            )
+            .with(
+                campaign_jobs::SEND,
+                handler_fn(move |job| {
+                    let (campaigns, notifications) = send.clone();
+                    async move { Ok(campaigns.run_send(&job, &notifications).await?) }
+                }),
+            )
     }
 
     /// Whether the service `name` can serve: its database answers.
@@ -378,6 +426,25 @@ pub fn registrations() -> Vec<ServiceRegistration> {
             },
             health_check: "database ping",
             metrics_prefix: "ovasabi_notification",
+        },
+        ServiceRegistration {
+            name: "scheduler",
+            version: V,
+            capabilities: vec![
+                "one-off-jobs",
+                "relative-jobs",
+                "cron-time-zones",
+                "exactly-once-claims",
+                "retries-with-back-off",
+                "missed-runs",
+                "pause-resume-trigger",
+            ],
+            endpoints: Endpoints {
+                rest: vec!["/api/scheduler"],
+                grpc: vec!["scheduler.v0.SchedulerService"],
+            },
+            health_check: "database ping",
+            metrics_prefix: "ovasabi_scheduler",
         },
         ServiceRegistration {
             name: "security",

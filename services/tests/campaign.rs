@@ -467,6 +467,8 @@ async fn every_table_is_named_service_service_entity() {
             "moderation",
             "talent",
             "nexus",
+            // Not in DESIGN.md §1's list; its issue names its tables service_scheduler_*.
+            "scheduler",
         ];
         for t in &tables {
             let parts: Vec<&str> = t.split('_').collect();
@@ -735,36 +737,6 @@ async fn lists_filter_by_tag_and_text_and_schedules_start_and_end_campaigns() {
             Err(ServiceError::Invalid { .. })
         ));
 
-        // Schedules: a draft starts when its time comes and ends at its end.
-        let now = services::time::now_ms();
-        let at = |ms: i64| services::time::rfc3339(ms);
-        let c = f
-            .svc
-            .create(
-                &SYS,
-                new(
-                    "Timed",
-                    json!({"status": "draft", "starts_at": at(now + 60_000), "ends_at": at(now + 120_000)}),
-                ),
-            )
-            .await
-            .expect("timed");
-        f.rec.take();
-        assert_eq!(f.svc.apply_schedule(now).await.expect("nothing due"), 0);
-        assert_eq!(f.svc.apply_schedule(now + 60_000).await.expect("start"), 1);
-        assert_eq!(
-            f.svc.get(&SYS, &c.id).await.expect("get").status,
-            Status::Active
-        );
-        assert!(f.rec.take().iter().any(|s| s.starts_with("upsert")));
-        assert_eq!(f.svc.apply_schedule(now + 60_000).await.expect("again"), 0);
-        assert_eq!(f.svc.apply_schedule(now + 120_000).await.expect("end"), 1);
-        assert_eq!(
-            f.svc.get(&SYS, &c.id).await.expect("get").status,
-            Status::Ended
-        );
-        assert_eq!(f.rec.take(), ["end"]);
-        assert_eq!(f.svc.apply_schedule(now + 999_999).await.expect("done"), 0);
         f.finish().await;
     }
 }

@@ -5,6 +5,7 @@
 //! # Layout
 //! * `model`: records and validation rules; `repo`: storage.
 
+pub mod jobs;
 pub mod model;
 mod repo;
 
@@ -20,8 +21,10 @@ pub use repo::CampaignRepo;
 
 use crate::cache::{MetadataCache, NoCache};
 use crate::json::merge_patch;
+use crate::notification::NotificationService;
 pub use crate::page::{DEFAULT_PAGE, MAX_PAGE, Page};
 use crate::page::{check_limit, paginate};
+use crate::scheduler::{Job, Owner, Registration, SchedulerService};
 use crate::security::{Caller, DeferredAudit, Policies};
 use crate::time::{now_ms, rfc3339};
 use crate::{Database, ServiceError};
@@ -136,6 +139,9 @@ pub struct CampaignService {
     /// Where the audit rows of sent events and messages go without making the call wait on
     /// the database; without one they are written before the call returns.
     deferred_audit: Option<DeferredAudit>,
+    /// Where the campaign's start, end and own jobs are registered (see [`jobs`]); without
+    /// one, nothing starts or ends a campaign by itself.
+    scheduler: Option<SchedulerService>,
 }
 
 /// Lock stripes for per-campaign ordering.
@@ -150,7 +156,16 @@ impl CampaignService {
             broadcaster,
             cache: Arc::new(NoCache),
             deferred_audit: None,
+            scheduler: None,
         }
+    }
+
+    /// Registers every campaign's jobs (its start, its end, `metadata.scheduling.jobs`) with
+    /// `scheduler`, whose workers run them ([`CampaignService::run_start`], ...).
+    #[must_use]
+    pub fn with_scheduler(mut self, scheduler: SchedulerService) -> Self {
+        self.scheduler = Some(scheduler);
+        self
     }
 
     /// Hands the audit rows of sent events and messages to `writer` (the node's; see
@@ -271,10 +286,12 @@ impl CampaignService {
             created_at: rfc3339(at),
             updated_at: rfc3339(at),
         };
+        self.check_jobs(&c, Registration::Create)?;
         let _order = self.stripe(&c.id).lock().await;
         let audit = caller.audit("campaign.create", "campaign", &c.id).after(&c);
         self.repo.insert(&c, at, &audit).await?;
         c = self.find(&c.id).await?;
+        self.sync_jobs(&c).await;
         if c.status == Status::Active {
             self.broadcaster.upsert(LiveCampaign::of(&c, true)).await?;
         }
@@ -445,9 +462,17 @@ impl CampaignService {
                 c.metadata = next.metadata;
                 c.starts_at = starts.map(rfc3339);
                 c.ends_at = ends.map(rfc3339);
-                Ok(())
+                self.check_jobs(c, Registration::Update)
             })
             .await?;
+        if after.status == Status::Ended {
+            self.remove_jobs(&after.id, None).await;
+        } else if jobs::declared(&before) != jobs::declared(&after)
+            || before.starts_at != after.starts_at
+            || before.ends_at != after.ends_at
+        {
+            self.sync_jobs(&after).await;
+        }
         match (before.status, after.status) {
             (_, Status::Ended) => self.broadcaster.end(&after.id).await?,
             (Status::Draft, Status::Active) => {
@@ -478,6 +503,16 @@ impl CampaignService {
     /// [`ServiceError::Unauthenticated`]/[`ServiceError::Forbidden`].
     pub async fn end(&self, caller: &Caller, key: &str) -> Result<Campaign, ServiceError> {
         self.policies.require(caller, "campaign", "delete")?;
+        self.end_keeping(caller, key, None).await
+    }
+
+    /// Ends the campaign and removes its jobs but `running` (the job ending it).
+    async fn end_keeping(
+        &self,
+        caller: &Caller,
+        key: &str,
+        running: Option<&str>,
+    ) -> Result<Campaign, ServiceError> {
         let (before, after, _order) = self
             .change(caller, "campaign.end", key, |c| {
                 if c.status == Status::Ended {
@@ -489,6 +524,7 @@ impl CampaignService {
                 Ok(())
             })
             .await?;
+        self.remove_jobs(&after.id, running).await;
         if before.status == Status::Active {
             self.broadcaster.end(&after.id).await?;
         }
@@ -632,45 +668,120 @@ impl CampaignService {
         Ok(c)
     }
 
-    /// Applies the schedules whose time has come: a draft whose `starts_at` passed becomes
-    /// active (and starts broadcasting), a campaign whose `ends_at` passed ends. Runs as the
-    /// node (`system` in the audit log); several nodes may run it at once: each transition is
-    /// conditional on the stored status, so the second node to reach a campaign finds it
-    /// already changed and writes nothing. Returns how many campaigns it changed. A transition
-    /// stored but not taken by the engine (the bus failed at that moment) is not retried.
+    /// Checks the jobs `c` declares (see [`jobs`]) as the scheduler would register them: its
+    /// own jobs against the current time on create (a one-off time already past is refused),
+    /// then the whole declaration.
     ///
     /// # Errors
-    /// Database failures reading the schedule.
-    pub async fn apply_schedule(&self, now_ms: i64) -> Result<usize, ServiceError> {
-        let system = Caller::system();
-        let mut changed = 0;
-        for due in self.repo.due(now_ms).await? {
-            let ending = due.ends_at.is_some_and(|e| e <= now_ms);
-            let result = if ending {
-                self.end(&system, &due.id).await.map(|_| ())
-            } else if due.draft {
-                self.start_scheduled(&system, &due.id).await
-            } else {
-                Ok(())
-            };
-            match result {
-                Ok(()) => {
-                    changed += 1;
-                    tracing::info!(campaign = %due.id, ended = ending, "schedule applied");
-                }
-                // Another node got there first.
-                Err(ServiceError::Conflict { .. } | ServiceError::NotFound { .. }) => {}
-                Err(e) => tracing::warn!(campaign = %due.id, error = %e, "schedule not applied"),
-            }
+    /// [`ServiceError::Invalid`] naming the field (`metadata.scheduling.jobs[0].cron`).
+    fn check_jobs(&self, c: &Campaign, on: Registration) -> Result<(), ServiceError> {
+        let Some(scheduler) = &self.scheduler else {
+            return Ok(());
+        };
+        jobs::check_declared(&c.metadata)?;
+        let entity = serde_json::to_value(c)
+            .map_err(|e| ServiceError::invalid("metadata", e.to_string()))?;
+        if on == Registration::Create {
+            scheduler
+                .validate(&jobs::own(&c.metadata), &entity, on)
+                .map_err(|e| jobs::as_campaign_error(e, 0))?;
         }
-        Ok(changed)
+        scheduler
+            .validate(&jobs::declared(c), &entity, Registration::Update)
+            .map_err(|e| jobs::as_campaign_error(e, jobs::builtin_count(c)))?;
+        Ok(())
     }
 
-    /// Activates a draft whose start time came (audited as `campaign.start`); a campaign that is
-    /// no longer a draft (another node got there first) is a conflict and changes nothing.
-    async fn start_scheduled(&self, caller: &Caller, id: &str) -> Result<(), ServiceError> {
-        let (_, after, _order) = self
-            .change(caller, "campaign.start", id, |c| {
+    /// Registers the jobs `c` declares (replacing its earlier ones; a time already past is
+    /// due at once). Runs after the campaign's change is stored: a failure here is logged and
+    /// repaired by [`CampaignService::sync_all_jobs`] when a node starts.
+    async fn sync_jobs(&self, c: &Campaign) {
+        let Some(scheduler) = &self.scheduler else {
+            return;
+        };
+        let result = match serde_json::to_value(c) {
+            Ok(entity) => {
+                scheduler
+                    .register_entity_jobs(
+                        &Caller::system(),
+                        &Owner::new("campaign", &c.id),
+                        &jobs::declared(c),
+                        &entity,
+                        Registration::Update,
+                    )
+                    .await
+            }
+            Err(e) => Err(ServiceError::invalid("campaign", e.to_string())),
+        };
+        if let Err(e) = result {
+            tracing::warn!(campaign = %c.id, error = %e, "campaign jobs not registered (repaired at the next node start)");
+        }
+    }
+
+    /// Removes the jobs of the campaign `id` (it ended) but `keep` (the job ending it).
+    async fn remove_jobs(&self, id: &str, keep: Option<&str>) {
+        let Some(scheduler) = &self.scheduler else {
+            return;
+        };
+        let owner = Owner::new("campaign", id);
+        if let Err(e) = scheduler
+            .remove_entity_jobs_except(&Caller::system(), &owner, keep)
+            .await
+        {
+            tracing::warn!(campaign = %id, error = %e, "jobs of an ended campaign not removed");
+        }
+    }
+
+    /// Registers the jobs of every draft and active campaign (at node start: repairs a
+    /// registration that failed after its campaign was stored, and registers campaigns
+    /// stored before the scheduler existed). Unchanged jobs keep their state. Returns how
+    /// many campaigns it went through.
+    ///
+    /// # Errors
+    /// Database failures listing campaigns.
+    pub async fn sync_all_jobs(&self) -> Result<usize, ServiceError> {
+        if self.scheduler.is_none() {
+            return Ok(0);
+        }
+        let mut seen = 0;
+        for status in [Status::Draft, Status::Active] {
+            let mut cursor: Option<String> = None;
+            loop {
+                let filter = CampaignFilter {
+                    status: Some(status),
+                    ..CampaignFilter::default()
+                };
+                let page = self.repo.list(&filter, cursor.as_deref(), MAX_PAGE).await?;
+                let full = page.len() == MAX_PAGE as usize;
+                cursor = page.last().map(|c| c.id.clone());
+                for c in &page {
+                    let _order = self.stripe(&c.id).lock().await;
+                    // Re-read under the stripe: a change meanwhile registered its own jobs.
+                    match self.find(&c.id).await {
+                        Ok(now) if now.status != Status::Ended => self.sync_jobs(&now).await,
+                        Ok(_) | Err(ServiceError::NotFound { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                    seen += 1;
+                }
+                if !full {
+                    break;
+                }
+            }
+        }
+        Ok(seen)
+    }
+
+    /// Runs the job `campaign.start` of a campaign: the draft becomes active and starts
+    /// broadcasting (audited as `campaign.start` by `system`). A campaign that is no longer a
+    /// draft, or is gone, has nothing to start: that is a success.
+    ///
+    /// # Errors
+    /// Database and broadcast failures (the job is retried).
+    pub async fn run_start(&self, job: &Job) -> Result<(), ServiceError> {
+        let system = Caller::system();
+        let result = self
+            .change(&system, "campaign.start", &job.entity_id, |c| {
                 if c.status != Status::Draft {
                     return Err(ServiceError::Conflict {
                         message: "campaign is no longer a draft".to_owned(),
@@ -679,10 +790,72 @@ impl CampaignService {
                 c.status = Status::Active;
                 Ok(())
             })
+            .await;
+        match result {
+            Ok((_, after, _order)) => {
+                self.broadcaster
+                    .upsert(LiveCampaign::of(&after, true))
+                    .await?;
+                tracing::info!(campaign = %after.id, job = %job.id, "scheduled start");
+                Ok(())
+            }
+            Err(ServiceError::Conflict { .. } | ServiceError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs the job `campaign.end`: the campaign ends (audited as `campaign.end` by
+    /// `system`) and its other jobs are removed. One already ended, or gone, is a success.
+    ///
+    /// # Errors
+    /// Database and broadcast failures (the job is retried).
+    pub async fn run_end(&self, job: &Job) -> Result<(), ServiceError> {
+        match self
+            .end_keeping(&Caller::system(), &job.entity_id, Some(&job.id))
+            .await
+        {
+            Ok(c) => {
+                tracing::info!(campaign = %c.id, job = %job.id, "scheduled end");
+                Ok(())
+            }
+            Err(ServiceError::Conflict { .. } | ServiceError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs a campaign's `notification.send` job: sends its payload's notification (as
+    /// `system`) with the campaign's facts as the variable `campaign`. An ended or deleted
+    /// campaign sends nothing.
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`] for a payload that is no send or a template that is missing
+    /// or lacks a variable; delivery and database failures (the job is retried).
+    pub async fn run_send(
+        &self,
+        job: &Job,
+        notifications: &NotificationService,
+    ) -> Result<(), ServiceError> {
+        if job.entity_type != "campaign" {
+            return Err(ServiceError::invalid(
+                "entity_type",
+                format!(
+                    "{} jobs of {:?} entities are not run here",
+                    jobs::SEND,
+                    job.entity_type
+                ),
+            ));
+        }
+        let c = match self.find(&job.entity_id).await {
+            Ok(c) if c.status != Status::Ended => c,
+            Ok(_) | Err(ServiceError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let send: jobs::ScheduledSend = serde_json::from_value(job.payload.clone())
+            .map_err(|e| ServiceError::invalid("payload", e.to_string()))?;
+        let sent = notifications
+            .send(&Caller::system(), send.for_campaign(&c))
             .await?;
-        self.broadcaster
-            .upsert(LiveCampaign::of(&after, true))
-            .await?;
+        tracing::info!(campaign = %c.id, job = %job.id, batch = %sent.batch_id, notifications = sent.notifications, "scheduled notification sent");
         Ok(())
     }
 

@@ -34,10 +34,6 @@ portable_sql! {
                        {pg:metadata @> jsonb_build_object('tags', jsonb_build_array($4::text))}) \
                        AND ($5{text} IS NULL OR name {pg:I}LIKE $5 ESCAPE '\\' OR slug {pg:I}LIKE $5 ESCAPE '\\') \
                        ORDER BY id LIMIT $3"),
-        /// Campaigns whose start or end time has come.
-        due: "SELECT id, status, starts_at, ends_at FROM service_campaign_main \
-              WHERE (status = 'draft' AND starts_at IS NOT NULL AND starts_at <= $1) \
-              OR (status <> 'ended' AND ends_at IS NOT NULL AND ends_at <= $1) ORDER BY id LIMIT 100",
         /// Starts the write transaction of an update: on SQLite, take the write lock at once,
         /// so that concurrent read-modify-writes serialise.
         begin: ("BEGIN IMMEDIATE", "BEGIN"),
@@ -47,15 +43,6 @@ portable_sql! {
                  state = $6{jsonb}, updated_at = $7, starts_at = $8, ends_at = $9 WHERE id = $1",
         audit: (audit::INSERT_SQLITE, audit::INSERT_POSTGRES),
     }
-}
-
-/// A campaign whose scheduled start or end has come.
-#[derive(Debug, Clone)]
-pub struct Due {
-    pub id: String,
-    pub draft: bool,
-    pub starts_at: Option<i64>,
-    pub ends_at: Option<i64>,
 }
 
 /// Reads and writes campaigns.
@@ -230,27 +217,6 @@ impl CampaignRepo {
     /// Database failures.
     pub async fn audit(&self, record: &AuditRecord) -> Result<(), ServiceError> {
         audit::record(&self.db, record).await
-    }
-
-    /// Up to 100 campaigns whose start (drafts) or end (not ended) time is at or before
-    /// `now_ms`: `(id, status, starts_at, ends_at)`.
-    ///
-    /// # Errors
-    /// Database failures.
-    pub async fn due(&self, now_ms: i64) -> Result<Vec<Due>, ServiceError> {
-        let rows: Vec<(String, String, Option<i64>, Option<i64>)> =
-            on_pool!(&self.db, Queries, |pool, sql| {
-                sqlx::query_as(sql.due).bind(now_ms).fetch_all(pool).await?
-            });
-        Ok(rows
-            .into_iter()
-            .map(|(id, status, starts_at, ends_at)| Due {
-                id,
-                draft: status == "draft",
-                starts_at,
-                ends_at,
-            })
-            .collect())
     }
 
     /// Reads the campaign, lets `change` edit it, and writes it back with the audit row

@@ -351,7 +351,24 @@ impl SchedulerService {
         self.policies.require(caller, RESOURCE, "register")?;
         model::validate_owner(owner)?;
         let audit = caller.audit("scheduler.remove", &owner.entity_type, &owner.entity_id);
-        self.repo.remove(owner, audit).await
+        self.repo.remove(owner, None, audit).await
+    }
+
+    /// As [`SchedulerService::remove_entity_jobs`], but keeps the job `keep` (the one running
+    /// now, whose handler deleted the entity: it completes as usual).
+    ///
+    /// # Errors
+    /// As [`SchedulerService::remove_entity_jobs`].
+    pub async fn remove_entity_jobs_except(
+        &self,
+        caller: &Caller,
+        owner: &Owner,
+        keep: Option<&str>,
+    ) -> Result<u32, ServiceError> {
+        self.policies.require(caller, RESOURCE, "register")?;
+        model::validate_owner(owner)?;
+        let audit = caller.audit("scheduler.remove", &owner.entity_type, &owner.entity_id);
+        self.repo.remove(owner, keep, audit).await
     }
 
     /// The jobs of `owner`, by name. Needs `read`.

@@ -934,7 +934,7 @@ impl SchedulerRepo {
         }))
     }
 
-    /// Deletes every job of `owner` (and their runs) with its audit row (the jobs before),
+    /// Deletes every job of `owner` but `keep` (and their runs) with its audit row (the jobs before),
     /// written when there were any; returns how many.
     ///
     /// # Errors
@@ -942,6 +942,7 @@ impl SchedulerRepo {
     pub(crate) async fn remove(
         &self,
         owner: &Owner,
+        keep: Option<&str>,
         audit: AuditRecord,
     ) -> Result<u32, ServiceError> {
         Ok(on_pool!(&self.db, Queries, |pool, sql| {
@@ -954,7 +955,10 @@ impl SchedulerRepo {
                     .await?;
                 let mut before = Vec::with_capacity(rows.len());
                 for row in rows {
-                    before.push(job_row!(row));
+                    let row = job_row!(row);
+                    if Some(row.id.as_str()) != keep {
+                        before.push(row);
+                    }
                 }
                 for row in &before {
                     sqlx::query(sql.delete)
