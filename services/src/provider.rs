@@ -222,6 +222,11 @@ impl Provider {
             w.give("scheduler", policies.clone()),
             config.scheduler,
         )?;
+        let babel = BabelService::new(
+            w.give("babel", db.clone()),
+            w.give("babel", policies.clone()),
+            config.babel,
+        );
         let campaigns = CampaignService::new(
             w.give("campaign", db.clone()),
             w.give("campaign", config.broadcaster),
@@ -229,7 +234,8 @@ impl Provider {
         )
         .with_cache(w.give("campaign", cache))
         .with_deferred_audit(w.give("campaign", deferred_audit.clone()))
-        .with_scheduler(w.give("campaign", scheduler.clone()));
+        .with_scheduler(w.give("campaign", scheduler.clone()))
+        .with_markets(w.give("campaign", babel.clone()));
         let users = UserService::new(
             w.give("user", db.clone()),
             w.give("user", policies.clone()),
@@ -248,11 +254,6 @@ impl Provider {
             w.give("localization", policies.clone()),
             config.localization,
         )?;
-        let babel = BabelService::new(
-            w.give("babel", db.clone()),
-            w.give("babel", policies.clone()),
-            config.babel,
-        );
         let notifications = NotificationService::new(
             w.give("notification", db.clone()),
             w.give("notification", policies.clone()),

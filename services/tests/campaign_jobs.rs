@@ -474,7 +474,6 @@ async fn a_scheduled_notification_reaches_its_recipients_inbox_with_the_campaign
             assert!(Instant::now() < deadline, "no notification");
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        drop(stop);
         assert_eq!(n.subject, "Launch starts soon");
         assert_eq!(
             n.text,
@@ -485,12 +484,21 @@ async fn a_scheduled_notification_reaches_its_recipients_inbox_with_the_campaign
         );
         assert_eq!(n.campaign_id.as_deref(), Some(c.id.as_str()));
         assert_eq!(n.created_by, "system");
-        let reminder = jobs_of(&p, &c.id)
-            .await
-            .into_iter()
-            .find(|j| j.name == "reminder")
-            .expect("reminder");
-        assert_eq!(reminder.status, JobStatus::Done);
+        // The job completes after the send it ran.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let reminder = jobs_of(&p, &c.id)
+                .await
+                .into_iter()
+                .find(|j| j.name == "reminder")
+                .expect("reminder");
+            if reminder.status == JobStatus::Done {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{reminder:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(stop);
         // Still a draft: the start is an hour away.
         assert_eq!(
             p.campaigns.get(&SYS, &c.id).await.expect("get").status,
@@ -543,6 +551,79 @@ async fn a_start_due_while_no_node_ran_happens_once_when_a_node_starts() {
         assert_eq!(start.len(), 1, "{start:?}");
         assert_eq!(start[0].status, JobStatus::Done);
         second.close(Duration::from_secs(1)).await;
+        home.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn a_campaign_names_a_market_that_exists() {
+    for home in common::databases("cjobs-market").await {
+        let p = provider(&home.db, Arc::new(Engine::default())).await;
+        let market = |code: &str| json!({"service_specific": {"babel": {"market": code}}});
+        assert_invalid(
+            p.campaigns
+                .create(&ADMIN, new(json!({"name": "Fr", "metadata": market("eu")})))
+                .await,
+            "metadata.service_specific.babel.market",
+        );
+        assert_invalid(
+            p.campaigns
+                .create(
+                    &ADMIN,
+                    new(json!({"name": "Fr", "metadata": market("EU!")})),
+                )
+                .await,
+            "metadata.service_specific.babel.market",
+        );
+        assert_invalid(
+            p.campaigns
+                .create(
+                    &ADMIN,
+                    new(json!({"name": "Fr", "metadata": {"service_specific": {"babel": {"market": 7}}}})),
+                )
+                .await,
+            "metadata.service_specific.babel.market",
+        );
+        p.babel
+            .create_market(
+                &ADMIN,
+                serde_json::from_value(json!({"code": "eu", "name": "Eurozone", "currency": "EUR",
+                    "locale": "fr-FR", "countries": ["FR", "DE"]}))
+                .expect("market"),
+            )
+            .await
+            .expect("create market");
+        let c = p
+            .campaigns
+            .create(&ADMIN, new(json!({"name": "Fr", "metadata": market("eu")})))
+            .await
+            .expect("named market");
+        assert_eq!(c.market(), Some("eu"));
+        assert_invalid(
+            p.campaigns
+                .update(&ADMIN, &c.id, &json!({"metadata": market("jp")}))
+                .await,
+            "metadata.service_specific.babel.market",
+        );
+        assert_eq!(
+            p.campaigns.get(&SYS, &c.id).await.expect("get").market(),
+            Some("eu")
+        );
+        // Unknown countries are no ISO 3166-1 codes of a market either.
+        assert_invalid(
+            p.babel
+                .create_market(
+                    &ADMIN,
+                    serde_json::from_value(
+                        json!({"code": "xx", "name": "Nowhere", "currency": "EUR",
+                        "locale": "en", "countries": ["ZZ"]}),
+                    )
+                    .expect("market"),
+                )
+                .await,
+            "countries",
+        );
+        p.close(Duration::from_secs(1)).await;
         home.finish().await;
     }
 }

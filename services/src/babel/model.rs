@@ -248,22 +248,28 @@ pub fn validate_market_code(field: &str, s: &str) -> Result<(), ServiceError> {
     }
 }
 
-/// An ISO 3166-1 alpha-2 code: two upper-case ASCII letters.
+/// An assigned ISO 3166-1 alpha-2 code (`FR`, `JP`): two upper-case ASCII letters that the
+/// standard assigns to a country or territory (`ZZ`, `EU` and `UK` are not).
 ///
 /// # Errors
 /// [`ServiceError::Invalid`] naming `field`.
 pub fn validate_country(field: &str, s: &str) -> Result<(), ServiceError> {
-    if s.len() == 2 && s.bytes().all(|b| b.is_ascii_uppercase()) {
-        Ok(())
-    } else {
-        Err(ServiceError::invalid(
+    let shown = s.chars().take(8).collect::<String>();
+    if !(s.len() == 2 && s.bytes().all(|b| b.is_ascii_uppercase())) {
+        return Err(ServiceError::invalid(
             field,
             format!(
-                "{:?} is not an ISO 3166-1 alpha-2 country code (two upper-case letters, e.g. FR)",
-                s.chars().take(8).collect::<String>()
+                "{shown:?} is not an ISO 3166-1 alpha-2 country code (two upper-case letters, e.g. FR)"
             ),
-        ))
+        ));
     }
+    if isocountry::CountryCode::for_alpha2(s).is_err() {
+        return Err(ServiceError::invalid(
+            field,
+            format!("{shown:?} is not an assigned ISO 3166-1 alpha-2 country code"),
+        ));
+    }
+    Ok(())
 }
 
 /// `countries` checked, sorted and without repeats.
@@ -424,8 +430,11 @@ mod tests {
     fn codes() {
         assert!(validate_market_code("code", "eu-west").is_ok());
         assert!(validate_market_code("code", "EU").is_err());
-        assert!(validate_country("country", "FR").is_ok());
-        for bad in ["fr", "FRA", "F", "F1", ""] {
+        for good in ["FR", "JP", "KW", "US", "GB", "AX", "SS"] {
+            assert!(validate_country("country", good).is_ok(), "{good}");
+        }
+        // Well-formed but not assigned: user-assigned, reserved, or a region.
+        for bad in ["fr", "FRA", "F", "F1", "", "ZZ", "XX", "EU", "UK", "AA"] {
             assert!(validate_country("country", bad).is_err(), "{bad}");
         }
         assert_eq!(

@@ -19,6 +19,7 @@ use serde_json::value::RawValue;
 pub use model::{Campaign, CampaignFilter, NewCampaign, Status};
 pub use repo::CampaignRepo;
 
+use crate::babel::BabelService;
 use crate::cache::{MetadataCache, NoCache};
 use crate::json::merge_patch;
 use crate::notification::NotificationService;
@@ -142,6 +143,8 @@ pub struct CampaignService {
     /// Where the campaign's start, end and own jobs are registered (see [`jobs`]); without
     /// one, nothing starts or ends a campaign by itself.
     scheduler: Option<SchedulerService>,
+    /// Where the market a campaign names must exist.
+    markets: Option<BabelService>,
 }
 
 /// Lock stripes for per-campaign ordering.
@@ -157,6 +160,30 @@ impl CampaignService {
             cache: Arc::new(NoCache),
             deferred_audit: None,
             scheduler: None,
+            markets: None,
+        }
+    }
+
+    /// Checks that the market a campaign names (`metadata.service_specific.babel.market`)
+    /// is one of `babel`'s.
+    #[must_use]
+    pub fn with_markets(mut self, babel: BabelService) -> Self {
+        self.markets = Some(babel);
+        self
+    }
+
+    /// Refuses a market code that names no market (400 naming the field).
+    async fn check_market(&self, code: Option<&str>) -> Result<(), ServiceError> {
+        let (Some(babel), Some(code)) = (&self.markets, code) else {
+            return Ok(());
+        };
+        match babel.market(&Caller::system(), code).await {
+            Ok(_) => Ok(()),
+            Err(ServiceError::NotFound { .. }) => Err(ServiceError::invalid(
+                model::MARKET_FIELD,
+                format!("no market {code:?} (create it under /api/babel/markets first)"),
+            )),
+            Err(e) => Err(e),
         }
     }
 
@@ -262,6 +289,7 @@ impl CampaignService {
         };
         let metadata = new.metadata.unwrap_or_else(model::empty_object);
         model::validate_metadata(&metadata)?;
+        self.check_market(model::market_of(&metadata)).await?;
         let state = new.state.unwrap_or_else(model::empty_object);
         model::validate_state(&state)?;
         let status = new.status.unwrap_or(Status::Active);
@@ -413,6 +441,10 @@ impl CampaignService {
         // with the campaign (409), below.
         let time = |key: &str| patch.get(key).and_then(Value::as_str);
         model::validate_schedule(time("starts_at"), time("ends_at"))?;
+        // A market the patch names (a merge patch sets it as it is).
+        if let Some(metadata) = patch.get("metadata").filter(|m| m.is_object()) {
+            self.check_market(model::market_of(metadata)).await?;
+        }
         // Ending through a patch is ending: the same permission and audit action as `end`.
         let ending = patch.get("status").and_then(Value::as_str) == Some("ended");
         if ending {

@@ -26,6 +26,15 @@ const METADATA_KEYS: &[&str] = &[
     "knowledge_graph",
 ];
 
+/// Where a campaign names its Babel market, and that field's name in errors.
+pub(crate) const MARKET_POINTER: &str = "/service_specific/babel/market";
+pub(crate) const MARKET_FIELD: &str = "metadata.service_specific.babel.market";
+
+/// The market code `metadata` names, if any.
+pub(crate) fn market_of(metadata: &Value) -> Option<&str> {
+    metadata.pointer(MARKET_POINTER).and_then(Value::as_str)
+}
+
 /// Lifecycle of a campaign: only `active` campaigns broadcast.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -99,6 +108,12 @@ impl Campaign {
             .get("features")
             .and_then(Value::as_array)
             .is_some_and(|f| f.iter().any(|v| v == name))
+    }
+
+    /// The Babel market the campaign sells in (`metadata.service_specific.babel.market`),
+    /// which prices for it come from.
+    pub fn market(&self) -> Option<&str> {
+        market_of(&self.metadata)
     }
 
     /// Whether clients may publish events (`metadata.custom_rules.client_events: true`).
@@ -288,6 +303,12 @@ pub(crate) fn validate_metadata(metadata: &Value) -> Result<(), ServiceError> {
                 format!("{hz} Hz is outside {MIN_FREQUENCY_HZ}-{MAX_FREQUENCY_HZ} Hz"),
             ));
         }
+    }
+    if let Some(v) = metadata.pointer(MARKET_POINTER) {
+        let code = v.as_str().ok_or_else(|| {
+            ServiceError::invalid(MARKET_FIELD, "must be a market code (a string)")
+        })?;
+        crate::babel::model::validate_market_code(MARKET_FIELD, code)?;
     }
     if let Some(v) = metadata.pointer("/custom_rules/client_events")
         && !v.is_boolean()
