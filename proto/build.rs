@@ -21,6 +21,7 @@ const PROTO_FILES: &[&str] = &[
     "localization/v0/localization.proto",
     "babel/v0/babel.proto",
     "notification/v0/notification.proto",
+    "scheduler/v0/scheduler.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -417,6 +417,8 @@ async fn accounts_tokens_roles_and_audit_over_rest() {
             "content",
             "localization",
             "babel",
+            "notification",
+            "scheduler",
             "security",
             "admin"
         ]
@@ -832,8 +834,13 @@ async fn a_scheduled_draft_goes_live_by_itself_and_lists_filter() {
     let mut ws = node.ws(&id, "viewer", "").await;
     assert_eq!(next_of(&mut ws, "welcome").await["campaign"], id.as_str());
     let rows = audit_of(&node, &id).await;
-    assert_eq!(actions(&rows), ["campaign.create", "campaign.start"]);
+    // The campaign's start is a scheduler job, registered with the campaign.
+    assert_eq!(
+        actions(&rows),
+        ["campaign.create", "scheduler.register", "campaign.start"]
+    );
     assert_eq!(rows[1]["actor"], "system");
+    assert_eq!(rows[2]["actor"], "system");
 
     let (s, l) = node
         .call_as(None, "GET", "/api/campaigns?tag=timed&q=TIM", None)

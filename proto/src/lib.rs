@@ -17,6 +17,8 @@
 //! * [`babel::v0`]: `BabelService` (markets, price rules, prices for a country);
 //! * [`notification::v0`]: `NotificationService` (templates, sends, the inbox and a
 //!   server-streaming watch of it, preferences, webhooks, delivery records);
+//! * [`scheduler::v0`]: `SchedulerService` (scheduled jobs, their runs, pause, resume,
+//!   trigger);
 //! * [`FILE_DESCRIPTOR_SET`]: the encoded descriptors of all of the above (and the well-known
 //!   types they import), for gRPC server reflection;
 //! * [`convert`]: conversions between `serde_json` values and the protobuf well-known
@@ -119,5 +121,14 @@ pub mod notification {
     #[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
     pub mod v0 {
         tonic::include_proto!("notification.v0");
+    }
+}
+
+/// Scheduled jobs (`scheduler` proto packages).
+pub mod scheduler {
+    /// `scheduler.v0`: `SchedulerService` and its messages.
+    #[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
+    pub mod v0 {
+        tonic::include_proto!("scheduler.v0");
     }
 }

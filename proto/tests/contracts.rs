@@ -35,6 +35,7 @@ fn descriptor_set_holds_every_contract_and_the_well_known_types() -> TestResult 
         "localization/v0/localization.proto",
         "babel/v0/babel.proto",
         "notification/v0/notification.proto",
+        "scheduler/v0/scheduler.proto",
         "google/protobuf/struct.proto",
     ] {
         assert!(files.contains(name), "{name} missing from {files:?}");
@@ -58,6 +59,7 @@ fn descriptor_set_holds_every_contract_and_the_well_known_types() -> TestResult 
         "localization.v0.LocalizationService",
         "babel.v0.BabelService",
         "notification.v0.NotificationService",
+        "scheduler.v0.SchedulerService",
     ]
     .into_iter()
     .map(String::from)
@@ -74,7 +76,7 @@ fn descriptor_set_holds_every_contract_and_the_well_known_types() -> TestResult 
 
 #[test]
 fn service_names_match_the_proto_packages() {
-    use proto::{admin, broadcast, campaign, content, notification, security, user};
+    use proto::{admin, broadcast, campaign, content, notification, scheduler, security, user};
     assert_eq!(
         user::v0::user_service_server::SERVICE_NAME,
         "user.v0.UserService"
@@ -102,6 +104,10 @@ fn service_names_match_the_proto_packages() {
     assert_eq!(
         notification::v0::notification_service_server::SERVICE_NAME,
         "notification.v0.NotificationService"
+    );
+    assert_eq!(
+        scheduler::v0::scheduler_service_server::SERVICE_NAME,
+        "scheduler.v0.SchedulerService"
     );
 }
 

@@ -13,6 +13,7 @@ mod content;
 mod localization;
 mod notification;
 mod observe;
+mod scheduler;
 mod security;
 mod user;
 
@@ -202,7 +203,8 @@ pub async fn serve(
         .add_service(content::server(state.clone()))
         .add_service(localization::server(state.clone()))
         .add_service(babel::server(state.clone()))
-        .add_service(notification::server(state))
+        .add_service(notification::server(state.clone()))
+        .add_service(scheduler::server(state))
         .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
         .await;
     health_task.abort();

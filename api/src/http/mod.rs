@@ -23,6 +23,7 @@ mod observe;
 pub mod origin;
 mod page;
 pub mod params;
+mod scheduler;
 pub mod ws;
 
 use std::sync::Arc;
@@ -148,6 +149,12 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             notifications::put_template,
             notifications::delete_template
         ))
+        .routes(routes!(scheduler::list))
+        .routes(routes!(scheduler::get))
+        .routes(routes!(scheduler::runs))
+        .routes(routes!(scheduler::pause))
+        .routes(routes!(scheduler::resume))
+        .routes(routes!(scheduler::trigger))
         .routes(routes!(services_list))
         .routes(routes!(kg::get))
         .routes(routes!(kg::service))

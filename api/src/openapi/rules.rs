@@ -132,6 +132,24 @@ pub fn apply(doc: &mut Value) {
     websocket(doc);
     localization_babel(doc);
     notifications(doc);
+    scheduler(doc);
+}
+
+/// A job kind or entity type (`services::scheduler::model::validate_name`).
+pub fn scheduler_name() -> String {
+    use services::scheduler::model::MAX_NAME_LEN;
+    format!("^[a-z0-9][a-z0-9._-]{{0,{}}}$", MAX_NAME_LEN - 1)
+}
+
+/// The filters of the scheduler's job list that the service validates (`entity_type`,
+/// `kind`); `entity_id` is only compared.
+fn scheduler(doc: &mut Value) {
+    for name in ["entity_type", "kind"] {
+        set(
+            parameter(doc, "/api/scheduler/jobs", "get", name),
+            &json!({"pattern": scheduler_name()}),
+        );
+    }
 }
 
 /// The fields the notification service validates, in paths, queries and request bodies under
@@ -866,6 +884,15 @@ mod tests {
             param("/api/admin/users", "get", "query")["maxLength"],
             MAX_USER_QUERY_LEN
         );
+        for name in ["entity_type", "kind"] {
+            assert_eq!(
+                param("/api/scheduler/jobs", "get", name)["pattern"],
+                format!(
+                    "^[a-z0-9][a-z0-9._-]{{0,{}}}$",
+                    services::scheduler::model::MAX_NAME_LEN - 1
+                )
+            );
+        }
         let frequency = doc_at(
             "/components/schemas/Metadata/properties/scheduling/allOf/1/properties/frequency",
         );
