@@ -1,7 +1,9 @@
 //! The scheduler over REST against a node on port 0: the jobs a campaign declares in its
 //! `metadata.scheduling.jobs` listed with filters and pages, one job, its runs (made by the
 //! node's own worker after a trigger), pause → resume → trigger, and every bad-input class
-//! (401, 403, 404, 409, bad query parameters).
+//! (401, 403, 404, 409, bad query parameters). And with real nodes on one database: twenty
+//! campaign starts due at once on two nodes each run once; a start due while every node was
+//! stopped runs once when one starts again.
 
 mod common;
 
@@ -471,4 +473,151 @@ async fn bad_inputs_are_refused_with_the_right_status() {
     let j = get_ok(&node, &format!("/api/scheduler/jobs/{job}")).await;
     assert_eq!(j["status"], "active");
     assert_eq!(j["next_run_at"], LATER_MS);
+}
+
+/// An RFC 3339 time `ms` milliseconds from now.
+fn from_now(ms: i64) -> String {
+    services::time::rfc3339(services::time::now_ms() + ms)
+}
+
+/// Waits until the campaign `id` has `status` (read through `node`).
+async fn wait_status(node: &TestNode, id: &str, status: &str, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let (s, c) = node
+            .call("GET", &format!("/api/campaigns/{id}"), None)
+            .await;
+        assert_eq!(s, 200, "{c}");
+        if c["status"] == status {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {c}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How many audit rows of the campaign `id` have `action`.
+async fn audited(node: &TestNode, id: &str, action: &str) -> usize {
+    let (s, page) = node
+        .call(
+            "GET",
+            &format!("/api/security/audit?entity_id={id}&action={action}&limit=100"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{page}");
+    page["items"].as_array().map_or(0, Vec::len)
+}
+
+/// The runs of the campaign's job `name`.
+async fn runs_of(node: &TestNode, id: &str, name: &str) -> Vec<Value> {
+    let (s, jobs) = node
+        .call(
+            "GET",
+            &format!("/api/scheduler/jobs?entity_type=campaign&entity_id={id}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{jobs}");
+    let job = jobs["items"]
+        .as_array()
+        .and_then(|a| a.iter().find(|j| j["name"] == name))
+        .unwrap_or_else(|| panic!("no job {name}: {jobs}"))
+        .clone();
+    let (s, runs) = node
+        .call(
+            "GET",
+            &format!(
+                "/api/scheduler/jobs/{}/runs",
+                job["id"].as_str().expect("id")
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{runs}");
+    runs["items"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn two_nodes_sharing_a_database_start_each_scheduled_campaign_exactly_once() {
+    let fast = |c: &mut api::config::Config| {
+        c.scheduler_poll_interval = Duration::from_millis(20);
+    };
+    let a = TestNode::start_with(fast).await;
+    let url = a.database_url();
+    let b = TestNode::start_with(|c| {
+        fast(c);
+        c.database_url = Some(url);
+    })
+    .await;
+    // Twenty races: every campaign's start is due at the same moment on both nodes.
+    let at = from_now(1_500);
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let (s, c) = a
+            .call(
+                "POST",
+                "/api/campaigns",
+                Some(json!({"name": format!("Race {i}"), "status": "draft", "starts_at": at})),
+            )
+            .await;
+        assert_eq!(s, 201, "{c}");
+        ids.push(c["id"].as_str().expect("id").to_owned());
+    }
+    let mut nodes = std::collections::BTreeSet::new();
+    for id in &ids {
+        wait_status(&b, id, "active", Duration::from_secs(20)).await;
+        let runs = loop {
+            let runs = runs_of(&a, id, "campaign.start").await;
+            if runs.iter().all(|r| r["outcome"] != "running") {
+                break runs;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(runs.len(), 1, "one run: {runs:?}");
+        assert_eq!(runs[0]["outcome"], "succeeded", "{runs:?}");
+        nodes.insert(runs[0]["node"].as_str().expect("node").to_owned());
+        assert_eq!(audited(&a, id, "campaign.start").await, 1, "{id}");
+    }
+    assert!(
+        nodes.iter().all(|n| n.starts_with("test-")),
+        "runs name the nodes: {nodes:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_start_due_while_every_node_was_stopped_runs_once_after_restart() {
+    let mut first = TestNode::start().await;
+    let (s, c) = first
+        .call(
+            "POST",
+            "/api/campaigns",
+            Some(json!({"name": "Overnight", "status": "draft", "starts_at": from_now(3_000)})),
+        )
+        .await;
+    assert_eq!(s, 201, "{c}");
+    let id = c["id"].as_str().expect("id").to_owned();
+    assert!(first.shutdown().await, "clean shutdown");
+    // Nothing runs while every node is down; the start comes and goes.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let url = first.database_url();
+    let second = TestNode::start_with(|c| c.database_url = Some(url)).await;
+    wait_status(&second, &id, "active", Duration::from_secs(20)).await;
+    let runs = loop {
+        let runs = runs_of(&second, &id, "campaign.start").await;
+        if runs.iter().all(|r| r["outcome"] != "running") {
+            break runs;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["outcome"], "succeeded");
+    assert_eq!(audited(&second, &id, "campaign.start").await, 1);
+    // The campaign broadcasts on the node that started it.
+    let mut ws = second.ws(&id, "viewer", "").await;
+    assert_eq!(
+        common::next_of(&mut ws, "welcome").await["campaign"],
+        id.as_str()
+    );
+    drop(first);
 }
