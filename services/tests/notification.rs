@@ -2400,3 +2400,47 @@ async fn webhooks_are_validated_signed_retried_and_fail_once_deleted() {
         f.finish().await;
     }
 }
+
+#[tokio::test]
+async fn concurrent_webhook_registrations_never_pass_the_per_owner_limit() {
+    for f in fixtures("notif_hook_limit").await {
+        let svc = f.service(Recorder::new(), fast(3));
+        let (_, alice_c) = f.user("alice", &[]).await;
+        // Three times the limit at once, on separate connections: exactly the limit lands.
+        let tries = (0..3 * services::notification::model::MAX_WEBHOOKS).map(|i| {
+            let svc = svc.clone();
+            let caller = alice_c.clone();
+            tokio::spawn(async move {
+                svc.create_webhook(
+                    &caller,
+                    NewWebhook {
+                        url: format!("http://127.0.0.1:9/hook/{i}"),
+                        campaign_id: None,
+                    },
+                )
+                .await
+            })
+        });
+        let mut created = 0;
+        for t in futures_util::future::join_all(tries).await {
+            match t.expect("task") {
+                Ok(_) => created += 1,
+                Err(ServiceError::Conflict { message }) => {
+                    assert!(message.contains("webhooks already"), "{message}");
+                }
+                Err(e) => panic!("{}: {e:?}", f.db.backend()),
+            }
+        }
+        assert_eq!(
+            created,
+            services::notification::model::MAX_WEBHOOKS,
+            "{}",
+            f.db.backend()
+        );
+        assert_eq!(
+            svc.webhooks(&alice_c, None).await.expect("list").len(),
+            services::notification::model::MAX_WEBHOOKS
+        );
+        f.home.finish().await;
+    }
+}

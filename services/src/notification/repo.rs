@@ -113,6 +113,10 @@ portable_sql! {
         webhook_get: concat!("SELECT ", webhook_columns!(), " FROM service_notification_webhook WHERE id = $1"),
         webhook_secret: "SELECT secret, active FROM service_notification_webhook WHERE id = $1",
         webhook_delete: "DELETE FROM service_notification_webhook WHERE id = $1",
+        /// Serialises the webhook registrations of one owner until the transaction ends, so
+        /// two at once cannot both pass the count (SQLite: `BEGIN IMMEDIATE` already does).
+        webhook_owner_lock: ("SELECT length($1) + length($2)",
+                             "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 7))"),
         webhook_count: "SELECT COUNT(*) FROM service_notification_webhook WHERE owner_type = $1 AND owner_id = $2",
         deliveries_of: concat!("SELECT ", delivery_columns!(), " FROM service_notification_delivery \
                                 WHERE notification_id = $1 ORDER BY id"),
@@ -808,12 +812,20 @@ impl NotificationRepo {
     ) -> Result<(), ServiceError> {
         on_pool!(&self.db, Queries, |pool, sql| {
             let mut tx = pool.begin_with(sql.begin).await?;
+            sqlx::query(sql.webhook_owner_lock)
+                .bind(w.owner_type.as_str())
+                .bind(&w.owner_id)
+                .execute(&mut *tx)
+                .await?;
             let n: i64 = sqlx::query_scalar(sql.webhook_count)
                 .bind(w.owner_type.as_str())
                 .bind(&w.owner_id)
                 .fetch_one(&mut *tx)
                 .await?;
             if usize::try_from(n).unwrap_or(usize::MAX) >= max {
+                // Ends the transaction now: its lock would otherwise stay until the pooled
+                // connection is next used.
+                tx.rollback().await?;
                 return Err(ServiceError::Conflict {
                     message: format!(
                         "{} {} has {max} webhooks already",
