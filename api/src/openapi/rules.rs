@@ -237,12 +237,40 @@ fn notifications(doc: &mut Value) {
     {
         set(items, &json!({"minLength": 1, "maxLength": 64}));
     }
+    // A preferences change names at least one channel, each true or false.
+    if let Some(p) = doc
+        .pointer_mut("/components/schemas/PreferencesUpdate")
+        .and_then(Value::as_object_mut)
+    {
+        set(p, &json!({"minProperties": 1}));
+        for channel in p
+            .get_mut("properties")
+            .and_then(Value::as_object_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(c) = channel.1.as_object_mut() {
+                replace(c, json!({"type": "boolean"}));
+            }
+        }
+    }
+    // A template list's cursor is the `key/locale` of the last template of the previous page.
+    set(
+        parameter(doc, "/api/notifications/templates", "get", "cursor"),
+        &json!({"pattern": "/"}),
+    );
     if let Some(ch) = doc
         .pointer_mut("/components/schemas/SendRequest/properties/channels")
         .and_then(Value::as_object_mut)
     {
         set(ch, &json!({"minItems": 1}));
     }
+}
+
+/// An assigned ISO 3166-1 alpha-2 country code, as `services::babel::model::validate_country`
+/// accepts it.
+fn country() -> Value {
+    json!({"enum": services::babel::model::assigned_countries()})
 }
 
 /// A BCP 47 language identifier as `services::localization::locale::parse` reads it: a
@@ -272,7 +300,7 @@ fn localization_babel(doc: &mut Value) {
         ("key_prefix", key),
         ("code", market.clone()),
         ("market", market),
-        ("country", json!({"pattern": "^[A-Z]{2}$"})),
+        ("country", country()),
         (
             "sku",
             json!({"pattern": format!("^[A-Za-z0-9._:/-]{{1,{MAX_SKU_LEN}}}$")}),
@@ -385,7 +413,7 @@ fn localization_babel(doc: &mut Value) {
             ))
             .and_then(Value::as_object_mut)
         {
-            set(items, &json!({"pattern": "^[A-Z]{2}$"}));
+            set(items, &country());
         }
     }
 }
@@ -595,6 +623,11 @@ fn users(doc: &mut Value) {
     set(property(doc, "NewUser", "display_name"), &display_name);
     set(property(doc, "ProfileUpdate", "email"), &email);
     set(property(doc, "ProfileUpdate", "new_password"), &password);
+    // A locale, or "" to clear it.
+    set(
+        property(doc, "ProfileUpdate", "locale"),
+        &json!({"pattern": format!("^$|{}", locale())}),
+    );
     set(
         property(doc, "ProfileUpdate", "display_name"),
         &display_name,

@@ -272,6 +272,16 @@ pub fn validate_country(field: &str, s: &str) -> Result<(), ServiceError> {
     Ok(())
 }
 
+/// Every assigned ISO 3166-1 alpha-2 code, sorted (what [`validate_country`] accepts).
+pub fn assigned_countries() -> Vec<&'static str> {
+    let mut all: Vec<&'static str> = isocountry::CountryCode::iter()
+        .map(isocountry::CountryCode::alpha2)
+        .collect();
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
 /// `countries` checked, sorted and without repeats.
 ///
 /// # Errors
@@ -433,6 +443,9 @@ mod tests {
         for good in ["FR", "JP", "KW", "US", "GB", "AX", "SS"] {
             assert!(validate_country("country", good).is_ok(), "{good}");
         }
+        let all = assigned_countries();
+        assert!(all.len() >= 249, "{}", all.len());
+        assert!(all.iter().all(|c| validate_country("c", c).is_ok()));
         // Well-formed but not assigned: user-assigned, reserved, or a region.
         for bad in ["fr", "FRA", "F", "F1", "", "ZZ", "XX", "EU", "UK", "AA"] {
             assert!(validate_country("country", bad).is_err(), "{bad}");

@@ -307,10 +307,19 @@ impl Preferences {
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PreferencesUpdate {
+    #[serde(default, deserialize_with = "present_bool")]
     pub in_app: Option<bool>,
+    #[serde(default, deserialize_with = "present_bool")]
     pub realtime: Option<bool>,
+    #[serde(default, deserialize_with = "present_bool")]
     pub email: Option<bool>,
+    #[serde(default, deserialize_with = "present_bool")]
     pub webhook: Option<bool>,
+}
+
+/// A channel given is `true` or `false`: `null` is refused rather than read as absent.
+fn present_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    bool::deserialize(d).map(Some)
 }
 
 impl PreferencesUpdate {
@@ -448,4 +457,17 @@ pub(crate) fn validate_url(field: &str, url: &str) -> Result<(), ServiceError> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_preference_change_is_true_or_false_never_null() {
+        let p: PreferencesUpdate = serde_json::from_str(r#"{"email": false}"#).expect("a change");
+        assert_eq!(p.changes(), [(Channel::Email, false)]);
+        assert!(serde_json::from_str::<PreferencesUpdate>(r#"{"email": null}"#).is_err());
+        assert!(serde_json::from_str::<PreferencesUpdate>(r#"{"sms": true}"#).is_err());
+    }
 }
