@@ -22,6 +22,7 @@ const PROTO_FILES: &[&str] = &[
     "babel/v0/babel.proto",
     "notification/v0/notification.proto",
     "scheduler/v0/scheduler.proto",
+    "talent/v0/talent.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

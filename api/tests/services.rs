@@ -419,6 +419,7 @@ async fn accounts_tokens_roles_and_audit_over_rest() {
             "babel",
             "notification",
             "scheduler",
+            "talent",
             "security",
             "admin"
         ]

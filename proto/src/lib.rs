@@ -19,6 +19,8 @@
 //!   server-streaming watch of it, preferences, webhooks, delivery records);
 //! * [`scheduler::v0`]: `SchedulerService` (scheduled jobs, their runs, pause, resume,
 //!   trigger);
+//! * [`talent::v0`]: `TalentService` (talent profiles, weekly availability, free slots,
+//!   bookings and their transitions);
 //! * [`FILE_DESCRIPTOR_SET`]: the encoded descriptors of all of the above (and the well-known
 //!   types they import), for gRPC server reflection;
 //! * [`convert`]: conversions between `serde_json` values and the protobuf well-known
@@ -130,5 +132,14 @@ pub mod scheduler {
     #[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
     pub mod v0 {
         tonic::include_proto!("scheduler.v0");
+    }
+}
+
+/// Talent profiles and bookings (`talent` proto packages).
+pub mod talent {
+    /// `talent.v0`: `TalentService` and its messages.
+    #[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
+    pub mod v0 {
+        tonic::include_proto!("talent.v0");
     }
 }

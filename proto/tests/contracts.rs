@@ -36,6 +36,7 @@ fn descriptor_set_holds_every_contract_and_the_well_known_types() -> TestResult 
         "babel/v0/babel.proto",
         "notification/v0/notification.proto",
         "scheduler/v0/scheduler.proto",
+        "talent/v0/talent.proto",
         "google/protobuf/struct.proto",
     ] {
         assert!(files.contains(name), "{name} missing from {files:?}");
@@ -60,6 +61,7 @@ fn descriptor_set_holds_every_contract_and_the_well_known_types() -> TestResult 
         "babel.v0.BabelService",
         "notification.v0.NotificationService",
         "scheduler.v0.SchedulerService",
+        "talent.v0.TalentService",
     ]
     .into_iter()
     .map(String::from)
@@ -76,7 +78,9 @@ fn descriptor_set_holds_every_contract_and_the_well_known_types() -> TestResult 
 
 #[test]
 fn service_names_match_the_proto_packages() {
-    use proto::{admin, broadcast, campaign, content, notification, scheduler, security, user};
+    use proto::{
+        admin, broadcast, campaign, content, notification, scheduler, security, talent, user,
+    };
     assert_eq!(
         user::v0::user_service_server::SERVICE_NAME,
         "user.v0.UserService"
@@ -108,6 +112,10 @@ fn service_names_match_the_proto_packages() {
     assert_eq!(
         scheduler::v0::scheduler_service_server::SERVICE_NAME,
         "scheduler.v0.SchedulerService"
+    );
+    assert_eq!(
+        talent::v0::talent_service_server::SERVICE_NAME,
+        "talent.v0.TalentService"
     );
 }
 

@@ -74,6 +74,11 @@ macro_rules! migrations {
                 "scheduler",
                 include_str!(concat!("../../migrations/", $dir, "/0007_scheduler.sql")),
             ),
+            (
+                9,
+                "talent",
+                include_str!(concat!("../../migrations/", $dir, "/0009_talent.sql")),
+            ),
         ]
     };
 }
@@ -337,6 +342,32 @@ pub(crate) fn contains_pattern(text: &str) -> String {
         .replace('%', "\\%")
         .replace('_', "\\_");
     format!("%{escaped}%")
+}
+
+/// Ends a transaction: commits it when `outcome` is `Ok`, rolls it back otherwise. Dropping a
+/// transaction instead would leave the rollback until the pooled connection is next used, and
+/// the rows it locked (`FOR UPDATE`, a SQLite write lock) locked until then. Every repository
+/// whose transaction can end in a business error (a 409 found after the first write) ends it
+/// here.
+///
+/// # Errors
+/// `outcome`'s error, or the commit's.
+pub(crate) async fn settle<DB: sqlx::Database, T>(
+    tx: sqlx::Transaction<'_, DB>,
+    outcome: Result<T, ServiceError>,
+) -> Result<T, ServiceError> {
+    match outcome {
+        Ok(v) => {
+            tx.commit().await?;
+            Ok(v)
+        }
+        Err(e) => {
+            if let Err(rollback) = tx.rollback().await {
+                tracing::debug!(error = %rollback, "rollback failed (the connection is dropped)");
+            }
+            Err(e)
+        }
+    }
 }
 
 #[cfg(test)]

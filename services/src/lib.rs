@@ -17,6 +17,9 @@
 //! * [`scheduler`]: jobs that entities declare in `metadata.scheduling` (one-off, relative to
 //!   a field, cron in a time zone), claimed and run once per cluster by every node's worker,
 //!   retried with back-off (`service_scheduler_*`).
+//! * [`talent`]: talent profiles (skills, hourly-rate SKU, time zone, privacy), weekly
+//!   availability with dated exceptions, free slots across daylight saving changes, and
+//!   bookings that never overlap (`service_talent_*`).
 //! * [`cache`]: the [`cache::MetadataCache`] trait for hot records.
 //! * [`json`]: JSON merge patch (RFC 7396).
 //! * [`security`]: callers, roles, RBAC policies, the audit log and its deferred writer (the
@@ -42,6 +45,7 @@ pub mod provider;
 pub mod scheduler;
 pub mod security;
 pub mod sql;
+pub mod talent;
 pub mod time;
 pub mod user;
 

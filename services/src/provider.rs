@@ -39,6 +39,7 @@ use crate::notification::{DeliveryConfig, NotificationService, RealtimeSink};
 use crate::scheduler::{Handlers, SchedulerConfig, SchedulerService, handler_fn};
 use crate::security::audit::AuditLog;
 use crate::security::{DeferredAudit, DeferredConfig, Policies};
+use crate::talent::TalentService;
 use crate::user::{TokenConfig, TokenIssuer, UserService};
 use crate::{Database, ServiceError};
 
@@ -193,6 +194,7 @@ pub struct Provider {
     pub babel: BabelService,
     pub notifications: NotificationService,
     pub scheduler: SchedulerService,
+    pub talent: TalentService,
     pub audit: AuditLog,
     pub admin: AdminService,
     /// What each service was handed at construction (for the knowledge graph); shared, since
@@ -261,6 +263,10 @@ impl Provider {
             w.give("notification", config.realtime),
             config.notification,
         )?;
+        let talent = TalentService::new(
+            w.give("talent", db.clone()),
+            w.give("talent", policies.clone()),
+        );
         let admin = AdminService {
             users: w.give("admin", users.clone()),
             audit: w.give("admin", audit.clone()),
@@ -273,6 +279,7 @@ impl Provider {
             babel,
             notifications,
             scheduler,
+            talent,
             audit,
             admin,
             wiring: Arc::new(w),
@@ -446,6 +453,25 @@ pub fn registrations() -> Vec<ServiceRegistration> {
             },
             health_check: "database ping",
             metrics_prefix: "ovasabi_scheduler",
+        },
+        ServiceRegistration {
+            name: "talent",
+            version: V,
+            capabilities: vec![
+                "profiles",
+                "skill-search",
+                "weekly-availability",
+                "time-zones",
+                "free-slots",
+                "bookings",
+                "no-double-booking",
+            ],
+            endpoints: Endpoints {
+                rest: vec!["/api/talent"],
+                grpc: vec!["talent.v0.TalentService"],
+            },
+            health_check: "database ping",
+            metrics_prefix: "ovasabi_talent",
         },
         ServiceRegistration {
             name: "security",

@@ -15,6 +15,7 @@ mod notification;
 mod observe;
 mod scheduler;
 mod security;
+mod talent;
 mod user;
 
 use std::time::Duration;
@@ -204,7 +205,8 @@ pub async fn serve(
         .add_service(localization::server(state.clone()))
         .add_service(babel::server(state.clone()))
         .add_service(notification::server(state.clone()))
-        .add_service(scheduler::server(state))
+        .add_service(scheduler::server(state.clone()))
+        .add_service(talent::server(state))
         .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
         .await;
     health_task.abort();

@@ -24,6 +24,7 @@ pub mod origin;
 mod page;
 pub mod params;
 mod scheduler;
+mod talent;
 pub mod ws;
 
 use std::sync::Arc;
@@ -155,6 +156,22 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(scheduler::pause))
         .routes(routes!(scheduler::resume))
         .routes(routes!(scheduler::trigger))
+        .routes(routes!(talent::search, talent::create_profile))
+        .routes(routes!(
+            talent::get_profile,
+            talent::update_profile,
+            talent::delete_profile
+        ))
+        .routes(routes!(talent::profile_of_user))
+        .routes(routes!(talent::set_availability))
+        .routes(routes!(talent::slots))
+        .routes(routes!(talent::profile_bookings, talent::book))
+        .routes(routes!(talent::my_bookings))
+        .routes(routes!(talent::get_booking))
+        .routes(routes!(talent::confirm))
+        .routes(routes!(talent::decline))
+        .routes(routes!(talent::cancel))
+        .routes(routes!(talent::complete))
         .routes(routes!(services_list))
         .routes(routes!(kg::get))
         .routes(routes!(kg::service))

@@ -133,6 +133,7 @@ pub fn apply(doc: &mut Value) {
     localization_babel(doc);
     notifications(doc);
     scheduler(doc);
+    talent(doc);
 }
 
 /// A job kind or entity type (`services::scheduler::model::validate_name`).
@@ -150,6 +151,84 @@ fn scheduler(doc: &mut Value) {
             &json!({"pattern": scheduler_name()}),
         );
     }
+}
+
+/// The fields the talent service validates (`services::talent::model`). What the document
+/// cannot state is in the descriptions: hours of one day that overlap, an end not after its
+/// start, a booking outside the availability.
+fn talent(doc: &mut Value) {
+    use services::babel::model::MAX_SKU_LEN;
+    use services::talent::model::{
+        MAX_BIO_LEN, MAX_EXCEPTIONS, MAX_HEADLINE_LEN, MAX_NOTE_LEN, MAX_RULES, MAX_SKILL_LEN,
+        MAX_SKILLS,
+    };
+    // `text` allows tab and newline among the control characters; a headline is one line.
+    let multi_line = r"\x00-\x08\x0b-\x1f\x7f-\x9f";
+    let one_line = r"\x00-\x08\x0a-\x1f\x7f-\x9f";
+    let headline = json!({"pattern": trimmed(1, MAX_HEADLINE_LEN, one_line)});
+    let bio = json!({"pattern": trimmed(0, MAX_BIO_LEN, multi_line)});
+    let skill = format!("^[{SPACE}]*[A-Za-z0-9+#.-]{{1,{MAX_SKILL_LEN}}}[{SPACE}]*$");
+    let skills = json!({"maxItems": MAX_SKILLS, "items": {"type": "string", "pattern": skill}});
+    let sku = json!({"pattern": format!("^(?:[A-Za-z0-9._:/-]{{1,{MAX_SKU_LEN}}})?$")});
+    let zone = json!({"enum": services::scheduler::model::time_zone_names()});
+    for schema in ["NewTalentProfile", "TalentProfileUpdate"] {
+        set(property(doc, schema, "headline"), &headline);
+        set(property(doc, schema, "bio"), &bio);
+        set(property(doc, schema, "skills"), &skills);
+        set(property(doc, schema, "hourly_rate_sku"), &sku);
+        set(property(doc, schema, "timezone"), &zone);
+    }
+    set(
+        property(doc, "NewTalentProfile", "user_id"),
+        &json!({"pattern": format!("^[^{CONTROL}]{{1,128}}$")}),
+    );
+    let start = json!({"pattern": "^(?:[01][0-9]|2[0-3]):[0-5][0-9]$"});
+    let end = json!({"pattern": "^(?:(?:[01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"});
+    for schema in ["TalentWeeklyRule", "TalentHours"] {
+        set(property(doc, schema, "start"), &start);
+        set(property(doc, schema, "end"), &end);
+    }
+    set(
+        property(doc, "TalentWeeklyRule", "weekday"),
+        &json!({"enum": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]}),
+    );
+    set(
+        property(doc, "TalentDateException", "date"),
+        &json!({"format": "date", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}),
+    );
+    set(
+        property(doc, "TalentAvailability", "rules"),
+        &json!({"maxItems": MAX_RULES}),
+    );
+    set(
+        property(doc, "TalentAvailability", "exceptions"),
+        &json!({"maxItems": MAX_EXCEPTIONS}),
+    );
+    let instant = json!({"format": "date-time", "pattern": utc_time()});
+    for name in ["start", "end"] {
+        set(property(doc, "NewTalentBooking", name), &instant);
+    }
+    set(
+        property(doc, "NewTalentBooking", "note"),
+        &json!({"pattern": trimmed(0, MAX_NOTE_LEN, multi_line)}),
+    );
+    let slots = "/api/talent/profiles/{id}/slots";
+    for name in ["from", "to"] {
+        set(parameter(doc, slots, "get", name), &instant);
+    }
+    let search = "/api/talent/profiles";
+    set(
+        parameter(doc, search, "get", "skill"),
+        &json!({"pattern": skill}),
+    );
+    set(
+        parameter(doc, search, "get", "q"),
+        &json!({"maxLength": 200}),
+    );
+    set(
+        parameter(doc, "/api/talent/users/{id}/profile", "get", "id"),
+        &json!({"pattern": format!("^[^{CONTROL}]{{1,128}}$")}),
+    );
 }
 
 /// The fields the notification service validates, in paths, queries and request bodies under

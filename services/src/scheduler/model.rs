@@ -638,6 +638,13 @@ pub fn parse_timezone(field: &str, name: &str) -> Result<chrono_tz::Tz, ServiceE
     })
 }
 
+/// Every IANA time zone name [`parse_timezone`] takes, sorted.
+pub fn time_zone_names() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name()).collect();
+    names.sort_unstable();
+    names
+}
+
 /// The cron pattern `pattern`: 5 fields (minute hour day-of-month month day-of-week), or 6
 /// with seconds first; names (`MON`, `JAN`) and `@daily`-style nicknames allowed.
 ///

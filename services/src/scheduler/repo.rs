@@ -18,7 +18,7 @@ use super::model::{
     self, Job, JobFilter, JobRun, JobSpec, JobStatus, Owner, PlannedJob, RegisterResult,
     RunOutcome, Trigger,
 };
-use crate::db::on_pool;
+use crate::db::{on_pool, settle};
 use crate::security::{AuditRecord, audit};
 use crate::sql::portable_sql;
 use crate::time::rfc3339;
@@ -975,27 +975,6 @@ impl SchedulerRepo {
             .await;
             settle(tx, outcome).await?
         }))
-    }
-}
-
-/// Ends a transaction: commits it when `outcome` is `Ok`, rolls it back otherwise. Dropping a
-/// transaction instead would leave the rollback until the pooled connection is next used, and
-/// the rows it locked (`FOR UPDATE`) locked until then: claims would skip them.
-async fn settle<DB: sqlx::Database, T>(
-    tx: sqlx::Transaction<'_, DB>,
-    outcome: Result<T, ServiceError>,
-) -> Result<T, ServiceError> {
-    match outcome {
-        Ok(v) => {
-            tx.commit().await?;
-            Ok(v)
-        }
-        Err(e) => {
-            if let Err(rollback) = tx.rollback().await {
-                tracing::debug!(error = %rollback, "rollback failed (the connection is dropped)");
-            }
-            Err(e)
-        }
     }
 }
 
