@@ -4,7 +4,6 @@
 
 use proto::talent::v0 as pb;
 use proto::talent::v0::talent_service_server::{TalentService, TalentServiceServer};
-use services::ServiceError;
 use services::talent::{
     Availability, Booking, BookingSide, BookingStatus, DateException, Hours, NewBooking,
     NewProfile, Profile, ProfileFilter, ProfileUpdate, Slot, SlotQuery, Visibility, WeeklyRule,
@@ -19,35 +18,16 @@ pub fn server(state: GrpcState) -> TalentServiceServer<Talent> {
 
 pub struct Talent(GrpcState);
 
-/// `INVALID_ARGUMENT` naming `field`, worded as the service words its own.
-fn invalid(field: &str, message: String) -> Status {
-    status(ServiceError::Invalid {
-        field: field.to_owned(),
-        message,
-    })
-}
-
 /// `"public"` or `"private"`.
 fn visibility(s: &str) -> Result<Visibility, Status> {
-    match s {
-        "public" => Ok(Visibility::Public),
-        "private" => Ok(Visibility::Private),
-        _ => Err(invalid(
-            "visibility",
-            format!("unknown visibility {s:?}; expected public or private"),
-        )),
-    }
+    Visibility::parse("visibility", s).map_err(status)
 }
 
 /// `"client"` (also when empty) or `"talent"`.
 fn side(s: &str) -> Result<BookingSide, Status> {
     match s {
-        "" | "client" => Ok(BookingSide::Client),
-        "talent" => Ok(BookingSide::Talent),
-        _ => Err(invalid(
-            "side",
-            format!("unknown side {s:?}; expected client or talent"),
-        )),
+        "" => Ok(BookingSide::Client),
+        s => BookingSide::parse("side", s).map_err(status),
     }
 }
 

@@ -54,6 +54,16 @@ impl Visibility {
         }
     }
 
+    /// # Errors
+    /// [`ServiceError::Invalid`] naming `field`.
+    pub fn parse(field: &str, s: &str) -> Result<Self, ServiceError> {
+        match s {
+            "public" => Ok(Visibility::Public),
+            "private" => Ok(Visibility::Private),
+            _ => Err(ServiceError::invalid(field, "must be public or private")),
+        }
+    }
+
     pub(crate) fn from_db(s: &str) -> Self {
         if s == "private" {
             Visibility::Private
