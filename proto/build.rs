@@ -23,6 +23,7 @@ const PROTO_FILES: &[&str] = &[
     "notification/v0/notification.proto",
     "scheduler/v0/scheduler.proto",
     "talent/v0/talent.proto",
+    "commerce/v0/commerce.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

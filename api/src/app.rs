@@ -214,6 +214,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         realtime: Arc::new(EngineBroadcaster { node: node.clone() }),
         notification: config.notification(),
         scheduler: config.scheduler(),
+        commerce: config.commerce(),
     })
     .await
     .map_err(StartError::Services)?;

@@ -38,6 +38,10 @@ pub struct Config {
     /// must check the others' tokens); otherwise `--dev` keeps one in `data_dir`, and other
     /// nodes use a random one per start, with a warning.
     pub jwt_secret: Option<String>,
+    /// HMAC-SHA256 secret (at least 16 bytes) of the `manual` payment provider's webhook
+    /// (`POST /api/commerce/webhooks/manual`, e.g. a bank reconciliation feed); without it
+    /// that webhook answers 404 and payments are confirmed by hand only.
+    pub manual_webhook_secret: Option<String>,
     /// How long an access token lives.
     #[serde(with = "duration")]
     pub access_token_ttl: Duration,
@@ -180,6 +184,7 @@ impl Default for Config {
             dev: false,
             auth: true,
             jwt_secret: None,
+            manual_webhook_secret: None,
             access_token_ttl: Duration::from_secs(15 * 60),
             refresh_token_ttl: Duration::from_secs(7 * 24 * 3600),
             admin_username: "admin".to_owned(),
@@ -243,6 +248,7 @@ pub const KEYS: &[&str] = &[
     "dev",
     "auth",
     "jwt_secret",
+    "manual_webhook_secret",
     "access_token_ttl",
     "refresh_token_ttl",
     "admin_username",
@@ -472,6 +478,14 @@ impl Config {
                 "must have at least 32 bytes",
             ));
         }
+        if let Some(secret) = &self.manual_webhook_secret
+            && secret.len() < 16
+        {
+            return Err(ConfigError::new(
+                "manual_webhook_secret",
+                "must have at least 16 bytes",
+            ));
+        }
         if self.jwt_secret.is_none() && self.redis_url.is_some() {
             return Err(ConfigError::new(
                 "jwt_secret",
@@ -585,6 +599,18 @@ impl Config {
             handler_timeout: self.scheduler_lease / 2,
             poll_interval: self.scheduler_poll_interval,
             ..services::scheduler::SchedulerConfig::default()
+        }
+    }
+
+    /// The commerce service's part: the built-in providers and their webhook secrets.
+    pub fn commerce(&self) -> services::commerce::CommerceConfig {
+        let mut providers = services::commerce::Providers::builtin();
+        if let Some(secret) = &self.manual_webhook_secret {
+            providers = providers.with_webhook_secret("manual", secret.as_bytes());
+        }
+        services::commerce::CommerceConfig {
+            providers,
+            ..services::commerce::CommerceConfig::default()
         }
     }
 

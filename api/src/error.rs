@@ -51,6 +51,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::Duplicate { .. } => {
                 Self::new(StatusCode::CONFLICT, "already_exists", e.to_string())
             }
+            ServiceError::Unprocessable { code, .. } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
+            }
             ServiceError::Unauthenticated { .. } => {
                 Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string())
             }

@@ -39,6 +39,7 @@ pub async fn facts(root: &Path) -> anyhow::Result<Facts> {
         realtime: Arc::new(crate::broadcaster::EngineBroadcaster { node: node.clone() }),
         notification: services::notification::DeliveryConfig::default(),
         scheduler: services::scheduler::SchedulerConfig::default(),
+        commerce: services::commerce::CommerceConfig::default(),
     })
     .await?;
     let wiring = (*provider.wiring).clone();

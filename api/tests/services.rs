@@ -420,6 +420,7 @@ async fn accounts_tokens_roles_and_audit_over_rest() {
             "notification",
             "scheduler",
             "talent",
+            "commerce",
             "security",
             "admin"
         ]

@@ -21,6 +21,8 @@
 //!   trigger);
 //! * [`talent::v0`]: `TalentService` (talent profiles, weekly availability, free slots,
 //!   bookings and their transitions);
+//! * [`commerce::v0`]: `CommerceService` (products, Babel-priced orders, idempotent payments,
+//!   refunds, invoices, the ledger);
 //! * [`FILE_DESCRIPTOR_SET`]: the encoded descriptors of all of the above (and the well-known
 //!   types they import), for gRPC server reflection;
 //! * [`convert`]: conversions between `serde_json` values and the protobuf well-known
@@ -141,5 +143,14 @@ pub mod talent {
     #[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
     pub mod v0 {
         tonic::include_proto!("talent.v0");
+    }
+}
+
+/// Products, orders, payments, refunds, invoices and the ledger (`commerce` proto packages).
+pub mod commerce {
+    /// `commerce.v0`: `CommerceService` and its messages.
+    #[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
+    pub mod v0 {
+        tonic::include_proto!("commerce.v0");
     }
 }

@@ -37,6 +37,7 @@ fn descriptor_set_holds_every_contract_and_the_well_known_types() -> TestResult 
         "notification/v0/notification.proto",
         "scheduler/v0/scheduler.proto",
         "talent/v0/talent.proto",
+        "commerce/v0/commerce.proto",
         "google/protobuf/struct.proto",
     ] {
         assert!(files.contains(name), "{name} missing from {files:?}");
@@ -62,6 +63,7 @@ fn descriptor_set_holds_every_contract_and_the_well_known_types() -> TestResult 
         "notification.v0.NotificationService",
         "scheduler.v0.SchedulerService",
         "talent.v0.TalentService",
+        "commerce.v0.CommerceService",
     ]
     .into_iter()
     .map(String::from)
@@ -79,7 +81,8 @@ fn descriptor_set_holds_every_contract_and_the_well_known_types() -> TestResult 
 #[test]
 fn service_names_match_the_proto_packages() {
     use proto::{
-        admin, broadcast, campaign, content, notification, scheduler, security, talent, user,
+        admin, broadcast, campaign, commerce, content, notification, scheduler, security, talent,
+        user,
     };
     assert_eq!(
         user::v0::user_service_server::SERVICE_NAME,
@@ -116,6 +119,10 @@ fn service_names_match_the_proto_packages() {
     assert_eq!(
         talent::v0::talent_service_server::SERVICE_NAME,
         "talent.v0.TalentService"
+    );
+    assert_eq!(
+        commerce::v0::commerce_service_server::SERVICE_NAME,
+        "commerce.v0.CommerceService"
     );
 }
 

@@ -79,6 +79,11 @@ macro_rules! migrations {
                 "talent",
                 include_str!(concat!("../../migrations/", $dir, "/0009_talent.sql")),
             ),
+            (
+                10,
+                "commerce",
+                include_str!(concat!("../../migrations/", $dir, "/0010_commerce.sql")),
+            ),
         ]
     };
 }

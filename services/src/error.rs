@@ -15,6 +15,10 @@ pub enum ServiceError {
     /// The request conflicts with the current state (ended campaign, own admin role, ...).
     #[error("{message}")]
     Conflict { message: String },
+    /// Well-formed, but it cannot be applied: an `Idempotency-Key` reused with another
+    /// request (422 `code`).
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
     /// The caller must sign in (no token, or a bad or expired one).
     #[error("{message}")]
     Unauthenticated { message: String },

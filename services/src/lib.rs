@@ -34,6 +34,7 @@ pub mod amadeus;
 pub mod babel;
 pub mod cache;
 pub mod campaign;
+pub mod commerce;
 pub mod content;
 pub mod db;
 pub mod error;

@@ -33,6 +33,7 @@ use crate::babel::{BabelConfig, BabelService};
 use crate::cache::{MetadataCache, NoCache};
 use crate::campaign::jobs as campaign_jobs;
 use crate::campaign::{Broadcaster, CampaignService};
+use crate::commerce::{CommerceConfig, CommerceService};
 use crate::content::ContentService;
 use crate::localization::{LocalizationConfig, LocalizationService};
 use crate::notification::{DeliveryConfig, NotificationService, RealtimeSink};
@@ -61,6 +62,8 @@ pub struct ProviderConfig {
     pub notification: DeliveryConfig,
     /// Leases, handler timeouts and retries of scheduled jobs.
     pub scheduler: SchedulerConfig,
+    /// Payment providers, their webhook secrets and the webhooks' time window.
+    pub commerce: CommerceConfig,
 }
 
 /// Where a service can be called.
@@ -195,6 +198,7 @@ pub struct Provider {
     pub notifications: NotificationService,
     pub scheduler: SchedulerService,
     pub talent: TalentService,
+    pub commerce: CommerceService,
     pub audit: AuditLog,
     pub admin: AdminService,
     /// What each service was handed at construction (for the knowledge graph); shared, since
@@ -267,6 +271,12 @@ impl Provider {
             w.give("talent", db.clone()),
             w.give("talent", policies.clone()),
         );
+        let commerce = CommerceService::new(
+            w.give("commerce", db.clone()),
+            w.give("commerce", policies.clone()),
+            w.give("commerce", babel.clone()),
+            config.commerce,
+        );
         let admin = AdminService {
             users: w.give("admin", users.clone()),
             audit: w.give("admin", audit.clone()),
@@ -280,6 +290,7 @@ impl Provider {
             notifications,
             scheduler,
             talent,
+            commerce,
             audit,
             admin,
             wiring: Arc::new(w),
@@ -472,6 +483,26 @@ pub fn registrations() -> Vec<ServiceRegistration> {
             },
             health_check: "database ping",
             metrics_prefix: "ovasabi_talent",
+        },
+        ServiceRegistration {
+            name: "commerce",
+            version: V,
+            capabilities: vec![
+                "products",
+                "babel-priced-orders",
+                "idempotent-payments",
+                "payment-providers",
+                "signed-webhooks",
+                "refunds",
+                "double-entry-ledger",
+                "gapless-invoices",
+            ],
+            endpoints: Endpoints {
+                rest: vec!["/api/commerce"],
+                grpc: vec!["commerce.v0.CommerceService"],
+            },
+            health_check: "database ping",
+            metrics_prefix: "ovasabi_commerce",
         },
         ServiceRegistration {
             name: "security",

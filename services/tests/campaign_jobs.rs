@@ -125,6 +125,7 @@ async fn provider(db: &services::Database, engine: Arc<Engine>) -> Provider {
             retry_max: Duration::from_secs(1),
             ..SchedulerConfig::default()
         },
+        commerce: services::commerce::CommerceConfig::default(),
     })
     .await
     .expect("provider")

@@ -9,6 +9,7 @@
 mod babel;
 mod broadcast;
 mod campaign;
+mod commerce;
 mod content;
 mod localization;
 mod notification;
@@ -46,6 +47,9 @@ pub fn status(e: ServiceError) -> Status {
         ServiceError::NotFound { .. } => Status::not_found(e.to_string()),
         ServiceError::Duplicate { .. } => Status::already_exists(e.to_string()),
         ServiceError::Conflict { .. } => Status::failed_precondition(e.to_string()),
+        ServiceError::Unprocessable { code, .. } => {
+            Status::invalid_argument(format!("{code}: {e}"))
+        }
         ServiceError::Unauthenticated { .. } => Status::unauthenticated(e.to_string()),
         ServiceError::Forbidden { .. } => Status::permission_denied(e.to_string()),
         ServiceError::RateLimited { .. } => Status::resource_exhausted(e.to_string()),
@@ -206,7 +210,8 @@ pub async fn serve(
         .add_service(babel::server(state.clone()))
         .add_service(notification::server(state.clone()))
         .add_service(scheduler::server(state.clone()))
-        .add_service(talent::server(state))
+        .add_service(talent::server(state.clone()))
+        .add_service(commerce::server(state))
         .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
         .await;
     health_task.abort();

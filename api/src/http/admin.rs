@@ -428,7 +428,7 @@ pub async fn export(
     path = "/api/security/policies",
     operation_id = "list_policies",
     tag = "security",
-    params(super::content::PageQuery),
+    params(super::params::PageQuery),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "A page of the rules, sorted by role, resource and action", body = Page<Policy>),
@@ -440,7 +440,7 @@ pub async fn export(
 pub async fn policies(
     State(app): State<AppState>,
     SignedIn(caller): SignedIn,
-    Params(q): Params<super::content::PageQuery>,
+    Params(q): Params<super::params::PageQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(app.services.policies.page(
         &caller,

@@ -14,24 +14,12 @@ use utoipa::IntoParams;
 
 use super::AppState;
 use super::auth::{Auth, SignedIn};
-use super::params::Params;
+use super::params::{PageQuery, Params};
 use crate::error::ApiError;
 use crate::openapi::ErrorBody;
 
 type JsonBody<T> = Result<Json<T>, JsonRejection>;
 type IdPath = Result<Path<String>, PathRejection>;
-
-/// A page of a list. Unknown parameters are refused.
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct PageQuery {
-    /// Page size, 1–500 (default 50).
-    #[param(minimum = 1, maximum = 500)]
-    limit: Option<u32>,
-    /// The `next_cursor` of the previous page.
-    cursor: Option<String>,
-}
 
 /// Lists markets by code.
 #[utoipa::path(

@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::auth::{Auth, SignedIn};
-use super::params::Params;
+use super::params::{PageQuery, Params};
 use crate::error::ApiError;
 use crate::openapi::ErrorBody;
 
@@ -238,18 +238,6 @@ pub async fn search(
             .search(&caller, &q.q, q.limit, q.cursor.as_deref())
             .await?,
     ))
-}
-
-/// A page of a list. Unknown parameters are refused.
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct PageQuery {
-    /// Page size, 1–500 (default 50).
-    #[param(minimum = 1, maximum = 500)]
-    pub limit: Option<u32>,
-    /// The `next_cursor` of the previous page.
-    pub cursor: Option<String>,
 }
 
 /// A post's comments, oldest first; replies carry their `parent_id`.

@@ -15,6 +15,7 @@ pub mod auth;
 mod babel;
 pub mod body;
 pub mod campaigns;
+mod commerce;
 mod content;
 mod kg;
 mod localization;
@@ -172,6 +173,25 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(talent::decline))
         .routes(routes!(talent::cancel))
         .routes(routes!(talent::complete))
+        .routes(routes!(commerce::list_products, commerce::create_product))
+        .routes(routes!(commerce::get_product, commerce::update_product))
+        .routes(routes!(commerce::list_orders, commerce::place_order))
+        .routes(routes!(commerce::get_order))
+        .routes(routes!(commerce::cancel_order))
+        .routes(routes!(commerce::fulfil_order))
+        .routes(routes!(commerce::pay))
+        .routes(routes!(commerce::refund))
+        .routes(routes!(commerce::order_invoice))
+        .routes(routes!(commerce::order_invoice_html))
+        .routes(routes!(commerce::get_payment))
+        .routes(routes!(commerce::confirm_payment))
+        .routes(routes!(commerce::reject_payment))
+        .routes(routes!(commerce::invoice_numbers))
+        .routes(routes!(commerce::get_invoice))
+        .routes(routes!(commerce::ledger_entries))
+        .routes(routes!(commerce::record_movement))
+        .routes(routes!(commerce::ledger_balances))
+        .routes(routes!(commerce::webhook))
         .routes(routes!(services_list))
         .routes(routes!(kg::get))
         .routes(routes!(kg::service))

@@ -13,7 +13,7 @@ use utoipa::IntoParams;
 
 use super::AppState;
 use super::auth::SignedIn;
-use super::params::Params;
+use super::params::{PageQuery, Params};
 use crate::error::ApiError;
 use crate::openapi::ErrorBody;
 
@@ -33,18 +33,6 @@ pub struct JobQuery {
     /// Only the jobs with this status.
     #[param(value_type = Option<JobStatus>)]
     status: Option<String>,
-    /// Page size, 1–500 (default 50).
-    #[param(minimum = 1, maximum = 500)]
-    limit: Option<u32>,
-    /// The `next_cursor` of the previous page.
-    cursor: Option<String>,
-}
-
-/// A page. Unknown parameters are refused.
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct PageQuery {
     /// Page size, 1–500 (default 50).
     #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,

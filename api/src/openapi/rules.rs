@@ -134,6 +134,7 @@ pub fn apply(doc: &mut Value) {
     notifications(doc);
     scheduler(doc);
     talent(doc);
+    commerce(doc);
 }
 
 /// A job kind or entity type (`services::scheduler::model::validate_name`).
@@ -231,6 +232,83 @@ fn talent(doc: &mut Value) {
     );
 }
 
+/// The fields the commerce service validates (`services::commerce::model`), by name over
+/// `/api/commerce` and in the nested line and entry schemas. What the document cannot state
+/// is in the descriptions: an order naming one SKU twice or a product that is not on sale, a
+/// movement's entries that do not sum to zero.
+fn commerce(doc: &mut Value) {
+    use services::babel::model::MAX_SKU_LEN;
+    use services::babel::money::{MAX_AMOUNT, currency_codes};
+    use services::commerce::model::{
+        MAX_ACCOUNT_LEN, MAX_ENTRIES, MAX_IDEMPOTENCY_KEY_LEN, MAX_LINES, MAX_NAME_LEN,
+        MAX_QUANTITY, MAX_REASON_LEN, MAX_REFERENCE_LEN,
+    };
+    let sku = json!({"pattern": format!("^[A-Za-z0-9._:/-]{{1,{MAX_SKU_LEN}}}$")});
+    let currency = json!({"enum": currency_codes()});
+    let rules: Vec<(&str, Value)> = vec![
+        ("sku", sku.clone()),
+        (
+            "name",
+            json!({"pattern": trimmed(1, MAX_NAME_LEN, CONTROL)}),
+        ),
+        ("base_amount", json!({"minimum": 0, "maximum": MAX_AMOUNT})),
+        ("currency", currency.clone()),
+        ("country", country()),
+        (
+            "user_id",
+            json!({"pattern": format!("^[^{CONTROL}]{{1,128}}$")}),
+        ),
+        (
+            "provider",
+            json!({"enum": services::commerce::Providers::builtin().names()}),
+        ),
+        (
+            "reference",
+            json!({"pattern": trimmed(0, MAX_REFERENCE_LEN, CONTROL)}),
+        ),
+        (
+            "reason",
+            json!({"pattern": trimmed(1, MAX_REASON_LEN, CONTROL)}),
+        ),
+        ("amount", json!({"minimum": 1, "maximum": MAX_AMOUNT})),
+        (
+            "Idempotency-Key",
+            json!({"pattern": format!("^[!-~]{{1,{MAX_IDEMPOTENCY_KEY_LEN}}}$")}),
+        ),
+    ];
+    by_name(doc, "/api/commerce", &rules);
+    set(
+        at(doc, "/components/schemas/ProductUpdate"),
+        &json!({"minProperties": 1}),
+    );
+    set(
+        property(doc, "NewOrder", "lines"),
+        &json!({"minItems": 1, "maxItems": MAX_LINES}),
+    );
+    set(property(doc, "NewLine", "sku"), &sku);
+    set(
+        property(doc, "NewLine", "quantity"),
+        &json!({"minimum": 1, "maximum": MAX_QUANTITY}),
+    );
+    replace(
+        property(doc, "NewMovement", "kind"),
+        json!({"type": "string", "enum": ["payout", "referral_reward"],
+               "description": "Payments and refunds write their own movements."}),
+    );
+    set(
+        property(doc, "NewMovement", "entries"),
+        &json!({"minItems": 2, "maxItems": MAX_ENTRIES}),
+    );
+    set(
+        property(doc, "MovementEntry", "account"),
+        &json!({"pattern": format!("^[a-z0-9_:.-]{{1,{MAX_ACCOUNT_LEN}}}$")}),
+    );
+    set(
+        property(doc, "MovementEntry", "amount"),
+        &json!({"minimum": -MAX_AMOUNT, "maximum": MAX_AMOUNT, "not": {"const": 0}}),
+    );
+}
+
 /// The fields the notification service validates, in paths, queries and request bodies under
 /// `/api/notifications` (what MiniJinja accepts and which variables a template uses, the
 /// document cannot state: the descriptions say it).
@@ -257,52 +335,7 @@ fn notifications(doc: &mut Value) {
             }),
         ),
     ];
-    let rule = |name: &str| {
-        rules
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, r)| r.clone())
-    };
-    let mut bodies = std::collections::BTreeSet::new();
-    let paths = doc["paths"].as_object_mut().expect("paths");
-    for (path, item) in paths.iter_mut() {
-        if !path.starts_with("/api/notifications") {
-            continue;
-        }
-        for (_, op) in item.as_object_mut().into_iter().flatten() {
-            for p in op
-                .get_mut("parameters")
-                .and_then(Value::as_array_mut)
-                .into_iter()
-                .flatten()
-            {
-                let name = p["name"].as_str().unwrap_or_default().to_owned();
-                if let (Some(r), Some(schema)) = (
-                    rule(&name),
-                    p.get_mut("schema").and_then(Value::as_object_mut),
-                ) {
-                    set(schema, &r);
-                }
-            }
-            if let Some(r) = op
-                .pointer("/requestBody/content/application~1json/schema/$ref")
-                .and_then(Value::as_str)
-            {
-                bodies.insert(r.trim_start_matches("#/components/schemas/").to_owned());
-            }
-        }
-    }
-    for schema in bodies {
-        let props = doc
-            .pointer_mut(&format!("/components/schemas/{schema}/properties"))
-            .and_then(Value::as_object_mut);
-        for (name, p) in props.into_iter().flatten() {
-            let Some(r) = rule(name) else { continue };
-            if let Some(p) = p.as_object_mut() {
-                set(p, &r);
-            }
-        }
-    }
+    by_name(doc, "/api/notifications", &rules);
     // Recipients: 1-1,000 user ids of 1-64 characters.
     if let Some(ids) = doc
         .pointer_mut("/components/schemas/Recipients/properties/user_ids")
@@ -343,6 +376,58 @@ fn notifications(doc: &mut Value) {
         .and_then(Value::as_object_mut)
     {
         set(ch, &json!({"minItems": 1}));
+    }
+}
+
+/// Sets `rules` (field name, schema constraints) on every parameter and every property of a
+/// JSON request body of the operations under `prefix` whose name has a rule: one rule per
+/// field name for a whole service, so that a new operation gets them without another line.
+fn by_name(doc: &mut Value, prefix: &str, rules: &[(&str, Value)]) {
+    let rule = |name: &str| {
+        rules
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, r)| r.clone())
+    };
+    let mut bodies = std::collections::BTreeSet::new();
+    let paths = doc["paths"].as_object_mut().expect("paths");
+    for (path, item) in paths.iter_mut() {
+        if !path.starts_with(prefix) {
+            continue;
+        }
+        for (_, op) in item.as_object_mut().into_iter().flatten() {
+            for p in op
+                .get_mut("parameters")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                let name = p["name"].as_str().unwrap_or_default().to_owned();
+                if let (Some(r), Some(schema)) = (
+                    rule(&name),
+                    p.get_mut("schema").and_then(Value::as_object_mut),
+                ) {
+                    set(schema, &r);
+                }
+            }
+            if let Some(r) = op
+                .pointer("/requestBody/content/application~1json/schema/$ref")
+                .and_then(Value::as_str)
+            {
+                bodies.insert(r.trim_start_matches("#/components/schemas/").to_owned());
+            }
+        }
+    }
+    for schema in bodies {
+        let props = doc
+            .pointer_mut(&format!("/components/schemas/{schema}/properties"))
+            .and_then(Value::as_object_mut);
+        for (name, p) in props.into_iter().flatten() {
+            let Some(r) = rule(name) else { continue };
+            if let Some(p) = p.as_object_mut() {
+                set(p, &r);
+            }
+        }
     }
 }
 
