@@ -247,6 +247,19 @@ async fn an_order_is_paid_invoiced_refunded_and_balanced_over_rest() {
     assert_eq!(d["status"], "paid");
     let number = d["invoice"].as_str().expect("invoice").to_owned();
     assert!(number.ends_with("-000001"), "{number}");
+    // Alice is told in her inbox (and in real time), with the amount and the invoice.
+    let (s, inbox) = node
+        .call_as(Some(&alice), "GET", "/api/notifications", None)
+        .await;
+    assert_eq!(s, 200, "{inbox}");
+    let told = &inbox["items"][0];
+    assert_eq!(told["template"], "commerce.payment_succeeded", "{inbox}");
+    assert!(
+        told["text"]
+            .as_str()
+            .is_some_and(|t| t.contains(&number) && t.contains("60,00")),
+        "{inbox}"
+    );
     let (s, inv) = node
         .call_as(
             Some(&alice),

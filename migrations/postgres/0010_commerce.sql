@@ -145,3 +145,18 @@ INSERT INTO service_security_policy (role, resource, action) VALUES
     ('campaign_manager', 'commerce', 'buy'),
     ('campaign_manager', 'commerce', 'manage')
 ON CONFLICT DO NOTHING;
+
+-- The messages commerce sends a buyer (in-app and real-time, through the notification
+-- service), in English; admins may change them or add locales like any template.
+INSERT INTO service_notification_template
+    (template_key, locale, category, subject, body_text, body_html, updated_by, created_at, updated_at)
+VALUES
+    ('commerce.payment_succeeded', 'en', 'transactional',
+     'Payment received for order {{ order_id }}',
+     'We received {{ amount }} for order {{ order_id }}. Your invoice is {{ invoice }}.',
+     NULL, 'system', 0, 0),
+    ('commerce.refunded', 'en', 'transactional',
+     'Refund for order {{ order_id }}',
+     'We refunded {{ amount }} of order {{ order_id }}: {{ reason }}.',
+     NULL, 'system', 0, 0)
+ON CONFLICT (template_key, locale) DO NOTHING;

@@ -139,6 +139,9 @@ impl Component for Arc<dyn RealtimeSink> {
 impl Component for LocalizationService {
     const NAME: &'static str = "localization";
 }
+impl Component for crate::notification::NotificationService {
+    const NAME: &'static str = "notification";
+}
 impl Component for SchedulerService {
     const NAME: &'static str = "scheduler";
 }
@@ -275,6 +278,7 @@ impl Provider {
             w.give("commerce", db.clone()),
             w.give("commerce", policies.clone()),
             w.give("commerce", babel.clone()),
+            w.give("commerce", notifications.clone()),
             config.commerce,
         );
         let admin = AdminService {

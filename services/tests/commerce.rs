@@ -13,19 +13,23 @@ mod common;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, LazyLock};
 
+use futures_util::future::BoxFuture;
 use hmac::{Hmac, Mac};
 use serde_json::json;
-use services::ServiceError;
+use serde_json::value::RawValue;
 use services::babel::{BabelConfig, BabelService, NewMarket, NewRule};
 use services::commerce::{
     CommerceConfig, CommerceService, ConfirmPayment, MovementKind, NewLine, NewOrder, NewPayment,
     NewProduct, NewRefund, Order, OrderFilter, OrderStatus, PaymentStatus, ProductUpdate,
     Providers, RejectPayment,
 };
+use services::localization::{LocalizationConfig, LocalizationService};
+use services::notification::{DeliveryConfig, InboxFilter, NotificationService, RealtimeSink};
 use services::scheduler::Clock;
 use services::security::audit::{AuditFilter, AuditLog};
 use services::security::{Caller, Policies, Role};
 use services::time::parse_rfc3339;
+use services::{Database, ServiceError};
 
 static SYS: LazyLock<Caller> = LazyLock::new(Caller::system);
 static ANON: LazyLock<Caller> = LazyLock::new(Caller::anonymous);
@@ -41,8 +45,30 @@ fn ms(s: &str) -> i64 {
     parse_rfc3339("t", s).expect("time")
 }
 
+/// Real-time pushes go nowhere here (the notification suite tests them); the inbox is read.
+struct NoPush;
+
+impl RealtimeSink for NoPush {
+    fn push(&self, _: &str, _: Box<RawValue>) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A user row for `id` (notifications are sent to users that exist).
+async fn add_user(db: &Database, id: &str) {
+    let sql = "INSERT INTO service_user_master \
+               (id, username, email, password_hash, display_name, disabled, created_at, updated_at) \
+               VALUES ($1, $1, $1 || '@example.com', 'x', $1, FALSE, 0, 0)";
+    match db {
+        Database::Sqlite(p) => sqlx::query(sql).bind(id).execute(p).await.map(drop),
+        Database::Postgres(p) => sqlx::query(sql).bind(id).execute(p).await.map(drop),
+    }
+    .expect("user row");
+}
+
 struct Fixture {
     svc: CommerceService,
+    notifications: NotificationService,
     babel: BabelService,
     log: AuditLog,
     now: Arc<AtomicI64>,
@@ -60,14 +86,35 @@ async fn fixtures(tag: &str) -> Vec<Fixture> {
             Clock::from_fn(move || now.load(Ordering::SeqCst))
         };
         let babel = BabelService::new(db.clone(), policies.clone(), BabelConfig::default());
+        for id in ["alice", "bob"] {
+            add_user(&db, id).await;
+        }
+        let l10n =
+            LocalizationService::new(db.clone(), policies.clone(), LocalizationConfig::default())
+                .expect("localization");
+        let notifications = NotificationService::new(
+            db.clone(),
+            policies.clone(),
+            l10n,
+            Arc::new(NoPush),
+            DeliveryConfig::default(),
+        )
+        .expect("notifications");
         let config = CommerceConfig {
             providers: Providers::builtin().with_webhook_secret("manual", SECRET),
             ..CommerceConfig::default()
         };
-        let svc = CommerceService::new(db.clone(), policies.clone(), babel.clone(), config)
-            .with_clock(clock);
+        let svc = CommerceService::new(
+            db.clone(),
+            policies.clone(),
+            babel.clone(),
+            notifications.clone(),
+            config,
+        )
+        .with_clock(clock);
         out.push(Fixture {
             svc,
+            notifications,
             babel,
             log: AuditLog::new(db.clone(), policies),
             now,
@@ -1150,6 +1197,37 @@ async fn refunds_never_exceed_what_was_paid_and_each_moves_the_ledger() {
         let refunded: i64 = entries.items.iter().map(|e| e.amount).sum();
         assert_eq!(refunded, 6000);
         let balances = f.svc.balances(&MANAGER).await.expect("balances");
+        // Alice was told, in her inbox, of the payment and of each refund (newest first).
+        let inbox = f
+            .notifications
+            .inbox(
+                &ALICE,
+                InboxFilter {
+                    unread_only: false,
+                    limit: None,
+                    cursor: None,
+                },
+            )
+            .await
+            .expect("inbox");
+        let said: Vec<(&str, &str)> = inbox
+            .items
+            .iter()
+            .map(|n| (n.template.as_str(), n.text.as_str()))
+            .collect();
+        assert_eq!(said.len(), 3, "{said:?}");
+        assert!(
+            said.iter().any(|(t, b)| *t == "commerce.payment_succeeded"
+                && b.contains("60,00")
+                && b.contains("2026-000001")),
+            "{said:?}"
+        );
+        assert!(
+            said.iter().any(|(t, b)| *t == "commerce.refunded"
+                && b.contains("25,00")
+                && b.contains("customer asked")),
+            "{said:?}"
+        );
         let manual_eur = balances
             .iter()
             .find(|b| b.account == "provider:manual" && b.currency == "EUR")

@@ -433,9 +433,10 @@ async fn templates_are_checked_stored_listed_deleted_and_guarded() {
             .unwrap_or_else(|e| panic!("put {key}/{locale}: {e}"));
         }
 
-        // Listed by key then locale, a page at a time.
+        // Listed by key then locale, a page at a time (after the two that commerce's migration
+        // seeds).
         let p1 = svc
-            .templates(&manager, None, Some(3), None)
+            .templates(&manager, None, Some(5), None)
             .await
             .expect("page 1");
         let names = |p: &[services::notification::Template]| -> Vec<String> {
@@ -446,19 +447,21 @@ async fn templates_are_checked_stored_listed_deleted_and_guarded() {
         assert_eq!(
             names(&p1.items),
             [
+                "commerce.payment_succeeded/en",
+                "commerce.refunded/en",
                 "order.shipped/en",
                 "order.shipped/fr",
                 "order.shipped/fr-CA"
             ]
         );
         assert_eq!(
-            p1.items[0].variables,
+            p1.items[2].variables,
             ["order"],
             "listed with their variables"
         );
         let cursor = p1.next_cursor.expect("a next page");
         let p2 = svc
-            .templates(&manager, None, Some(3), Some(&cursor))
+            .templates(&manager, None, Some(5), Some(&cursor))
             .await
             .expect("page 2");
         assert_eq!(names(&p2.items), ["welcome/en"]);

@@ -28,6 +28,9 @@
 //! * Webhooks: `Ovasabi-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">` under
 //!   the provider's secret, `t` within the tolerance window; an event id seen before changes
 //!   nothing (a replay answers `applied: false`).
+//! * The buyer is told (in-app and real time, through the notification service) of a payment
+//!   that succeeded and of each refund, after the change committed; a message that cannot be
+//!   sent is logged, never undoes the change.
 //! * Audit rows, in the transaction of each change: `commerce.product_create`,
 //!   `commerce.product_update` (entity `product`), `commerce.order_place`,
 //!   `commerce.order_cancel`, `commerce.order_fulfil`, `commerce.refund` (entity `order`),
@@ -55,6 +58,7 @@ use sha2::{Digest, Sha256};
 
 use crate::babel::money;
 use crate::babel::{BabelService, PriceRequest};
+use crate::notification::{Channel, NotificationService, Recipients, SendRequest};
 use crate::page::{check_limit, paginate};
 use crate::scheduler::Clock;
 use crate::security::{Caller, Policies};
@@ -106,6 +110,7 @@ pub struct CommerceService {
     repo: CommerceRepo,
     policies: Policies,
     babel: BabelService,
+    notifications: NotificationService,
     config: CommerceConfig,
     clock: Clock,
 }
@@ -115,12 +120,14 @@ impl CommerceService {
         db: Database,
         policies: Policies,
         babel: BabelService,
+        notifications: NotificationService,
         config: CommerceConfig,
     ) -> Self {
         Self {
             repo: CommerceRepo::new(db),
             policies,
             babel,
+            notifications,
             config,
             clock: Clock::system(),
         }
@@ -708,6 +715,7 @@ impl CommerceService {
             })
             .await?;
         record_settled(&settled);
+        self.tell_settled(&settled).await;
         Ok(settled.payment)
     }
 
@@ -807,6 +815,7 @@ impl CommerceService {
         Ok(match applied {
             Applied::Done(settled) => {
                 record_settled(&settled);
+                self.tell_settled(&settled).await;
                 metrics::counter!("ovasabi_commerce_webhooks_total", "outcome" => "applied")
                     .increment(1);
                 WebhookResult {
@@ -851,7 +860,7 @@ impl CommerceService {
         }
         let reason = model::validate_reason(&new.reason)?;
         let audit = caller.audit("commerce.refund", "order", order_id);
-        let (refund, _) = self
+        let (refund, order) = self
             .repo
             .refund(
                 order_id,
@@ -864,6 +873,12 @@ impl CommerceService {
             .await?;
         metrics::counter!("ovasabi_commerce_refunds_total", "currency" => refund.currency.clone())
             .increment(1);
+        let vars = serde_json::json!({
+            "order_id": order.id,
+            "amount": self.display(refund.amount, &order).await,
+            "reason": refund.reason,
+        });
+        self.tell(&order.user_id, "commerce.refunded", vars).await;
         Ok(refund)
     }
 
@@ -1012,6 +1027,60 @@ impl CommerceService {
     ) -> Result<Vec<String>, ServiceError> {
         self.policies.require(caller, RESOURCE, "manage")?;
         self.repo.invoice_numbers(year).await
+    }
+}
+
+impl CommerceService {
+    /// Tells the buyer of a payment that succeeded (a failed one is not announced: the
+    /// order stays pending and can be paid again).
+    async fn tell_settled(&self, s: &repo::Settled) {
+        if s.payment.status != PaymentStatus::Succeeded {
+            return;
+        }
+        let vars = serde_json::json!({
+            "order_id": s.order.id,
+            "amount": self.display(s.payment.amount, &s.order).await,
+            "invoice": s.invoice.as_deref().unwrap_or(""),
+        });
+        self.tell(&s.order.user_id, "commerce.payment_succeeded", vars)
+            .await;
+    }
+
+    /// `minor` units of `order`'s currency as its market's locale writes them.
+    async fn display(&self, minor: i64, order: &Order) -> String {
+        let locale = match self.babel.market(&Caller::system(), &order.market).await {
+            Ok(m) => m.locale,
+            Err(_) => "en".to_owned(),
+        };
+        let lang: unic_langid::LanguageIdentifier = locale.parse().unwrap_or_default();
+        match money::currency("currency", &order.currency) {
+            Ok(c) => money::format(minor, c, &lang),
+            Err(_) => format!("{minor} {}", order.currency),
+        }
+    }
+
+    /// Sends `template` to `user` in-app and in real time, after the change committed: a
+    /// failure (no such user, a template an admin broke) is logged and counted, never
+    /// undoes the change.
+    async fn tell(&self, user: &str, template: &str, vars: serde_json::Value) {
+        let req = SendRequest {
+            template: template.to_owned(),
+            variables: match vars {
+                serde_json::Value::Object(m) => m,
+                _ => serde_json::Map::new(),
+            },
+            channels: vec![Channel::InApp, Channel::Realtime],
+            recipients: Recipients {
+                user_ids: Some(vec![user.to_owned()]),
+                role: None,
+            },
+            campaign_id: None,
+        };
+        if let Err(e) = self.notifications.send(&Caller::system(), req).await {
+            metrics::counter!("ovasabi_commerce_notifications_failed_total", "template" => template.to_owned())
+                .increment(1);
+            tracing::warn!(error = %e, user, template, "commerce notification not sent");
+        }
     }
 }
 
