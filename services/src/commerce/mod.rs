@@ -1009,10 +1009,7 @@ impl CommerceService {
         order_id: &str,
     ) -> Result<String, ServiceError> {
         let invoice = self.invoice(caller, order_id).await?;
-        let locale = match self.babel.market(&Caller::system(), &invoice.market).await {
-            Ok(m) => m.locale,
-            Err(_) => "en".to_owned(),
-        };
+        let locale = self.market_locale(&invoice.market).await;
         Ok(invoice::html(&invoice, &locale))
     }
 
@@ -1046,12 +1043,17 @@ impl CommerceService {
             .await;
     }
 
-    /// `minor` units of `order`'s currency as its market's locale writes them.
-    async fn display(&self, minor: i64, order: &Order) -> String {
-        let locale = match self.babel.market(&Caller::system(), &order.market).await {
+    /// The locale of `market` (`en` when it is gone: an order outlives its market).
+    async fn market_locale(&self, market: &str) -> String {
+        match self.babel.market(&Caller::system(), market).await {
             Ok(m) => m.locale,
             Err(_) => "en".to_owned(),
-        };
+        }
+    }
+
+    /// `minor` units of `order`'s currency as its market's locale writes them.
+    async fn display(&self, minor: i64, order: &Order) -> String {
+        let locale = self.market_locale(&order.market).await;
         let lang: unic_langid::LanguageIdentifier = locale.parse().unwrap_or_default();
         match money::currency("currency", &order.currency) {
             Ok(c) => money::format(minor, c, &lang),
