@@ -24,6 +24,7 @@ const PROTO_FILES: &[&str] = &[
     "scheduler/v0/scheduler.proto",
     "talent/v0/talent.proto",
     "commerce/v0/commerce.proto",
+    "referral/v0/referral.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -195,6 +195,7 @@ async fn services_over_grpc_with_rbac_and_status_codes() {
             email: "grpc@example.org".into(),
             password: "password123".into(),
             display_name: String::new(),
+            ..Default::default()
         })
         .await
         .expect("register")
@@ -206,6 +207,7 @@ async fn services_over_grpc_with_rbac_and_status_codes() {
             email: "other@example.org".into(),
             password: "password123".into(),
             display_name: String::new(),
+            ..Default::default()
         })
         .await
         .expect_err("duplicate");
@@ -216,6 +218,7 @@ async fn services_over_grpc_with_rbac_and_status_codes() {
             email: "x@example.org".into(),
             password: "password123".into(),
             display_name: String::new(),
+            ..Default::default()
         })
         .await
         .expect_err("bad username");
@@ -605,6 +608,7 @@ async fn the_remaining_operations_over_grpc() {
             email: "carol@example.org".into(),
             password: "password123".into(),
             display_name: "Carol".into(),
+            ..Default::default()
         })
         .await
         .expect("register")
@@ -1213,10 +1217,16 @@ async fn notification_service_over_grpc_inbox_and_status_codes() {
         .expect("list templates")
         .into_inner();
     let keys: Vec<&str> = listed.items.iter().map(|t| t.key.as_str()).collect();
-    // With the two that commerce's migration seeds.
+    // With those that commerce's and referral's migrations seed.
     assert_eq!(
         keys,
-        ["commerce.payment_succeeded", "commerce.refunded", "welcome"]
+        [
+            "commerce.payment_succeeded",
+            "commerce.refunded",
+            "referral.held",
+            "referral.rewarded",
+            "welcome"
+        ]
     );
     assert!(listed.next_cursor.is_empty());
     let denied = n

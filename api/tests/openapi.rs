@@ -156,6 +156,16 @@ const SERVED: &[(&str, &str)] = &[
     ("post", "/api/commerce/ledger/movements"),
     ("get", "/api/commerce/ledger/balances"),
     ("post", "/api/commerce/webhooks/{provider}"),
+    ("get", "/api/referral/codes"),
+    ("post", "/api/referral/codes"),
+    ("get", "/api/referral/codes/{code}"),
+    ("post", "/api/referral/codes/{code}/deactivate"),
+    ("get", "/api/referral/codes/{code}/stats"),
+    ("get", "/api/referral/campaigns/{id}/stats"),
+    ("get", "/api/referral/referrals"),
+    ("get", "/api/referral/referrals/{id}"),
+    ("post", "/api/referral/referrals/{id}/approve"),
+    ("post", "/api/referral/referrals/{id}/reject"),
     ("get", "/api/services"),
     ("get", "/api/openapi.json"),
     ("get", "/ws/{campaign_id}/{user_id}"),
@@ -194,6 +204,9 @@ const CLOSED_SCHEMAS: &[&str] = &[
     "NewRefund",
     "NewMovement",
     "MovementEntry",
+    "NewReferralCode",
+    "ReferralApproval",
+    "ReferralRejection",
 ];
 
 struct Answer {

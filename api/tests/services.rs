@@ -421,6 +421,7 @@ async fn accounts_tokens_roles_and_audit_over_rest() {
             "scheduler",
             "talent",
             "commerce",
+            "referral",
             "security",
             "admin"
         ]

@@ -23,6 +23,8 @@
 //!   bookings and their transitions);
 //! * [`commerce::v0`]: `CommerceService` (products, Babel-priced orders, idempotent payments,
 //!   refunds, invoices, the ledger);
+//! * [`referral::v0`]: `ReferralService` (referral codes, attributed sign-ups, held rewards
+//!   and their review, stats);
 //! * [`FILE_DESCRIPTOR_SET`]: the encoded descriptors of all of the above (and the well-known
 //!   types they import), for gRPC server reflection;
 //! * [`convert`]: conversions between `serde_json` values and the protobuf well-known
@@ -143,6 +145,15 @@ pub mod talent {
     #[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
     pub mod v0 {
         tonic::include_proto!("talent.v0");
+    }
+}
+
+/// Referral codes, referrals and their review (`referral` proto packages).
+pub mod referral {
+    /// `referral.v0`: `ReferralService` and its messages.
+    #[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
+    pub mod v0 {
+        tonic::include_proto!("referral.v0");
     }
 }
 

@@ -38,6 +38,7 @@ fn descriptor_set_holds_every_contract_and_the_well_known_types() -> TestResult 
         "scheduler/v0/scheduler.proto",
         "talent/v0/talent.proto",
         "commerce/v0/commerce.proto",
+        "referral/v0/referral.proto",
         "google/protobuf/struct.proto",
     ] {
         assert!(files.contains(name), "{name} missing from {files:?}");
@@ -64,6 +65,7 @@ fn descriptor_set_holds_every_contract_and_the_well_known_types() -> TestResult 
         "scheduler.v0.SchedulerService",
         "talent.v0.TalentService",
         "commerce.v0.CommerceService",
+        "referral.v0.ReferralService",
     ]
     .into_iter()
     .map(String::from)
@@ -81,8 +83,8 @@ fn descriptor_set_holds_every_contract_and_the_well_known_types() -> TestResult 
 #[test]
 fn service_names_match_the_proto_packages() {
     use proto::{
-        admin, broadcast, campaign, commerce, content, notification, scheduler, security, talent,
-        user,
+        admin, broadcast, campaign, commerce, content, notification, referral, scheduler, security,
+        talent, user,
     };
     assert_eq!(
         user::v0::user_service_server::SERVICE_NAME,
@@ -123,6 +125,10 @@ fn service_names_match_the_proto_packages() {
     assert_eq!(
         commerce::v0::commerce_service_server::SERVICE_NAME,
         "commerce.v0.CommerceService"
+    );
+    assert_eq!(
+        referral::v0::referral_service_server::SERVICE_NAME,
+        "referral.v0.ReferralService"
     );
 }
 

@@ -84,6 +84,11 @@ macro_rules! migrations {
                 "commerce",
                 include_str!(concat!("../../migrations/", $dir, "/0010_commerce.sql")),
             ),
+            (
+                11,
+                "referral",
+                include_str!(concat!("../../migrations/", $dir, "/0011_referral.sql")),
+            ),
         ]
     };
 }

@@ -43,6 +43,7 @@ pub mod localization;
 pub mod notification;
 pub mod page;
 pub mod provider;
+pub mod referral;
 pub mod scheduler;
 pub mod security;
 pub mod sql;

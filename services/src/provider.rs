@@ -37,6 +37,7 @@ use crate::commerce::{CommerceConfig, CommerceService};
 use crate::content::ContentService;
 use crate::localization::{LocalizationConfig, LocalizationService};
 use crate::notification::{DeliveryConfig, NotificationService, RealtimeSink};
+use crate::referral::{ReferralDeps, ReferralService};
 use crate::scheduler::{Handlers, SchedulerConfig, SchedulerService, handler_fn};
 use crate::security::audit::AuditLog;
 use crate::security::{DeferredAudit, DeferredConfig, Policies};
@@ -148,6 +149,12 @@ impl Component for SchedulerService {
 impl Component for crate::babel::BabelService {
     const NAME: &'static str = "babel";
 }
+impl Component for CommerceService {
+    const NAME: &'static str = "commerce";
+}
+impl Component for CampaignService {
+    const NAME: &'static str = "campaign";
+}
 
 /// What each service was handed when the provider built it: every dependency passes through
 /// [`Wiring::give`], which records it, so the knowledge graph's dependencies are the real ones.
@@ -202,6 +209,7 @@ pub struct Provider {
     pub scheduler: SchedulerService,
     pub talent: TalentService,
     pub commerce: CommerceService,
+    pub referrals: ReferralService,
     pub audit: AuditLog,
     pub admin: AdminService,
     /// What each service was handed at construction (for the knowledge graph); shared, since
@@ -281,6 +289,17 @@ impl Provider {
             w.give("commerce", notifications.clone()),
             config.commerce,
         );
+        // Subscribes itself to commerce's paid orders (the `first_paid_order` condition).
+        let referrals = ReferralService::new(
+            w.give("referral", db.clone()),
+            w.give("referral", policies.clone()),
+            ReferralDeps {
+                users: w.give("referral", users.clone()),
+                commerce: w.give("referral", commerce.clone()),
+                campaigns: w.give("referral", campaigns.clone()),
+                notifications: w.give("referral", notifications.clone()),
+            },
+        );
         let admin = AdminService {
             users: w.give("admin", users.clone()),
             audit: w.give("admin", audit.clone()),
@@ -295,6 +314,7 @@ impl Provider {
             scheduler,
             talent,
             commerce,
+            referrals,
             audit,
             admin,
             wiring: Arc::new(w),
@@ -507,6 +527,25 @@ pub fn registrations() -> Vec<ServiceRegistration> {
             },
             health_check: "database ping",
             metrics_prefix: "ovasabi_commerce",
+        },
+        ServiceRegistration {
+            name: "referral",
+            version: V,
+            capabilities: vec![
+                "referral-codes",
+                "signup-attribution",
+                "campaign-reward-rules",
+                "fraud-rules",
+                "review-queue",
+                "exactly-once-rewards",
+                "stats",
+            ],
+            endpoints: Endpoints {
+                rest: vec!["/api/referral"],
+                grpc: vec!["referral.v0.ReferralService"],
+            },
+            health_check: "database ping",
+            metrics_prefix: "ovasabi_referral",
         },
         ServiceRegistration {
             name: "security",

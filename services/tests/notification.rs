@@ -97,6 +97,7 @@ impl Fixture {
                     email: format!("{name}@example.org"),
                     password: "correct horse battery".to_owned(),
                     display_name: Some(display),
+                    ..Default::default()
                 },
             )
             .await
@@ -464,7 +465,10 @@ async fn templates_are_checked_stored_listed_deleted_and_guarded() {
             .templates(&manager, None, Some(5), Some(&cursor))
             .await
             .expect("page 2");
-        assert_eq!(names(&p2.items), ["welcome/en"]);
+        assert_eq!(
+            names(&p2.items),
+            ["referral.held/en", "referral.rewarded/en", "welcome/en"]
+        );
         assert!(p2.next_cursor.is_none(), "the last page");
         let only = svc
             .templates(&translator, Some("welcome"), None, None)

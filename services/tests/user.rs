@@ -74,6 +74,7 @@ fn new(username: &str) -> NewUser {
         email: format!("{username}@example.org"),
         password: "correct horse battery".to_owned(),
         display_name: None,
+        ..Default::default()
     }
 }
 

@@ -14,6 +14,7 @@ mod content;
 mod localization;
 mod notification;
 mod observe;
+mod referral;
 mod scheduler;
 mod security;
 mod talent;
@@ -211,7 +212,8 @@ pub async fn serve(
         .add_service(notification::server(state.clone()))
         .add_service(scheduler::server(state.clone()))
         .add_service(talent::server(state.clone()))
-        .add_service(commerce::server(state))
+        .add_service(commerce::server(state.clone()))
+        .add_service(referral::server(state))
         .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
         .await;
     health_task.abort();

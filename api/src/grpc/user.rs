@@ -58,11 +58,13 @@ impl UserService for Users {
             email: r.email,
             password: r.password,
             display_name: (!r.display_name.is_empty()).then_some(r.display_name),
+            referral_code: (!r.referral_code.is_empty()).then_some(r.referral_code),
+            device_fingerprint: (!r.device_fingerprint.is_empty()).then_some(r.device_fingerprint),
         };
         let u = self
             .0
             .services
-            .users
+            .referrals
             .register(&caller, new)
             .await
             .map_err(status)?;

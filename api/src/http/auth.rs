@@ -106,7 +106,7 @@ type JsonBody<T> = Result<Json<T>, JsonRejection>;
     security((), ("bearer" = [])),
     responses(
         (status = 201, description = "Registered", body = User),
-        (status = 400, description = "Malformed JSON, unknown field or invalid value", body = ErrorBody),
+        (status = 400, description = "Malformed JSON, unknown field or invalid value, or a `referral_code` that is unknown or inactive (nobody is registered)", body = ErrorBody),
         (status = 401, description = "Bad or expired token", body = ErrorBody),
         (status = 409, description = "The username or email is taken", body = ErrorBody),
         (status = 429, description = "Too many registrations from this client address within 10 minutes", body = ErrorBody),
@@ -122,7 +122,7 @@ pub async fn register(
     body: JsonBody<NewUser>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Json(new) = body?;
-    let user = app.services.users.register(&caller, new).await?;
+    let user = app.services.referrals.register(&caller, new).await?;
     Ok((StatusCode::CREATED, Json(user)))
 }
 

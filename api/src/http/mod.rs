@@ -24,6 +24,7 @@ mod observe;
 pub mod origin;
 mod page;
 pub mod params;
+mod referral;
 mod scheduler;
 mod talent;
 pub mod ws;
@@ -192,6 +193,15 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(commerce::record_movement))
         .routes(routes!(commerce::ledger_balances))
         .routes(routes!(commerce::webhook))
+        .routes(routes!(referral::list_codes, referral::create_code))
+        .routes(routes!(referral::get_code))
+        .routes(routes!(referral::deactivate_code))
+        .routes(routes!(referral::code_stats))
+        .routes(routes!(referral::campaign_stats))
+        .routes(routes!(referral::list_referrals))
+        .routes(routes!(referral::get_referral))
+        .routes(routes!(referral::approve))
+        .routes(routes!(referral::reject))
         .routes(routes!(services_list))
         .routes(routes!(kg::get))
         .routes(routes!(kg::service))

@@ -135,6 +135,7 @@ pub fn apply(doc: &mut Value) {
     scheduler(doc);
     talent(doc);
     commerce(doc);
+    referral(doc);
 }
 
 /// A job kind or entity type (`services::scheduler::model::validate_name`).
@@ -306,6 +307,37 @@ fn commerce(doc: &mut Value) {
     set(
         property(doc, "MovementEntry", "amount"),
         &json!({"minimum": -MAX_AMOUNT, "maximum": MAX_AMOUNT, "not": {"const": 0}}),
+    );
+}
+
+/// The fields the referral service validates (`services::referral::model`), in its bodies and
+/// in the registration's `referral_code` and `device_fingerprint`. Whether a code exists (a
+/// registration's code, a code's campaign) the document cannot state.
+fn referral(doc: &mut Value) {
+    use services::referral::model::{CODE_LEN, MAX_DEVICE_LEN, MAX_NOTE_LEN};
+    let code = json!({"pattern": format!(
+        "^[{SPACE}]*[A-Za-z0-9-]{{{},{}}}[{SPACE}]*$",
+        CODE_LEN.start(),
+        CODE_LEN.end()
+    )});
+    let device = json!({"pattern": format!(
+        "^[{SPACE}]*(?:[!-~](?:[ -~]{{0,{}}}[!-~])?)?[{SPACE}]*$",
+        MAX_DEVICE_LEN - 2
+    )});
+    set(property(doc, "NewReferralCode", "code"), &code);
+    set(
+        property(doc, "NewReferralCode", "device_fingerprint"),
+        &device,
+    );
+    set(property(doc, "NewUser", "referral_code"), &code);
+    set(property(doc, "NewUser", "device_fingerprint"), &device);
+    set(
+        property(doc, "ReferralApproval", "note"),
+        &json!({"pattern": trimmed(1, MAX_NOTE_LEN, CONTROL)}),
+    );
+    set(
+        property(doc, "ReferralRejection", "reason"),
+        &json!({"pattern": trimmed(1, MAX_NOTE_LEN, CONTROL)}),
     );
 }
 

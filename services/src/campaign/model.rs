@@ -318,6 +318,7 @@ pub(crate) fn validate_metadata(metadata: &Value) -> Result<(), ServiceError> {
             "must be true or false",
         ));
     }
+    crate::referral::model::Rules::from_metadata(metadata)?;
     not_too_deep("metadata", metadata)?;
     no_nul("metadata", metadata)
 }

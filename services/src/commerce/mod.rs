@@ -47,6 +47,7 @@ pub mod providers;
 mod repo;
 
 pub use crate::page::Page;
+pub use model::accounts;
 pub use model::{
     Balance, ConfirmPayment, Invoice, LedgerEntry, MovementKind, NewLine, NewOrder, NewPayment,
     NewProduct, NewRefund, Order, OrderDetail, OrderFilter, OrderLine, OrderStatus, Payment,
@@ -104,6 +105,42 @@ pub struct WebhookResult {
     pub payment: Option<Payment>,
 }
 
+/// A movement recorded once per reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credited {
+    /// The movement's id (the first one's, when it was written before).
+    pub movement: String,
+    /// Whether this call wrote it.
+    pub written: bool,
+}
+
+/// Told of every order whose payment succeeded, after the change committed (the referral
+/// service's `first_paid_order` rewards listen). It runs in the request that settled the
+/// payment and cannot fail it: a listener logs its own failures.
+pub trait OrderPaidListener: Send + Sync + 'static {
+    fn order_paid<'a>(&'a self, order: &'a Order) -> futures_util::future::BoxFuture<'a, ()>;
+}
+
+/// The listeners of paid orders, shared by every clone of the service.
+#[derive(Clone, Default)]
+struct Listeners(std::sync::Arc<std::sync::RwLock<Vec<std::sync::Arc<dyn OrderPaidListener>>>>);
+
+impl std::fmt::Debug for Listeners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.read().map_or(0, |l| l.len());
+        write!(f, "Listeners({n})")
+    }
+}
+
+impl Listeners {
+    fn all(&self) -> Vec<std::sync::Arc<dyn OrderPaidListener>> {
+        match self.0.read() {
+            Ok(l) => l.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
 /// Products, orders, payments, refunds, the ledger and invoices.
 #[derive(Clone, Debug)]
 pub struct CommerceService {
@@ -113,6 +150,7 @@ pub struct CommerceService {
     notifications: NotificationService,
     config: CommerceConfig,
     clock: Clock,
+    paid: Listeners,
 }
 
 impl CommerceService {
@@ -130,6 +168,16 @@ impl CommerceService {
             notifications,
             config,
             clock: Clock::system(),
+            paid: Listeners::default(),
+        }
+    }
+
+    /// Tells `listener` of every order paid from now on, through this service and every
+    /// clone of it.
+    pub fn on_order_paid(&self, listener: std::sync::Arc<dyn OrderPaidListener>) {
+        match self.paid.0.write() {
+            Ok(mut l) => l.push(listener),
+            Err(poisoned) => poisoned.into_inner().push(listener),
         }
     }
 
@@ -917,6 +965,54 @@ impl CommerceService {
             .await
     }
 
+    /// Records the movement of `reference` (e.g. `referral:<id>`) once: a second call with
+    /// the same reference, concurrent or later, writes nothing and answers the first
+    /// movement's id with `written: false`. The entries are checked as in
+    /// [`CommerceService::record_movement`]. Needs `manage` (services call it as the system).
+    ///
+    /// # Errors
+    /// As [`CommerceService::record_movement`]; [`ServiceError::Invalid`] for an empty or
+    /// over-long `reference`.
+    pub async fn record_movement_once(
+        &self,
+        caller: &Caller,
+        reference: &str,
+        kind: MovementKind,
+        currency: &str,
+        entries: &[(String, i64)],
+    ) -> Result<Credited, ServiceError> {
+        self.policies.require(caller, RESOURCE, "manage")?;
+        if matches!(kind, MovementKind::Payment | MovementKind::Refund) {
+            return Err(ServiceError::invalid(
+                "kind",
+                "payments and refunds write their own movements: payout or referral_reward",
+            ));
+        }
+        if reference.is_empty() || reference.len() > model::MAX_REFERENCE_LEN {
+            return Err(ServiceError::invalid(
+                "reference",
+                format!("1 to {} bytes", model::MAX_REFERENCE_LEN),
+            ));
+        }
+        let currency = model::validate_currency("currency", currency)?;
+        model::validate_entries(entries)?;
+        let audit = caller
+            .audit("commerce.movement", "ledger", kind.as_str())
+            .after(&serde_json::json!({"reference": reference, "entries": entries}));
+        let (movement, written) = self
+            .repo
+            .record_movement_once(
+                reference,
+                kind,
+                currency.code,
+                entries,
+                self.clock.now_ms(),
+                audit,
+            )
+            .await?;
+        Ok(Credited { movement, written })
+    }
+
     /// Ledger entries by id, of `account` and/or `order_id`. Needs `manage`.
     ///
     /// # Errors
@@ -1041,6 +1137,9 @@ impl CommerceService {
         });
         self.tell(&s.order.user_id, "commerce.payment_succeeded", vars)
             .await;
+        for listener in self.paid.all() {
+            listener.order_paid(&s.order).await;
+        }
     }
 
     /// The locale of `market` (`en` when it is gone: an order outlives its market).

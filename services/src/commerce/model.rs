@@ -409,6 +409,12 @@ pub mod accounts {
     pub const SALES: &str = "sales";
     pub const TAX_PAYABLE: &str = "tax_payable";
     pub const REFUNDS: &str = "refunds";
+    /// What the platform spent on referral rewards.
+    pub const REFERRAL_REWARDS: &str = "referral_rewards";
+    /// What the platform owes a user (credits: referral rewards).
+    pub fn user(id: &str) -> String {
+        format!("user:{id}")
+    }
 }
 
 fn chars(s: &str) -> usize {

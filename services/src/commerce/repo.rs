@@ -115,6 +115,10 @@ portable_sql! {
         insert_entry: "INSERT INTO service_commerce_ledger_entry \
                        (id, movement, kind, account, currency, amount, order_id, created_at) \
                        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        /// Claims a movement's reference: no row changed when it was claimed before.
+        claim_reference: "INSERT INTO service_commerce_movement_ref (reference, movement, created_at) \
+                          VALUES ($1, $2, $3) ON CONFLICT (reference) DO NOTHING",
+        reference: "SELECT movement FROM service_commerce_movement_ref WHERE reference = $1",
         entries: "SELECT id, movement, kind, account, currency, amount, order_id, created_at \
                   FROM service_commerce_ledger_entry \
                   WHERE ($1{text} IS NULL OR account = $1) \
@@ -291,7 +295,12 @@ macro_rules! locked_order {
 /// Writes the entries of one movement (`(account, amount)` pairs in `currency`), after
 /// checking that they sum to zero; zero amounts are left out.
 macro_rules! movement {
-    ($tx:expr, $sql:expr, $kind:expr, $currency:expr, $order_id:expr, $now:expr, $entries:expr) => {{
+    ($tx:expr, $sql:expr, $kind:expr, $currency:expr, $order_id:expr, $now:expr, $entries:expr) => {
+        movement!(@id uuid::Uuid::now_v7().to_string(), $tx, $sql, $kind, $currency, $order_id,
+                  $now, $entries)
+    };
+    (@id $id:expr, $tx:expr, $sql:expr, $kind:expr, $currency:expr, $order_id:expr, $now:expr,
+     $entries:expr) => {{
         let entries: &[(String, i64)] = $entries;
         let sum = entries
             .iter()
@@ -299,7 +308,7 @@ macro_rules! movement {
         if sum != Some(0) {
             return Err(unbalanced(entries));
         }
-        let movement = uuid::Uuid::now_v7().to_string();
+        let movement: String = $id;
         let kind: MovementKind = $kind;
         for (account, amount) in entries.iter().filter(|(_, a)| *a != 0) {
             sqlx::query($sql.insert_entry)
@@ -1116,6 +1125,50 @@ impl CommerceRepo {
                 row.entity_id.clone_from(&id);
                 audit::insert!(&mut *tx, sql.audit, &row);
                 Ok(id)
+            }
+            .await;
+            settle(tx, outcome).await?
+        }))
+    }
+
+    /// Writes the movement `entries` of `reference` unless one was written for it before
+    /// (whatever the concurrency: the reference's row is claimed in the transaction); returns
+    /// the movement's id and whether this call wrote it.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub(crate) async fn record_movement_once(
+        &self,
+        reference: &str,
+        kind: MovementKind,
+        currency: &str,
+        entries: &[(String, i64)],
+        now: i64,
+        audit: AuditRecord,
+    ) -> Result<(String, bool), ServiceError> {
+        Ok(on_pool!(&self.db, Queries, |pool, sql| {
+            let mut tx = pool.begin_with(sql.begin).await?;
+            let outcome = async {
+                let id = uuid::Uuid::now_v7().to_string();
+                let claimed = sqlx::query(sql.claim_reference)
+                    .bind(reference)
+                    .bind(&id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if claimed == 0 {
+                    let earlier: String = sqlx::query_scalar(sql.reference)
+                        .bind(reference)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    return Ok((earlier, false));
+                }
+                let id = movement!(@id id, tx, sql, kind, currency, None::<&str>, now, entries);
+                let mut row = audit.clone();
+                row.entity_id.clone_from(&id);
+                audit::insert!(&mut *tx, sql.audit, &row);
+                Ok((id, true))
             }
             .await;
             settle(tx, outcome).await?

@@ -235,6 +235,7 @@ impl UserService {
             email: email.to_owned(),
             password: password.to_owned(),
             display_name: Some("Administrator".to_owned()),
+            ..Default::default()
         };
         match self
             .create_account(&Caller::system(), new, vec![Role::User, Role::Admin])

@@ -31,13 +31,19 @@ pub struct User {
 }
 
 /// A registration.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     pub username: String,
     pub email: String,
     pub password: String,
     pub display_name: Option<String>,
+    /// A referral code: the new account is attributed to its owner (read by the referral
+    /// service, which routes registrations; an unknown or inactive code is a 400 and
+    /// registers nobody).
+    pub referral_code: Option<String>,
+    /// The client's device fingerprint, compared by the referral service's fraud rules.
+    pub device_fingerprint: Option<String>,
 }
 
 /// A profile change by the user; changing the password needs the current one.
