@@ -1217,7 +1217,7 @@ async fn notification_service_over_grpc_inbox_and_status_codes() {
         .expect("list templates")
         .into_inner();
     let keys: Vec<&str> = listed.items.iter().map(|t| t.key.as_str()).collect();
-    // With those that commerce's and referral's migrations seed.
+    // With those that commerce's, referral's and talent's migrations seed.
     assert_eq!(
         keys,
         [
@@ -1225,6 +1225,7 @@ async fn notification_service_over_grpc_inbox_and_status_codes() {
             "commerce.refunded",
             "referral.held",
             "referral.rewarded",
+            "talent.booking_confirmed",
             "welcome"
         ]
     );

@@ -737,3 +737,100 @@ async fn bad_inputs_are_refused_with_the_field_named() {
         .await;
     assert_eq!((s, &page["items"]), (200, &json!([])), "{page}");
 }
+
+#[tokio::test]
+async fn a_confirmed_booking_of_a_priced_talent_becomes_the_clients_order() {
+    let node = TestNode::start().await;
+    let (s, b) = node
+        .call(
+            "POST",
+            "/api/babel/markets",
+            Some(json!({"code": "eu", "name": "Europe", "currency": "EUR", "locale": "fr-FR", "countries": ["FR"]})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = node
+        .call(
+            "POST",
+            "/api/commerce/products",
+            Some(json!({"sku": "rate-alice", "name": "An hour of Rust", "base_amount": 8000, "currency": "EUR"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (_, alice) = user(&node, "alice").await;
+    let (bob_id, bob) = user(&node, "bob").await;
+    let id = profile(&node, &alice, "Rust consultant").await;
+    let (s, p) = node
+        .call_as(
+            Some(&alice),
+            "PATCH",
+            &format!("/api/talent/profiles/{id}"),
+            Some(json!({"hourly_rate_sku": "rate-alice"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{p}");
+    let (start, end) = slots(&node, None, &id).await.remove(0);
+    let book = |country: Value| json!({"start": start, "end": end, "country": country});
+    let path = format!("/api/talent/profiles/{id}/bookings");
+    let (s, b) = node
+        .call_as(Some(&bob), "POST", &path, Some(book(Value::Null)))
+        .await;
+    assert_error(s, &b, 400, "invalid_argument");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("country")),
+        "{b}"
+    );
+    let (s, b) = node
+        .call_as(Some(&bob), "POST", &path, Some(book(json!("XX"))))
+        .await;
+    assert_error(s, &b, 400, "invalid_argument");
+    let (s, booking) = node
+        .call_as(Some(&bob), "POST", &path, Some(book(json!("FR"))))
+        .await;
+    assert_eq!(
+        (s, booking["country"].as_str()),
+        (201, Some("FR")),
+        "{booking}"
+    );
+    let booking_id = booking["id"].as_str().expect("id");
+    let (s, confirmed) = node
+        .call_as(
+            Some(&alice),
+            "POST",
+            &format!("/api/talent/bookings/{booking_id}/confirm"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{confirmed}");
+    let order_id = confirmed["order_id"].as_str().expect("an order");
+    let (s, order) = node
+        .call_as(
+            Some(&bob),
+            "GET",
+            &format!("/api/commerce/orders/{order_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{order}");
+    assert_eq!(
+        (
+            order["user_id"].as_str(),
+            order["status"].as_str(),
+            order["total_amount"].as_i64()
+        ),
+        (Some(bob_id.as_str()), Some("pending"), Some(8000)),
+        "{order}"
+    );
+    for token in [&alice, &bob] {
+        let (s, inbox) = node
+            .call_as(Some(token), "GET", "/api/notifications", None)
+            .await;
+        assert_eq!(s, 200, "{inbox}");
+        assert_eq!(
+            inbox["items"][0]["template"], "talent.booking_confirmed",
+            "{inbox}"
+        );
+    }
+}

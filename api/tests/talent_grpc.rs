@@ -226,6 +226,7 @@ async fn a_talent_is_booked_over_grpc_and_the_booking_moves_through_its_states()
                 start: first.start.clone(),
                 end: first.end.clone(),
                 note: Some("Code review".into()),
+                country: None,
             },
             &client_token,
         ))
@@ -254,6 +255,7 @@ async fn a_talent_is_booked_over_grpc_and_the_booking_moves_through_its_states()
                 start: rfc3339(first_start + 30 * MINUTE_MS),
                 end: rfc3339(first_start + 90 * MINUTE_MS),
                 note: None,
+                country: None,
             },
             &other,
         ))
@@ -269,6 +271,7 @@ async fn a_talent_is_booked_over_grpc_and_the_booking_moves_through_its_states()
                 start: slots[0].start.clone(),
                 end: slots[0].end.clone(),
                 note: None,
+                country: None,
             },
             &talent,
         ))
@@ -385,6 +388,7 @@ async fn a_talent_is_booked_over_grpc_and_the_booking_moves_through_its_states()
                 start: slot.start.clone(),
                 end: slot.end.clone(),
                 note: None,
+                country: None,
             },
             token,
         )
@@ -695,6 +699,7 @@ async fn bad_input_missing_credentials_and_unknown_ids_get_their_status_codes() 
                 start: "tomorrow".into(),
                 end: rfc3339(d0),
                 note: None,
+                country: None,
             },
             &nobody,
         ))
@@ -709,6 +714,7 @@ async fn bad_input_missing_credentials_and_unknown_ids_get_their_status_codes() 
         start: rfc3339(d0 + 9 * 60 * MINUTE_MS),
         end: rfc3339(d0 + 10 * 60 * MINUTE_MS),
         note: None,
+        country: None,
     };
     assert_status(
         c.book(Request::new(booking())).await,

@@ -89,6 +89,15 @@ macro_rules! migrations {
                 "referral",
                 include_str!(concat!("../../migrations/", $dir, "/0011_referral.sql")),
             ),
+            (
+                12,
+                "talent_orders",
+                include_str!(concat!(
+                    "../../migrations/",
+                    $dir,
+                    "/0012_talent_orders.sql"
+                )),
+            ),
         ]
     };
 }

@@ -278,16 +278,21 @@ impl Provider {
             w.give("notification", config.realtime),
             config.notification,
         )?;
-        let talent = TalentService::new(
-            w.give("talent", db.clone()),
-            w.give("talent", policies.clone()),
-        );
         let commerce = CommerceService::new(
             w.give("commerce", db.clone()),
             w.give("commerce", policies.clone()),
             w.give("commerce", babel.clone()),
             w.give("commerce", notifications.clone()),
             config.commerce,
+        );
+        // A confirmed booking becomes an order for the talent's rate; both parties are told.
+        let talent = TalentService::new(
+            w.give("talent", db.clone()),
+            w.give("talent", policies.clone()),
+        )
+        .with_orders(
+            w.give("talent", commerce.clone()),
+            w.give("talent", notifications.clone()),
         );
         // Subscribes itself to commerce's paid orders (the `first_paid_order` condition).
         let referrals = ReferralService::new(

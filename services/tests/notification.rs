@@ -467,7 +467,12 @@ async fn templates_are_checked_stored_listed_deleted_and_guarded() {
             .expect("page 2");
         assert_eq!(
             names(&p2.items),
-            ["referral.held/en", "referral.rewarded/en", "welcome/en"]
+            [
+                "referral.held/en",
+                "referral.rewarded/en",
+                "talent.booking_confirmed/en",
+                "welcome/en"
+            ]
         );
         assert!(p2.next_cursor.is_none(), "the last page");
         let only = svc

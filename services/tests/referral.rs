@@ -10,16 +10,15 @@ mod common;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use futures_util::future::{BoxFuture, join_all};
-use serde_json::value::RawValue;
+use futures_util::future::join_all;
 use serde_json::{Value, json};
 use services::ServiceError;
-use services::campaign::{BroadcastError, Broadcaster, LiveCampaign, NewCampaign};
+use services::campaign::NewCampaign;
 use services::commerce::{
     ConfirmPayment, NewLine, NewOrder, NewPayment, NewProduct, Order, accounts,
 };
-use services::notification::{DeliveryConfig, InboxFilter, RealtimeSink};
-use services::provider::{Provider, ProviderConfig};
+use services::notification::InboxFilter;
+use services::provider::Provider;
 use services::referral::{
     Approval, FraudRule, NewCode, Referral, ReferralFilter, ReferralStatus, Rejection,
 };
@@ -32,48 +31,6 @@ static ADMIN: LazyLock<Caller> = LazyLock::new(|| Caller::user("boss", vec![Role
 static MANAGER: LazyLock<Caller> =
     LazyLock::new(|| Caller::user("mia", vec![Role::CampaignManager]));
 
-/// The engine is not under test here: campaigns are stored, nothing is broadcast.
-struct Quiet;
-
-impl Broadcaster for Quiet {
-    fn upsert(&self, _: LiveCampaign) -> BoxFuture<'_, Result<(), BroadcastError>> {
-        Box::pin(async { Ok(()) })
-    }
-    fn end(&self, _: &str) -> BoxFuture<'_, Result<(), BroadcastError>> {
-        Box::pin(async { Ok(()) })
-    }
-    fn state(&self, _: &str, _: Box<RawValue>) -> BoxFuture<'_, Result<(), BroadcastError>> {
-        Box::pin(async { Ok(()) })
-    }
-    fn publish(
-        &self,
-        _: &str,
-        _: &str,
-        _: Box<RawValue>,
-        _: bool,
-    ) -> BoxFuture<'_, Result<u64, BroadcastError>> {
-        Box::pin(async { Ok(1) })
-    }
-    fn running(&self) -> Vec<String> {
-        Vec::new()
-    }
-    fn message(
-        &self,
-        _: &str,
-        _: &str,
-        _: &str,
-        _: Box<RawValue>,
-    ) -> BoxFuture<'_, Result<u64, BroadcastError>> {
-        Box::pin(async { Ok(1) })
-    }
-}
-
-impl RealtimeSink for Quiet {
-    fn push(&self, _: &str, _: Box<RawValue>) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async { Ok(()) })
-    }
-}
-
 struct Fixture {
     p: Provider,
     home: common::TestDb,
@@ -82,24 +39,7 @@ struct Fixture {
 async fn fixtures(tag: &str) -> Vec<Fixture> {
     let mut out = Vec::new();
     for home in common::databases(tag).await {
-        let p = Provider::new(ProviderConfig {
-            db: home.db.clone(),
-            broadcaster: std::sync::Arc::new(Quiet),
-            cache: None,
-            tokens: services::user::TokenConfig {
-                secret: vec![7; 32],
-                access_ttl: Duration::from_secs(60),
-                refresh_ttl: Duration::from_secs(120),
-            },
-            localization: services::localization::LocalizationConfig::default(),
-            babel: services::babel::BabelConfig::default(),
-            realtime: std::sync::Arc::new(Quiet),
-            notification: DeliveryConfig::default(),
-            scheduler: services::scheduler::SchedulerConfig::default(),
-            commerce: services::commerce::CommerceConfig::default(),
-        })
-        .await
-        .expect("provider");
+        let p = common::provider(&home.db).await;
         out.push(Fixture { p, home });
     }
     out

@@ -101,6 +101,7 @@ fn booking(start: &str, end: &str) -> NewBooking {
         start: start.to_owned(),
         end: end.to_owned(),
         note: None,
+        country: None,
     }
 }
 

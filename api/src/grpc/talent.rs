@@ -123,6 +123,8 @@ fn booking_pb(b: Booking) -> pb::Booking {
         note: b.note,
         created_at: b.created_at,
         updated_at: b.updated_at,
+        country: b.country,
+        order_id: b.order_id,
     }
 }
 
@@ -305,6 +307,7 @@ impl TalentService for Talent {
             start: r.start,
             end: r.end,
             note: r.note,
+            country: r.country,
         };
         let b = self
             .0

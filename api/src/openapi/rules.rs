@@ -210,6 +210,7 @@ fn talent(doc: &mut Value) {
     for name in ["start", "end"] {
         set(property(doc, "NewTalentBooking", name), &instant);
     }
+    set(property(doc, "NewTalentBooking", "country"), &country());
     set(
         property(doc, "NewTalentBooking", "note"),
         &json!({"pattern": trimmed(0, MAX_NOTE_LEN, multi_line)}),

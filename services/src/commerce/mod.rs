@@ -23,6 +23,11 @@
 //!   to zero per currency, written in the transaction of the change: a payment moves the
 //!   total into `provider:<name>` against `sales` (net) and `tax_payable` (tax); a refund
 //!   moves it out of `provider:<name>` into `refunds`. Balances are sums of entries.
+//! * A movement with a reference (`record_movement_once`, e.g. `referral:<id>` for a
+//!   referral reward) is written once whatever the concurrency: the reference's row in
+//!   `service_commerce_movement_ref` is claimed in the movement's transaction.
+//! * Listeners (`on_order_paid`: the referral service's `first_paid_order` rewards) are told
+//!   of every paid order after the payment committed.
 //! * A succeeded payment issues the order's invoice, numbered `YYYY-NNNNNN` per year (UTC)
 //!   without gaps: the year's counter row is taken in the payment's transaction.
 //! * Webhooks: `Ovasabi-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">` under
@@ -103,6 +108,17 @@ pub struct WebhookResult {
     pub applied: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payment: Option<Payment>,
+}
+
+/// An order for time: `minutes` of a SKU priced per hour, for `user_id` in `country`.
+#[derive(Debug, Clone)]
+pub struct TimeOrder {
+    pub user_id: String,
+    pub country: String,
+    pub sku: String,
+    pub minutes: u32,
+    /// The line's name (the product's when `None`); `(N min)` is appended.
+    pub description: Option<String>,
 }
 
 /// A movement recorded once per reference.
@@ -353,56 +369,25 @@ impl CommerceService {
         };
         crate::babel::model::validate_country("country", &new.country)?;
         model::validate_lines(&new.lines)?;
-        let system = Caller::system();
         let mut lines = Vec::with_capacity(new.lines.len());
-        let (mut market, mut currency) = (String::new(), String::new());
-        let (mut net, mut tax, mut total) = (0i64, 0i64, 0i64);
+        let mut currency = (String::new(), String::new());
         for (i, l) in new.lines.iter().enumerate() {
             let field = format!("lines[{i}].sku");
-            let product = match self.repo.product(&l.sku).await? {
-                Some(p) if p.active => p,
-                Some(_) => {
-                    return Err(ServiceError::invalid(
-                        &field,
-                        format!("product {} is not on sale", l.sku),
-                    ));
-                }
-                None => {
-                    return Err(ServiceError::invalid(
-                        &field,
-                        format!("no product {}", l.sku),
-                    ));
-                }
-            };
-            let quote = self
-                .babel
-                .price(
-                    &system,
-                    &PriceRequest {
-                        sku: product.sku.clone(),
-                        category: None,
-                        country: new.country.clone(),
-                        locale: None,
-                        base_amount: Some(product.base_amount),
-                        base_currency: Some(product.currency.clone()),
-                    },
-                )
-                .await?;
+            let (product, quote) = self.quote(&field, &l.sku, &new.country).await?;
             if i == 0 {
-                market.clone_from(&quote.market);
-                currency.clone_from(&quote.currency);
-            } else if quote.currency != currency {
+                currency = (quote.market.clone(), quote.currency.clone());
+            } else if quote.currency != currency.1 {
                 return Err(ServiceError::invalid(
                     &field,
                     format!(
-                        "priced in {} while the order is in {currency}: currencies are never \
+                        "priced in {} while the order is in {}: currencies are never \
                          mixed or converted",
-                        quote.currency
+                        quote.currency, currency.1
                     ),
                 ));
             }
             let q = i64::from(l.quantity);
-            let line = OrderLine {
+            lines.push(OrderLine {
                 sku: product.sku,
                 name: product.name,
                 quantity: l.quantity,
@@ -413,22 +398,118 @@ impl CommerceService {
                 net_amount: model::times(&field, quote.net_amount, q)?,
                 tax_amount: model::times(&field, quote.tax_amount, q)?,
                 total_amount: model::times(&field, quote.gross_amount, q)?,
-                price_source: serde_json::to_value(quote.source)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
+                price_source: source_name(&quote),
                 price_rule: quote.rule.map(|r| r.id),
-            };
+            });
+        }
+        self.store_order(caller, user_id, new.country, currency, lines)
+            .await
+    }
+
+    /// Places a pending order of `new.user_id` for `new.minutes` of a SKU priced per hour
+    /// (the order of a confirmed talent booking): one line of quantity 1 whose unit prices
+    /// are Babel's hourly prices for the country times minutes / 60, rounded half up, tax
+    /// being gross minus net. Needs `manage` (the talent service calls it as the system).
+    ///
+    /// # Errors
+    /// As [`CommerceService::place_order`], naming `sku` for a product that does not exist
+    /// or is not on sale and `minutes` for 0 or more than a day.
+    pub async fn place_time_order(
+        &self,
+        caller: &Caller,
+        new: TimeOrder,
+    ) -> Result<Order, ServiceError> {
+        self.policies.require(caller, RESOURCE, "manage")?;
+        crate::talent::model::validate_id("user_id", &new.user_id)?;
+        crate::babel::model::validate_country("country", &new.country)?;
+        if new.minutes == 0 || new.minutes > 24 * 60 {
+            return Err(ServiceError::invalid("minutes", "1 to 1440 minutes"));
+        }
+        let (product, quote) = self.quote("sku", &new.sku, &new.country).await?;
+        let part = |amount: i64| -> Result<i64, ServiceError> {
+            let scaled = (i128::from(amount) * i128::from(new.minutes) + 30) / 60;
+            i64::try_from(scaled).map_err(|_| ServiceError::invalid("minutes", "total too large"))
+        };
+        let gross = part(quote.gross_amount)?;
+        let net = part(quote.net_amount)?.min(gross);
+        let line = OrderLine {
+            sku: product.sku,
+            name: format!(
+                "{} ({} min)",
+                new.description.unwrap_or(product.name),
+                new.minutes
+            ),
+            quantity: 1,
+            unit_net: net,
+            unit_tax: gross - net,
+            unit_gross: gross,
+            tax_rate_bp: quote.tax_rate_bp,
+            net_amount: net,
+            tax_amount: gross - net,
+            total_amount: gross,
+            price_source: source_name(&quote),
+            price_rule: quote.rule.map(|r| r.id),
+        };
+        let market = (quote.market, quote.currency);
+        self.store_order(caller, new.user_id, new.country, market, vec![line])
+            .await
+    }
+
+    /// The product `sku` (on sale) and Babel's price of it in `country`.
+    async fn quote(
+        &self,
+        field: &str,
+        sku: &str,
+        country: &str,
+    ) -> Result<(Product, crate::babel::model::Quote), ServiceError> {
+        let product = match self.repo.product(sku).await? {
+            Some(p) if p.active => p,
+            Some(_) => {
+                return Err(ServiceError::invalid(
+                    field,
+                    format!("product {sku} is not on sale"),
+                ));
+            }
+            None => return Err(ServiceError::invalid(field, format!("no product {sku}"))),
+        };
+        let quote = self
+            .babel
+            .price(
+                &Caller::system(),
+                &PriceRequest {
+                    sku: product.sku.clone(),
+                    category: None,
+                    country: country.to_owned(),
+                    locale: None,
+                    base_amount: Some(product.base_amount),
+                    base_currency: Some(product.currency.clone()),
+                },
+            )
+            .await?;
+        Ok((product, quote))
+    }
+
+    /// Stores a pending order of `lines` (priced) for `user_id` in `country`, its market and
+    /// currency `(market, currency)`, with its audit row.
+    async fn store_order(
+        &self,
+        caller: &Caller,
+        user_id: String,
+        country: String,
+        (market, currency): (String, String),
+        lines: Vec<OrderLine>,
+    ) -> Result<Order, ServiceError> {
+        let (mut net, mut tax, mut total) = (0i64, 0i64, 0i64);
+        for line in &lines {
             net = model::plus("lines", net, line.net_amount)?;
             tax = model::plus("lines", tax, line.tax_amount)?;
             total = model::plus("lines", total, line.total_amount)?;
-            lines.push(line);
         }
         let now = self.clock.now_ms();
         let order = Order {
             id: uuid::Uuid::now_v7().to_string(),
             user_id,
-            country: new.country,
+            country,
             market,
             currency,
             status: OrderStatus::Pending,
@@ -1204,6 +1285,14 @@ fn replay(
         payment,
         replayed: true,
     })
+}
+
+/// How Babel priced a quote, as stored on the line (`rule`, `base`, ...).
+fn source_name(quote: &crate::babel::model::Quote) -> String {
+    serde_json::to_value(quote.source)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 /// Counts and logs a settled payment.

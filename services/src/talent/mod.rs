@@ -23,6 +23,16 @@
 //!   availability, or overlaps a requested or confirmed booking of the talent is a 409 saying
 //!   which; two overlapping bookings are never both held, whatever the concurrency (see
 //!   `repo`).
+//! * Orders (when built [`TalentService::with_orders`], as the `Provider` does): booking a
+//!   talent with an hourly rate needs the client's billing `country`; confirming it first
+//!   places the client's order for the booked minutes at that rate (commerce's
+//!   `place_time_order`, priced by Babel for the country), then confirms the booking with the
+//!   order's id in one transaction; a refused confirmation (a race lost, a state that does
+//!   not allow it) cancels the order again, and a rate that cannot be priced (no product, no
+//!   price in the country) is a 409 that leaves the booking requested. Cancelling a confirmed
+//!   booking cancels its order while it is pending (a paid one is left to a manager's refund).
+//!   Both parties are told of a confirmation (template `talent.booking_confirmed`, in-app and
+//!   real time) after it committed.
 //! * Every change writes its audit row in its transaction: `talent.create`, `talent.update`,
 //!   `talent.availability`, `talent.delete` (entity `talent_profile`), `talent.book`,
 //!   `talent.confirm`, `talent.decline`, `talent.cancel`, `talent.complete` (entity
@@ -41,6 +51,8 @@ pub use model::{
     NewProfile, Profile, ProfileFilter, ProfileUpdate, Slot, SlotQuery, Visibility, WeeklyRule,
 };
 
+use crate::commerce::{CommerceService, TimeOrder};
+use crate::notification::{Channel, NotificationService, Recipients, SendRequest};
 use crate::page::{check_limit, paginate};
 use crate::scheduler::Clock;
 use crate::security::{Caller, Policies};
@@ -59,6 +71,14 @@ pub struct TalentService {
     repo: TalentRepo,
     policies: Policies,
     clock: Clock,
+    orders: Option<Orders>,
+}
+
+/// Where confirmed bookings become orders, and how both parties are told.
+#[derive(Clone, Debug)]
+struct Orders {
+    commerce: CommerceService,
+    notifications: NotificationService,
 }
 
 impl TalentService {
@@ -67,7 +87,23 @@ impl TalentService {
             repo: TalentRepo::new(db),
             policies,
             clock: Clock::system(),
+            orders: None,
         }
+    }
+
+    /// The same service turning each confirmed booking of a talent with an hourly rate into
+    /// a commerce order, and telling both parties of every confirmation.
+    #[must_use]
+    pub fn with_orders(
+        mut self,
+        commerce: CommerceService,
+        notifications: NotificationService,
+    ) -> Self {
+        self.orders = Some(Orders {
+            commerce,
+            notifications,
+        });
+        self
     }
 
     /// The same service reading the time from `clock`.
@@ -402,6 +438,11 @@ impl TalentService {
         }
         model::validate_duration("end", (end - start) / MINUTE_MS)?;
         let note = model::validate_note(new.note.as_deref())?;
+        let country = new
+            .country
+            .as_deref()
+            .map(|c| crate::babel::model::validate_country("country", c).map(|()| c.to_owned()))
+            .transpose()?;
         let now = self.clock.now_ms();
         if start < now {
             return Err(ServiceError::Conflict {
@@ -425,7 +466,9 @@ impl TalentService {
             start_ms: start,
             end_ms: end,
             note,
+            country,
         };
+        let priced = self.orders.is_some();
         let audit = caller.audit("talent.book", "talent_booking", &insert.id);
         let booking = self
             .repo
@@ -438,6 +481,15 @@ impl TalentService {
                     return Err(ServiceError::Conflict {
                         message: "a talent cannot book their own profile".to_owned(),
                     });
+                }
+                if priced && p.hourly_rate_sku.is_some() && insert.country.is_none() {
+                    return Err(ServiceError::invalid(
+                        "country",
+                        format!(
+                            "talent {talent_id} has an hourly rate: the billing country prices \
+                             the order of the booking"
+                        ),
+                    ));
                 }
                 let tz = model::validate_timezone(&p.timezone)?;
                 if !model::Schedule::of(&p.availability)?.covers(tz, start, end) {
@@ -491,12 +543,13 @@ impl TalentService {
         id: &str,
         to: BookingStatus,
         action: &str,
+        order_id: Option<&str>,
     ) -> Result<Booking, ServiceError> {
         self.policies.require(caller, RESOURCE, "book")?;
         let audit = caller.audit(action, "talent_booking", id);
         let now = self.clock.now_ms();
         self.repo
-            .transition(id, to, now, audit, |row| {
+            .transition(id, to, order_id, now, audit, |row| {
                 let b = &row.booking;
                 let manages = self.manages(caller);
                 // Who may, first (a stranger learns nothing); then, for a transition the
@@ -537,8 +590,140 @@ impl TalentService {
     /// [`ServiceError::Unauthenticated`]/[`ServiceError::Forbidden`] (the client), database
     /// failures.
     pub async fn confirm(&self, caller: &Caller, id: &str) -> Result<Booking, ServiceError> {
-        self.transition(caller, id, BookingStatus::Confirmed, "talent.confirm")
+        let Some(orders) = &self.orders else {
+            return self
+                .transition(caller, id, BookingStatus::Confirmed, "talent.confirm", None)
+                .await;
+        };
+        self.policies.require(caller, RESOURCE, "book")?;
+        // The order first (so that no booking is confirmed without it), once the caller is
+        // known to be allowed; it is cancelled again when the confirmation is refused.
+        let row = self
+            .repo
+            .get_booking(id)
+            .await?
+            .ok_or_else(|| repo::not_found("talent_booking", id))?;
+        let b = &row.booking;
+        match self.party(caller, b) {
+            None if !self.manages(caller) => return Err(repo::not_found("talent_booking", id)),
+            Some(BookingSide::Client) if !self.manages(caller) => {
+                return Err(ServiceError::Forbidden {
+                    message: format!("only the talent may make booking {id} confirmed"),
+                });
+            }
+            _ => {}
+        }
+        let profile = self
+            .repo
+            .get(&b.talent_id)
+            .await?
+            .ok_or_else(|| repo::not_found("talent_profile", &b.talent_id))?
+            .profile;
+        let order = match (&profile.hourly_rate_sku, &b.country) {
+            (Some(sku), Some(country)) if b.status == BookingStatus::Requested => {
+                let minutes = u32::try_from((row.end_ms - row.start_ms) / MINUTE_MS).unwrap_or(0);
+                let new = TimeOrder {
+                    user_id: b.client_id.clone(),
+                    country: country.clone(),
+                    sku: sku.clone(),
+                    minutes,
+                    description: Some(profile.headline.clone()),
+                };
+                match orders
+                    .commerce
+                    .place_time_order(&Caller::system(), new)
+                    .await
+                {
+                    Ok(o) => Some(o),
+                    Err(e @ (ServiceError::Invalid { .. } | ServiceError::NotFound { .. })) => {
+                        return Err(ServiceError::Conflict {
+                            message: format!(
+                                "booking {id} cannot be confirmed: its order for the rate {sku} \
+                                 in {country} cannot be placed ({e})"
+                            ),
+                        });
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            _ => None,
+        };
+        let confirmed = self
+            .transition(
+                caller,
+                id,
+                BookingStatus::Confirmed,
+                "talent.confirm",
+                order.as_ref().map(|o| o.id.as_str()),
+            )
+            .await;
+        match confirmed {
+            Ok(b) => {
+                self.tell_confirmed(orders, &b, &profile, order.as_ref())
+                    .await;
+                Ok(b)
+            }
+            Err(e) => {
+                if let Some(o) = &order {
+                    self.drop_order(orders, &o.id).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Cancels the pending order `order_id` of a booking that will not happen; a paid one
+    /// is left to a manager's refund (logged).
+    async fn drop_order(&self, orders: &Orders, order_id: &str) {
+        if let Err(e) = orders
+            .commerce
+            .cancel_order(&Caller::system(), order_id)
             .await
+        {
+            tracing::warn!(order = order_id, error = %e, "order of a booking not cancelled");
+        }
+    }
+
+    /// Tells the client and the talent of a confirmed booking (in-app and real time), after
+    /// the change committed; a failure is logged, never undoes it.
+    async fn tell_confirmed(
+        &self,
+        orders: &Orders,
+        b: &Booking,
+        profile: &Profile,
+        order: Option<&crate::commerce::Order>,
+    ) {
+        let amount = order.map_or_else(String::new, |o| {
+            match crate::babel::money::currency("currency", &o.currency) {
+                Ok(c) => crate::babel::money::format(o.total_amount, c, &Default::default()),
+                Err(_) => format!("{} {}", o.total_amount, o.currency),
+            }
+        });
+        let vars = serde_json::json!({
+            "booking_id": b.id,
+            "headline": profile.headline,
+            "start": b.start,
+            "end": b.end,
+            "order_id": order.map(|o| o.id.clone()).unwrap_or_default(),
+            "amount": amount,
+        });
+        let req = SendRequest {
+            template: "talent.booking_confirmed".to_owned(),
+            variables: match vars {
+                serde_json::Value::Object(m) => m,
+                _ => serde_json::Map::new(),
+            },
+            channels: vec![Channel::InApp, Channel::Realtime],
+            recipients: Recipients {
+                user_ids: Some(vec![b.client_id.clone(), b.talent_user_id.clone()]),
+                role: None,
+            },
+            campaign_id: None,
+        };
+        if let Err(e) = orders.notifications.send(&Caller::system(), req).await {
+            metrics::counter!("ovasabi_talent_notifications_failed_total").increment(1);
+            tracing::warn!(booking = %b.id, error = %e, "booking confirmation not sent");
+        }
     }
 
     /// `requested` → `declined`, by the talent. Needs `book`.
@@ -546,7 +731,7 @@ impl TalentService {
     /// # Errors
     /// As [`TalentService::confirm`].
     pub async fn decline(&self, caller: &Caller, id: &str) -> Result<Booking, ServiceError> {
-        self.transition(caller, id, BookingStatus::Declined, "talent.decline")
+        self.transition(caller, id, BookingStatus::Declined, "talent.decline", None)
             .await
     }
 
@@ -555,8 +740,13 @@ impl TalentService {
     /// # Errors
     /// As [`TalentService::confirm`].
     pub async fn cancel(&self, caller: &Caller, id: &str) -> Result<Booking, ServiceError> {
-        self.transition(caller, id, BookingStatus::Cancelled, "talent.cancel")
-            .await
+        let b = self
+            .transition(caller, id, BookingStatus::Cancelled, "talent.cancel", None)
+            .await?;
+        if let (Some(orders), Some(order)) = (&self.orders, b.order_id.as_deref()) {
+            self.drop_order(orders, order).await;
+        }
+        Ok(b)
     }
 
     /// `confirmed` → `completed`, by the talent, once the booking has started. Needs `book`.
@@ -564,8 +754,14 @@ impl TalentService {
     /// # Errors
     /// As [`TalentService::confirm`]; [`ServiceError::Conflict`] before the start.
     pub async fn complete(&self, caller: &Caller, id: &str) -> Result<Booking, ServiceError> {
-        self.transition(caller, id, BookingStatus::Completed, "talent.complete")
-            .await
+        self.transition(
+            caller,
+            id,
+            BookingStatus::Completed,
+            "talent.complete",
+            None,
+        )
+        .await
     }
 
     /// A page of the caller's bookings by id: of its own profile (`side` talent) or made by

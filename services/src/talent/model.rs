@@ -288,6 +288,12 @@ pub struct Booking {
     pub status: BookingStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The client's billing country (ISO 3166-1 alpha-2), when the talent has an hourly rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    /// The commerce order created when the booking was confirmed (for the talent's rate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -302,6 +308,10 @@ pub struct NewBooking {
     pub end: String,
     #[serde(default)]
     pub note: Option<String>,
+    /// The client's billing country (ISO 3166-1 alpha-2): required to book a talent with an
+    /// hourly rate, whose confirmed booking becomes an order priced for that country.
+    #[serde(default)]
+    pub country: Option<String>,
 }
 
 /// Which bookings a list returns.

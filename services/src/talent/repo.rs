@@ -27,7 +27,7 @@ macro_rules! profile_columns {
 macro_rules! booking_columns {
     () => {
         "b.id, b.talent_id, p.user_id AS talent_user_id, b.client_id, b.start_ms, b.end_ms, \
-         b.status, b.note, b.created_at, b.updated_at \
+         b.status, b.note, b.country, b.order_id, b.created_at, b.updated_at \
          FROM service_talent_booking b JOIN service_talent_profile p ON p.id = b.talent_id"
     };
 }
@@ -68,13 +68,14 @@ portable_sql! {
         count_upcoming: "SELECT COUNT(*) FROM service_talent_booking WHERE talent_id = $1 \
                          AND status IN ('requested', 'confirmed') AND end_ms > $2",
         insert_booking: "INSERT INTO service_talent_booking \
-                         (id, talent_id, client_id, start_ms, end_ms, status, note, created_at, \
-                          updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, 'requested', $6, $7, $7)",
+                         (id, talent_id, client_id, start_ms, end_ms, status, note, country, \
+                          created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, 'requested', $6, $8, $7, $7)",
         get_booking: concat!("SELECT ", booking_columns!(), " WHERE b.id = $1"),
         get_booking_for_update: concat!("SELECT ", booking_columns!(),
                                         " WHERE b.id = $1{pg: FOR UPDATE OF b}"),
-        set_status: "UPDATE service_talent_booking SET status = $2, updated_at = $3 WHERE id = $1",
+        set_status: "UPDATE service_talent_booking SET status = $2, updated_at = $3, \
+                     order_id = COALESCE($4, order_id) WHERE id = $1",
         of_talent: concat!("SELECT ", booking_columns!(),
                            " WHERE b.talent_id = $1 AND ($2{text} IS NULL OR b.status = $2) \
                             AND ($3{text} IS NULL OR b.id > $3) ORDER BY b.id LIMIT $4"),
@@ -155,6 +156,8 @@ macro_rules! booking_row {
                 status: BookingStatus::parse("status", &status)
                     .map_err(|e| corrupt("service_talent_booking", &id, "status", e))?,
                 note: row.try_get("note")?,
+                country: row.try_get("country")?,
+                order_id: row.try_get("order_id")?,
                 created_at: rfc3339(created_ms),
                 updated_at: rfc3339(updated_ms),
                 id,
@@ -178,6 +181,7 @@ pub(crate) struct BookingInsert {
     pub start_ms: i64,
     pub end_ms: i64,
     pub note: Option<String>,
+    pub country: Option<String>,
 }
 
 /// The 409 of a booking whose time another one holds.
@@ -485,6 +489,7 @@ impl TalentRepo {
                     .bind(b.end_ms)
                     .bind(b.note.as_deref())
                     .bind(now)
+                    .bind(b.country.as_deref())
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| {
@@ -503,6 +508,8 @@ impl TalentRepo {
                     end: rfc3339(b.end_ms),
                     status: BookingStatus::Requested,
                     note: b.note.clone(),
+                    country: b.country.clone(),
+                    order_id: None,
                     created_at: rfc3339(now),
                     updated_at: rfc3339(now),
                 };
@@ -537,6 +544,7 @@ impl TalentRepo {
         &self,
         id: &str,
         to: BookingStatus,
+        order_id: Option<&str>,
         now: i64,
         audit: AuditRecord,
         allow: impl FnOnce(&BookingRow) -> Result<(), ServiceError>,
@@ -567,11 +575,15 @@ impl TalentRepo {
                     .bind(id)
                     .bind(to.as_str())
                     .bind(now)
+                    .bind(order_id)
                     .execute(&mut *tx)
                     .await?;
                 let before = row.booking;
                 let mut after = before.clone();
                 after.status = to;
+                if let Some(o) = order_id {
+                    after.order_id = Some(o.to_owned());
+                }
                 after.updated_at = rfc3339(now);
                 audit::insert!(&mut *tx, sql.audit, &audit.before(&before).after(&after));
                 Ok(after)

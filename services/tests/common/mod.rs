@@ -103,3 +103,85 @@ pub async fn create_schema(url: &str, tag: &str) -> String {
     admin.close().await;
     schema
 }
+
+/// The engine, for the suites that build the whole [`services::Provider`] and do not test
+/// broadcasting: campaigns are stored, nothing is sent anywhere.
+pub struct Quiet;
+
+impl services::campaign::Broadcaster for Quiet {
+    fn upsert(
+        &self,
+        _: services::campaign::LiveCampaign,
+    ) -> services::campaign::BoxFuture<'_, Result<(), services::campaign::BroadcastError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn end(
+        &self,
+        _: &str,
+    ) -> services::campaign::BoxFuture<'_, Result<(), services::campaign::BroadcastError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn state(
+        &self,
+        _: &str,
+        _: Box<serde_json::value::RawValue>,
+    ) -> services::campaign::BoxFuture<'_, Result<(), services::campaign::BroadcastError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn publish(
+        &self,
+        _: &str,
+        _: &str,
+        _: Box<serde_json::value::RawValue>,
+        _: bool,
+    ) -> services::campaign::BoxFuture<'_, Result<u64, services::campaign::BroadcastError>> {
+        Box::pin(async { Ok(1) })
+    }
+    fn running(&self) -> Vec<String> {
+        Vec::new()
+    }
+    fn message(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: Box<serde_json::value::RawValue>,
+    ) -> services::campaign::BoxFuture<'_, Result<u64, services::campaign::BroadcastError>> {
+        Box::pin(async { Ok(1) })
+    }
+}
+
+impl services::notification::RealtimeSink for Quiet {
+    fn push(
+        &self,
+        _: &str,
+        _: Box<serde_json::value::RawValue>,
+    ) -> services::campaign::BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Every service on `db`, built by the [`services::Provider`] as the node builds them (its
+/// real wiring), the engine [`Quiet`].
+pub async fn provider(db: &Database) -> services::Provider {
+    use std::sync::Arc;
+    use std::time::Duration;
+    services::Provider::new(services::provider::ProviderConfig {
+        db: db.clone(),
+        broadcaster: Arc::new(Quiet),
+        cache: None,
+        tokens: services::user::TokenConfig {
+            secret: vec![7; 32],
+            access_ttl: Duration::from_secs(60),
+            refresh_ttl: Duration::from_secs(120),
+        },
+        localization: services::localization::LocalizationConfig::default(),
+        babel: services::babel::BabelConfig::default(),
+        realtime: Arc::new(Quiet),
+        notification: services::notification::DeliveryConfig::default(),
+        scheduler: services::scheduler::SchedulerConfig::default(),
+        commerce: services::commerce::CommerceConfig::default(),
+    })
+    .await
+    .expect("provider")
+}
