@@ -3,6 +3,9 @@
 ALTER TABLE service_talent_booking ADD COLUMN country TEXT;
 ALTER TABLE service_talent_booking ADD COLUMN order_id TEXT;
 
+-- Commerce: what an order was placed for by another service (`talent_booking:<id>`).
+ALTER TABLE service_commerce_order ADD COLUMN placed_for TEXT;
+
 -- The message both parties get when a booking is confirmed (in-app and real-time).
 INSERT INTO service_notification_template
     (template_key, locale, category, subject, body_text, body_html, updated_by, created_at, updated_at)

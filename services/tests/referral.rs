@@ -932,3 +932,57 @@ async fn bad_inputs_are_refused_and_register_nobody() {
         f.finish().await;
     }
 }
+
+#[tokio::test]
+async fn signups_with_two_codes_of_one_referrer_count_together_for_max_referrals() {
+    // Sent at once; password hashing spaces the attributions out, so this checks the count
+    // across codes more than the lock (which `repo` documents).
+    for f in fixtures("referral_max_race").await {
+        let campaign = f
+            .campaign(
+                "cap",
+                json!({"referral_reward": {"amount": 10, "currency": "EUR"}, "max_referrals": 1}),
+            )
+            .await;
+        let ann = f.user("ann", None, "127.0.12.1:1").await;
+        let first = f.code(&ann, Some("cap"), None).await;
+        let second = f.code(&ann, Some("cap"), None).await;
+        let fx = &f;
+        let signups = join_all((0..10).map(|i| {
+            let code = if i % 2 == 0 { &first } else { &second };
+            let (name, addr) = (format!("cap{i}"), format!("127.0.12.{}:1", i + 2));
+            async move { fx.register(&name, None, &addr, Some(code), None).await }
+        }))
+        .await;
+        assert!(signups.iter().all(Result::is_ok), "{signups:?}");
+        let page =
+            f.p.referrals
+                .referrals(
+                    &SYS,
+                    ReferralFilter {
+                        campaign_id: Some(campaign),
+                        ..ReferralFilter::default()
+                    },
+                    None,
+                    Some(100),
+                )
+                .await
+                .expect("referrals");
+        assert_eq!(page.items.len(), 10);
+        let rewarded = page
+            .items
+            .iter()
+            .filter(|r| r.status == ReferralStatus::Rewarded)
+            .count();
+        assert_eq!(rewarded, 1, "{:?}", page.items);
+        assert!(
+            page.items
+                .iter()
+                .filter(|r| r.status == ReferralStatus::Held)
+                .all(|r| reasons(r) == vec![FraudRule::MaxReferrals]),
+            "{:?}",
+            page.items
+        );
+        f.finish().await;
+    }
+}

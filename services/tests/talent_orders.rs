@@ -227,6 +227,14 @@ async fn a_confirmed_booking_becomes_an_order_for_the_rate_and_both_parties_are_
                 "{who:?}"
             );
         }
+        // The order is the booking's: Bob cannot cancel it alone.
+        assert_eq!(order.placed_for, Some(format!("talent_booking:{}", b.id)));
+        match f.p.commerce.cancel_order(&bob, &order_id).await {
+            Err(ServiceError::Conflict { message }) => {
+                assert!(message.contains(&b.id), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
         // Cancelled: its pending order goes too.
         f.p.talent.cancel(&bob, &b.id).await.expect("cancel");
         let order =

@@ -75,6 +75,7 @@ fn order_pb(o: Order) -> pb::Order {
         refunded_amount: o.refunded_amount,
         created_at: o.created_at,
         updated_at: o.updated_at,
+        placed_for: o.placed_for.unwrap_or_default(),
     }
 }
 

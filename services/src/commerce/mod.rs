@@ -119,6 +119,8 @@ pub struct TimeOrder {
     pub minutes: u32,
     /// The line's name (the product's when `None`); `(N min)` is appended.
     pub description: Option<String>,
+    /// What the order is for (`talent_booking:<id>`): its buyer cannot cancel it alone.
+    pub placed_for: Option<String>,
 }
 
 /// A movement recorded once per reference.
@@ -402,7 +404,7 @@ impl CommerceService {
                 price_rule: quote.rule.map(|r| r.id),
             });
         }
-        self.store_order(caller, user_id, new.country, currency, lines)
+        self.store_order(caller, user_id, new.country, currency, lines, None)
             .await
     }
 
@@ -451,8 +453,15 @@ impl CommerceService {
             price_rule: quote.rule.map(|r| r.id),
         };
         let market = (quote.market, quote.currency);
-        self.store_order(caller, new.user_id, new.country, market, vec![line])
-            .await
+        self.store_order(
+            caller,
+            new.user_id,
+            new.country,
+            market,
+            vec![line],
+            new.placed_for,
+        )
+        .await
     }
 
     /// The product `sku` (on sale) and Babel's price of it in `country`.
@@ -498,6 +507,7 @@ impl CommerceService {
         country: String,
         (market, currency): (String, String),
         lines: Vec<OrderLine>,
+        placed_for: Option<String>,
     ) -> Result<Order, ServiceError> {
         let (mut net, mut tax, mut total) = (0i64, 0i64, 0i64);
         for line in &lines {
@@ -519,6 +529,7 @@ impl CommerceService {
             total_amount: total,
             paid_amount: 0,
             refunded_amount: 0,
+            placed_for,
             created_at: crate::time::rfc3339(now),
             updated_at: crate::time::rfc3339(now),
         };
@@ -607,11 +618,12 @@ impl CommerceService {
     }
 
     /// Cancels pending order `id` (one without a pending payment). Needs `buy` (one's own)
-    /// or `manage`.
+    /// or `manage`; an order another service placed (`placed_for`, a talent booking's) only
+    /// with `manage` (the booking's cancellation cancels it).
     ///
     /// # Errors
     /// [`ServiceError::NotFound`], [`ServiceError::Conflict`] (not pending; a pending
-    /// payment), RBAC refusals, database failures.
+    /// payment; placed for something else), RBAC refusals, database failures.
     pub async fn cancel_order(&self, caller: &Caller, id: &str) -> Result<Order, ServiceError> {
         self.policies.require(caller, RESOURCE, "buy")?;
         let audit = caller.audit("commerce.order_cancel", "order", id);
@@ -621,7 +633,17 @@ impl CommerceService {
                 OrderStatus::Cancelled,
                 self.clock.now_ms(),
                 audit,
-                |o| self.may_see(caller, o),
+                |o| {
+                    self.may_see(caller, o)?;
+                    match &o.placed_for {
+                        Some(what) if !self.manages(caller) => Err(ServiceError::Conflict {
+                            message: format!(
+                                "order {id} was placed for {what}: cancel that instead"
+                            ),
+                        }),
+                        _ => Ok(()),
+                    }
+                },
             )
             .await
     }

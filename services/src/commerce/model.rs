@@ -204,6 +204,10 @@ pub struct Order {
     pub total_amount: i64,
     pub paid_amount: i64,
     pub refunded_amount: i64,
+    /// What the order was placed for by another service (`talent_booking:<id>`): the buyer
+    /// cannot cancel it alone (cancelling the booking cancels it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placed_for: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }

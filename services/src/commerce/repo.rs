@@ -23,7 +23,7 @@ use crate::{Database, ServiceError};
 macro_rules! order_columns {
     () => {
         "id, user_id, country, market, currency, status, net_amount, tax_amount, total_amount, \
-         paid_amount, refunded_amount, created_at, updated_at"
+         paid_amount, refunded_amount, created_at, updated_at, placed_for"
     };
 }
 macro_rules! line_columns {
@@ -57,7 +57,7 @@ portable_sql! {
                    FROM service_commerce_product WHERE ($1 OR active) \
                    AND ($2{text} IS NULL OR sku > $2) ORDER BY sku LIMIT $3",
         insert_order: concat!("INSERT INTO service_commerce_order (", order_columns!(), ") \
-                               VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, 0, 0, $9, $9)"),
+                               VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, 0, 0, $9, $9, $10)"),
         insert_line: "INSERT INTO service_commerce_order_line \
                       (order_id, position, sku, name, quantity, unit_net, unit_tax, unit_gross, \
                        tax_rate_bp, net_amount, tax_amount, total_amount, price_source, \
@@ -210,6 +210,7 @@ macro_rules! order_row {
             total_amount: row.try_get("total_amount")?,
             paid_amount: row.try_get("paid_amount")?,
             refunded_amount: row.try_get("refunded_amount")?,
+            placed_for: row.try_get("placed_for")?,
             created_at: rfc3339(created),
             updated_at: rfc3339(updated),
             id,
@@ -619,6 +620,7 @@ impl CommerceRepo {
                     .bind(o.tax_amount)
                     .bind(o.total_amount)
                     .bind(now)
+                    .bind(o.placed_for.as_deref())
                     .execute(&mut *tx)
                     .await?;
                 for (i, l) in o.lines.iter().enumerate() {

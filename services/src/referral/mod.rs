@@ -22,7 +22,8 @@
 //!   account, or the same e-mail after [`model::normalize_email`]), `velocity` (more than N
 //!   sign-ups with the code in the hour, default 10), `same_address` / `same_device` (the
 //!   referee's client address — without its port — or device fingerprint is the referrer's,
-//!   recorded when the code was created, or another referee's of the code), `max_referrals`
+//!   recorded when the code was created, or another referee's of the referrer's codes in the
+//!   campaign), `max_referrals`
 //!   (the referrer has that many referrals in the campaign that were not rejected). A fired
 //!   rule holds the referral (`held`) instead of paying; a reviewer approves it (it becomes
 //!   `pending`, and is paid at once when its condition was met) or rejects it.
@@ -549,7 +550,7 @@ fn fired(
             fire(
                 FraudRule::SameAddress,
                 format!(
-                    "the referee's client address {addr} is that of {} other referee(s) of the code",
+                    "the referee's client address {addr} is that of {} other referee(s) of the referrer",
                     counts.same_addr
                 ),
             );
@@ -567,7 +568,7 @@ fn fired(
             fire(
                 FraudRule::SameDevice,
                 format!(
-                    "the referee's device fingerprint is that of {} other referee(s) of the code",
+                    "the referee's device fingerprint is that of {} other referee(s) of the referrer",
                     counts.same_device
                 ),
             );
@@ -616,6 +617,13 @@ impl Inner {
         let r = self
             .repo
             .attribute(s, audit, |code, counts| {
+                // Deactivated since the registration checked it: the account stays, the
+                // sign-up is not attributed.
+                if !code.code.active {
+                    return Err(ServiceError::Conflict {
+                        message: format!("referral code {} was deactivated", code.code.code),
+                    });
+                }
                 let reasons = fired(rules, code, s, facts, counts);
                 let (status, reward_on, converted_at) = match (&rules.reward, reasons.is_empty()) {
                     (None, _) => (ReferralStatus::Attributed, None, None),
@@ -649,7 +657,11 @@ impl Inner {
         match r.status {
             ReferralStatus::Held => self.tell_held(&r).await,
             ReferralStatus::Pending if due(&r) => {
-                self.pay(&r).await?;
+                // Attributed either way; an approval completes a payment that failed here.
+                if let Err(e) = self.pay(&r).await {
+                    metrics::counter!("ovasabi_referral_payment_failures_total").increment(1);
+                    tracing::error!(error = %e, referral = %r.id, "referral reward not paid yet");
+                }
             }
             _ => {}
         }

@@ -18,8 +18,8 @@ pub const MAX_DEVICE_LEN: usize = 128;
 pub const MAX_NOTE_LEN: usize = 500;
 /// Sign-ups per code and hour above which `velocity` fires, unless the campaign says.
 pub const DEFAULT_VELOCITY_PER_HOUR: u32 = 10;
-/// The largest reward (minor units).
-pub const MAX_REWARD: i64 = crate::babel::money::MAX_AMOUNT;
+/// The largest reward (minor units): both sides' credits, together, are one ledger amount.
+pub const MAX_REWARD: i64 = crate::babel::money::MAX_AMOUNT / 2;
 
 /// Where a referral stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -2,9 +2,11 @@
 //! query written once for both dialects ([`Queries`], see [`crate::sql`]).
 //!
 //! A sign-up's fraud counts (sign-ups of the code in the last hour, the referrer's referrals
-//! in the campaign, other referees from the same address or device) and its insert run in one
-//! transaction that holds the code's row (`FOR UPDATE` on Postgres, `BEGIN IMMEDIATE` on
-//! SQLite): two sign-ups with one code are counted one after the other.
+//! in the campaign, other referees of the referrer's codes in the campaign from the same
+//! address or device) and its insert run in one transaction that holds the rows of every code
+//! the referrer has in that campaign (`FOR UPDATE` in code order on Postgres,
+//! `BEGIN IMMEDIATE` on SQLite): two sign-ups with codes of one referrer and campaign are
+//! counted one after the other.
 //!
 //! Status changes are conditional updates (`... WHERE status = 'held'`) whose changed-row
 //! count says whether this call made the change: of concurrent triggers, one wins.
@@ -57,6 +59,11 @@ portable_sql! {
                        updated_at) VALUES ($1, $2, $3, TRUE, $4, $5, $6, $6)",
         code: concat!("SELECT ", code_columns!(), " WHERE code = $1"),
         code_for_update: concat!("SELECT ", code_columns!(), " WHERE code = $1{for_update}"),
+        /// Every code of owner `$1` in campaign `$2` (global ones when NULL), locked in code
+        /// order: sign-ups with any of them are counted one after the other.
+        lock_owner_codes: "SELECT code FROM service_referral_code WHERE owner_id = $1 \
+                           AND (campaign_id = $2 OR (campaign_id IS NULL AND $2{text} IS NULL)) \
+                           ORDER BY code{for_update}",
         codes: concat!("SELECT ", code_columns!(),
                        " WHERE ($1{text} IS NULL OR owner_id = $1) \
                         AND ($2{text} IS NULL OR campaign_id = $2) \
@@ -68,10 +75,15 @@ portable_sql! {
         referrals_in_campaign: "SELECT COUNT(*) FROM service_referral_referral \
                                 WHERE referrer_id = $1 AND campaign_id = $2 \
                                 AND status <> 'rejected'",
+        /// Referees of referrer `$1`'s codes in campaign `$2` from address `$3`.
         same_addr: "SELECT COUNT(*) FROM service_referral_referral \
-                    WHERE code = $1 AND referee_addr = $2",
+                    WHERE referrer_id = $1 \
+                    AND (campaign_id = $2 OR (campaign_id IS NULL AND $2{text} IS NULL)) \
+                    AND referee_addr = $3",
         same_device: "SELECT COUNT(*) FROM service_referral_referral \
-                      WHERE code = $1 AND referee_device = $2",
+                      WHERE referrer_id = $1 \
+                      AND (campaign_id = $2 OR (campaign_id IS NULL AND $2{text} IS NULL)) \
+                      AND referee_device = $3",
         insert_referral: "INSERT INTO service_referral_referral \
                           (id, code, referrer_id, referee_id, campaign_id, status, reasons, \
                            referee_addr, referee_device, reward_amount, reward_currency, \
@@ -216,7 +228,7 @@ pub(crate) struct Counts {
     pub last_hour: i64,
     /// The referrer's referrals in the code's campaign that were not rejected.
     pub in_campaign: i64,
-    /// Other referees of the code from the same address / device.
+    /// Other referees of the referrer's codes in the campaign from the same address / device.
     pub same_addr: i64,
     pub same_device: i64,
 }
@@ -380,7 +392,22 @@ impl ReferralRepo {
         Ok(on_pool!(&self.db, Queries, |pool, sql| {
             let mut tx = pool.begin_with(sql.begin).await?;
             let outcome = async {
-                let code = match sqlx::query(sql.code_for_update)
+                // The owner's codes of the campaign are locked in code order (so that two
+                // sign-ups with two of them cannot deadlock), then this one is read again.
+                let first = match sqlx::query(sql.code)
+                    .bind(&s.code)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                {
+                    Some(row) => code_row!(row),
+                    None => return Err(not_found("referral_code", &s.code)),
+                };
+                sqlx::query(sql.lock_owner_codes)
+                    .bind(&first.code.owner_id)
+                    .bind(first.code.campaign_id.as_deref())
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let code = match sqlx::query(sql.code)
                     .bind(&s.code)
                     .fetch_optional(&mut *tx)
                     .await?
@@ -407,7 +434,8 @@ impl ReferralRepo {
                 let same_addr: i64 = match s.referee_addr.as_deref() {
                     Some(a) => {
                         sqlx::query_scalar(sql.same_addr)
-                            .bind(&s.code)
+                            .bind(&code.code.owner_id)
+                            .bind(campaign_id)
                             .bind(a)
                             .fetch_one(&mut *tx)
                             .await?
@@ -417,7 +445,8 @@ impl ReferralRepo {
                 let same_device: i64 = match s.referee_device.as_deref() {
                     Some(d) => {
                         sqlx::query_scalar(sql.same_device)
-                            .bind(&s.code)
+                            .bind(&code.code.owner_id)
+                            .bind(campaign_id)
                             .bind(d)
                             .fetch_one(&mut *tx)
                             .await?

@@ -628,6 +628,7 @@ impl TalentService {
                     sku: sku.clone(),
                     minutes,
                     description: Some(profile.headline.clone()),
+                    placed_for: Some(format!("talent_booking:{id}")),
                 };
                 match orders
                     .commerce
