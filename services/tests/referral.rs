@@ -381,6 +381,45 @@ async fn a_first_paid_order_reward_waits_for_the_payment() {
                 .await
                 .contains(&"referral.convert".to_owned())
         );
+
+        // A conversion nobody reported (a node stopped between the payment and telling this
+        // service: here, a commerce service without the listener confirms) is found again
+        // when a manager approves the referral.
+        let carol = f
+            .register("carol", None, "127.0.2.3:4000", Some(&code), None)
+            .await
+            .expect("register");
+        let carol_caller = Caller::user(&carol.id, vec![Role::User]);
+        let (_, payment) = f.pending_order(&carol_caller, "k3").await;
+        let deaf = services::commerce::CommerceService::new(
+            f.home.db.clone(),
+            f.p.policies.clone(),
+            f.p.babel.clone(),
+            f.p.notifications.clone(),
+            services::commerce::CommerceConfig::default(),
+        );
+        deaf.confirm_payment(&MANAGER, &payment, ConfirmPayment::default())
+            .await
+            .expect("confirm");
+        let rc = f.referral_of(&carol.id).await;
+        assert_eq!(
+            (rc.status, rc.converted_at.is_none()),
+            (ReferralStatus::Pending, true)
+        );
+        let approved =
+            f.p.referrals
+                .approve(&MANAGER, &rc.id, Approval::default())
+                .await
+                .expect("approve completes it");
+        assert_eq!(approved.status, ReferralStatus::Rewarded);
+        assert_eq!(f.balance(&accounts::user(&carol.id), "EUR").await, -300);
+        // Bob's, long rewarded, is not held: approving it is a 409.
+        assert!(matches!(
+            f.p.referrals
+                .approve(&MANAGER, &r.id, Approval::default())
+                .await,
+            Err(ServiceError::Conflict { .. })
+        ));
         f.finish().await;
     }
 }

@@ -348,7 +348,9 @@ impl ReferralService {
 
     /// Approves held referral `id`: it becomes `pending` and is paid at once when its
     /// condition was met. Approving a `pending` referral whose condition was met completes a
-    /// payment a stopped node left half-done (never paying twice). Needs `manage`.
+    /// payment a stopped node left half-done (never paying twice); one waiting for a first
+    /// paid order that commerce has (a conversion a stopped node never reported) is converted
+    /// and paid. Needs `manage`.
     ///
     /// # Errors
     /// [`ServiceError::NotFound`], [`ServiceError::Conflict`] (not held, nor pending and
@@ -378,6 +380,13 @@ impl ReferralService {
                 audit,
             )
             .await?;
+        // A first paid order whose conversion was lost (the node stopped before telling
+        // this service) is found again in commerce.
+        let r = if r.status == ReferralStatus::Pending && !due(&r) {
+            self.inner.catch_up(r).await?
+        } else {
+            r
+        };
         let completes = r.status == ReferralStatus::Pending && due(&r);
         if !(changed || completes) {
             return Err(not_held(&r, "approved"));
@@ -701,6 +710,38 @@ impl Inner {
             self.tell_rewarded(&after).await;
         }
         Ok(after)
+    }
+
+    /// `r` converted, when it waits for a first paid order that commerce has (paid,
+    /// fulfilled or refunded since) but this service never heard of; `r` as it is otherwise.
+    async fn catch_up(&self, r: Referral) -> Result<Referral, ServiceError> {
+        if r.reward_on != Some(RewardOn::FirstPaidOrder) || r.converted_at.is_some() {
+            return Ok(r);
+        }
+        use crate::commerce::{OrderFilter, OrderStatus};
+        for status in [
+            OrderStatus::Paid,
+            OrderStatus::Fulfilled,
+            OrderStatus::PartiallyRefunded,
+            OrderStatus::Refunded,
+        ] {
+            let filter = OrderFilter {
+                user_id: Some(r.referee_id.clone()),
+                status: Some(status),
+            };
+            let page = self
+                .commerce
+                .orders(&Caller::system(), filter, None, Some(1))
+                .await?;
+            if !page.items.is_empty() {
+                let audit = Caller::system().audit("referral.convert", "referral", &r.id);
+                let now = self.clock.now_ms();
+                if let Some((after, _)) = self.repo.convert(&r.referee_id, now, audit).await? {
+                    return Ok(after);
+                }
+            }
+        }
+        Ok(r)
     }
 
     /// The referee's first paid order: converts its referral and pays it when due.
