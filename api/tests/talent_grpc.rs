@@ -839,3 +839,86 @@ async fn bad_input_missing_credentials_and_unknown_ids_get_their_status_codes() 
         "nope",
     );
 }
+
+#[tokio::test]
+async fn a_priced_booking_carries_its_country_and_order_over_grpc() {
+    let node = TestNode::start().await;
+    for (path, body) in [
+        (
+            "/api/babel/markets",
+            serde_json::json!({"code": "eu", "name": "Europe", "currency": "EUR", "locale": "fr-FR", "countries": ["FR"]}),
+        ),
+        (
+            "/api/commerce/products",
+            serde_json::json!({"sku": "rate-tess", "name": "An hour", "base_amount": 5000, "currency": "EUR"}),
+        ),
+    ] {
+        let (s, b) = node.call("POST", path, Some(body)).await;
+        assert_eq!(s, 201, "{b}");
+    }
+    let (_, talent) = user(&node, "tess").await;
+    let (_, client_token) = user(&node, "carl").await;
+    let mut c = client(&node).await;
+    let profile = c
+        .create_profile(with_token(
+            pb::CreateProfileRequest {
+                hourly_rate_sku: Some("rate-tess".into()),
+                ..new_profile("Rust consultant")
+            },
+            &talent,
+        ))
+        .await
+        .expect("create")
+        .into_inner();
+    c.set_availability(with_token(
+        pb::SetAvailabilityRequest {
+            id: profile.id.clone(),
+            rules: every_day("09:00", "12:00"),
+            exceptions: vec![],
+        },
+        &talent,
+    ))
+    .await
+    .expect("availability");
+    let start = day0() + 8 * 3_600_000;
+    let book = |country: Option<&str>| {
+        with_token(
+            pb::BookRequest {
+                talent_id: profile.id.clone(),
+                start: rfc3339(start),
+                end: rfc3339(start + 30 * MINUTE_MS),
+                note: None,
+                country: country.map(str::to_owned),
+            },
+            &client_token,
+        )
+    };
+    assert_status(c.book(book(None)).await, Code::InvalidArgument, "country");
+    let b = c.book(book(Some("FR"))).await.expect("book").into_inner();
+    assert_eq!(
+        (b.country.as_deref(), b.order_id.as_deref()),
+        (Some("FR"), None)
+    );
+    let confirmed = c
+        .confirm_booking(with_token(pb::BookingRef { id: b.id.clone() }, &talent))
+        .await
+        .expect("confirm")
+        .into_inner();
+    let order_id = confirmed.order_id.expect("an order");
+    let (s, order) = node
+        .call_as(
+            Some(&client_token),
+            "GET",
+            &format!("/api/commerce/orders/{order_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{order}");
+    // Half an hour at 50.00.
+    assert_eq!(order["total_amount"], 2500, "{order}");
+    assert_eq!(
+        order["placed_for"],
+        format!("talent_booking:{}", b.id),
+        "{order}"
+    );
+}
