@@ -64,7 +64,7 @@ use sha2::{Digest, Sha256};
 
 use crate::babel::money;
 use crate::babel::{BabelService, PriceRequest};
-use crate::notification::{Channel, NotificationService, Recipients, SendRequest};
+use crate::notification::NotificationService;
 use crate::page::{check_limit, paginate};
 use crate::scheduler::Clock;
 use crate::security::{Caller, Policies};
@@ -1263,28 +1263,12 @@ impl CommerceService {
         }
     }
 
-    /// Sends `template` to `user` in-app and in real time, after the change committed: a
-    /// failure (no such user, a template an admin broke) is logged and counted, never
-    /// undoes the change.
+    /// Sends `template` to `user` in-app and in real time, after the change committed (a
+    /// failure is logged and counted by the notification service, never undoes the change).
     async fn tell(&self, user: &str, template: &str, vars: serde_json::Value) {
-        let req = SendRequest {
-            template: template.to_owned(),
-            variables: match vars {
-                serde_json::Value::Object(m) => m,
-                _ => serde_json::Map::new(),
-            },
-            channels: vec![Channel::InApp, Channel::Realtime],
-            recipients: Recipients {
-                user_ids: Some(vec![user.to_owned()]),
-                role: None,
-            },
-            campaign_id: None,
-        };
-        if let Err(e) = self.notifications.send(&Caller::system(), req).await {
-            metrics::counter!("ovasabi_commerce_notifications_failed_total", "template" => template.to_owned())
-                .increment(1);
-            tracing::warn!(error = %e, user, template, "commerce notification not sent");
-        }
+        self.notifications
+            .tell("commerce", template, vars, vec![user.to_owned()])
+            .await;
     }
 }
 

@@ -210,6 +210,38 @@ impl NotificationService {
 
     // ----- sending ---------------------------------------------------------------------------
 
+    /// What other services send their users after a change committed: `template` with
+    /// `variables` (a JSON object) to `users`, in-app and in real time, as the system. The
+    /// change stands whatever happens here: a failure (no such user, a template an admin
+    /// broke) is logged and counted in `ovasabi_notifications_not_told_total` by `service`,
+    /// never returned.
+    pub async fn tell(
+        &self,
+        service: &'static str,
+        template: &str,
+        variables: serde_json::Value,
+        users: Vec<String>,
+    ) {
+        let req = SendRequest {
+            template: template.to_owned(),
+            variables: match variables {
+                serde_json::Value::Object(m) => m,
+                _ => serde_json::Map::new(),
+            },
+            channels: vec![Channel::InApp, Channel::Realtime],
+            recipients: Recipients {
+                user_ids: Some(users),
+                role: None,
+            },
+            campaign_id: None,
+        };
+        if let Err(e) = self.send(&Caller::system(), req).await {
+            metrics::counter!("ovasabi_notifications_not_told_total", "service" => service, "template" => template.to_owned())
+                .increment(1);
+            tracing::warn!(error = %e, service, template, "notification not sent");
+        }
+    }
+
     /// Renders the template for every recipient and queues the deliveries. Needs `send`.
     ///
     /// # Errors

@@ -61,7 +61,7 @@ use crate::babel::money;
 use crate::campaign::CampaignService;
 use crate::commerce::accounts;
 use crate::commerce::{CommerceService, MovementKind, Order, OrderPaidListener};
-use crate::notification::{Channel, NotificationService, Recipients, SendRequest};
+use crate::notification::NotificationService;
 use crate::page::{check_limit, paginate};
 use crate::scheduler::Clock;
 use crate::security::{Caller, Policies};
@@ -798,27 +798,12 @@ impl Inner {
             .unwrap_or_default()
     }
 
-    /// Sends `template` to `user` in-app and in real time after the change committed; a
-    /// failure is logged and counted, never undoes the change.
+    /// Sends `template` to `user` in-app and in real time after the change committed (a
+    /// failure is logged and counted by the notification service, never undoes the change).
     async fn tell(&self, user: &str, template: &str, vars: serde_json::Value) {
-        let req = SendRequest {
-            template: template.to_owned(),
-            variables: match vars {
-                serde_json::Value::Object(m) => m,
-                _ => serde_json::Map::new(),
-            },
-            channels: vec![Channel::InApp, Channel::Realtime],
-            recipients: Recipients {
-                user_ids: Some(vec![user.to_owned()]),
-                role: None,
-            },
-            campaign_id: None,
-        };
-        if let Err(e) = self.notifications.send(&Caller::system(), req).await {
-            metrics::counter!("ovasabi_referral_notifications_failed_total", "template" => template.to_owned())
-                .increment(1);
-            tracing::warn!(error = %e, user, template, "referral notification not sent");
-        }
+        self.notifications
+            .tell("referral", template, vars, vec![user.to_owned()])
+            .await;
     }
 }
 

@@ -52,7 +52,7 @@ pub use model::{
 };
 
 use crate::commerce::{CommerceService, TimeOrder};
-use crate::notification::{Channel, NotificationService, Recipients, SendRequest};
+use crate::notification::NotificationService;
 use crate::page::{check_limit, paginate};
 use crate::scheduler::Clock;
 use crate::security::{Caller, Policies};
@@ -708,23 +708,15 @@ impl TalentService {
             "order_id": order.map(|o| o.id.clone()).unwrap_or_default(),
             "amount": amount,
         });
-        let req = SendRequest {
-            template: "talent.booking_confirmed".to_owned(),
-            variables: match vars {
-                serde_json::Value::Object(m) => m,
-                _ => serde_json::Map::new(),
-            },
-            channels: vec![Channel::InApp, Channel::Realtime],
-            recipients: Recipients {
-                user_ids: Some(vec![b.client_id.clone(), b.talent_user_id.clone()]),
-                role: None,
-            },
-            campaign_id: None,
-        };
-        if let Err(e) = orders.notifications.send(&Caller::system(), req).await {
-            metrics::counter!("ovasabi_talent_notifications_failed_total").increment(1);
-            tracing::warn!(booking = %b.id, error = %e, "booking confirmation not sent");
-        }
+        orders
+            .notifications
+            .tell(
+                "talent",
+                "talent.booking_confirmed",
+                vars,
+                vec![b.client_id.clone(), b.talent_user_id.clone()],
+            )
+            .await;
     }
 
     /// `requested` → `declined`, by the talent. Needs `book`.
