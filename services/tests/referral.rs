@@ -959,6 +959,27 @@ async fn bad_inputs_are_refused_and_register_nobody() {
         f.register("carol", None, "127.0.11.3:1", None, None)
             .await
             .expect("carol registers without a code");
+        // Probing codes counts against the registration limit per address: after 30 tries
+        // the address waits, whatever the code.
+        let limit = services::user::MAX_REGISTRATIONS;
+        for i in 0..limit {
+            assert_invalid(
+                f.register(
+                    &format!("probe{i}"),
+                    None,
+                    "127.0.13.1:1",
+                    Some(&format!("GUESS-{i:04}")),
+                    None,
+                )
+                .await,
+                "referral_code",
+            );
+        }
+        assert!(matches!(
+            f.register("probe-last", None, "127.0.13.1:2", Some("GUESS-LAST"), None)
+                .await,
+            Err(ServiceError::RateLimited { .. })
+        ));
         // A campaign's referral rules are checked when it is written.
         let new: NewCampaign = serde_json::from_value(json!({
             "name": "x", "metadata": {"custom_rules": {"referral_reward": {"amount": -1, "currency": "EUR"}}}

@@ -438,13 +438,20 @@ impl ReferralService {
     /// The account is created when its code is valid even if attributing it then fails
     /// (logged and counted: `ovasabi_referral_attribution_failures_total`).
     ///
+    /// Every attempt with a code counts against the registration limit per client address
+    /// before the code is looked up, so codes cannot be probed faster than accounts can be
+    /// registered.
+    ///
     /// # Errors
     /// [`ServiceError::Invalid`] naming `referral_code` (malformed, unknown or inactive) or
-    /// `device_fingerprint`; what [`UserService::register`] returns.
+    /// `device_fingerprint`; what [`UserService::register`] returns
+    /// ([`ServiceError::RateLimited`] included).
     pub async fn register(&self, caller: &Caller, new: NewUser) -> Result<User, ServiceError> {
         let Some(raw) = new.referral_code.as_deref() else {
             return self.inner.users.register(caller, new).await;
         };
+        // Counted before the code is looked up: an unknown code costs an attempt too.
+        self.inner.users.count_registration(caller)?;
         let code = model::normalize_code("referral_code", raw)?;
         let device = model::validate_device(new.device_fingerprint.as_deref())?;
         let unknown =
@@ -468,7 +475,7 @@ impl ReferralService {
             Err(e) => return Err(e),
         };
         let email = model::normalize_email(&new.email);
-        let user = self.inner.users.register(caller, new).await?;
+        let user = self.inner.users.register_counted(caller, new).await?;
         let signup = SignUp {
             id: uuid::Uuid::now_v7().to_string(),
             code,

@@ -14,6 +14,7 @@ mod repo;
 pub mod revocation;
 pub mod token;
 
+pub use guard::{MAX_REGISTRATIONS, REGISTRATION_WINDOW};
 pub use model::{NewUser, ProfileUpdate, Tokens, User, UserFilter};
 pub use revocation::{Revocations, Revoked};
 pub use token::{Claims, TokenConfig, TokenIssuer};
@@ -199,6 +200,29 @@ impl UserService {
     /// 30 attempts from one client address within 10 minutes.
     pub async fn register(&self, caller: &Caller, new: NewUser) -> Result<User, ServiceError> {
         self.registrations.attempt(caller.addr.as_deref())?;
+        self.create_account(caller, new, vec![Role::User]).await
+    }
+
+    /// Counts a registration attempt from `caller`'s address against the same limit as
+    /// [`UserService::register`] (the referral service counts one before it looks a code up,
+    /// so that codes cannot be probed faster than accounts can be registered).
+    ///
+    /// # Errors
+    /// [`ServiceError::RateLimited`].
+    pub(crate) fn count_registration(&self, caller: &Caller) -> Result<(), ServiceError> {
+        self.registrations.attempt(caller.addr.as_deref())
+    }
+
+    /// [`UserService::register`] for an attempt already counted by
+    /// [`UserService::count_registration`].
+    ///
+    /// # Errors
+    /// As [`UserService::register`], without the rate limit.
+    pub(crate) async fn register_counted(
+        &self,
+        caller: &Caller,
+        new: NewUser,
+    ) -> Result<User, ServiceError> {
         self.create_account(caller, new, vec![Role::User]).await
     }
 
