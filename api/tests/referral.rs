@@ -10,7 +10,7 @@ mod common;
 
 use std::net::IpAddr;
 
-use common::{TestNode, assert_error, login, user};
+use common::{TestNode, assert_error, audit_actions, login, user};
 use proto::referral::v0 as pb;
 use proto::referral::v0::referral_service_client::ReferralServiceClient;
 use proto::user::v0 as user_pb;
@@ -38,23 +38,6 @@ async fn register_from(node: &TestNode, from: &str, name: &str, extra: Value) ->
         .expect("request");
     let status = res.status().as_u16();
     (status, res.json().await.expect("JSON"))
-}
-
-async fn audit_actions(node: &TestNode, entity_id: &str) -> Vec<String> {
-    let (s, b) = node
-        .call(
-            "GET",
-            &format!("/api/security/audit?entity_id={entity_id}"),
-            None,
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
-    b["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|r| r["action"].as_str().expect("action").to_owned())
-        .collect()
 }
 
 async fn balance(node: &TestNode, account: &str) -> i64 {

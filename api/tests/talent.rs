@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{TestNode, assert_error, user};
+use common::{TestNode, assert_error, audit_actions, user};
 use serde_json::{Value, json};
 use services::time::rfc3339;
 
@@ -87,25 +87,6 @@ async fn slots(node: &TestNode, token: Option<&str>, id: &str) -> Vec<(String, S
             )
         })
         .collect()
-}
-
-async fn audit_actions(node: &TestNode, entity_id: &str) -> Vec<String> {
-    let (s, b) = node
-        .call(
-            "GET",
-            &format!("/api/security/audit?entity_id={entity_id}"),
-            None,
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
-    let mut actions: Vec<String> = b["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|r| r["action"].as_str().expect("action").to_owned())
-        .collect();
-    actions.sort();
-    actions
 }
 
 #[tokio::test]

@@ -223,6 +223,26 @@ pub fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str
     );
 }
 
+/// The actions of the audit rows of `entity_id` (read as the admin), sorted.
+pub async fn audit_actions(node: &TestNode, entity_id: &str) -> Vec<String> {
+    let (s, b) = node
+        .call(
+            "GET",
+            &format!("/api/security/audit?entity_id={entity_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let mut actions: Vec<String> = b["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|r| r["action"].as_str().expect("action").to_owned())
+        .collect();
+    actions.sort();
+    actions
+}
+
 /// Registers `username` (password `password123`) and logs in; returns (user id, token).
 pub async fn user(node: &TestNode, username: &str) -> (String, String) {
     let (s, u) = node

@@ -61,9 +61,9 @@ portable_sql! {
         code_for_update: concat!("SELECT ", code_columns!(), " WHERE code = $1{for_update}"),
         /// Every code of owner `$1` in campaign `$2` (global ones when NULL), locked in code
         /// order: sign-ups with any of them are counted one after the other.
-        lock_owner_codes: "SELECT code FROM service_referral_code WHERE owner_id = $1 \
+        lock_owner_codes: concat!("SELECT ", code_columns!(), " WHERE owner_id = $1 \
                            AND (campaign_id = $2 OR (campaign_id IS NULL AND $2{text} IS NULL)) \
-                           ORDER BY code{for_update}",
+                           ORDER BY code{for_update}"),
         codes: concat!("SELECT ", code_columns!(),
                        " WHERE ($1{text} IS NULL OR owner_id = $1) \
                         AND ($2{text} IS NULL OR campaign_id = $2) \
@@ -243,6 +243,21 @@ pub(crate) struct Decided {
     pub converted_at: Option<i64>,
 }
 
+/// A conditional status change of a referral (see `ReferralRepo::change`).
+#[derive(Debug, Clone, Copy)]
+enum Change<'a> {
+    /// `held` → `pending` (approve) or `rejected`, with who decided and why.
+    Decide {
+        approve: bool,
+        by: &'a str,
+        note: Option<&'a str>,
+    },
+    /// The referee's first paid order: `converted_at` set once.
+    Convert,
+    /// `pending` → `rewarded` by the ledger movement.
+    Rewarded { movement: &'a str },
+}
+
 const HOUR_MS: i64 = 3_600_000;
 
 fn json(v: &impl serde::Serialize) -> Result<String, ServiceError> {
@@ -393,7 +408,7 @@ impl ReferralRepo {
             let mut tx = pool.begin_with(sql.begin).await?;
             let outcome = async {
                 // The owner's codes of the campaign are locked in code order (so that two
-                // sign-ups with two of them cannot deadlock), then this one is read again.
+                // sign-ups with two of them cannot deadlock); this one is read under the lock.
                 let first = match sqlx::query(sql.code)
                     .bind(&s.code)
                     .fetch_optional(&mut *tx)
@@ -402,18 +417,20 @@ impl ReferralRepo {
                     Some(row) => code_row!(row),
                     None => return Err(not_found("referral_code", &s.code)),
                 };
-                sqlx::query(sql.lock_owner_codes)
+                let mut code = None;
+                for row in sqlx::query(sql.lock_owner_codes)
                     .bind(&first.code.owner_id)
                     .bind(first.code.campaign_id.as_deref())
                     .fetch_all(&mut *tx)
-                    .await?;
-                let code = match sqlx::query(sql.code)
-                    .bind(&s.code)
-                    .fetch_optional(&mut *tx)
                     .await?
                 {
-                    Some(row) => code_row!(row),
-                    None => return Err(not_found("referral_code", &s.code)),
+                    let c = code_row!(row);
+                    if c.code.code == s.code {
+                        code = Some(c);
+                    }
+                }
+                let Some(code) = code else {
+                    return Err(not_found("referral_code", &s.code));
                 };
                 let campaign_id = code.code.campaign_id.as_deref();
                 let last_hour: i64 = sqlx::query_scalar(sql.recent_signups)
@@ -542,7 +559,7 @@ impl ReferralRepo {
     }
 
     /// A reviewer's decision on held referral `id`: `approve` makes it pending, otherwise
-    /// rejected; with the note and its audit row. `None` when it is not held (any more).
+    /// rejected; with the note and its audit row. Returns it and whether this call decided.
     ///
     /// # Errors
     /// [`ServiceError::NotFound`], database failures.
@@ -555,33 +572,10 @@ impl ReferralRepo {
         now: i64,
         audit: AuditRecord,
     ) -> Result<(Referral, bool), ServiceError> {
-        Ok(on_pool!(&self.db, Queries, |pool, sql| {
-            let mut tx = pool.begin_with(sql.begin).await?;
-            let outcome = async {
-                let changed = sqlx::query(if approve { sql.approve } else { sql.reject })
-                    .bind(id)
-                    .bind(by)
-                    .bind(note)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                let r = match sqlx::query(sql.referral)
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                {
-                    Some(row) => referral_row!(row),
-                    None => return Err(not_found("referral", id)),
-                };
-                if changed == 1 {
-                    audit::insert!(&mut *tx, sql.audit, &audit.after(&r));
-                }
-                Ok((r, changed == 1))
-            }
-            .await;
-            settle(tx, outcome).await?
-        }))
+        let change = Change::Decide { approve, by, note };
+        self.change(id, change, now, audit)
+            .await?
+            .ok_or_else(|| not_found("referral", id))
     }
 
     /// Marks the referral of `referee` converted at `now` (its first paid order); returns it
@@ -595,33 +589,7 @@ impl ReferralRepo {
         now: i64,
         audit: AuditRecord,
     ) -> Result<Option<(Referral, bool)>, ServiceError> {
-        Ok(on_pool!(&self.db, Queries, |pool, sql| {
-            let mut tx = pool.begin_with(sql.begin).await?;
-            let outcome = async {
-                let changed = sqlx::query(sql.convert)
-                    .bind(referee)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                let r = match sqlx::query(sql.of_referee)
-                    .bind(referee)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                {
-                    Some(row) => referral_row!(row),
-                    None => return Ok(None),
-                };
-                if changed == 1 {
-                    let mut row = audit.clone();
-                    row.entity_id.clone_from(&r.id);
-                    audit::insert!(&mut *tx, sql.audit, &row.after(&r));
-                }
-                Ok(Some((r, changed == 1)))
-            }
-            .await;
-            settle(tx, outcome).await?
-        }))
+        self.change(referee, Change::Convert, now, audit).await
     }
 
     /// Marks pending referral `id` rewarded by `movement`; returns it and whether this call
@@ -636,28 +604,53 @@ impl ReferralRepo {
         now: i64,
         audit: AuditRecord,
     ) -> Result<(Referral, bool), ServiceError> {
+        self.change(id, Change::Rewarded { movement }, now, audit)
+            .await?
+            .ok_or_else(|| not_found("referral", id))
+    }
+
+    /// Applies `change` to the referral `key` names (its id; the referee's id for
+    /// [`Change::Convert`]) with a conditional update, and reads it back in the same
+    /// transaction; the audit row is written only when this call changed it. `None`: no such
+    /// referral.
+    async fn change(
+        &self,
+        key: &str,
+        change: Change<'_>,
+        now: i64,
+        audit: AuditRecord,
+    ) -> Result<Option<(Referral, bool)>, ServiceError> {
         Ok(on_pool!(&self.db, Queries, |pool, sql| {
             let mut tx = pool.begin_with(sql.begin).await?;
             let outcome = async {
-                let changed = sqlx::query(sql.rewarded)
-                    .bind(id)
-                    .bind(movement)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                let r = match sqlx::query(sql.referral)
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                {
-                    Some(row) => referral_row!(row),
-                    None => return Err(not_found("referral", id)),
+                let update = match change {
+                    Change::Decide { approve, by, note } => {
+                        sqlx::query(if approve { sql.approve } else { sql.reject })
+                            .bind(key)
+                            .bind(by)
+                            .bind(note)
+                            .bind(now)
+                    }
+                    Change::Convert => sqlx::query(sql.convert).bind(key).bind(now),
+                    Change::Rewarded { movement } => {
+                        sqlx::query(sql.rewarded).bind(key).bind(movement).bind(now)
+                    }
                 };
-                if changed == 1 {
-                    audit::insert!(&mut *tx, sql.audit, &audit.after(&r));
+                let changed = update.execute(&mut *tx).await?.rows_affected() == 1;
+                let read = match change {
+                    Change::Convert => sql.of_referee,
+                    _ => sql.referral,
+                };
+                let Some(row) = sqlx::query(read).bind(key).fetch_optional(&mut *tx).await? else {
+                    return Ok(None);
+                };
+                let r = referral_row!(row);
+                if changed {
+                    let mut record = audit.clone();
+                    record.entity_id.clone_from(&r.id);
+                    audit::insert!(&mut *tx, sql.audit, &record.after(&r));
                 }
-                Ok((r, changed == 1))
+                Ok(Some((r, changed)))
             }
             .await;
             settle(tx, outcome).await?

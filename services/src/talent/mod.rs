@@ -567,20 +567,29 @@ impl TalentService {
                         ),
                     });
                 }
-                match self.party(caller, b) {
-                    None if !manages => Err(repo::not_found("talent_booking", id)),
-                    Some(BookingSide::Client) if to != BookingStatus::Cancelled && !manages => {
-                        Err(ServiceError::Forbidden {
-                            message: format!(
-                                "only the talent may make booking {id} {}",
-                                to.as_str()
-                            ),
-                        })
-                    }
-                    _ => Ok(()),
-                }
+                self.may_move(caller, b, to)
             })
             .await
+    }
+
+    /// `Ok` when `caller` may move `b` to `to`: the talent (or `manage`) any way, the client
+    /// only to `cancelled`; a stranger gets the 404 of a booking it does not see.
+    fn may_move(
+        &self,
+        caller: &Caller,
+        b: &Booking,
+        to: BookingStatus,
+    ) -> Result<(), ServiceError> {
+        let manages = self.manages(caller);
+        match self.party(caller, b) {
+            None if !manages => Err(repo::not_found("talent_booking", &b.id)),
+            Some(BookingSide::Client) if to != BookingStatus::Cancelled && !manages => {
+                Err(ServiceError::Forbidden {
+                    message: format!("only the talent may make booking {} {}", b.id, to.as_str()),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// `requested` → `confirmed`, by the talent. Needs `book`.
@@ -604,15 +613,7 @@ impl TalentService {
             .await?
             .ok_or_else(|| repo::not_found("talent_booking", id))?;
         let b = &row.booking;
-        match self.party(caller, b) {
-            None if !self.manages(caller) => return Err(repo::not_found("talent_booking", id)),
-            Some(BookingSide::Client) if !self.manages(caller) => {
-                return Err(ServiceError::Forbidden {
-                    message: format!("only the talent may make booking {id} confirmed"),
-                });
-            }
-            _ => {}
-        }
+        self.may_move(caller, b, BookingStatus::Confirmed)?;
         let profile = self
             .repo
             .get(&b.talent_id)
