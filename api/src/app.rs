@@ -215,6 +215,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         notification: config.notification(),
         scheduler: config.scheduler(),
         commerce: config.commerce(),
+        nexus: services::nexus::NexusConfig {
+            node: node.id().to_owned(),
+            ..services::nexus::NexusConfig::default()
+        },
     })
     .await
     .map_err(StartError::Services)?;
@@ -285,6 +289,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             notifications
                 .run_deliveries(node_id, stop.cancelled_owned())
                 .await;
+        }
+    });
+    // Pattern runs: claimed from the shared tables, resumed by any node after one stops.
+    tokio::spawn({
+        let worker = services.nexus.spawn_worker();
+        let stop = stop_schedule.clone();
+        async move {
+            stop.cancelled().await;
+            worker.abort();
         }
     });
     let stop_grpc = CancellationToken::new();

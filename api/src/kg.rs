@@ -40,9 +40,39 @@ pub async fn facts(root: &Path) -> anyhow::Result<Facts> {
         notification: services::notification::DeliveryConfig::default(),
         scheduler: services::scheduler::SchedulerConfig::default(),
         commerce: services::commerce::CommerceConfig::default(),
+        nexus: services::nexus::NexusConfig::default(),
     })
     .await?;
     let wiring = (*provider.wiring).clone();
+    let operations = provider
+        .nexus
+        .operation_infos()
+        .into_iter()
+        .map(|o| services::amadeus::NexusOperation {
+            name: o.name,
+            service: o.service,
+            idempotent: o.idempotent,
+            description: o.description,
+        })
+        .collect();
+    let patterns = provider
+        .nexus
+        .pattern_list()
+        .into_iter()
+        .filter(|p| p.source == "builtin")
+        .map(|p| services::amadeus::NexusPattern {
+            name: p.name,
+            version: p.version,
+            description: p.definition.description,
+            steps: p
+                .order
+                .into_iter()
+                .map(|s| (s.name, s.operation, s.service, s.compensation))
+                .collect(),
+            events: p.definition.triggers.events,
+            cron: p.definition.triggers.cron,
+        })
+        .collect();
     provider.close(std::time::Duration::from_secs(1)).await;
     node.shutdown(std::time::Duration::from_secs(1)).await;
     db.close().await;
@@ -75,6 +105,8 @@ pub async fn facts(root: &Path) -> anyhow::Result<Facts> {
         components: components(root)?,
         metadata_fields,
         migrations: services::db::migration_names(),
+        operations,
+        patterns,
     })
 }
 

@@ -63,6 +63,7 @@ pub const BEARER: &str = "bearer";
         (name = "content", description = "Posts, search, threaded comments and reactions"),
         (name = "notification", description = "Notifications: templates, sends to users or roles on in_app/realtime/email/webhook, the inbox, preferences, webhooks, delivery status"),
         (name = "localization", description = "Fluent translations: messages, import/export, missing keys, formatted lookups with fallback"),
+        (name = "nexus", description = "The operation registry, versioned multi-service patterns, and their durable runs with per-step state, retries and compensations"),
         (name = "referral", description = "Referral codes, sign-ups attributed to them, fraud rules holding rewards for review, rewards credited once to both sides, stats"),
         (name = "talent", description = "Talent profiles, weekly availability in their time zone, free slots, and bookings that never overlap"),
         (name = "scheduler", description = "Scheduled jobs that entities declare in `metadata.scheduling.jobs`: lists, runs, pause, resume and trigger"),

@@ -166,6 +166,13 @@ const SERVED: &[(&str, &str)] = &[
     ("get", "/api/referral/referrals/{id}"),
     ("post", "/api/referral/referrals/{id}/approve"),
     ("post", "/api/referral/referrals/{id}/reject"),
+    ("get", "/api/nexus/operations"),
+    ("get", "/api/nexus/patterns"),
+    ("post", "/api/nexus/patterns"),
+    ("get", "/api/nexus/patterns/{name}"),
+    ("post", "/api/nexus/patterns/{name}/runs"),
+    ("get", "/api/nexus/runs"),
+    ("get", "/api/nexus/runs/{id}"),
     ("get", "/api/services"),
     ("get", "/api/openapi.json"),
     ("get", "/ws/{campaign_id}/{user_id}"),
@@ -207,6 +214,12 @@ const CLOSED_SCHEMAS: &[&str] = &[
     "NewReferralCode",
     "ReferralApproval",
     "ReferralRejection",
+    "NexusPatternDefinition",
+    "NexusStep",
+    "NexusCompensation",
+    "NexusRetry",
+    "NexusTriggers",
+    "StartNexusRun",
 ];
 
 struct Answer {

@@ -422,6 +422,7 @@ async fn accounts_tokens_roles_and_audit_over_rest() {
             "talent",
             "commerce",
             "referral",
+            "nexus",
             "security",
             "admin"
         ]

@@ -98,6 +98,11 @@ macro_rules! migrations {
                     "/0012_talent_orders.sql"
                 )),
             ),
+            (
+                13,
+                "nexus",
+                include_str!(concat!("../../migrations/", $dir, "/0013_nexus.sql")),
+            ),
         ]
     };
 }

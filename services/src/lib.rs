@@ -40,6 +40,7 @@ pub mod db;
 pub mod error;
 pub mod json;
 pub mod localization;
+pub mod nexus;
 pub mod notification;
 pub mod page;
 pub mod provider;

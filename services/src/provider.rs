@@ -36,6 +36,7 @@ use crate::campaign::{Broadcaster, CampaignService};
 use crate::commerce::{CommerceConfig, CommerceService};
 use crate::content::ContentService;
 use crate::localization::{LocalizationConfig, LocalizationService};
+use crate::nexus::{EventBus, NexusConfig, NexusService, ops as nexus_ops};
 use crate::notification::{DeliveryConfig, NotificationService, RealtimeSink};
 use crate::referral::{ReferralDeps, ReferralService};
 use crate::scheduler::{Handlers, SchedulerConfig, SchedulerService, handler_fn};
@@ -65,6 +66,8 @@ pub struct ProviderConfig {
     pub scheduler: SchedulerConfig,
     /// Payment providers, their webhook secrets and the webhooks' time window.
     pub commerce: CommerceConfig,
+    /// This node's name, leases and step timeouts of pattern runs.
+    pub nexus: NexusConfig,
 }
 
 /// Where a service can be called.
@@ -155,6 +158,15 @@ impl Component for CommerceService {
 impl Component for CampaignService {
     const NAME: &'static str = "campaign";
 }
+impl Component for TalentService {
+    const NAME: &'static str = "talent";
+}
+impl Component for ReferralService {
+    const NAME: &'static str = "referral";
+}
+impl Component for EventBus {
+    const NAME: &'static str = "event-bus";
+}
 
 /// What each service was handed when the provider built it: every dependency passes through
 /// [`Wiring::give`], which records it, so the knowledge graph's dependencies are the real ones.
@@ -210,6 +222,10 @@ pub struct Provider {
     pub talent: TalentService,
     pub commerce: CommerceService,
     pub referrals: ReferralService,
+    /// The pattern registry and the durable runs of patterns.
+    pub nexus: NexusService,
+    /// Where services publish what happened, after commit (Nexus starts runs from it).
+    pub events: EventBus,
     pub audit: AuditLog,
     pub admin: AdminService,
     /// What each service was handed at construction (for the knowledge graph); shared, since
@@ -234,6 +250,7 @@ impl Provider {
         let tokens = Arc::new(TokenIssuer::new(config.tokens)?);
         let cache = config.cache.unwrap_or_else(|| Arc::new(NoCache));
         let deferred_audit = DeferredAudit::spawn(db.clone(), DeferredConfig::default());
+        let events = EventBus::default();
         let scheduler = SchedulerService::new(
             w.give("scheduler", db.clone()),
             w.give("scheduler", policies.clone()),
@@ -252,7 +269,8 @@ impl Provider {
         .with_cache(w.give("campaign", cache))
         .with_deferred_audit(w.give("campaign", deferred_audit.clone()))
         .with_scheduler(w.give("campaign", scheduler.clone()))
-        .with_markets(w.give("campaign", babel.clone()));
+        .with_markets(w.give("campaign", babel.clone()))
+        .with_events(w.give("campaign", events.clone()));
         let users = UserService::new(
             w.give("user", db.clone()),
             w.give("user", policies.clone()),
@@ -261,7 +279,8 @@ impl Provider {
         let content = ContentService::new(
             w.give("content", db.clone()),
             w.give("content", policies.clone()),
-        );
+        )
+        .with_events(w.give("content", events.clone()));
         let audit = AuditLog::new(
             w.give("security", db.clone()),
             w.give("security", policies.clone()),
@@ -309,6 +328,32 @@ impl Provider {
             users: w.give("admin", users.clone()),
             audit: w.give("admin", audit.clone()),
         };
+        // Every service's operations, in the one registry patterns are checked against.
+        let nexus = NexusService::new(
+            w.give("nexus", db.clone()),
+            w.give("nexus", policies.clone()),
+            config.nexus,
+            Some(w.give("nexus", scheduler.clone())),
+        );
+        nexus.listen(&w.give("nexus", events.clone()));
+        nexus.register_operations(
+            "campaign",
+            nexus_ops::campaign(w.give("nexus", campaigns.clone())),
+        )?;
+        nexus.register_operations(
+            "notification",
+            nexus_ops::notification(w.give("nexus", notifications.clone())),
+        )?;
+        nexus.register_operations(
+            "referral",
+            nexus_ops::referral(w.give("nexus", referrals.clone())),
+        )?;
+        nexus.register_operations("talent", nexus_ops::talent(w.give("nexus", talent.clone())))?;
+        nexus.register_operations(
+            "commerce",
+            nexus_ops::commerce(w.give("nexus", commerce.clone())),
+        )?;
+        nexus.install(nexus_ops::builtin_patterns()).await?;
         Ok(Self {
             campaigns,
             users,
@@ -320,6 +365,8 @@ impl Provider {
             talent,
             commerce,
             referrals,
+            nexus,
+            events,
             audit,
             admin,
             wiring: Arc::new(w),
@@ -343,7 +390,15 @@ impl Provider {
         let start = self.campaigns.clone();
         let end = self.campaigns.clone();
         let send = (self.campaigns.clone(), self.notifications.clone());
+        let nexus = self.nexus.clone();
         Handlers::new()
+            .with(
+                crate::nexus::JOB_KIND,
+                handler_fn(move |job| {
+                    let nexus = nexus.clone();
+                    async move { Ok(nexus.run_scheduled(&job).await?) }
+                }),
+            )
             .with(
                 campaign_jobs::START,
                 handler_fn(move |job| {
@@ -551,6 +606,27 @@ pub fn registrations() -> Vec<ServiceRegistration> {
             },
             health_check: "database ping",
             metrics_prefix: "ovasabi_referral",
+        },
+        ServiceRegistration {
+            name: "nexus",
+            version: V,
+            capabilities: vec![
+                "operation-registry",
+                "versioned-patterns",
+                "input-mapping",
+                "durable-runs",
+                "exactly-once-claims",
+                "retries-with-back-off",
+                "compensation",
+                "idempotent-starts",
+                "api-schedule-event-triggers",
+            ],
+            endpoints: Endpoints {
+                rest: vec!["/api/nexus"],
+                grpc: vec!["nexus.v0.NexusService"],
+            },
+            health_check: "database ping",
+            metrics_prefix: "ovasabi_nexus",
         },
         ServiceRegistration {
             name: "security",

@@ -126,6 +126,7 @@ async fn provider(db: &services::Database, engine: Arc<Engine>) -> Provider {
             ..SchedulerConfig::default()
         },
         commerce: services::commerce::CommerceConfig::default(),
+        nexus: services::nexus::NexusConfig::default(),
     })
     .await
     .expect("provider")

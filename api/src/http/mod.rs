@@ -19,6 +19,7 @@ mod commerce;
 mod content;
 mod kg;
 mod localization;
+mod nexus;
 mod notifications;
 mod observe;
 pub mod origin;
@@ -202,6 +203,12 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(referral::get_referral))
         .routes(routes!(referral::approve))
         .routes(routes!(referral::reject))
+        .routes(routes!(nexus::list_operations))
+        .routes(routes!(nexus::list_patterns, nexus::register_pattern))
+        .routes(routes!(nexus::get_pattern))
+        .routes(routes!(nexus::start_run))
+        .routes(routes!(nexus::list_runs))
+        .routes(routes!(nexus::get_run))
         .routes(routes!(services_list))
         .routes(routes!(kg::get))
         .routes(routes!(kg::service))

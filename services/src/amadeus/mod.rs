@@ -58,6 +58,27 @@ pub struct Component {
     pub description: String,
 }
 
+/// An operation of the Nexus registry.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NexusOperation {
+    pub name: String,
+    pub service: String,
+    pub idempotent: bool,
+    pub description: String,
+}
+
+/// A pattern Nexus ships, with its steps in run order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NexusPattern {
+    pub name: String,
+    pub version: i64,
+    pub description: String,
+    /// `(step, operation, service, compensation)`.
+    pub steps: Vec<(String, String, String, Option<String>)>,
+    pub events: Vec<String>,
+    pub cron: Option<String>,
+}
+
 /// Everything the graph is built from.
 #[derive(Debug, Clone, Serialize)]
 pub struct Facts {
@@ -72,10 +93,20 @@ pub struct Facts {
     pub metadata_fields: Vec<String>,
     /// Migration file names (both backends have the same).
     pub migrations: Vec<String>,
+    /// The Nexus registry: every service's operations.
+    pub operations: Vec<NexusOperation>,
+    /// The patterns the node ships.
+    pub patterns: Vec<NexusPattern>,
 }
 
 /// The services in the graph's `services` section, and infrastructure they depend on.
-const INFRASTRUCTURE: &[&str] = &["database", "broadcast-engine", "metadata-cache", "tokens"];
+const INFRASTRUCTURE: &[&str] = &[
+    "database",
+    "broadcast-engine",
+    "metadata-cache",
+    "tokens",
+    "event-bus",
+];
 
 /// The service a table belongs to: `service_{service}_{entity}`.
 fn table_service(name: &str) -> Option<&str> {
@@ -101,6 +132,8 @@ pub fn generate(facts: &Facts) -> Value {
     facts.redis.sort();
     facts.components.sort();
     facts.migrations.sort();
+    facts.operations.sort();
+    facts.patterns.sort();
     let digest = Sha256::digest(serde_json::to_vec(&facts).unwrap_or_default());
     let hash: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
 
@@ -125,6 +158,18 @@ pub fn generate(facts: &Facts) -> Value {
             .map(|t| t.name.as_str())
             .collect();
         let deps = depends.get(r.name).cloned().unwrap_or_default();
+        let operations: Vec<&str> = facts
+            .operations
+            .iter()
+            .filter(|o| o.service == r.name)
+            .map(|o| o.name.as_str())
+            .collect();
+        let in_patterns: BTreeSet<&str> = facts
+            .patterns
+            .iter()
+            .filter(|p| p.steps.iter().any(|s| s.2 == r.name))
+            .map(|p| p.name.as_str())
+            .collect();
         services.insert(
             r.name,
             json!({
@@ -136,9 +181,28 @@ pub fn generate(facts: &Facts) -> Value {
                 "rest": rest,
                 "grpc": grpc,
                 "tables": tables,
+                "operations": operations,
+                "patterns": in_patterns,
             }),
         );
     }
+    let patterns: Vec<Value> = facts
+        .patterns
+        .iter()
+        .map(|p| {
+            let services: BTreeSet<&str> = p.steps.iter().map(|s| s.2.as_str()).collect();
+            json!({
+                "name": p.name,
+                "version": p.version,
+                "description": p.description,
+                "steps": p.steps.iter().map(|(name, op, service, comp)| json!({
+                    "name": name, "operation": op, "service": service, "compensation": comp,
+                })).collect::<Vec<_>>(),
+                "services": services,
+                "triggers": {"api": true, "events": p.events, "cron": p.cron},
+            })
+        })
+        .collect();
     let tables: BTreeMap<&str, Value> = facts
         .tables
         .iter()
@@ -164,8 +228,13 @@ pub fn generate(facts: &Facts) -> Value {
             "migrations": facts.migrations,
         },
         "services": services,
-        "nexus": {"built": false, "registered_operations": []},
-        "patterns": [],
+        "nexus": {
+            "built": true,
+            "registered_operations": facts.operations,
+            "tables": facts.tables.iter().filter(|t| table_service(&t.name) == Some("nexus")).map(|t| t.name.as_str()).collect::<Vec<_>>(),
+            "triggers": ["api", "schedule (scheduler job nexus.run)", "event (in-process event bus, after commit)"],
+        },
+        "patterns": patterns,
         "database_practices": {
             "backends": ["sqlite", "postgres"],
             "table_naming": "service_{service}_{entity}",
@@ -187,7 +256,15 @@ pub fn generate(facts: &Facts) -> Value {
         "babel_integration": {
             "services_using_babel": babel_users,
         },
-        "pattern_orchestration": {"built": false},
+        "pattern_orchestration": {
+            "built": true,
+            "run_states": ["running", "compensating", "succeeded", "compensated", "failed"],
+            "step_states": ["pending", "running", "succeeded", "failed", "compensated", "compensation_failed", "skipped"],
+            "durability": "a run and each step's state are rows; a node's claim is a lease with a fencing token; any node resumes a run whose lease ran out",
+            "retries": "per step: max_attempts with exponential back-off, for errors that may pass (database or engine unavailable, rate limited, step timeout)",
+            "compensation": "the completed steps' compensations in reverse run order, each once",
+            "idempotency": "one run per idempotency key; each step gets a key that is the same on every attempt",
+        },
         "metadata_fields": facts.metadata_fields,
     })
 }
@@ -228,6 +305,34 @@ pub fn validate(graph: &Value) -> Vec<Problem> {
             problems.push(Problem(format!(
                 "service {name} has no REST or gRPC endpoint"
             )));
+        }
+    }
+    let operations: BTreeSet<&str> = graph["nexus"]["registered_operations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["name"].as_str())
+        .collect();
+    for p in graph["patterns"].as_array().into_iter().flatten() {
+        let name = p["name"].as_str().unwrap_or_default();
+        for step in p["steps"].as_array().into_iter().flatten() {
+            for field in ["operation", "compensation"] {
+                if let Some(op) = step[field].as_str() {
+                    if !operations.contains(op) {
+                        problems.push(Problem(format!(
+                            "pattern {name}: step {} uses {op:?}, which is not a registered operation",
+                            step["name"]
+                        )));
+                    }
+                }
+            }
+            let service = step["service"].as_str().unwrap_or_default();
+            if !services.contains_key(service) {
+                problems.push(Problem(format!(
+                    "pattern {name}: step {} runs in {service:?}, which is not a service",
+                    step["name"]
+                )));
+            }
         }
     }
     for (table, t) in graph["database_practices"]["tables"]
@@ -304,6 +409,22 @@ pub fn impact(graph: &Value, node: &str) -> Option<BTreeMap<String, Vec<Step>>> 
                 .push(("serves", endpoint.clone()));
             known.insert(endpoint);
         }
+    }
+    for p in graph["patterns"].as_array().into_iter().flatten() {
+        let pattern = format!("pattern {}", p["name"].as_str().unwrap_or_default());
+        let services: BTreeSet<&str> = p["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["service"].as_str())
+            .collect();
+        for service in services {
+            used_by
+                .entry(service.to_owned())
+                .or_default()
+                .push(("runs a step of", pattern.clone()));
+        }
+        known.insert(pattern);
     }
     if !known.contains(node) {
         return None;

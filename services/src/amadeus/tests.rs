@@ -38,6 +38,25 @@ fn facts(wiring: Wiring) -> Facts {
         components: vec![],
         metadata_fields: vec!["scheduling".into()],
         migrations: vec!["0001_campaign.sql".into()],
+        operations: vec![NexusOperation {
+            name: "campaign.create".into(),
+            service: "campaign".into(),
+            idempotent: false,
+            description: "creates".into(),
+        }],
+        patterns: vec![NexusPattern {
+            name: "campaign.launch".into(),
+            version: 1,
+            description: "launches".into(),
+            steps: vec![(
+                "create".into(),
+                "campaign.create".into(),
+                "campaign".into(),
+                None,
+            )],
+            events: vec![],
+            cron: None,
+        }],
     }
 }
 
@@ -232,4 +251,26 @@ fn diff_names_what_changed() {
         ]
     );
     assert!(diff(&a, &a).is_empty());
+}
+
+#[test]
+fn patterns_are_in_the_impact_of_their_services_and_validated() {
+    let w = wiring(&[("campaign", "user"), ("user", "database")]);
+    let g = generate(&facts(w.clone()));
+    let of_user = impact(&g, "user").expect("user is a node");
+    let path = of_user
+        .get("pattern campaign.launch")
+        .expect("the pattern depends on user");
+    assert_eq!(
+        path.last().map(|s| (s.0.as_str(), s.1)),
+        Some(("campaign", "runs a step of"))
+    );
+    assert!(validate(&g).iter().all(|p| !p.0.contains("pattern")));
+    let mut broken = facts(w);
+    broken.patterns[0].steps[0].1 = "campaign.gone".into();
+    let problems = validate(&generate(&broken));
+    assert!(
+        problems.iter().any(|p| p.0.contains("campaign.gone")),
+        "{problems:?}"
+    );
 }

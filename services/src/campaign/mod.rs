@@ -22,6 +22,7 @@ pub use repo::CampaignRepo;
 use crate::babel::BabelService;
 use crate::cache::{MetadataCache, NoCache};
 use crate::json::merge_patch;
+use crate::nexus::{Event, EventBus};
 use crate::notification::NotificationService;
 pub use crate::page::{DEFAULT_PAGE, MAX_PAGE, Page};
 use crate::page::{check_limit, paginate};
@@ -145,6 +146,8 @@ pub struct CampaignService {
     scheduler: Option<SchedulerService>,
     /// Where the market a campaign names must exist.
     markets: Option<BabelService>,
+    /// Where `campaign.created` goes after commit.
+    events: EventBus,
 }
 
 /// Lock stripes for per-campaign ordering.
@@ -161,7 +164,16 @@ impl CampaignService {
             deferred_audit: None,
             scheduler: None,
             markets: None,
+            events: EventBus::default(),
         }
+    }
+
+    /// Publishes `campaign.created` (payload: the campaign's `id`, `slug`, `name`, `status`,
+    /// `starts_at`) on `events` after each commit.
+    #[must_use]
+    pub fn with_events(mut self, events: EventBus) -> Self {
+        self.events = events;
+        self
     }
 
     /// Checks that the market a campaign names (`metadata.service_specific.babel.market`)
@@ -324,6 +336,14 @@ impl CampaignService {
             self.broadcaster.upsert(LiveCampaign::of(&c, true)).await?;
         }
         tracing::info!(campaign = %c.id, slug = %c.slug, status = c.status.as_str(), "campaign created");
+        self.events.publish(Event {
+            name: "campaign.created",
+            id: c.id.clone(),
+            payload: serde_json::json!({
+                "id": c.id, "slug": c.slug, "name": c.name, "status": c.status.as_str(),
+                "starts_at": c.starts_at,
+            }),
+        });
         Ok(c)
     }
 

@@ -32,6 +32,7 @@ pub use model::{
 use serde_json::json;
 
 use crate::json::merge_patch;
+use crate::nexus::{Event, EventBus};
 use crate::page::{check_limit, paginate};
 use crate::security::{Caller, Policies};
 use crate::time::{now_ms, rfc3339};
@@ -46,6 +47,8 @@ const RESOURCE: &str = "content";
 pub struct ContentService {
     repo: ContentRepo,
     policies: Policies,
+    /// Where `content.created` and `content.updated` go after commit.
+    events: EventBus,
 }
 
 impl ContentService {
@@ -53,7 +56,27 @@ impl ContentService {
         Self {
             repo: ContentRepo::new(db),
             policies,
+            events: EventBus::default(),
         }
+    }
+
+    /// Publishes `content.created` and `content.updated` (payload: the item's `id`, `kind`,
+    /// `author_id`, `title` and `tags`) on `events` after each commit.
+    #[must_use]
+    pub fn with_events(mut self, events: EventBus) -> Self {
+        self.events = events;
+        self
+    }
+
+    fn publish(&self, name: &'static str, c: &Content) {
+        self.events.publish(Event {
+            name,
+            id: format!("{}@{}", c.id, c.updated_at),
+            payload: serde_json::json!({
+                "id": c.id, "kind": c.kind.as_str(), "author_id": c.author_id,
+                "title": c.title, "tags": c.tags,
+            }),
+        });
     }
 
     /// The policies every method checks.
@@ -115,6 +138,7 @@ impl ContentService {
         let audit = caller.audit("content.create", "content", &c.id).after(&c);
         self.repo.insert(&c, at, &audit).await?;
         tracing::info!(content = %c.id, kind = kind.as_str(), author = %c.author_id, "content created");
+        self.publish("content.created", &c);
         Ok(c)
     }
 
@@ -207,6 +231,7 @@ impl ContentService {
             })
             .await?;
         tracing::info!(content = %after.id, actor = caller.actor(), "content updated");
+        self.publish("content.updated", &after);
         Ok(after)
     }
 

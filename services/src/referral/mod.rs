@@ -398,6 +398,54 @@ impl ReferralService {
         Ok(r)
     }
 
+    /// The verdict of referral `id`'s fraud rules and terms, for a step that pays it: the
+    /// referral when it is rewarded or pending with its condition met. Needs `manage`.
+    ///
+    /// # Errors
+    /// [`ServiceError::Conflict`] saying why it cannot be paid (held by the rules it names,
+    /// rejected, without a reward, or its condition not met yet), [`ServiceError::NotFound`],
+    /// RBAC refusals, database failures.
+    pub async fn check(&self, caller: &Caller, id: &str) -> Result<Referral, ServiceError> {
+        self.inner.policies.require(caller, RESOURCE, "manage")?;
+        let r = self
+            .inner
+            .repo
+            .referral(id)
+            .await?
+            .ok_or_else(|| repo::not_found("referral", id))?;
+        let why = match r.status {
+            ReferralStatus::Rewarded => return Ok(r),
+            ReferralStatus::Pending if due(&r) => return Ok(r),
+            ReferralStatus::Pending => "its condition is not met yet".to_owned(),
+            ReferralStatus::Held => format!(
+                "it is held by the fraud rules: {}",
+                r.reasons
+                    .iter()
+                    .map(|h| format!("{} ({})", h.rule.as_str(), h.detail))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            ReferralStatus::Rejected => "it was rejected".to_owned(),
+            ReferralStatus::Attributed => "its campaign rewards nothing".to_owned(),
+        };
+        Err(ServiceError::Conflict {
+            message: format!("referral {id} cannot be rewarded: {why}"),
+        })
+    }
+
+    /// Credits referral `id`'s reward to both sides (once, whatever the number of calls) when
+    /// [`ReferralService::check`] passes. Needs `manage`.
+    ///
+    /// # Errors
+    /// As [`ReferralService::check`]; ledger failures.
+    pub async fn credit(&self, caller: &Caller, id: &str) -> Result<Referral, ServiceError> {
+        let r = self.check(caller, id).await?;
+        if r.status == ReferralStatus::Rewarded {
+            return Ok(r);
+        }
+        self.inner.pay(&r).await
+    }
+
     /// Rejects held referral `id`: no reward is paid. Needs `manage`.
     ///
     /// # Errors

@@ -181,6 +181,7 @@ pub async fn provider(db: &Database) -> services::Provider {
         notification: services::notification::DeliveryConfig::default(),
         scheduler: services::scheduler::SchedulerConfig::default(),
         commerce: services::commerce::CommerceConfig::default(),
+        nexus: services::nexus::NexusConfig::default(),
     })
     .await
     .expect("provider")
