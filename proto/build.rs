@@ -25,6 +25,7 @@ const PROTO_FILES: &[&str] = &[
     "talent/v0/talent.proto",
     "commerce/v0/commerce.proto",
     "referral/v0/referral.proto",
+    "nexus/v0/nexus.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1217,14 +1217,17 @@ async fn notification_service_over_grpc_inbox_and_status_codes() {
         .expect("list templates")
         .into_inner();
     let keys: Vec<&str> = listed.items.iter().map(|t| t.key.as_str()).collect();
-    // With those that commerce's, referral's and talent's migrations seed.
+    // With those that commerce's, referral's, talent's and Nexus's migrations seed.
     assert_eq!(
         keys,
         [
+            "campaign.launched",
             "commerce.payment_succeeded",
             "commerce.refunded",
             "referral.held",
+            "referral.joined",
             "referral.rewarded",
+            "talent.booked",
             "talent.booking_confirmed",
             "welcome"
         ]

@@ -23,6 +23,7 @@
 //!   bookings and their transitions);
 //! * [`commerce::v0`]: `CommerceService` (products, Babel-priced orders, idempotent payments,
 //!   refunds, invoices, the ledger);
+//! * [`nexus::v0`]: `NexusService` (the operation registry, patterns and their durable runs).
 //! * [`referral::v0`]: `ReferralService` (referral codes, attributed sign-ups, held rewards
 //!   and their review, stats);
 //! * [`FILE_DESCRIPTOR_SET`]: the encoded descriptors of all of the above (and the well-known
@@ -145,6 +146,15 @@ pub mod talent {
     #[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
     pub mod v0 {
         tonic::include_proto!("talent.v0");
+    }
+}
+
+/// Patterns and their durable runs (`nexus` proto packages).
+pub mod nexus {
+    /// `nexus.v0`: `NexusService` and its messages.
+    #[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
+    pub mod v0 {
+        tonic::include_proto!("nexus.v0");
     }
 }
 

@@ -39,6 +39,7 @@ fn descriptor_set_holds_every_contract_and_the_well_known_types() -> TestResult 
         "talent/v0/talent.proto",
         "commerce/v0/commerce.proto",
         "referral/v0/referral.proto",
+        "nexus/v0/nexus.proto",
         "google/protobuf/struct.proto",
     ] {
         assert!(files.contains(name), "{name} missing from {files:?}");
@@ -66,6 +67,7 @@ fn descriptor_set_holds_every_contract_and_the_well_known_types() -> TestResult 
         "talent.v0.TalentService",
         "commerce.v0.CommerceService",
         "referral.v0.ReferralService",
+        "nexus.v0.NexusService",
     ]
     .into_iter()
     .map(String::from)
@@ -83,8 +85,8 @@ fn descriptor_set_holds_every_contract_and_the_well_known_types() -> TestResult 
 #[test]
 fn service_names_match_the_proto_packages() {
     use proto::{
-        admin, broadcast, campaign, commerce, content, notification, referral, scheduler, security,
-        talent, user,
+        admin, broadcast, campaign, commerce, content, nexus, notification, referral, scheduler,
+        security, talent, user,
     };
     assert_eq!(
         user::v0::user_service_server::SERVICE_NAME,
@@ -129,6 +131,10 @@ fn service_names_match_the_proto_packages() {
     assert_eq!(
         referral::v0::referral_service_server::SERVICE_NAME,
         "referral.v0.ReferralService"
+    );
+    assert_eq!(
+        nexus::v0::nexus_service_server::SERVICE_NAME,
+        "nexus.v0.NexusService"
     );
 }
 

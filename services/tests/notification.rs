@@ -434,8 +434,7 @@ async fn templates_are_checked_stored_listed_deleted_and_guarded() {
             .unwrap_or_else(|e| panic!("put {key}/{locale}: {e}"));
         }
 
-        // Listed by key then locale, a page at a time (after the two that commerce's migration
-        // seeds).
+        // Listed by key then locale, a page at a time (with those the migrations seed).
         let p1 = svc
             .templates(&manager, None, Some(5), None)
             .await
@@ -448,15 +447,15 @@ async fn templates_are_checked_stored_listed_deleted_and_guarded() {
         assert_eq!(
             names(&p1.items),
             [
+                "campaign.launched/en",
                 "commerce.payment_succeeded/en",
                 "commerce.refunded/en",
                 "order.shipped/en",
-                "order.shipped/fr",
-                "order.shipped/fr-CA"
+                "order.shipped/fr"
             ]
         );
         assert_eq!(
-            p1.items[2].variables,
+            p1.items[3].variables,
             ["order"],
             "listed with their variables"
         );
@@ -468,13 +467,23 @@ async fn templates_are_checked_stored_listed_deleted_and_guarded() {
         assert_eq!(
             names(&p2.items),
             [
+                "order.shipped/fr-CA",
                 "referral.held/en",
+                "referral.joined/en",
                 "referral.rewarded/en",
-                "talent.booking_confirmed/en",
-                "welcome/en"
+                "talent.booked/en"
             ]
         );
-        assert!(p2.next_cursor.is_none(), "the last page");
+        let cursor = p2.next_cursor.expect("a third page");
+        let p3 = svc
+            .templates(&manager, None, Some(5), Some(&cursor))
+            .await
+            .expect("page 3");
+        assert_eq!(
+            names(&p3.items),
+            ["talent.booking_confirmed/en", "welcome/en"]
+        );
+        assert!(p3.next_cursor.is_none(), "the last page");
         let only = svc
             .templates(&translator, Some("welcome"), None, None)
             .await

@@ -12,6 +12,7 @@ mod campaign;
 mod commerce;
 mod content;
 mod localization;
+mod nexus;
 mod notification;
 mod observe;
 mod referral;
@@ -213,6 +214,7 @@ pub async fn serve(
         .add_service(scheduler::server(state.clone()))
         .add_service(talent::server(state.clone()))
         .add_service(commerce::server(state.clone()))
+        .add_service(nexus::server(state.clone()))
         .add_service(referral::server(state))
         .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
         .await;
