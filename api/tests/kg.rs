@@ -115,6 +115,15 @@ async fn the_node_serves_the_graph_with_live_facts() {
     let (s, g) = node.call_as(None, "GET", "/api/kg", None).await;
     assert_eq!(s, 200);
     assert_eq!(g["live"]["healthy"]["user"], true, "{}", g["live"]);
+    assert!(g["live"]["pattern_runs"].is_object(), "{}", g["live"]);
+    let (s, i) = node.call_as(None, "GET", "/api/kg/impact/user", None).await;
+    assert_eq!(s, 200, "{i}");
+    assert!(
+        i["items"].as_array().is_some_and(|a| a
+            .iter()
+            .any(|x| x["dependent"] == "pattern referral.reward")),
+        "a pattern with a step in a service that uses user: {i}"
+    );
     assert!(g["services"]["campaign"].is_object());
     let (s, u) = node
         .call_as(None, "GET", "/api/kg/services/user", None)

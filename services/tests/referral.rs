@@ -1046,3 +1046,108 @@ async fn signups_with_two_codes_of_one_referrer_count_together_for_max_referrals
         f.finish().await;
     }
 }
+
+/// The shipped Nexus pattern `referral.reward`: a due referral is credited once whatever the
+/// number of runs (the sign-up already paid it here), the referee is told; a held one stops at
+/// the check and nothing is credited.
+#[tokio::test]
+async fn the_referral_reward_pattern_credits_once_and_stops_at_a_held_referral() {
+    use services::nexus::{RunStatus, StartRun, StepStatus};
+    for f in fixtures("referral_nexus").await {
+        let reward = json!({"amount": 400, "currency": "EUR"});
+        f.campaign("flow", json!({"referral_reward": reward})).await;
+        let ann = f.user("ann", None, "127.0.5.1:1").await;
+        let code = f.code(&ann, Some("flow"), None).await;
+        let ben = f
+            .register("ben", None, "127.0.5.2:1", Some(&code), None)
+            .await
+            .expect("register");
+        let r = f.referral_of(&ben.id).await;
+        assert_eq!(r.status, ReferralStatus::Rewarded);
+        for key in ["one", "two"] {
+            let start = StartRun {
+                input: Some(json!({"referral_id": r.id})),
+                idempotency_key: Some(key.to_owned()),
+            };
+            f.p.nexus
+                .start(&MANAGER, "referral.reward", start)
+                .await
+                .expect("start");
+        }
+        assert_eq!(f.p.nexus.drain().await.expect("drain"), 2);
+        let runs =
+            f.p.nexus
+                .runs(&MANAGER, services::nexus::RunFilter::default(), None, None)
+                .await
+                .expect("runs");
+        for run in &runs.items {
+            let run = f.p.nexus.run(&MANAGER, &run.id).await.expect("run");
+            assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
+        }
+        assert_eq!(f.balance(accounts::REFERRAL_REWARDS, "EUR").await, 800);
+        assert_eq!(f.balance(&accounts::user(&ben.id), "EUR").await, -400);
+        assert!(
+            f.told(&ben.id)
+                .await
+                .contains(&"referral.joined".to_owned())
+        );
+
+        // A held referral (the same mailbox): the check refuses it, nothing is credited.
+        let ann_id = ann.user_id().expect("id").to_owned();
+        let alt = f
+            .register(
+                "ann2",
+                Some("ann+again@example.org"),
+                "127.0.5.3:1",
+                Some(&code),
+                None,
+            )
+            .await
+            .expect("register");
+        let held = f.referral_of(&alt.id).await;
+        assert_eq!(held.status, ReferralStatus::Held);
+        let (run, _) =
+            f.p.nexus
+                .start(
+                    &MANAGER,
+                    "referral.reward",
+                    StartRun {
+                        input: Some(json!({"referral_id": held.id})),
+                        idempotency_key: None,
+                    },
+                )
+                .await
+                .expect("start");
+        f.p.nexus.drain().await.expect("drain");
+        let run = f.p.nexus.run(&MANAGER, &run.id).await.expect("run");
+        assert_eq!(run.status, RunStatus::Failed);
+        assert_eq!(run.steps[0].status, StepStatus::Failed);
+        assert!(
+            run.steps[0].error.as_deref().is_some_and(
+                |e| e.contains("held by the fraud rules") && e.contains("self_referral")
+            ),
+            "{:?}",
+            run.steps[0].error
+        );
+        assert_eq!(run.steps[1].status, StepStatus::Skipped);
+        assert_eq!(f.balance(accounts::REFERRAL_REWARDS, "EUR").await, 800);
+        assert_eq!(f.balance(&accounts::user(&ann_id), "EUR").await, -400);
+        // A user may start the pattern, but its steps need `manage`: refused at the check.
+        let (run, _) =
+            f.p.nexus
+                .start(
+                    &ann,
+                    "referral.reward",
+                    StartRun {
+                        input: Some(json!({"referral_id": r.id})),
+                        idempotency_key: None,
+                    },
+                )
+                .await
+                .expect("start");
+        f.p.nexus.drain().await.expect("drain");
+        let run = f.p.nexus.run(&ann, &run.id).await.expect("own run");
+        assert_eq!(run.status, RunStatus::Failed);
+        f.finish().await;
+    }
+}

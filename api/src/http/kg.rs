@@ -31,7 +31,8 @@ fn graph() -> Result<&'static Value, ApiError> {
     })
 }
 
-/// The whole graph, and what the node knows now: its id and which services are healthy.
+/// The whole graph, and what the node knows now: its id, which services are healthy, and the
+/// runs of each pattern by status.
 #[utoipa::path(
     get,
     path = "/api/kg",
@@ -48,7 +49,10 @@ pub async fn get(State(app): State<AppState>) -> Result<impl IntoResponse, ApiEr
     for r in services::provider::registrations() {
         healthy.insert(r.name.to_owned(), json!(app.services.healthy(r.name).await));
     }
-    g["live"] = json!({"node": app.node.id(), "healthy": healthy});
+    // Which patterns ran here and elsewhere (the runs table is shared): `null` when the
+    // database does not answer.
+    let runs = app.services.nexus.run_counts().await.ok();
+    g["live"] = json!({"node": app.node.id(), "healthy": healthy, "pattern_runs": runs});
     Ok(Json(g))
 }
 

@@ -805,12 +805,18 @@ impl NexusService {
         Ok(Page { items, next_cursor })
     }
 
-    /// Runs by status (for the node's live facts).
+    /// Runs by pattern, then status (for the node's live facts: which patterns ran).
     ///
     /// # Errors
     /// Database failures.
-    pub async fn run_counts(&self) -> Result<BTreeMap<String, i64>, ServiceError> {
-        Ok(self.inner.repo.counts().await?.into_iter().collect())
+    pub async fn run_counts(
+        &self,
+    ) -> Result<BTreeMap<String, BTreeMap<String, i64>>, ServiceError> {
+        let mut out: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+        for (pattern, status, n) in self.inner.repo.counts().await? {
+            out.entry(pattern).or_default().insert(status, n);
+        }
+        Ok(out)
     }
 
     /// Starts one run of every pattern listening for `event`, as the system.

@@ -77,7 +77,8 @@ portable_sql! {
                     output = $6, error = $7, started_at = $8, finished_at = $9, \
                     comp_attempts = $10, comp_error = $11, compensated_at = $12 \
                     WHERE run_id = $1 AND name = $2",
-        counts: "SELECT status, COUNT(*) FROM service_nexus_run GROUP BY status",
+        counts: "SELECT pattern, status, COUNT(*) FROM service_nexus_run \
+                 GROUP BY pattern, status ORDER BY pattern, status",
         audit: (audit::INSERT_SQLITE, audit::INSERT_POSTGRES),
     }
 }
@@ -489,8 +490,8 @@ impl NexusRepo {
         }))
     }
 
-    /// Runs by status.
-    pub(crate) async fn counts(&self) -> Result<Vec<(String, i64)>, ServiceError> {
+    /// Runs by pattern and status.
+    pub(crate) async fn counts(&self) -> Result<Vec<(String, String, i64)>, ServiceError> {
         Ok(on_pool!(&self.db, Queries, |pool, sql| {
             sqlx::query_as(sql.counts).fetch_all(pool).await?
         }))
