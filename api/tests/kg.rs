@@ -188,3 +188,97 @@ async fn the_node_serves_the_graph_with_live_facts() {
         .await;
     common::assert_error(s, &b, 400, "invalid_argument");
 }
+
+#[tokio::test]
+async fn curators_annotate_nodes_but_never_change_generated_facts() {
+    let node = common::TestNode::start().await;
+    let (_, user) = common::user(&node, "curious").await;
+    let patch = serde_json::json!({
+        "services": {"user": {"annotations": {"owner": "identity team", "decisions": ["tokens are JWT"]}}},
+        "annotations": {"notes": "the platform, as generated"}
+    });
+    let (s, b) = node
+        .call_as(Some(&user), "PATCH", "/api/kg", Some(patch.clone()))
+        .await;
+    common::assert_error(s, &b, 403, "forbidden");
+    let (s, b) = node
+        .call_as(None, "PATCH", "/api/kg", Some(patch.clone()))
+        .await;
+    common::assert_error(s, &b, 401, "unauthenticated");
+    let (s, a) = node.call("PATCH", "/api/kg", Some(patch)).await;
+    assert_eq!(s, 200, "{a}");
+    assert_eq!(a["/services/user"]["owner"], "identity team", "{a}");
+    assert_eq!(a[""]["notes"], "the platform, as generated", "{a}");
+    let (_, g) = node.call_as(None, "GET", "/api/kg", None).await;
+    assert_eq!(
+        g["services"]["user"]["annotations"]["decisions"],
+        serde_json::json!(["tokens are JWT"])
+    );
+    assert_eq!(
+        g["services"]["user"]["version"],
+        env!("CARGO_PKG_VERSION"),
+        "facts unchanged"
+    );
+    assert_eq!(g["annotations"]["notes"], "the platform, as generated");
+    // A merge patch: null removes a field; the rest stays.
+    let (s, a) = node
+        .call("PATCH", "/api/kg", Some(serde_json::json!({"services": {"user": {"annotations": {"decisions": null, "notes": "see docs/knowledge-graph.md"}}}})))
+        .await;
+    assert_eq!(s, 200, "{a}");
+    assert_eq!(
+        a["/services/user"],
+        serde_json::json!({"owner": "identity team", "notes": "see docs/knowledge-graph.md"})
+    );
+    // Generated facts: a 409 listing each pointer.
+    let (s, b) = node
+        .call("PATCH", "/api/kg", Some(serde_json::json!({"services": {"user": {"version": "9", "annotations": {"owner": "x"}}}, "invented": {"a": 1}})))
+        .await;
+    common::assert_error(s, &b, 409, "conflict");
+    let m = b["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        m.contains("/services/user/version") && m.contains("/invented"),
+        "{m}"
+    );
+    let (_, g) = node.call_as(None, "GET", "/api/kg", None).await;
+    assert_eq!(
+        g["services"]["user"]["annotations"]["owner"], "identity team",
+        "a refused patch changes nothing"
+    );
+    // Bad annotations name the field.
+    for bad in [
+        serde_json::json!({"services": {"user": {"annotations": {"owner": 5}}}}),
+        serde_json::json!({"services": {"user": {"annotations": {"colour": "red"}}}}),
+        serde_json::json!({"services": {"user": {"annotations": {"owner": "  "}}}}),
+        serde_json::json!({"services": {"user": {"annotations": "owner"}}}),
+    ] {
+        let (s, b) = node.call("PATCH", "/api/kg", Some(bad.clone())).await;
+        common::assert_error(s, &b, 400, "invalid_argument");
+        assert!(
+            b["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("/services/user/annotations"),
+            "{bad}: {b}"
+        );
+    }
+    let (s, b) = node
+        .raw("PATCH", "/api/kg", "application/json", "[1]")
+        .await;
+    assert!(s == 400 || s == 409, "{s} {b}");
+    let (s, b) = node.raw("PATCH", "/api/kg", "text/plain", "{}").await;
+    common::assert_error(s, &b, 415, "unsupported_media_type");
+    // Removing an annotation altogether; each change is audited.
+    let (s, a) = node
+        .call(
+            "PATCH",
+            "/api/kg",
+            Some(serde_json::json!({"services": {"user": {"annotations": null}}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{a}");
+    assert!(a.get("/services/user").is_none(), "{a}");
+    assert_eq!(
+        common::audit_actions(&node, "annotations").await,
+        ["kg.annotate", "kg.annotate", "kg.annotate"]
+    );
+}

@@ -166,6 +166,7 @@ const SERVED: &[(&str, &str)] = &[
     ("get", "/api/referral/referrals/{id}"),
     ("post", "/api/referral/referrals/{id}/approve"),
     ("post", "/api/referral/referrals/{id}/reject"),
+    ("patch", "/api/kg"),
     ("get", "/api/nexus/operations"),
     ("get", "/api/nexus/patterns"),
     ("post", "/api/nexus/patterns"),
@@ -220,6 +221,7 @@ const CLOSED_SCHEMAS: &[&str] = &[
     "NexusRetry",
     "NexusTriggers",
     "StartNexusRun",
+    "KgAnnotation",
 ];
 
 struct Answer {

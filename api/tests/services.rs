@@ -423,6 +423,7 @@ async fn accounts_tokens_roles_and_audit_over_rest() {
             "commerce",
             "referral",
             "nexus",
+            "amadeus",
             "security",
             "admin"
         ]

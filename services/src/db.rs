@@ -103,6 +103,11 @@ macro_rules! migrations {
                 "nexus",
                 include_str!(concat!("../../migrations/", $dir, "/0013_nexus.sql")),
             ),
+            (
+                14,
+                "amadeus",
+                include_str!(concat!("../../migrations/", $dir, "/0014_amadeus.sql")),
+            ),
         ]
     };
 }

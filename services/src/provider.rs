@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::amadeus::curator::CuratorService;
 use crate::babel::{BabelConfig, BabelService};
 use crate::cache::{MetadataCache, NoCache};
 use crate::campaign::jobs as campaign_jobs;
@@ -226,6 +227,8 @@ pub struct Provider {
     pub nexus: NexusService,
     /// Where services publish what happened, after commit (Nexus starts runs from it).
     pub events: EventBus,
+    /// Curator annotations over the generated knowledge graph.
+    pub curator: CuratorService,
     pub audit: AuditLog,
     pub admin: AdminService,
     /// What each service was handed at construction (for the knowledge graph); shared, since
@@ -354,6 +357,10 @@ impl Provider {
             nexus_ops::commerce(w.give("nexus", commerce.clone())),
         )?;
         nexus.install(nexus_ops::builtin_patterns()).await?;
+        let curator = CuratorService::new(
+            w.give("amadeus", db.clone()),
+            w.give("amadeus", policies.clone()),
+        );
         Ok(Self {
             campaigns,
             users,
@@ -367,6 +374,7 @@ impl Provider {
             referrals,
             nexus,
             events,
+            curator,
             audit,
             admin,
             wiring: Arc::new(w),
@@ -627,6 +635,24 @@ pub fn registrations() -> Vec<ServiceRegistration> {
             },
             health_check: "database ping",
             metrics_prefix: "ovasabi_nexus",
+        },
+        ServiceRegistration {
+            name: "amadeus",
+            version: V,
+            capabilities: vec![
+                "generated-knowledge-graph",
+                "impact",
+                "mermaid",
+                "backstage-export",
+                "live-facts",
+                "curator-annotations",
+            ],
+            endpoints: Endpoints {
+                rest: vec!["/api/kg"],
+                grpc: vec![],
+            },
+            health_check: "database ping",
+            metrics_prefix: "ovasabi_amadeus",
         },
         ServiceRegistration {
             name: "security",

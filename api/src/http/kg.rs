@@ -4,7 +4,7 @@
 use std::sync::LazyLock;
 
 use axum::Json;
-use axum::extract::rejection::PathRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use utoipa::IntoParams;
 
 use super::AppState;
+use super::auth::SignedIn;
 use super::params::Params;
 use crate::error::ApiError;
 use crate::openapi::ErrorBody;
@@ -44,7 +45,8 @@ fn graph() -> Result<&'static Value, ApiError> {
     )
 )]
 pub async fn get(State(app): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let mut g = graph()?.clone();
+    // Curators' annotations in their nodes; the generated facts as committed.
+    let mut g = app.services.curator.annotated(graph()?).await?;
     let mut healthy = serde_json::Map::new();
     for r in services::provider::registrations() {
         healthy.insert(r.name.to_owned(), json!(app.services.healthy(r.name).await));
@@ -54,6 +56,45 @@ pub async fn get(State(app): State<AppState>) -> Result<impl IntoResponse, ApiEr
     let runs = app.services.nexus.run_counts().await.ok();
     g["live"] = json!({"node": app.node.id(), "healthy": healthy, "pattern_runs": runs});
     Ok(Json(g))
+}
+
+/// Adds, changes or removes curator annotations (`owner`, `notes`, `decisions`) with a JSON
+/// merge patch over the graph that touches only `annotations` objects of nodes the graph has,
+/// e.g. `{"services": {"user": {"annotations": {"owner": "identity team"}}}}` (`null` removes
+/// a field, or a whole annotation). Generated facts never change: a patch that would change
+/// one is a 409 listing the JSON pointers. Each replaced annotation is backed up first; the
+/// change writes the audit row `kg.annotate`. Admins only (`annotate` on `kg`).
+#[utoipa::path(
+    patch,
+    path = "/api/kg",
+    operation_id = "annotate_knowledge_graph",
+    tag = "node",
+    request_body(content = Object, description = "A JSON merge patch over the graph's annotations"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every annotation after the change, by JSON pointer", body = std::collections::BTreeMap<String, services::amadeus::curator::Annotation>),
+        (status = 400, description = "Malformed JSON, or a bad annotation (the error names it)", body = ErrorBody),
+        (status = 401, description = "No token, or a bad or expired one", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 409, description = "The patch would change generated facts (the error lists them)", body = ErrorBody),
+        (status = 413, description = "Body larger than the node's limit", body = ErrorBody),
+        (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn annotate(
+    State(app): State<AppState>,
+    SignedIn(caller): SignedIn,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Json(patch) = body?;
+    Ok(Json(
+        app.services
+            .curator
+            .annotate(&caller, graph()?, &patch)
+            .await?,
+    ))
 }
 
 /// One service of the graph, with what depends on it.

@@ -210,7 +210,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(nexus::list_runs))
         .routes(routes!(nexus::get_run))
         .routes(routes!(services_list))
-        .routes(routes!(kg::get))
+        .routes(routes!(kg::get, kg::annotate))
         .routes(routes!(kg::service))
         .routes(routes!(kg::impact))
         .routes(routes!(kg::mermaid))

@@ -8,6 +8,8 @@
 //! Generation is deterministic: maps are ordered, lists sorted, and `version` / `last_updated`
 //! are a hash of the facts — never the clock — so two generations of one tree are identical.
 
+pub mod curator;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
