@@ -30,6 +30,13 @@ async fn the_committed_graph_is_what_the_code_generates() {
         diff.join("\n")
     );
     assert_eq!(amadeus::validate(&committed), vec![]);
+    // The diagram in docs/knowledge-graph.md is the generated one.
+    let doc = std::fs::read_to_string(root().join("docs/knowledge-graph.md")).expect("docs");
+    let diagram = format!("```mermaid\n{}```", amadeus::mermaid(&committed, None));
+    assert!(
+        doc.contains(&diagram),
+        "docs/knowledge-graph.md's diagram is stale: paste `cargo run -- kg mermaid` into it"
+    );
 }
 
 #[tokio::test]

@@ -24,6 +24,9 @@
 //!    [`ServiceRegistration`] in [`registrations`].
 //! 5. In `api`: a REST module under `api/src/http/` and a gRPC adapter under `api/src/grpc/`,
 //!    both calling the service's methods only; its proto under `proto/proto/<name>/v0/`.
+//! 6. Its operations for Nexus patterns: a function in `nexus/ops.rs` and one
+//!    `nexus.register_operations(...)` line below (the registry and the knowledge graph follow).
+//!    Services that others should react to publish [`EventBus`] events after commit.
 
 use std::sync::Arc;
 

@@ -136,6 +136,16 @@ pub fn apply(doc: &mut Value) {
     talent(doc);
     commerce(doc);
     referral(doc);
+    nexus(doc);
+}
+
+/// A run id as Nexus writes it (a hyphenated UUID): the runs list's cursor
+/// (`services::nexus::is_run_id`).
+fn nexus(doc: &mut Value) {
+    set(
+        parameter(doc, "/api/nexus/runs", "get", "cursor"),
+        &json!({"pattern": services::nexus::RUN_ID_PATTERN}),
+    );
 }
 
 /// A job kind or entity type (`services::scheduler::model::validate_name`).

@@ -319,13 +319,13 @@ pub fn validate(graph: &Value) -> Vec<Problem> {
         let name = p["name"].as_str().unwrap_or_default();
         for step in p["steps"].as_array().into_iter().flatten() {
             for field in ["operation", "compensation"] {
-                if let Some(op) = step[field].as_str() {
-                    if !operations.contains(op) {
-                        problems.push(Problem(format!(
-                            "pattern {name}: step {} uses {op:?}, which is not a registered operation",
-                            step["name"]
-                        )));
-                    }
+                if let Some(op) = step[field].as_str()
+                    && !operations.contains(op)
+                {
+                    problems.push(Problem(format!(
+                        "pattern {name}: step {} uses {op:?}, which is not a registered operation",
+                        step["name"]
+                    )));
                 }
             }
             let service = step["service"].as_str().unwrap_or_default();

@@ -776,10 +776,10 @@ impl NexusService {
         if !self.inner.policies.allows(caller, RESOURCE, "read") {
             filter.started_by = Some(caller.actor().to_owned());
         }
-        if let Some(c) = cursor {
-            if uuid::Uuid::parse_str(c).is_err() {
-                return Err(ServiceError::invalid("cursor", "not a cursor of this list"));
-            }
+        if let Some(c) = cursor
+            && !is_run_id(c)
+        {
+            return Err(ServiceError::invalid("cursor", "not a cursor of this list"));
         }
         let rows = self
             .inner
@@ -1217,6 +1217,23 @@ fn repo_gone(name: &str) -> ServiceError {
         entity: "pattern",
         id: name.to_owned(),
     }
+}
+
+/// What a run id looks like (a hyphenated UUID), as the API documents its cursors.
+pub const RUN_ID_PATTERN: &str =
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
+/// Whether `s` matches [`RUN_ID_PATTERN`].
+pub fn is_run_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                *c == b'-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        })
 }
 
 /// Describes a JSON schema for operation inputs and outputs from a type's OpenAPI schema.

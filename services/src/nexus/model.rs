@@ -631,17 +631,17 @@ pub fn validate(
             let Value::Object(map) = template else {
                 return Err(ServiceError::invalid(&field, "an object"));
             };
-            if let Some(accepted) = properties(&op.input) {
-                if let Some(k) = map.keys().find(|k| !accepted.contains(k.as_str())) {
-                    return Err(ServiceError::invalid(
-                        &format!("{field}.{k}"),
-                        format!(
-                            "{} takes no {k:?} (it takes: {})",
-                            op.name,
-                            accepted.into_iter().collect::<Vec<_>>().join(", ")
-                        ),
-                    ));
-                }
+            if let Some(accepted) = properties(&op.input)
+                && let Some(k) = map.keys().find(|k| !accepted.contains(k.as_str()))
+            {
+                return Err(ServiceError::invalid(
+                    &format!("{field}.{k}"),
+                    format!(
+                        "{} takes no {k:?} (it takes: {})",
+                        op.name,
+                        accepted.into_iter().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
             }
             let mut found = Vec::new();
             refs(template, field.clone(), &mut found);
@@ -651,13 +651,13 @@ pub fn validate(
                     .map_err(|m| ServiceError::invalid(&at, m))?;
                 match r {
                     Ref::Input(path) => {
-                        if let (Some(first), Some(props)) = (path.first(), &input_props) {
-                            if !props.contains(first) {
-                                return Err(ServiceError::invalid(
-                                    &at,
-                                    format!("the pattern's input_schema has no property {first:?}"),
-                                ));
-                            }
+                        if let (Some(first), Some(props)) = (path.first(), &input_props)
+                            && !props.contains(first)
+                        {
+                            return Err(ServiceError::invalid(
+                                &at,
+                                format!("the pattern's input_schema has no property {first:?}"),
+                            ));
                         }
                     }
                     Ref::Step(step, path) => {
@@ -674,16 +674,16 @@ pub fn validate(
                             ));
                         }
                         let out = &operations[def.steps[j].operation.as_str()].output;
-                        if let (Some(first), Some(props)) = (path.first(), properties(out)) {
-                            if !props.contains(first) {
-                                return Err(ServiceError::invalid(
-                                    &at,
-                                    format!(
-                                        "{} (step {step:?}) has no output field {first:?}",
-                                        def.steps[j].operation
-                                    ),
-                                ));
-                            }
+                        if let (Some(first), Some(props)) = (path.first(), properties(out))
+                            && !props.contains(first)
+                        {
+                            return Err(ServiceError::invalid(
+                                &at,
+                                format!(
+                                    "{} (step {step:?}) has no output field {first:?}",
+                                    def.steps[j].operation
+                                ),
+                            ));
                         }
                         if j != i {
                             needs[i].insert(j);
@@ -726,10 +726,7 @@ fn topological(steps: &[StepDef], needs: &[BTreeSet<usize>]) -> Result<Vec<usize
                     break;
                 };
                 let mut path = vec![at];
-                loop {
-                    let Some(&j) = needs[at].iter().find(|&&j| !done[j]) else {
-                        break;
-                    };
+                while let Some(&j) = needs[at].iter().find(|&&j| !done[j]) {
                     if let Some(p) = path.iter().position(|&x| x == j) {
                         let mut names: Vec<&str> =
                             path[p..].iter().map(|&k| steps[k].name.as_str()).collect();
@@ -811,15 +808,14 @@ pub fn check_input(def: &PatternDef, input: &Value) -> Result<(), ServiceError> 
             }
         }
     }
-    if let Some(props) = properties(&def.input_schema) {
-        if def.input_schema.get("additionalProperties") == Some(&Value::Bool(false)) {
-            if let Some(k) = map.keys().find(|k| !props.contains(k.as_str())) {
-                return Err(ServiceError::invalid(
-                    &format!("input.{k}"),
-                    format!("pattern {} takes no {k:?}", def.name),
-                ));
-            }
-        }
+    if let Some(props) = properties(&def.input_schema)
+        && def.input_schema.get("additionalProperties") == Some(&Value::Bool(false))
+        && let Some(k) = map.keys().find(|k| !props.contains(k.as_str()))
+    {
+        return Err(ServiceError::invalid(
+            &format!("input.{k}"),
+            format!("pattern {} takes no {k:?}", def.name),
+        ));
     }
     Ok(())
 }

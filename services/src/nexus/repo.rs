@@ -203,7 +203,7 @@ macro_rules! step_row {
 pub(crate) enum Inserted {
     New,
     /// A run with the key existed.
-    Existing(RunRow),
+    Existing(Box<RunRow>),
 }
 
 #[derive(Clone, Debug)]
@@ -263,10 +263,10 @@ impl NexusRepo {
                     .bind(name)
                     .fetch_optional(&mut *tx)
                     .await?;
-                if let Some((version, def)) = &latest {
-                    if def == definition {
-                        return Ok((*version, false));
-                    }
+                if let Some((version, def)) = &latest
+                    && def == definition
+                {
+                    return Ok((*version, false));
                 }
                 let version = latest.map_or(1, |(v, _)| v + 1);
                 sqlx::query(sql.insert_pattern)
@@ -329,7 +329,7 @@ impl NexusRepo {
                         .bind(&run.key)
                         .fetch_one(&mut *tx)
                         .await?;
-                    return Ok(Inserted::Existing(run_row!(row)));
+                    return Ok(Inserted::Existing(Box::new(run_row!(row))));
                 }
                 for (position, (name, operation)) in steps.iter().enumerate() {
                     sqlx::query(sql.insert_step)
@@ -426,12 +426,12 @@ impl NexusRepo {
                     .await?
                     .rows_affected()
                     == 1;
-                if won {
-                    if let Some(row) = sqlx::query(sql.run).bind(&id).fetch_optional(pool).await? {
-                        let r = run_row!(row);
-                        if r.fence == fence + 1 {
-                            out.push((r, held_by.is_some()));
-                        }
+                if won
+                    && let Some(row) = sqlx::query(sql.run).bind(&id).fetch_optional(pool).await?
+                {
+                    let r = run_row!(row);
+                    if r.fence == fence + 1 {
+                        out.push((r, held_by.is_some()));
                     }
                 }
             }
