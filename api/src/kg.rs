@@ -58,6 +58,7 @@ pub async fn facts(root: &Path) -> anyhow::Result<Facts> {
     let patterns = provider
         .nexus
         .pattern_list()
+        .await?
         .into_iter()
         .filter(|p| p.source == "builtin")
         .map(|p| services::amadeus::NexusPattern {

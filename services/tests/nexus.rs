@@ -334,7 +334,6 @@ async fn a_run_whose_node_stopped_is_resumed_by_another_node_and_finishes_once()
         a.register_pattern(&Caller::system(), hang_pattern())
             .await
             .expect("register");
-        b.reload().await.expect("reload");
         let (run, _) = a
             .start(&Caller::system(), "t.hang", StartRun::default())
             .await
@@ -386,8 +385,8 @@ async fn a_node_that_lost_its_lease_writes_nothing_when_it_wakes_up() {
         a.register_pattern(&Caller::system(), hang_pattern())
             .await
             .expect("register");
-        b.reload().await.expect("reload");
-        let (run, _) = a
+        // A pattern registered on one node starts on another.
+        let (run, _) = b
             .start(&Caller::system(), "t.hang", StartRun::default())
             .await
             .expect("start");
@@ -640,6 +639,14 @@ async fn a_service_event_starts_each_listening_pattern_once() {
                 "steps": [{"name": "seen", "operation": "test.seen", "input": {"author": "$.input.author_id", "id": "$.input.id"}}]})))
             .await
             .expect("register");
+        let unknown = def(
+            json!({"name": "t.on_nothing", "triggers": {"events": ["content.exploded"]},
+            "steps": [{"name": "seen", "operation": "test.seen"}]}),
+        );
+        match p.nexus.register_pattern(&Caller::system(), unknown).await {
+            Err(ServiceError::Invalid { field, .. }) => assert_eq!(field, "triggers.events[0]"),
+            other => panic!("{other:?}"),
+        }
         let author = Caller::user("author-1", vec![Role::User]);
         let c = p
             .content

@@ -132,7 +132,13 @@ impl NexusService for Nexus {
         req: Request<pb::ListPatternsRequest>,
     ) -> Result<Response<pb::ListPatternsResponse>, Status> {
         let caller = caller(&self.0, &req)?;
-        let patterns = self.0.services.nexus.patterns(&caller).map_err(status)?;
+        let patterns = self
+            .0
+            .services
+            .nexus
+            .patterns(&caller)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::ListPatternsResponse {
             patterns: patterns
                 .into_iter()

@@ -89,7 +89,7 @@ pub async fn list_patterns(
     State(app): State<AppState>,
     SignedIn(caller): SignedIn,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(app.services.nexus.patterns(&caller)?))
+    Ok(Json(app.services.nexus.patterns(&caller).await?))
 }
 
 /// Registers a pattern (admins: `write`), checked against the registry: an unknown

@@ -337,7 +337,7 @@ impl CampaignService {
         }
         tracing::info!(campaign = %c.id, slug = %c.slug, status = c.status.as_str(), "campaign created");
         self.events.publish(Event {
-            name: "campaign.created",
+            name: crate::nexus::CAMPAIGN_CREATED,
             id: c.id.clone(),
             payload: serde_json::json!({
                 "id": c.id, "slug": c.slug, "name": c.name, "status": c.status.as_str(),

@@ -138,7 +138,7 @@ impl ContentService {
         let audit = caller.audit("content.create", "content", &c.id).after(&c);
         self.repo.insert(&c, at, &audit).await?;
         tracing::info!(content = %c.id, kind = kind.as_str(), author = %c.author_id, "content created");
-        self.publish("content.created", &c);
+        self.publish(crate::nexus::CONTENT_CREATED, &c);
         Ok(c)
     }
 
@@ -231,7 +231,7 @@ impl ContentService {
             })
             .await?;
         tracing::info!(content = %after.id, actor = caller.actor(), "content updated");
-        self.publish("content.updated", &after);
+        self.publish(crate::nexus::CONTENT_UPDATED, &after);
         Ok(after)
     }
 

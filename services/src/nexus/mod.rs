@@ -60,6 +60,13 @@ use repo::{Inserted, NexusRepo, RunRow, StepRow};
 
 /// The resource every policy check names.
 const RESOURCE: &str = "nexus";
+/// A campaign was created (payload: `id`, `slug`, `name`, `status`, `starts_at`).
+pub const CAMPAIGN_CREATED: &str = "campaign.created";
+/// A content item was created or changed (payload: `id`, `kind`, `author_id`, `title`, `tags`).
+pub const CONTENT_CREATED: &str = "content.created";
+pub const CONTENT_UPDATED: &str = "content.updated";
+/// The events services publish on the [`EventBus`] (what `triggers.events` may name).
+pub const EVENTS: &[&str] = &[CAMPAIGN_CREATED, CONTENT_CREATED, CONTENT_UPDATED];
 /// The scheduler job kind of scheduled runs.
 pub const JOB_KIND: &str = "nexus.run";
 
@@ -156,8 +163,6 @@ struct Inner {
     config: NexusConfig,
     clock: Clock,
     operations: RwLock<BTreeMap<&'static str, Operation>>,
-    /// The latest version of each pattern.
-    patterns: RwLock<BTreeMap<String, Pattern>>,
     scheduler: Option<SchedulerService>,
     wake: tokio::sync::Notify,
 }
@@ -313,7 +318,6 @@ impl NexusService {
                 config,
                 clock,
                 operations: RwLock::new(BTreeMap::new()),
-                patterns: RwLock::new(BTreeMap::new()),
                 scheduler,
                 wake: tokio::sync::Notify::new(),
             }),
@@ -381,14 +385,20 @@ impl NexusService {
         registry.values().map(Operation::info).collect()
     }
 
-    /// The latest version of every pattern (for the knowledge graph: no caller).
-    pub fn pattern_list(&self) -> Vec<Pattern> {
-        let patterns = self
+    /// The latest version of every pattern, by name, as stored (every node reads the same
+    /// table: a pattern registered on one node runs on all). No caller: for the knowledge
+    /// graph and event triggers.
+    ///
+    /// # Errors
+    /// Database failures, a stored definition that does not parse.
+    pub async fn pattern_list(&self) -> Result<Vec<Pattern>, ServiceError> {
+        let rows = self.inner.repo.latest_patterns().await?;
+        let ops = self
             .inner
-            .patterns
+            .operations
             .read()
             .unwrap_or_else(|e| e.into_inner());
-        patterns.values().cloned().collect()
+        rows.into_iter().map(|r| to_pattern(r, &ops)).collect()
     }
 
     /// Every registered operation. Needs `read`.
@@ -400,9 +410,8 @@ impl NexusService {
         Ok(self.operation_infos())
     }
 
-    /// Reads the stored patterns into memory and stores `builtin` ones whose definition
-    /// changed as their next version (at start-up, after every service registered its
-    /// operations).
+    /// Stores the `builtin` patterns whose definition changed as their next version (at
+    /// start-up, after every service registered its operations).
     ///
     /// # Errors
     /// [`ServiceError::Invalid`] for a built-in pattern the registry refuses; database
@@ -411,30 +420,6 @@ impl NexusService {
         for def in builtin {
             self.store(&Caller::system(), def, "builtin", false).await?;
         }
-        self.reload().await
-    }
-
-    /// Reads the latest version of every pattern.
-    ///
-    /// # Errors
-    /// Database failures, a stored definition that does not parse.
-    pub async fn reload(&self) -> Result<(), ServiceError> {
-        let rows = self.inner.repo.latest_patterns().await?;
-        let loaded = {
-            let ops = self
-                .inner
-                .operations
-                .read()
-                .unwrap_or_else(|e| e.into_inner());
-            rows.into_iter()
-                .map(|r| to_pattern(r, &ops).map(|p| (p.name.clone(), p)))
-                .collect::<Result<BTreeMap<_, _>, _>>()?
-        };
-        *self
-            .inner
-            .patterns
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = loaded;
         Ok(())
     }
 
@@ -479,11 +464,6 @@ impl NexusService {
             to_pattern(row, &ops)?
         };
         self.sync_schedule(&pattern.definition).await?;
-        self.inner
-            .patterns
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(pattern.name.clone(), pattern.clone());
         Ok((pattern, new))
     }
 
@@ -524,7 +504,15 @@ impl NexusService {
             })?;
         }
         for (i, e) in def.triggers.events.iter().enumerate() {
-            model::validate_pattern_name(&format!("triggers.events[{i}]"), e)?;
+            if !EVENTS.contains(&e.as_str()) {
+                return Err(ServiceError::invalid(
+                    &format!("triggers.events[{i}]"),
+                    format!(
+                        "{e:?} is not an event services publish ({})",
+                        EVENTS.join(", ")
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -576,10 +564,10 @@ impl NexusService {
     /// The latest version of every pattern. Needs `run`.
     ///
     /// # Errors
-    /// RBAC refusals.
-    pub fn patterns(&self, caller: &Caller) -> Result<Vec<Pattern>, ServiceError> {
+    /// RBAC refusals, database failures.
+    pub async fn patterns(&self, caller: &Caller) -> Result<Vec<Pattern>, ServiceError> {
         self.inner.policies.require(caller, RESOURCE, "run")?;
-        Ok(self.pattern_list())
+        self.pattern_list().await
     }
 
     /// Pattern `name`, its latest or the given version. Needs `run`.
@@ -601,35 +589,20 @@ impl NexusService {
         name: &str,
         version: Option<i64>,
     ) -> Result<Pattern, ServiceError> {
-        let latest = self
+        let row = match version {
+            Some(v) => self.inner.repo.pattern(name, v).await?,
+            None => self.inner.repo.latest_pattern(name).await?,
+        };
+        let row = row.ok_or_else(|| ServiceError::NotFound {
+            entity: "pattern",
+            id: version.map_or_else(|| name.to_owned(), |v| format!("{name} version {v}")),
+        })?;
+        let ops = self
             .inner
-            .patterns
+            .operations
             .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned();
-        match (version, latest) {
-            (None, Some(p)) => Ok(p),
-            (Some(v), Some(p)) if p.version == v => Ok(p),
-            (Some(v), _) => {
-                let row = self.inner.repo.pattern(name, v).await?.ok_or_else(|| {
-                    ServiceError::NotFound {
-                        entity: "pattern",
-                        id: format!("{name} version {v}"),
-                    }
-                })?;
-                let ops = self
-                    .inner
-                    .operations
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner());
-                to_pattern(row, &ops)
-            }
-            (None, None) => Err(ServiceError::NotFound {
-                entity: "pattern",
-                id: name.to_owned(),
-            }),
-        }
+            .unwrap_or_else(|e| e.into_inner());
+        to_pattern(row, &ops)
     }
 
     /// Starts a run of the latest version of pattern `name` as `caller`. Needs `run`.
@@ -821,8 +794,14 @@ impl NexusService {
 
     /// Starts one run of every pattern listening for `event`, as the system.
     pub async fn on_event(&self, event: &Event) {
-        let listening: Vec<String> = self
-            .pattern_list()
+        let patterns = match self.pattern_list().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, event = event.name, "patterns not read: the event starts no run");
+                return;
+            }
+        };
+        let listening: Vec<String> = patterns
             .into_iter()
             .filter(|p| p.definition.triggers.events.iter().any(|e| e == event.name))
             .map(|p| p.name)
@@ -1033,9 +1012,9 @@ impl NexusService {
             };
             let max = i64::from(def.retry.max_attempts);
             let now = self.now();
-            // A node stopped during the last attempt: that was the last.
-            let interrupted = !compensating && steps[i].status == "running";
-            if interrupted && attempts >= max {
+            // A node stopped during the last attempt (a failed attempt with tries left waits
+            // for its back-off instead): that was the last.
+            if attempts >= max {
                 let e = "the node running its last attempt stopped".to_owned();
                 self.give_up(&mut run, &mut steps, i, compensating, e)
                     .await?;

@@ -40,6 +40,8 @@ portable_sql! {
                                              WHERE q.name = p.name) ORDER BY p.name",
         pattern: "SELECT name, version, source, definition, created_by, created_at \
                   FROM service_nexus_pattern WHERE name = $1 AND version = $2",
+        latest_pattern: "SELECT name, version, source, definition, created_by, created_at \
+                         FROM service_nexus_pattern WHERE name = $1 ORDER BY version DESC LIMIT 1",
         latest_version: "SELECT version, definition FROM service_nexus_pattern WHERE name = $1 \
                          ORDER BY version DESC LIMIT 1",
         insert_pattern: "INSERT INTO service_nexus_pattern \
@@ -236,6 +238,22 @@ impl NexusRepo {
             match sqlx::query(sql.pattern)
                 .bind(name)
                 .bind(version)
+                .fetch_optional(pool)
+                .await?
+            {
+                Some(row) => Some(pattern_row!(row)),
+                None => None,
+            }
+        }))
+    }
+
+    pub(crate) async fn latest_pattern(
+        &self,
+        name: &str,
+    ) -> Result<Option<PatternRow>, ServiceError> {
+        Ok(on_pool!(&self.db, Queries, |pool, sql| {
+            match sqlx::query(sql.latest_pattern)
+                .bind(name)
                 .fetch_optional(pool)
                 .await?
             {
