@@ -215,10 +215,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         notification: config.notification(),
         scheduler: config.scheduler(),
         commerce: config.commerce(),
-        nexus: services::nexus::NexusConfig {
-            node: node.id().to_owned(),
-            ..services::nexus::NexusConfig::default()
-        },
+        nexus: config.nexus(node.id()),
     })
     .await
     .map_err(StartError::Services)?;

@@ -172,6 +172,14 @@ pub struct Config {
     /// How often each node looks for due scheduled jobs.
     #[serde(with = "duration")]
     pub scheduler_poll_interval: Duration,
+    /// How long a node's claim on a pattern run holds (renewed before each step): another
+    /// node resumes the run only after it. A step's attempt may take two thirds of it.
+    #[serde(with = "duration")]
+    pub nexus_lease: Duration,
+    /// How often each node looks for due pattern runs (a run started on the node itself
+    /// starts at once).
+    #[serde(with = "duration")]
+    pub nexus_poll_interval: Duration,
 }
 
 impl Default for Config {
@@ -236,6 +244,8 @@ impl Default for Config {
             webhook_timeout: Duration::from_secs(10),
             scheduler_lease: Duration::from_secs(120),
             scheduler_poll_interval: Duration::from_secs(1),
+            nexus_lease: Duration::from_secs(30),
+            nexus_poll_interval: Duration::from_millis(200),
         }
     }
 }
@@ -300,6 +310,8 @@ pub const KEYS: &[&str] = &[
     "webhook_timeout",
     "scheduler_lease",
     "scheduler_poll_interval",
+    "nexus_lease",
+    "nexus_poll_interval",
 ];
 
 /// A configuration value that cannot be used.
@@ -539,6 +551,15 @@ impl Config {
                 "must be at least 10ms",
             ));
         }
+        if self.nexus_lease < Duration::from_secs(3) {
+            return Err(ConfigError::new("nexus_lease", "must be at least 3s"));
+        }
+        if self.nexus_poll_interval < Duration::from_millis(10) {
+            return Err(ConfigError::new(
+                "nexus_poll_interval",
+                "must be at least 10ms",
+            ));
+        }
         Ok(())
     }
 
@@ -599,6 +620,18 @@ impl Config {
             handler_timeout: self.scheduler_lease / 2,
             poll_interval: self.scheduler_poll_interval,
             ..services::scheduler::SchedulerConfig::default()
+        }
+    }
+
+    /// Nexus's part: this node's name, its runs' lease, the step timeout (two thirds of the
+    /// lease) and the poll interval.
+    pub fn nexus(&self, node: &str) -> services::nexus::NexusConfig {
+        services::nexus::NexusConfig {
+            node: node.to_owned(),
+            lease: self.nexus_lease,
+            step_timeout: self.nexus_lease * 2 / 3,
+            poll: self.nexus_poll_interval,
+            ..services::nexus::NexusConfig::default()
         }
     }
 
@@ -743,6 +776,8 @@ mod tests {
             ("accept_burst", "0"),
             ("allowed_origins", "app.example.com"),
             ("allowed_origins", "https://a.example/path"),
+            ("nexus_lease", "1s"),
+            ("nexus_poll_interval", "1ms"),
         ] {
             let err = Config::load(None, &flags(&[(key, value)])).expect_err("invalid");
             assert_eq!(err.key, key, "{err}");

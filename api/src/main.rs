@@ -142,6 +142,10 @@ flags! {
     scheduler_lease,
     /// How often each node looks for due scheduled jobs [default: 1s]
     scheduler_poll_interval,
+    /// How long a node's claim on a pattern run holds (steps get two thirds) [default: 30s]
+    nexus_lease,
+    /// How often each node looks for due pattern runs [default: 200ms]
+    nexus_poll_interval,
 }
 
 /// The OVASABI real-time broadcast node.
