@@ -57,6 +57,21 @@ async fn annotations_are_backed_up_before_each_change_and_facts_stay() {
             }
             other => panic!("{other:?}"),
         }
+        // Not on a generated map (it would read as a service named "annotations").
+        match p
+            .curator
+            .annotate(
+                &admin,
+                &graph,
+                &json!({"services": {"annotations": {"owner": "x"}}}),
+            )
+            .await
+        {
+            Err(ServiceError::Conflict { message }) => {
+                assert!(message.contains("/services/annotations"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(
             p.curator
                 .annotate(&Caller::user("u", vec![Role::User]), &graph, &same)

@@ -905,3 +905,192 @@ async fn campaign_launch_creates_schedules_and_tells_followers_or_undoes_itself(
         t.finish().await;
     }
 }
+
+/// `test.slow_idem` / `test.slow_once` sleep 2 s: past the step's budget.
+fn slow(idempotent: bool, calls: &Arc<AtomicUsize>) -> Operation {
+    let calls = calls.clone();
+    let name = if idempotent {
+        "test.slow_idem"
+    } else {
+        "test.slow_once"
+    };
+    Operation::new(
+        name,
+        "test",
+        "slow",
+        (json!({}), json!({})),
+        idempotent,
+        move |_c, _ctx, _| {
+            let calls = calls.clone();
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                Ok(json!({}))
+            }
+        },
+    )
+}
+
+/// `test.hang` that is not idempotent: counts its calls, signals, waits for `release`.
+fn hang_once(h: &Arc<Hang>) -> Operation {
+    let h = h.clone();
+    Operation::new(
+        "test.hang",
+        "test",
+        "",
+        (json!({}), json!({})),
+        false,
+        move |_c, _ctx, _| {
+            let h = h.clone();
+            async move {
+                h.hang.fetch_add(1, Ordering::SeqCst);
+                h.entered.notify_one();
+                h.release.notified().await;
+                Ok(json!({}))
+            }
+        },
+    )
+}
+
+#[tokio::test]
+async fn an_attempt_whose_outcome_is_unknown_is_retried_only_when_idempotent() {
+    for t in common::databases("nexus_doubt").await {
+        let (clock, now) = clock();
+        let policies = Policies::load(t.db.clone()).await.expect("policies");
+        let config = NexusConfig {
+            node: "a".to_owned(),
+            lease: Duration::from_secs(5),
+            step_timeout: Duration::from_millis(100),
+            poll: Duration::from_millis(20),
+            concurrency: 4,
+        };
+        let n = NexusService::with_clock(t.db.clone(), policies, config, None, clock.clone());
+        let (idem, once) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        n.register_operations("test", vec![slow(true, &idem), slow(false, &once)])
+            .expect("ops");
+        for (name, op) in [("t.idem", "test.slow_idem"), ("t.once", "test.slow_once")] {
+            let p = def(json!({"name": name, "steps": [
+                {"name": "s", "operation": op, "retry": {"max_attempts": 2, "backoff_ms": 10}}]}));
+            n.register_pattern(&Caller::system(), p)
+                .await
+                .expect("register");
+        }
+        let (a, _) = n
+            .start(&Caller::system(), "t.idem", StartRun::default())
+            .await
+            .expect("start");
+        let (b, _) = n
+            .start(&Caller::system(), "t.once", StartRun::default())
+            .await
+            .expect("start");
+        n.drain().await.expect("drain");
+        now.fetch_add(10, Ordering::SeqCst);
+        n.drain().await.expect("drain");
+        let a = run_of(&n, &a.id).await;
+        assert_eq!(
+            (a.status, a.steps[0].attempts),
+            (RunStatus::Failed, 2),
+            "timed out twice"
+        );
+        let b = run_of(&n, &b.id).await;
+        assert_eq!(
+            (b.status, b.steps[0].attempts),
+            (RunStatus::Failed, 1),
+            "not tried again"
+        );
+        assert!(
+            b.steps[0]
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("longer than")),
+            "{b:?}"
+        );
+        assert_eq!(
+            (idem.load(Ordering::SeqCst), once.load(Ordering::SeqCst)),
+            (2, 1)
+        );
+
+        // A node stopped mid-attempt of an operation that is not idempotent: the node that
+        // resumes the run does not run that step again.
+        let h = new_hang();
+        let mut ops = hang_ops(&h);
+        ops.retain(|o| o.name != "test.hang");
+        ops.push(hang_once(&h));
+        let stopped = bare(&t.db, clock.clone(), "b").await;
+        stopped.register_operations("test", ops).expect("ops");
+        let mut ops = hang_ops(&h);
+        ops.retain(|o| o.name != "test.hang");
+        ops.push(hang_once(&h));
+        let taker = bare(&t.db, clock.clone(), "c").await;
+        taker.register_operations("test", ops).expect("ops");
+        let mut p = hang_pattern();
+        p.name = "t.hang_once".into();
+        stopped
+            .register_pattern(&Caller::system(), p)
+            .await
+            .expect("register");
+        let (run, _) = stopped
+            .start(&Caller::system(), "t.hang_once", StartRun::default())
+            .await
+            .expect("start");
+        let worker = stopped.spawn_worker();
+        tokio::time::timeout(Duration::from_secs(10), h.entered.notified())
+            .await
+            .expect("entered");
+        worker.abort();
+        let _ = worker.await;
+        now.fetch_add(6_000, Ordering::SeqCst);
+        assert_eq!(taker.drain().await.expect("drain"), 1);
+        let r = run_of(&taker, &run.id).await;
+        assert_eq!(r.status, RunStatus::Failed, "{r:?}");
+        assert!(
+            r.steps[1]
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("not idempotent")),
+            "{r:?}"
+        );
+        assert_eq!(h.hang.load(Ordering::SeqCst), 1, "not run again");
+        assert_eq!(h.last.load(Ordering::SeqCst), 0);
+        t.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn shipped_names_anonymous_starts_and_bad_schedules_are_refused() {
+    for t in common::databases("nexus_refuse").await {
+        let p = common::provider(&t.db).await;
+        let admin = Caller::user("a1", vec![Role::Admin]);
+        let shipped = def(json!({"name": "campaign.launch", "steps": [
+            {"name": "c", "operation": "campaign.end", "input": {"campaign": "$.input.c"}}]}));
+        assert!(matches!(
+            p.nexus.register_pattern(&admin, shipped).await,
+            Err(ServiceError::Conflict { .. })
+        ));
+        assert!(matches!(
+            p.nexus
+                .start(&Caller::anonymous(), "campaign.launch", StartRun::default())
+                .await,
+            Err(ServiceError::Unauthenticated { .. })
+        ));
+        let bad = def(
+            json!({"name": "t.badcron", "triggers": {"cron": "61 * * * *"},
+            "steps": [{"name": "c", "operation": "campaign.end", "input": {"campaign": "$.input.c"}}]}),
+        );
+        match p.nexus.register_pattern(&admin, bad).await {
+            Err(ServiceError::Invalid { field, .. }) => {
+                assert!(field.starts_with("triggers.cron"), "{field}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(
+                p.nexus.pattern(&admin, "t.badcron", None).await,
+                Err(ServiceError::NotFound { .. })
+            ),
+            "nothing stored"
+        );
+        p.close(Duration::from_secs(1)).await;
+        t.finish().await;
+    }
+}

@@ -2,8 +2,9 @@
 //! nodes, stored apart from the generated facts (table `service_amadeus_annotation`, every
 //! replaced value kept first in `service_amadeus_annotation_backup`) and merged into the graph
 //! the node serves. A change is a JSON merge patch (RFC 7396) over the graph that may only
-//! touch `annotations` objects of nodes the graph has; anything else would change a generated
-//! fact and is refused (409 listing the JSON pointers).
+//! touch the `annotations` object of the graph itself, of a service (`/services/<name>`) or of a
+//! table (`/database_practices/tables/<name>`); anything else would change a generated fact
+//! and is refused (409 listing the JSON pointers).
 //!
 //! Resource `kg`, action `annotate` (admins); each change writes one audit row `kg.annotate`
 //! in its transaction. Metric: `ovasabi_amadeus_annotations_total` (changes applied).
@@ -75,6 +76,8 @@ portable_sql! {
     /// The SQL of annotations, once for both dialects.
     struct Queries {
         begin: ("BEGIN IMMEDIATE", "BEGIN"),
+        /// Curators' changes one after the other (SQLite's writers already are).
+        lock: ("SELECT 1", "LOCK TABLE service_amadeus_annotation IN SHARE ROW EXCLUSIVE MODE"),
         all: "SELECT pointer, annotation FROM service_amadeus_annotation ORDER BY pointer",
         one: "SELECT annotation FROM service_amadeus_annotation WHERE pointer = $1",
         backup: "INSERT INTO service_amadeus_annotation_backup \
@@ -100,6 +103,17 @@ fn escape(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
 
+/// Whether the node at `at` may carry annotations: the graph itself, a service, a table. (An
+/// `annotations` key anywhere else would read as an entry of a generated map: a service named
+/// "annotations".)
+fn annotatable(at: &str) -> bool {
+    let parts: Vec<&str> = at.split('/').collect();
+    matches!(
+        parts.as_slice(),
+        [""] | ["", "services", _] | ["", "database_practices", "tables", _]
+    )
+}
+
 /// The annotation merge patches `patch` makes, by the pointer of the node they annotate, and
 /// every pointer where it would change a generated fact instead.
 fn split(
@@ -120,7 +134,11 @@ fn split(
     for (k, v) in p {
         let here = format!("{at}/{}", escape(k));
         if k == "annotations" {
-            out.insert(at.to_owned(), v.clone());
+            if annotatable(at) && !g.contains_key(k) {
+                out.insert(at.to_owned(), v.clone());
+            } else {
+                refused.push(here);
+            }
             continue;
         }
         match g.get(k) {
@@ -251,6 +269,7 @@ impl CuratorService {
         on_pool!(&self.db, Queries, |pool, sql| {
             let mut tx = pool.begin_with(sql.begin).await?;
             let outcome = async {
+                sqlx::query(sql.lock).execute(&mut *tx).await?;
                 for (pointer, change) in &changes {
                     let stored: Option<String> = sqlx::query(sql.one)
                         .bind(pointer)

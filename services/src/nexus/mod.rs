@@ -287,7 +287,9 @@ fn run_caller(r: &RunRow) -> Caller {
             let roles = names.iter().filter_map(|n| Role::parse(n).ok()).collect();
             Caller::user(id.clone(), roles)
         }
-        _ => Caller::system(),
+        // Only runs the node started itself have no roles at all.
+        (None, None) => Caller::system(),
+        _ => Caller::anonymous(),
     }
 }
 
@@ -418,7 +420,11 @@ impl NexusService {
     /// failures.
     pub async fn install(&self, builtin: Vec<PatternDef>) -> Result<(), ServiceError> {
         for def in builtin {
-            self.store(&Caller::system(), def, "builtin", false).await?;
+            match self.store(&Caller::system(), def, "builtin", false).await {
+                // Another node starting at the same time stored it.
+                Ok(_) | Err(ServiceError::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
@@ -487,6 +493,22 @@ impl NexusService {
                 "triggers.timezone",
                 "only with triggers.cron",
             ));
+        }
+        if def.triggers.cron.is_some() {
+            // The scheduler's own rules, before anything is stored.
+            crate::scheduler::model::plan(
+                &Self::schedule_of(def),
+                &json!({"name": def.name}),
+                self.inner.clock.now_ms(),
+                Registration::Update,
+            )
+            .map_err(|e| match e {
+                ServiceError::Invalid { field, message } => ServiceError::Invalid {
+                    field: format!("triggers.cron ({field})"),
+                    message,
+                },
+                other => other,
+            })?;
         }
         if def.triggers.cron.is_some() && self.inner.scheduler.is_none() {
             return Err(ServiceError::invalid(
@@ -558,6 +580,14 @@ impl NexusService {
         def: PatternDef,
     ) -> Result<(Pattern, bool), ServiceError> {
         self.inner.policies.require(caller, RESOURCE, "write")?;
+        if ops::builtin_patterns().iter().any(|b| b.name == def.name) {
+            return Err(ServiceError::Conflict {
+                message: format!(
+                    "{} ships with the node (its definition follows the code): register a pattern of another name",
+                    def.name
+                ),
+            });
+        }
         self.store(caller, def, "api", true).await
     }
 
@@ -619,6 +649,11 @@ impl NexusService {
         req: StartRun,
     ) -> Result<(Run, bool), ServiceError> {
         self.inner.policies.require(caller, RESOURCE, "run")?;
+        if caller.is_anonymous() {
+            return Err(ServiceError::Unauthenticated {
+                message: "starting a run needs a signed-in user".to_owned(),
+            });
+        }
         if let Some(k) = &req.idempotency_key {
             model::validate_key(k)?;
         }
@@ -639,6 +674,21 @@ impl NexusService {
         trigger: &str,
     ) -> Result<(Run, bool), ServiceError> {
         let pattern = self.find_pattern(name, None).await?;
+        {
+            let ops = self
+                .inner
+                .operations
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = model::validate(&pattern.definition, &ops) {
+                return Err(ServiceError::Conflict {
+                    message: format!(
+                        "pattern {name} version {} cannot run on this node ({e})",
+                        pattern.version
+                    ),
+                });
+            }
+        }
         model::check_input(&pattern.definition, &input)?;
         let now = self.inner.clock.now_ms();
         let roles = (!caller.is_system()).then(|| {
@@ -1012,9 +1062,25 @@ impl NexusService {
             };
             let max = i64::from(def.retry.max_attempts);
             let now = self.now();
-            // A node stopped during the last attempt (a failed attempt with tries left waits
-            // for its back-off instead): that was the last.
-            if attempts >= max {
+            let op = self
+                .inner
+                .operations
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(op_name)
+                .cloned();
+            let idempotent = op.as_ref().is_some_and(|o| o.idempotent);
+            // Found `running`: the node working on it stopped mid-attempt, whose outcome is
+            // unknown. An idempotent operation is tried again (once more than its attempts, to
+            // learn the outcome of the last); another is not: it may have happened.
+            let interrupted = !compensating && steps[i].status == "running";
+            if interrupted && !idempotent {
+                let e = "the node running it stopped mid-attempt; not tried again, the operation is not idempotent (it may have happened)".to_owned();
+                self.give_up(&mut run, &mut steps, i, compensating, e)
+                    .await?;
+                continue;
+            }
+            if attempts >= max + i64::from(interrupted) {
                 let e = "the node running its last attempt stopped".to_owned();
                 self.give_up(&mut run, &mut steps, i, compensating, e)
                     .await?;
@@ -1034,13 +1100,17 @@ impl NexusService {
             }
             run.lease_until = Some(now.saturating_add(lease));
             self.save(&mut run, Some(&steps[i])).await?;
-            let op = self
+            // The attempt ends a second before the lease does, however long the save took.
+            let left_ms = run
+                .lease_until
+                .unwrap_or(0)
+                .saturating_sub(self.now())
+                .saturating_sub(1000);
+            let budget = self
                 .inner
-                .operations
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(op_name)
-                .cloned();
+                .config
+                .step_timeout
+                .min(Duration::from_millis(u64::try_from(left_ms).unwrap_or(0)));
             let attempt = u32::try_from(attempts + 1).unwrap_or(u32::MAX);
             let ctx = StepContext {
                 run_id: run.id.clone(),
@@ -1058,20 +1128,21 @@ impl NexusService {
                 model::RunAs::Caller => caller.clone(),
             };
             let started = std::time::Instant::now();
+            let mut timed_out = false;
             let result = match op {
                 None => Err(ServiceError::invalid(
                     "operation",
                     format!("{op_name} is no longer registered"),
                 )),
                 Some(op) => {
-                    match tokio::time::timeout(
-                        self.inner.config.step_timeout,
-                        (op.handler)(as_caller, ctx, step_input),
-                    )
-                    .await
+                    match tokio::time::timeout(budget, (op.handler)(as_caller, ctx, step_input))
+                        .await
                     {
                         Ok(r) => r,
-                        Err(_) => Err(ServiceError::Unavailable(sqlx::Error::PoolTimedOut)),
+                        Err(_) => {
+                            timed_out = true;
+                            Err(ServiceError::Unavailable(sqlx::Error::PoolTimedOut))
+                        }
                     }
                 }
             };
@@ -1096,16 +1167,19 @@ impl NexusService {
                     self.save(&mut run, Some(&steps[i])).await?;
                 }
                 Err(e) => {
-                    let message =
-                        if matches!(e, ServiceError::Unavailable(sqlx::Error::PoolTimedOut)) {
-                            format!(
-                                "{e} (or the step took longer than {:?})",
-                                self.inner.config.step_timeout
-                            )
-                        } else {
-                            e.to_string()
-                        };
-                    if model::retryable(&e) && attempts + 1 < max {
+                    let message = if timed_out {
+                        format!("the attempt took longer than {budget:?}")
+                    } else {
+                        e.to_string()
+                    };
+                    // A timed-out attempt may have happened: only an idempotent operation is
+                    // tried again.
+                    let again = if timed_out {
+                        idempotent
+                    } else {
+                        model::retryable(&e)
+                    };
+                    if again && attempts + 1 < max {
                         let failed = u32::try_from(attempts + 1).unwrap_or(u32::MAX);
                         let wait = def.retry.backoff(failed);
                         let s = &mut steps[i];

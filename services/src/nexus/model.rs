@@ -596,6 +596,15 @@ pub fn validate(
             && (10..=3_600_000).contains(&r.backoff_ms)
             && (10..=3_600_000).contains(&r.max_backoff_ms)
     };
+    // Every operation first: a reference may point at a step declared later.
+    for (i, s) in def.steps.iter().enumerate() {
+        if !operations.contains_key(s.operation.as_str()) {
+            return Err(ServiceError::invalid(
+                &format!("steps[{i}].operation"),
+                format!("{:?} is not a registered operation", s.operation),
+            ));
+        }
+    }
     // Edges: step → the steps it refers to.
     let mut needs: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); def.steps.len()];
     for (i, s) in def.steps.iter().enumerate() {
@@ -673,8 +682,10 @@ pub fn validate(
                                 format!("cycle: step {step:?} refers to its own output"),
                             ));
                         }
-                        let out = &operations[def.steps[j].operation.as_str()].output;
-                        if let (Some(first), Some(props)) = (path.first(), properties(out))
+                        let out = operations
+                            .get(def.steps[j].operation.as_str())
+                            .map(|o| &o.output);
+                        if let (Some(first), Some(props)) = (path.first(), out.and_then(properties))
                             && !props.contains(first)
                         {
                             return Err(ServiceError::invalid(
@@ -685,7 +696,9 @@ pub fn validate(
                                 ),
                             ));
                         }
-                        if j != i {
+                        // A compensation runs after every completed step: its references order
+                        // nothing.
+                        if j != i && !is_comp {
                             needs[i].insert(j);
                         }
                     }
@@ -701,7 +714,10 @@ pub fn validate(
             PlannedStep {
                 name: s.name.clone(),
                 operation: s.operation.clone(),
-                service: operations[s.operation.as_str()].service.to_owned(),
+                service: operations
+                    .get(s.operation.as_str())
+                    .map_or("", |o| o.service)
+                    .to_owned(),
                 compensation: s.compensate.as_ref().map(|c| c.operation.clone()),
             }
         })

@@ -71,7 +71,7 @@ portable_sql! {
         claim: "UPDATE service_nexus_run SET claimed_by = $3, lease_until = $4, \
                 fence = fence + 1, updated_at = $5 \
                 WHERE id = $1 AND fence = $2 AND status IN ('running', 'compensating') \
-                AND (lease_until IS NULL OR lease_until < $5)",
+                AND next_at <= $5 AND (lease_until IS NULL OR lease_until < $5)",
         save_run: "UPDATE service_nexus_run SET status = $3, output = $4, error = $5, \
                    claimed_by = $6, lease_until = $7, next_at = $8, updated_at = $9, \
                    finished_at = $10 WHERE id = $1 AND fence = $2",

@@ -128,6 +128,13 @@ fn unknown_operations_fields_steps_and_cycles_are_refused_by_name() {
             "steps[0].retry",
             "max_attempts",
         ),
+        // A reference to a later step whose operation does not exist: refused, no panic.
+        (
+            json!([{"name": "x", "operation": "a.make", "input": {"name": "$.steps.y.sent"}},
+                   {"name": "y", "operation": "b.nope"}]),
+            "steps[1].operation",
+            "not a registered",
+        ),
     ];
     for (steps, field, message) in cases {
         let d = def(
