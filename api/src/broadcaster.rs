@@ -1,9 +1,9 @@
 //! The services' [`Broadcaster`] implemented with the engine's [`Node`].
 
 use engine::broker::CampaignSpec;
-use engine::{EngineError, Node};
+use engine::{EngineError, NewEvent, Node};
 use serde_json::value::RawValue;
-use services::campaign::{BoxFuture, BroadcastError, Broadcaster, LiveCampaign};
+use services::campaign::{BatchEvent, BoxFuture, BroadcastError, Broadcaster, LiveCampaign};
 
 /// Hands service-layer changes to the engine.
 pub struct EngineBroadcaster {
@@ -16,6 +16,10 @@ fn map(e: EngineError) -> BroadcastError {
         EngineError::FrequencyOutOfRange { .. }
         | EngineError::InvalidEventName { .. }
         | EngineError::InvalidData { .. } => BroadcastError::Rejected(e.to_string()),
+        EngineError::InvalidBatch { index, reason } => BroadcastError::Invalid {
+            field: index.map_or_else(|| "events".to_owned(), |i| format!("events[{i}]")),
+            message: reason,
+        },
         EngineError::ShuttingDown | EngineError::Broker(_) => {
             BroadcastError::Unavailable(e.to_string())
         }
@@ -62,6 +66,23 @@ impl Broadcaster for EngineBroadcaster {
                 .await
                 .map_err(map)
         })
+    }
+
+    fn publish_batch(
+        &self,
+        id: &str,
+        events: Vec<BatchEvent>,
+    ) -> BoxFuture<'_, Result<std::ops::RangeInclusive<u64>, BroadcastError>> {
+        let id = id.to_owned();
+        let events = events
+            .into_iter()
+            .map(|e| NewEvent {
+                name: e.name,
+                data: e.data,
+                immediate: e.immediate,
+            })
+            .collect();
+        Box::pin(async move { self.node.publish_events(&id, events).await.map_err(map) })
     }
 
     fn running(&self) -> Vec<String> {

@@ -39,7 +39,9 @@ pub(crate) enum Input {
     /// A publication made on this node while the bus is unreachable: applied here only, with
     /// a `seq` this task assigns (answered on `seq`), in a detached epoch.
     Local {
-        publication: Publication,
+        /// One publication, or a batch of events applied as one unit.
+        publications: Vec<Publication>,
+        /// Answered with the first one's `seq`.
         seq: tokio::sync::oneshot::Sender<u64>,
     },
     /// The bus is reachable again and has every publication kept here, the last event with
@@ -631,8 +633,13 @@ impl Campaign {
                     Some(Input::Configure(spec)) => self.configure(spec, &mut interval),
                     Some(Input::Presence(n)) => self.connections = Some(n),
                     Some(Input::CatchUp(snapshot)) => self.catch_up(snapshot),
-                    Some(Input::Local { publication, seq }) => {
-                        let _ = seq.send(self.publish_detached(publication));
+                    Some(Input::Local { publications, seq }) => {
+                        let mut first = None;
+                        for p in publications {
+                            let applied = self.publish_detached(p);
+                            first.get_or_insert(applied);
+                        }
+                        let _ = seq.send(first.unwrap_or_default());
                     }
                     Some(Input::Reattach { through }) => self.reattach(through),
                     Some(Input::Join { session, resume, fetched, tainted }) => {

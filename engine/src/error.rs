@@ -20,6 +20,13 @@ pub enum EngineError {
     /// which.
     #[error("invalid {what}: {reason}")]
     InvalidData { what: &'static str, reason: String },
+    /// A batch of events that cannot be published: empty, too long, or with an invalid event
+    /// (`index`, from 0). Nothing of it was published.
+    #[error("{}{reason}", index.map(|i| format!("event {i}: ")).unwrap_or_default())]
+    InvalidBatch {
+        index: Option<usize>,
+        reason: String,
+    },
     /// The node is shutting down and takes no new work.
     #[error("node is shutting down")]
     ShuttingDown,

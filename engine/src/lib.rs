@@ -39,7 +39,7 @@ pub use broker::{Broker, CampaignSpec, MemoryBroker};
 pub use campaign::{CampaignStats, HISTORY_WINDOW, Resume, StatsSample};
 pub use config::Config;
 pub use error::EngineError;
-pub use node::Node;
+pub use node::{MAX_BATCH_EVENTS, NewEvent, Node};
 pub use principal::{Principal, TokenVerifier};
 pub use session::{Close, Encoding, close_code};
 

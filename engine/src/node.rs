@@ -203,6 +203,64 @@ impl Node {
         self.inner.publish(campaign, p).await
     }
 
+    /// Publishes `events` as one unit: they get consecutive `seq`s in their order, with no
+    /// other publication of the campaign between them (on every node); returns the first and
+    /// the last. Each goes out with the next tick, or at once when its `immediate` is set.
+    /// Nothing is published unless every event is valid.
+    ///
+    /// # Errors
+    /// [`EngineError::InvalidBatch`] for no events, more than [`MAX_BATCH_EVENTS`], or an invalid
+    /// event (with its index); [`EngineError::UnknownCampaign`], or a broker error.
+    pub async fn publish_events(
+        &self,
+        campaign: &str,
+        events: Vec<NewEvent>,
+    ) -> Result<std::ops::RangeInclusive<u64>, EngineError> {
+        let invalid =
+            |index: Option<usize>, reason: String| EngineError::InvalidBatch { index, reason };
+        if events.is_empty() {
+            return Err(invalid(None, "a batch has at least one event".to_owned()));
+        }
+        if events.len() > MAX_BATCH_EVENTS {
+            return Err(invalid(
+                None,
+                format!(
+                    "a batch has at most {MAX_BATCH_EVENTS} events, not {}",
+                    events.len()
+                ),
+            ));
+        }
+        for (index, e) in events.iter().enumerate() {
+            if !session::valid_event_name(&e.name) {
+                return Err(invalid(
+                    Some(index),
+                    format!(
+                        "invalid event name {:?}: use 1-64 characters [A-Za-z0-9_.:-]",
+                        e.name
+                    ),
+                ));
+            }
+            session::check_event_data(&e.data)
+                .map_err(|reason| invalid(Some(index), format!("invalid event data: {reason}")))?;
+        }
+        self.running(campaign)?;
+        let ts = now_ms();
+        let count = u64::try_from(events.len()).unwrap_or(u64::MAX);
+        let publications = events
+            .into_iter()
+            .map(|e| Publication::Event {
+                seq: 0,
+                name: e.name,
+                data: e.data,
+                ts,
+                immediate: e.immediate,
+                user: None,
+            })
+            .collect();
+        let first = self.inner.publish_all(campaign, publications).await?;
+        Ok(first..=first + (count - 1))
+    }
+
     /// Replaces the campaign's state; clients get it with the next tick.
     ///
     /// # Errors
@@ -660,6 +718,21 @@ async fn presence_loop(node: Weak<NodeInner>) {
     }
 }
 
+/// Most events in one [`Node::publish_events`] batch (below the Redis broker's publish-id
+/// slots, so that a retried batch is still recognised).
+pub const MAX_BATCH_EVENTS: usize = 1000;
+
+/// One event of a [`Node::publish_events`] batch.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// `[A-Za-z0-9_.:-]`, 1-64 characters.
+    pub name: String,
+    /// Any JSON every subscriber can receive (see [`session::check_event_data`]).
+    pub data: Box<RawValue>,
+    /// Sent at once rather than with the next tick.
+    pub immediate: bool,
+}
+
 /// Most publications kept for the bus while it is unreachable.
 const MAX_OUTBOX: usize = 10_000;
 
@@ -685,10 +758,31 @@ impl NodeInner {
     /// this node only (its sessions get it at once, in a detached epoch) and keeps it for the
     /// bus, which gets it when it is back.
     pub(crate) async fn publish(&self, campaign: &str, p: Publication) -> Result<u64, EngineError> {
+        self.publish_all(campaign, vec![p]).await
+    }
+
+    /// [`NodeInner::publish`] of several publications as one unit (consecutive `seq`s, nothing
+    /// between them); returns the first one's `seq`. While the bus takes back what was kept
+    /// for it, a batch is refused (a single publication queues behind the kept ones instead:
+    /// the bus could not number a batch behind them as one unit).
+    pub(crate) async fn publish_all(
+        &self,
+        campaign: &str,
+        publications: Vec<Publication>,
+    ) -> Result<u64, EngineError> {
         let bus_up = || self.broker.can_publish() && self.bus_writable.load(Relaxed);
-        let id = self.next_publish.fetch_add(1, Relaxed);
+        let count = u64::try_from(publications.len()).unwrap_or(u64::MAX);
+        let id = self.next_publish.fetch_add(count, Relaxed);
         if bus_up() && self.outbox().is_empty() {
-            match self.broker.publish_once(campaign, p.clone(), id).await {
+            let sent = match publications.as_slice() {
+                [one] => self.broker.publish_once(campaign, one.clone(), id).await,
+                many => {
+                    self.broker
+                        .publish_batch_once(campaign, many.to_vec(), id)
+                        .await
+                }
+            };
+            match sent {
                 Err(BrokerError::Unavailable { reason }) => {
                     // It may have been applied all the same (a timeout): if it already came
                     // back, it is published, and applying it here too would show it twice.
@@ -712,7 +806,7 @@ impl NodeInner {
             // One lock for the decision and the queue, so that the bus gets every kept
             // publication in the order this node applied them, and later ones after them.
             let mut outbox = self.outbox();
-            if outbox.len() >= MAX_OUTBOX {
+            if outbox.len() + publications.len() > MAX_OUTBOX {
                 return Err(BrokerError::Unavailable {
                     reason: format!(
                         "the bus is unreachable and {MAX_OUTBOX} publications wait for it"
@@ -723,6 +817,15 @@ impl NodeInner {
             if bus_up() {
                 // The bus is back but still receiving what was kept: this one goes after them,
                 // straight to the bus (not applied here first).
+                let mut publications = publications;
+                let (Some(p), None) = (publications.pop(), publications.pop()) else {
+                    return Err(BrokerError::Unavailable {
+                        reason: "the node is handing the bus what it kept during an outage: \
+                                 retry the batch shortly"
+                            .to_owned(),
+                    }
+                    .into());
+                };
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 outbox.push_back(Kept {
                     campaign: campaign.to_owned(),
@@ -735,19 +838,21 @@ impl NodeInner {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 shared
                     .try_send(Input::Local {
-                        publication: p.clone(),
+                        publications: publications.clone(),
                         seq: tx,
                     })
                     .map_err(|()| BrokerError::Unavailable {
                         reason: "the bus is unreachable and the campaign's inbox is full"
                             .to_owned(),
                     })?;
-                outbox.push_back(Kept {
-                    campaign: campaign.to_owned(),
-                    publication: p,
-                    id,
-                    reply: None,
-                });
+                for (p, id) in publications.into_iter().zip(id..) {
+                    outbox.push_back(Kept {
+                        campaign: campaign.to_owned(),
+                        publication: p,
+                        id,
+                        reply: None,
+                    });
+                }
                 Waiting::Local(rx)
             }
         };
@@ -757,7 +862,7 @@ impl NodeInner {
         match waiting {
             Waiting::Bus(rx) => Ok(rx.await.map_err(|_| gone())??),
             Waiting::Local(rx) => {
-                self.metrics.local_publications.increment(1);
+                self.metrics.local_publications.increment(count);
                 rx.await.map_err(|_| gone())
             }
         }

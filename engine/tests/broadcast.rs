@@ -12,7 +12,10 @@ use engine::broker::{
     BoxFuture, Broker, BrokerError, CampaignSpec, Control, Deliver, Presence, Publication, Snapshot,
 };
 use engine::tungstenite::{Error as WsError, Message};
-use engine::{Config, Encoding, MemoryBroker, Node, Principal, Resume};
+use engine::{
+    Config, Encoding, EngineError, MAX_BATCH_EVENTS, MemoryBroker, NewEvent, Node, Principal,
+    Resume,
+};
 use futures_util::{Sink, Stream};
 use serde_json::{Value, json, value::RawValue};
 use tokio::sync::mpsc;
@@ -965,6 +968,21 @@ impl Broker for Cuttable {
         }
         self.inner.publish(campaign, publication)
     }
+    fn publish_batch_once<'a>(
+        &'a self,
+        campaign: &'a str,
+        events: Vec<Publication>,
+        first_id: u64,
+    ) -> BoxFuture<'a, Result<u64, BrokerError>> {
+        if self.down() {
+            return Box::pin(async {
+                Err(BrokerError::Unavailable {
+                    reason: "cut".into(),
+                })
+            });
+        }
+        self.inner.publish_batch_once(campaign, events, first_id)
+    }
     fn control(&self, control: Control) -> BoxFuture<'_, Result<(), BrokerError>> {
         self.inner.control(control)
     }
@@ -1663,4 +1681,154 @@ async fn a_delta_session_that_lost_frames_or_resumed_gets_the_whole_state_again(
     let t = again.next().await;
     assert_eq!(t["state_patch"], json!({"score": 31}), "{t}");
     apply_tick(&mut have, &t);
+}
+
+fn new_events(names: &[&str], immediate: bool) -> Vec<NewEvent> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| NewEvent {
+            name: (*name).to_owned(),
+            data: raw(json!({"i": i})),
+            immediate,
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_takes_consecutive_seqs_with_no_publication_between_them() {
+    let node = node_with(Config::default());
+    campaign(&node, "c", 10.0, false).await;
+    let mut a = Client::connect(&node, "c", "a", false, 4096);
+    a.next().await; // welcome
+    a.next().await; // the state
+    let names: Vec<String> = (0..200).map(|i| format!("b{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    // Single publishes race the batches: none lands inside one.
+    let singles = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..50 {
+                let seq = node
+                    .publish_event("c", "single", raw(json!(i)), false)
+                    .await
+                    .expect("publish");
+                seqs.push(seq);
+                tokio::task::yield_now().await;
+            }
+            seqs
+        })
+    };
+    let mut ranges = Vec::new();
+    for _ in 0..5 {
+        let r = node
+            .publish_events("c", new_events(&names, false))
+            .await
+            .expect("a batch");
+        assert_eq!(r.end() - r.start() + 1, 200, "{r:?}");
+        ranges.push(r);
+        tokio::task::yield_now().await;
+    }
+    let singles = singles.await.expect("singles");
+    for s in &singles {
+        assert!(
+            ranges.iter().all(|r| !r.contains(s)),
+            "single {s} inside a batch {ranges:?}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut got = Vec::new();
+    while let Ok(m) = a.rx.try_recv() {
+        if let Message::Text(t) = m {
+            let v: Value = serde_json::from_str(&t).expect("json");
+            if v["type"] == "tick" {
+                for e in v["events"].as_array().expect("events") {
+                    got.push((e["seq"].as_u64().expect("seq"), e["name"].clone()));
+                }
+            }
+        }
+    }
+    assert_eq!(got.len(), 1050, "every event delivered once");
+    assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "in seq order");
+    for r in &ranges {
+        let batch: Vec<_> = got.iter().filter(|(s, _)| r.contains(s)).collect();
+        assert_eq!(batch.len(), 200);
+        for (i, (_, name)) in batch.iter().enumerate() {
+            assert_eq!(*name, json!(format!("b{i}")), "batch order kept");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bad_batch_publishes_nothing_and_names_the_bad_event() {
+    let node = node_with(Config::default());
+    campaign(&node, "c", 10.0, false).await;
+    let before = node
+        .publish_event("c", "first", raw(json!(1)), false)
+        .await
+        .expect("publish");
+    let check =
+        |r: Result<std::ops::RangeInclusive<u64>, EngineError>, index: Option<usize>| match r {
+            Err(EngineError::InvalidBatch { index: i, reason }) => {
+                assert_eq!(i, index, "{reason}");
+            }
+            other => panic!("expected an invalid batch, got {other:?}"),
+        };
+    check(node.publish_events("c", Vec::new()).await, None);
+    let many: Vec<String> = (0..=MAX_BATCH_EVENTS).map(|i| format!("e{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    check(
+        node.publish_events("c", new_events(&many, false)).await,
+        None,
+    );
+    check(
+        node.publish_events("c", new_events(&["ok", "ok", "bad name", "ok"], false))
+            .await,
+        Some(2),
+    );
+    let mut deep = new_events(&["ok", "deep"], false);
+    deep[1].data =
+        RawValue::from_string(format!("{}{}", "[".repeat(40), "]".repeat(40))).expect("json");
+    check(node.publish_events("c", deep).await, Some(1));
+    assert!(matches!(
+        node.publish_events("nope", new_events(&["ok"], false))
+            .await,
+        Err(EngineError::UnknownCampaign { .. })
+    ));
+    let after = node
+        .publish_event("c", "last", raw(json!(2)), false)
+        .await
+        .expect("publish");
+    assert_eq!(after, before + 1, "no refused batch took a seq");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_during_a_bus_outage_is_numbered_locally_as_one_unit() {
+    let bus = Arc::new(Cuttable {
+        inner: MemoryBroker::new(),
+        down: std::sync::atomic::AtomicBool::new(false),
+    });
+    let node = Node::new(Config::default(), bus.clone());
+    campaign(&node, "c", 10.0, false).await;
+    let mut a = Client::connect(&node, "c", "a", false, 64);
+    a.next().await; // welcome
+    a.next().await; // the state
+    bus.down.store(true, std::sync::atomic::Ordering::Relaxed);
+    let r = node
+        .publish_events("c", new_events(&["x", "y", "z"], true))
+        .await
+        .expect("a local batch");
+    assert!(
+        *r.start() > 1_000_000_000_000_000,
+        "{r:?}: detached numbers"
+    );
+    let mut seqs = Vec::new();
+    while seqs.len() < 3 {
+        let t = a.next().await;
+        for e in t["events"].as_array().expect("events") {
+            seqs.push(e["seq"].as_u64().expect("seq"));
+        }
+    }
+    assert_eq!(seqs, r.collect::<Vec<_>>());
 }

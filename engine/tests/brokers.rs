@@ -267,6 +267,127 @@ async fn memory_broker_conformance() {
     conformance(Arc::new(MemoryBroker::new()), false).await;
 }
 
+/// A batch takes consecutive seqs with nothing between them, even while another broker (a
+/// second node) publishes single events to the same campaign at the same time; a retried batch
+/// (same first id) is applied once; subscribers get every event once, in seq order.
+/// `retries`: whether the broker can time out, so that the node retries (the in-process one
+/// cannot, and does not keep publish ids).
+async fn batch_conformance(a: Arc<dyn Broker>, b: Arc<dyn Broker>, retries: bool) {
+    let sink = Arc::new(Collect::default());
+    b.attach(Arc::downgrade(&(sink.clone() as Arc<dyn Deliver>)));
+    a.epoch("cb").await.expect("epoch");
+    b.follow("cb").await.expect("follow");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let batch = |tag: &str, n: usize| -> Vec<Publication> {
+        (0..n).map(|i| event(&format!("{tag}{i}"))).collect()
+    };
+    let singles = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..40u64 {
+                seqs.push(
+                    b.publish_once("cb", event(&format!("s{i}")), 10_000 + i)
+                        .await
+                        .expect("single"),
+                );
+            }
+            seqs
+        })
+    };
+    let mut firsts = Vec::new();
+    for k in 0..8u64 {
+        let first = a
+            .publish_batch_once("cb", batch(&format!("b{k}-"), 25), 1_000 + k * 25)
+            .await
+            .expect("batch");
+        firsts.push(first);
+    }
+    let single_seqs = singles.await.expect("task");
+    if retries {
+        // A retry of a batch already applied: same first seq, nothing published again.
+        let again = a
+            .publish_batch_once("cb", batch("b0-", 25), 1_000)
+            .await
+            .expect("retry");
+        assert_eq!(again, firsts[0], "a retried batch is applied once");
+        let again = a
+            .publish_batch_once("cb", batch("b7-", 25), 1_000 + 7 * 25)
+            .await
+            .expect("retry");
+        assert_eq!(again, firsts[7], "a retried batch is applied once");
+    }
+
+    let total = 8 * 25 + 40;
+    let mut all: Vec<u64> = single_seqs.clone();
+    for f in &firsts {
+        all.extend(*f..*f + 25);
+    }
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (1..=u64::try_from(total).expect("n")).collect::<Vec<_>>(),
+        "every seq once: {firsts:?} {single_seqs:?}"
+    );
+    for f in &firsts {
+        assert!(
+            !single_seqs.iter().any(|s| (*f..*f + 25).contains(s)),
+            "no single event inside the batch at {f}"
+        );
+    }
+
+    let got = sink.wait_for(total).await;
+    let events: Vec<(u64, String)> = got
+        .iter()
+        .filter_map(|l| {
+            let mut parts = l.split(' ');
+            match (parts.next(), parts.next(), parts.next(), parts.next()) {
+                (Some("cb"), Some("event"), Some(seq), Some(name)) => {
+                    Some((seq.parse().expect("seq"), name.to_owned()))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    assert_eq!(events.len(), total, "each event delivered once: {got:?}");
+    assert!(
+        events.windows(2).all(|w| w[0].0 < w[1].0),
+        "delivered in seq order"
+    );
+    for (k, f) in firsts.iter().enumerate() {
+        for i in 0..25u64 {
+            let name = format!("b{k}-{i}");
+            assert!(
+                events.contains(&(f + i, name.clone())),
+                "{name} has seq {}",
+                f + i
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn memory_broker_batch_conformance() {
+    let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
+    batch_conformance(broker.clone(), broker, false).await;
+}
+
+#[tokio::test]
+async fn redis_broker_batch_conformance() {
+    let Some(url) = redis_url() else { return };
+    let shutdown = CancellationToken::new();
+    let config = test_config(url, prefix("batch"), false);
+    let a = RedisBroker::connect(config.clone(), shutdown.clone())
+        .await
+        .expect("connect");
+    let b = RedisBroker::connect(config, shutdown.clone())
+        .await
+        .expect("connect");
+    batch_conformance(a, b, true).await;
+    shutdown.cancel();
+}
+
 fn redis_url() -> Option<String> {
     let url = std::env::var("OVASABI_TEST_REDIS_URL").ok();
     if url.is_none() {

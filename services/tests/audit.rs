@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{Value, json, value::RawValue};
 use services::cache::MetadataCache;
 use services::campaign::{
-    BoxFuture, BroadcastError, Broadcaster, CampaignService, LiveCampaign, NewCampaign,
+    BatchEvent, BoxFuture, BroadcastError, Broadcaster, CampaignService, LiveCampaign, NewCampaign,
 };
 use services::security::audit::{AuditEntry, AuditFilter, AuditLog};
 use services::security::{Caller, DeferError, DeferredAudit, DeferredConfig, Policies, Role};
@@ -51,6 +51,15 @@ impl Broadcaster for Engine {
     ) -> BoxFuture<'_, Result<u64, BroadcastError>> {
         let seq = self.0.fetch_add(1, Ordering::Relaxed) + 1;
         Box::pin(async move { Ok(seq) })
+    }
+    fn publish_batch(
+        &self,
+        _id: &str,
+        events: Vec<BatchEvent>,
+    ) -> BoxFuture<'_, Result<std::ops::RangeInclusive<u64>, BroadcastError>> {
+        let n = u64::try_from(events.len()).unwrap_or(u64::MAX);
+        let first = self.0.fetch_add(n, Ordering::Relaxed) + 1;
+        Box::pin(async move { Ok(first..=first + n - 1) })
     }
     fn running(&self) -> Vec<String> {
         Vec::new()

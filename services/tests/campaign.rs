@@ -7,8 +7,8 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use serde_json::{Value, json, value::RawValue};
 use services::campaign::{
-    BoxFuture, BroadcastError, Broadcaster, CampaignFilter, CampaignService, LiveCampaign,
-    NewCampaign, Status,
+    BatchEvent, BoxFuture, BroadcastError, Broadcaster, CampaignFilter, CampaignService,
+    LiveCampaign, NewCampaign, Status,
 };
 use services::security::{Caller, Policies, Role};
 use services::{Database, ServiceError};
@@ -64,6 +64,16 @@ impl Broadcaster for Recorder {
     ) -> BoxFuture<'_, Result<u64, BroadcastError>> {
         self.push(format!("publish {name} {immediate}"));
         Box::pin(async { Ok(7) })
+    }
+    fn publish_batch(
+        &self,
+        _id: &str,
+        events: Vec<BatchEvent>,
+    ) -> BoxFuture<'_, Result<std::ops::RangeInclusive<u64>, BroadcastError>> {
+        let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
+        self.push(format!("batch {}", names.join(",")));
+        let n = u64::try_from(events.len()).unwrap_or(u64::MAX);
+        Box::pin(async move { Ok(8..=7 + n) })
     }
     fn running(&self) -> Vec<String> {
         self.live().iter().cloned().collect()
@@ -766,6 +776,108 @@ async fn reconcile_starts_missed_starts_and_ends_missed_ends() {
             "A runs, B and the unknown one do not"
         );
         assert_eq!(f.svc.reconcile().await.expect("settled"), 0);
+        f.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn a_batch_publish_is_one_call_to_the_engine_and_one_durable_audit_row() {
+    use services::security::audit::{AuditFilter, AuditLog};
+    for f in fixtures().await {
+        let policies = Policies::load(f.db.clone()).await.expect("policies");
+        let log = AuditLog::new(f.db.clone(), policies);
+        let viewer = Caller::user("viewer", vec![Role::User]);
+        let manager = Caller::user("mgr", vec![Role::User, Role::CampaignManager]);
+        let c = f
+            .svc
+            .create(&manager, new("Batch", json!({})))
+            .await
+            .expect("create");
+        f.rec.take();
+        let event = |name: &str, data: &str, immediate: bool| BatchEvent {
+            name: name.to_owned(),
+            data: RawValue::from_string(data.to_owned()).expect("raw"),
+            immediate,
+        };
+        let seqs = f
+            .svc
+            .publish_batch(
+                &manager,
+                &c.id,
+                vec![
+                    event("goal", r#"{"t":1}"#, true),
+                    event("goal", "2", false),
+                    event("card", "[3]", false),
+                ],
+            )
+            .await
+            .expect("batch");
+        assert_eq!(seqs, 8..=10);
+        assert_eq!(f.rec.take(), ["batch goal,goal,card"], "one engine call");
+
+        // Refused before the engine: none, too many, a viewer; and a campaign not live.
+        for events in [
+            Vec::new(),
+            (0..=services::campaign::MAX_BATCH_EVENTS)
+                .map(|_| event("e", "1", false))
+                .collect(),
+        ] {
+            let n = events.len();
+            match f.svc.publish_batch(&manager, &c.id, events).await {
+                Err(ServiceError::Invalid { field, message }) => {
+                    assert_eq!(field, "events");
+                    assert!(message.contains(&n.to_string()), "{message}");
+                }
+                other => panic!("{n} events: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            f.svc
+                .publish_batch(&viewer, &c.id, vec![event("e", "1", false)])
+                .await,
+            Err(ServiceError::Forbidden { .. })
+        ));
+        assert!(matches!(
+            f.svc
+                .publish_batch(&Caller::anonymous(), &c.id, vec![event("e", "1", false)])
+                .await,
+            Err(ServiceError::Unauthenticated { .. })
+        ));
+        assert!(matches!(
+            f.svc
+                .publish_batch(&manager, "no-such", vec![event("e", "1", false)])
+                .await,
+            Err(ServiceError::NotFound { .. })
+        ));
+        assert!(f.rec.take().is_empty(), "nothing reached the engine");
+        f.svc.end(&manager, &c.id).await.expect("end");
+        assert!(matches!(
+            f.svc
+                .publish_batch(&manager, &c.id, vec![event("e", "1", false)])
+                .await,
+            Err(ServiceError::Conflict { .. })
+        ));
+
+        // No deferred writer here: the row is in the database when the call returns.
+        let filter = AuditFilter {
+            entity_id: Some(c.id.clone()),
+            action: Some("campaign.publish_batch".into()),
+            ..AuditFilter::default()
+        };
+        let rows = log
+            .query(&SYS, &filter, None, None)
+            .await
+            .expect("audit")
+            .items;
+        assert_eq!(rows.len(), 1, "one row per call");
+        assert_eq!(rows[0].actor, "mgr");
+        assert_eq!(
+            rows[0].after,
+            Some(json!({
+                "count": 3, "first_seq": 8, "last_seq": 10, "bytes": 11, "immediate": 1,
+                "names": ["card", "goal"],
+            }))
+        );
         f.finish().await;
     }
 }

@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use services::ServiceError;
 use services::campaign::{
-    BoxFuture, BroadcastError, Broadcaster, Campaign, LiveCampaign, NewCampaign, Status,
+    BatchEvent, BoxFuture, BroadcastError, Broadcaster, Campaign, LiveCampaign, NewCampaign, Status,
 };
 use services::notification::{Category, DeliveryConfig, InboxFilter, RealtimeSink, TemplateInput};
 use services::provider::{Provider, ProviderConfig};
@@ -80,6 +80,14 @@ impl Broadcaster for Engine {
         _: bool,
     ) -> BoxFuture<'_, Result<u64, BroadcastError>> {
         Box::pin(async { Ok(1) })
+    }
+    fn publish_batch(
+        &self,
+        _: &str,
+        events: Vec<BatchEvent>,
+    ) -> BoxFuture<'_, Result<std::ops::RangeInclusive<u64>, BroadcastError>> {
+        let n = u64::try_from(events.len()).unwrap_or(u64::MAX);
+        Box::pin(async move { Ok(1..=n) })
     }
     fn running(&self) -> Vec<String> {
         Vec::new()

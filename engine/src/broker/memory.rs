@@ -231,6 +231,36 @@ impl Broker for MemoryBroker {
         })
     }
 
+    fn publish_batch_once<'a>(
+        &'a self,
+        campaign: &'a str,
+        events: Vec<Publication>,
+        _first_id: u64,
+    ) -> BoxFuture<'a, Result<u64, BrokerError>> {
+        Box::pin(async move {
+            // One lock for the whole batch: no other publication of the campaign between.
+            let mut latest = match self.seqs.get_mut(campaign) {
+                Some(entry) => entry,
+                None => self.seqs.entry(campaign.into()).or_insert(0),
+            };
+            let first = *latest + 1;
+            let last = *latest + u64::try_from(events.len()).unwrap_or(u64::MAX);
+            self.reserve(campaign, last);
+            let sink = self.sink();
+            for (mut publication, n) in events.into_iter().zip(first..) {
+                if let Publication::Event { seq, .. } = &mut publication {
+                    *seq = n;
+                }
+                *latest = n;
+                if let Some(sink) = &sink {
+                    sink.deliver(campaign, publication);
+                }
+            }
+            drop(latest);
+            Ok(first)
+        })
+    }
+
     fn control(&self, control: Control) -> BoxFuture<'_, Result<(), BrokerError>> {
         Box::pin(async move {
             if let Control::End { campaign } = &control {

@@ -207,6 +207,22 @@ pub trait Broker: Send + Sync + 'static {
         self.publish(campaign, publication)
     }
 
+    /// Publishes `events` (every one a [`Publication::Event`]; the caller checks) to
+    /// `campaign` as one unit: they get consecutive `seq`s in their order, with no other
+    /// publication of the campaign between them; returns the first `seq`. Applied at most
+    /// once however many times it is called with the same `first_id`; the `i`-th event is
+    /// publication `first_id + i` (numbers this node never gives other publications).
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`] when the bus cannot be reached (a timeout may still have
+    /// applied the whole batch: [`Broker::applied`] of `first_id` says).
+    fn publish_batch_once<'a>(
+        &'a self,
+        campaign: &'a str,
+        events: Vec<Publication>,
+        first_id: u64,
+    ) -> BoxFuture<'a, Result<u64, BrokerError>>;
+
     /// Sends a notification to every node, this one included, whose [`Deliver::notify`] pushes
     /// it to the local sessions of `user`. Node-wide and not part of any campaign: no `seq`, no
     /// history. At most once: a node that is not subscribed at that moment (its link to the

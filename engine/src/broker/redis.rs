@@ -197,6 +197,38 @@ redis.call(ARGV[5], KEYS[4], seq .. ' ' .. version .. ' ' .. ARGV[6] .. ' ' .. A
 return {'ok', seq}
 ";
 
+/// A batch of events, atomically (see [`Broker::publish_batch_once`]). KEYS: as
+/// [`PUBLISH_LUA`]. ARGV: history size, history TTL, `PUBLISH` or `SPUBLISH`, the epoch the
+/// node publishes in, then per event its publish-id slot, its publish id and its body. The
+/// first event's slot tells a retry; each event goes out as its own message, as a single
+/// publish would, so subscribers need nothing new.
+const PUBLISH_BATCH_LUA: &str = r"
+local current = redis.call('GET', KEYS[6])
+if current ~= ARGV[4] then
+  return {'epoch', current or ''}
+end
+local prior = redis.call('HGET', KEYS[7], ARGV[5])
+if prior then
+  local id, seq = string.match(prior, '^(%d+) (%d+)$')
+  if id == ARGV[6] then
+    return {'dup', seq}
+  end
+end
+local n = (#ARGV - 4) / 3
+local last = redis.call('INCRBY', KEYS[1], n)
+local first = last - n + 1
+for i = 0, n - 1 do
+  local seq = string.format('%d', first + i)
+  local slot, id, body = ARGV[5 + 3 * i], ARGV[6 + 3 * i], ARGV[7 + 3 * i]
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], seq .. '-0', 'm', body)
+  redis.call('HSET', KEYS[7], slot, id .. ' ' .. seq)
+  redis.call(ARGV[3], KEYS[4], seq .. ' 0 ' .. ARGV[4] .. ' ' .. slot .. ' ' .. id .. '\n' .. body)
+end
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[7], ARGV[2])
+return {'ok', string.format('%d', first)}
+";
+
 /// The campaign's epoch, created when missing. KEYS: epoch, seq, history. ARGV: a fresh
 /// epoch, the highest `seq` the node knows (0: none, a new campaign: `seq` starts at 1), the
 /// wall clock in microseconds. An epoch made for a campaign the node knew means the keys were
@@ -220,6 +252,8 @@ return ARGV[1]
 /// this many other publications of the same process and campaign went to Redis since its
 /// first attempt (at most [`MAX_IN_FLIGHT`] are ever in flight).
 const ID_SLOTS: u64 = 4096;
+// A batch uses one slot per event: the largest leaves most slots to the others.
+const _: () = assert!(crate::node::MAX_BATCH_EVENTS as u64 <= ID_SLOTS / 4);
 /// Where the ids of publications made through [`Broker::publish`] start (below: the node's).
 const OWN_IDS: u64 = 1 << 62;
 /// This node's publications remembered as seen coming back (see [`Broker::applied`]).
@@ -304,6 +338,7 @@ pub struct RedisBroker {
     /// presence (a reconnect storm's reads never delay a publish).
     reads: ConnectionManager,
     script: redis::Script,
+    batch_script: redis::Script,
     epoch_script: redis::Script,
     /// This process's name in publish ids (fresh at every start).
     instance: String,
@@ -390,6 +425,7 @@ impl RedisBroker {
             conn,
             reads,
             script: redis::Script::new(PUBLISH_LUA),
+            batch_script: redis::Script::new(PUBLISH_BATCH_LUA),
             epoch_script: redis::Script::new(EPOCH_LUA),
             instance: super::new_epoch(),
             next_id: std::sync::atomic::AtomicU64::new(OWN_IDS),
@@ -623,6 +659,13 @@ impl RedisBroker {
         Ok(Arc::from(epoch))
     }
 
+    /// The publish-id slot of publication `id` of this process.
+    fn slot(&self, id: u64) -> String {
+        // The broker's own ids (plain `publish`) have slots apart from the node's.
+        let own = if id >= OWN_IDS { "b" } else { "n" };
+        format!("{}:{own}{}", self.instance, id % ID_SLOTS)
+    }
+
     /// One publish under publish id `id`, in the campaign's epoch (beginning a new one when
     /// Redis lost it).
     async fn publish_as(
@@ -638,9 +681,81 @@ impl RedisBroker {
         };
         let body = serde_json::to_string(publication).map_err(BrokerError::Codec)?;
         let ttl = self.config.history_ttl.as_secs().max(1);
-        // The broker's own ids (plain `publish`) have slots apart from the node's.
-        let own = if id >= OWN_IDS { "b" } else { "n" };
-        let slot = format!("{}:{own}{}", self.instance, id % ID_SLOTS);
+        let slot = self.slot(id);
+        self.publish_with(campaign, id, 1, |epoch| {
+            let mut call = self.keys(&self.script, campaign);
+            call.arg(mode)
+                .arg(&body)
+                .arg(self.config.history_size.max(1))
+                .arg(ttl)
+                .arg(self.publish_command())
+                .arg(epoch)
+                .arg(&slot)
+                .arg(id);
+            call
+        })
+        .await
+    }
+
+    /// A batch of events under publish ids `first_id..`, in the campaign's epoch; returns the
+    /// first event's `seq`.
+    async fn publish_batch_as(
+        &self,
+        campaign: &str,
+        events: &[Publication],
+        first_id: u64,
+    ) -> Result<u64, BrokerError> {
+        let mut args = Vec::with_capacity(events.len());
+        for (publication, id) in events.iter().zip(first_id..) {
+            let body = serde_json::to_string(publication).map_err(BrokerError::Codec)?;
+            args.push((self.slot(id), id, body));
+        }
+        let ttl = self.config.history_ttl.as_secs().max(1);
+        self.publish_with(campaign, first_id, events.len(), |epoch| {
+            let mut call = self.keys(&self.batch_script, campaign);
+            call.arg(self.config.history_size.max(1))
+                .arg(ttl)
+                .arg(self.publish_command())
+                .arg(epoch);
+            for (slot, id, body) in &args {
+                call.arg(slot).arg(*id).arg(body);
+            }
+            call
+        })
+        .await
+    }
+
+    /// The script `script` with the campaign's keys, in [`PUBLISH_LUA`]'s order.
+    fn keys<'s>(&self, script: &'s redis::Script, campaign: &str) -> redis::ScriptInvocation<'s> {
+        let mut call = script.prepare_invoke();
+        call.key(self.key(Key::Seq, campaign))
+            .key(self.key(Key::History, campaign))
+            .key(self.key(Key::State, campaign))
+            .key(self.key(Key::Channel, campaign))
+            .key(self.key(Key::StateVersion, campaign))
+            .key(self.key(Key::Epoch, campaign))
+            .key(self.key(Key::PublishIds, campaign));
+        call
+    }
+
+    fn publish_command(&self) -> &'static str {
+        if self.config.sharded {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
+    /// Runs the publish script `invocation(epoch)` builds (publication `id`, `count` events)
+    /// in the campaign's epoch, beginning a new one when Redis lost it; returns the `seq` of
+    /// its reply.
+    async fn publish_with<'s>(
+        &'s self,
+        campaign: &str,
+        id: u64,
+        count: usize,
+        invocation: impl Fn(&str) -> redis::ScriptInvocation<'s>,
+    ) -> Result<u64, BrokerError> {
         let _permit =
             match tokio::time::timeout(self.config.timeout, self.in_flight.acquire()).await {
                 Ok(Ok(p)) => p,
@@ -667,30 +782,7 @@ impl RedisBroker {
             let mut conn = self.conn.clone();
             let sent_at = self.now();
             let attempt = self
-                .bounded(
-                    "a publish",
-                    self.script
-                        .key(self.key(Key::Seq, campaign))
-                        .key(self.key(Key::History, campaign))
-                        .key(self.key(Key::State, campaign))
-                        .key(self.key(Key::Channel, campaign))
-                        .key(self.key(Key::StateVersion, campaign))
-                        .key(self.key(Key::Epoch, campaign))
-                        .key(self.key(Key::PublishIds, campaign))
-                        .arg(mode)
-                        .arg(&body)
-                        .arg(self.config.history_size.max(1))
-                        .arg(ttl)
-                        .arg(if self.config.sharded {
-                            "SPUBLISH"
-                        } else {
-                            "PUBLISH"
-                        })
-                        .arg(&*epoch)
-                        .arg(&slot)
-                        .arg(id)
-                        .invoke_async(&mut conn),
-                )
+                .bounded("a publish", invocation(&epoch).invoke_async(&mut conn))
                 .await;
             let reply: Vec<String> = match attempt {
                 Ok(reply) => reply,
@@ -722,9 +814,10 @@ impl RedisBroker {
                         );
                     } else {
                         counter!("ovasabi_broker_messages_total", "direction" => "out")
-                            .increment(1);
+                            .increment(count as u64);
                     }
-                    self.saw(campaign, seq);
+                    let last = seq + (count as u64).saturating_sub(1);
+                    self.saw(campaign, last);
                     return Ok(seq);
                 }
                 Some("epoch") => match reply.get(1).filter(|e| !e.is_empty()) {
@@ -862,6 +955,15 @@ impl Broker for RedisBroker {
         id: u64,
     ) -> BoxFuture<'a, Result<u64, BrokerError>> {
         Box::pin(async move { self.publish_as(campaign, &publication, id).await })
+    }
+
+    fn publish_batch_once<'a>(
+        &'a self,
+        campaign: &'a str,
+        events: Vec<Publication>,
+        first_id: u64,
+    ) -> BoxFuture<'a, Result<u64, BrokerError>> {
+        Box::pin(async move { self.publish_batch_as(campaign, &events, first_id).await })
     }
 
     fn control(&self, control: Control) -> BoxFuture<'_, Result<(), BrokerError>> {

@@ -68,6 +68,12 @@ fn raw(v: &Value) -> Box<RawValue> {
     RawValue::from_string(v.to_string()).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }
 
+/// Most events in one [`CampaignService::publish_batch`] (the engine's bound).
+pub const MAX_BATCH_EVENTS: usize = 1000;
+
+/// Most distinct event names a batch's audit row lists.
+const MAX_AUDITED_NAMES: usize = 20;
+
 /// Why a broadcast failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BroadcastError {
@@ -77,9 +83,20 @@ pub enum BroadcastError {
     /// The engine refused the input.
     #[error("{0}")]
     Rejected(String),
+    /// The engine refused one input of several: `field` names it (`events[3]`).
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
     /// The bus cannot be reached.
     #[error("{0}")]
     Unavailable(String),
+}
+
+/// One event of a [`Broadcaster::publish_batch`].
+#[derive(Debug, Clone)]
+pub struct BatchEvent {
+    pub name: String,
+    pub data: Box<RawValue>,
+    pub immediate: bool,
 }
 
 /// How services reach the broadcast engine (implemented by `api`).
@@ -98,6 +115,14 @@ pub trait Broadcaster: Send + Sync + 'static {
         data: Box<RawValue>,
         immediate: bool,
     ) -> BoxFuture<'_, Result<u64, BroadcastError>>;
+    /// Publishes events as one unit: consecutive `seq`s in their order, nothing else of the
+    /// campaign between them, none published unless all are valid; returns the first and last
+    /// `seq`.
+    fn publish_batch(
+        &self,
+        id: &str,
+        events: Vec<BatchEvent>,
+    ) -> BoxFuture<'_, Result<std::ops::RangeInclusive<u64>, BroadcastError>>;
     /// The campaigns running on this node's engine.
     fn running(&self) -> Vec<String>;
     /// Sends a message to one user's sessions; returns the `seq` it carries.
@@ -120,6 +145,7 @@ impl From<BroadcastError> for ServiceError {
                 field: "body".to_owned(),
                 message: m,
             },
+            BroadcastError::Invalid { field, message } => ServiceError::Invalid { field, message },
             BroadcastError::Unavailable(m) => ServiceError::Broadcast {
                 message: m,
                 unavailable: true,
@@ -664,6 +690,65 @@ impl CampaignService {
         ))
         .await;
         Ok(seq)
+    }
+
+    /// Publishes up to [`MAX_BATCH_EVENTS`] events to a live campaign as one unit (see
+    /// [`Broadcaster::publish_batch`]); returns the `seq` range. Needs `publish` on
+    /// `broadcast`. One audit row `campaign.publish_batch` records the call (count, first and
+    /// last seq, total data size, the distinct names), written before the call returns: one
+    /// insert per batch is cheap next to the batch, and the caller knows it is durable. Should
+    /// the database refuse it, the events are out already (an error would invite a retry that
+    /// publishes them twice): the row goes to the deferred writer, which keeps retrying, or
+    /// is logged.
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`] naming the first bad event (`events[i]`) or the batch's size
+    /// (nothing is published), otherwise as [`CampaignService::publish`].
+    pub async fn publish_batch(
+        &self,
+        caller: &Caller,
+        key: &str,
+        events: Vec<BatchEvent>,
+    ) -> Result<std::ops::RangeInclusive<u64>, ServiceError> {
+        self.policies.require(caller, "broadcast", "publish")?;
+        if events.is_empty() || events.len() > MAX_BATCH_EVENTS {
+            return Err(ServiceError::Invalid {
+                field: "events".to_owned(),
+                message: format!(
+                    "a batch has 1 to {MAX_BATCH_EVENTS} events, not {}",
+                    events.len()
+                ),
+            });
+        }
+        let c = self.live(key).await?;
+        let bytes: usize = events.iter().map(|e| e.data.get().len()).sum();
+        let count = events.len();
+        let names: std::collections::BTreeSet<String> =
+            events.iter().map(|e| e.name.clone()).collect();
+        let immediate = events.iter().filter(|e| e.immediate).count();
+        let seqs = self.broadcaster.publish_batch(&c.id, events).await?;
+        let record = caller
+            .audit("campaign.publish_batch", "campaign", &c.id)
+            .after(&serde_json::json!({
+                "count": count,
+                "first_seq": seqs.start(),
+                "last_seq": seqs.end(),
+                "bytes": bytes,
+                "immediate": immediate,
+                "names": names.iter().take(MAX_AUDITED_NAMES).collect::<Vec<_>>(),
+            }));
+        if let Err(e) = self.repo.audit(&record).await {
+            tracing::warn!(error = %e, campaign = %c.id, "batch audit row refused; deferring it");
+            match &self.deferred_audit {
+                Some(writer) => {
+                    let _ = writer.push(record);
+                }
+                None => {
+                    tracing::error!(error = %e, action = %record.action, entity = %record.entity_id, "audit row not written");
+                }
+            }
+        }
+        Ok(seqs)
     }
 
     /// Records the audit row of something already sent (an event, a message): hands it to the

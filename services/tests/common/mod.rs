@@ -137,6 +137,17 @@ impl services::campaign::Broadcaster for Quiet {
     ) -> services::campaign::BoxFuture<'_, Result<u64, services::campaign::BroadcastError>> {
         Box::pin(async { Ok(1) })
     }
+    fn publish_batch(
+        &self,
+        _: &str,
+        events: Vec<services::campaign::BatchEvent>,
+    ) -> services::campaign::BoxFuture<
+        '_,
+        Result<std::ops::RangeInclusive<u64>, services::campaign::BroadcastError>,
+    > {
+        let n = u64::try_from(events.len()).unwrap_or(u64::MAX);
+        Box::pin(async move { Ok(1..=n) })
+    }
     fn running(&self) -> Vec<String> {
         Vec::new()
     }
