@@ -1869,3 +1869,127 @@ async fn scheduler_service_over_grpc_jobs_pause_and_status_codes() {
         .into_inner();
     assert_eq!(unchanged.status, "active");
 }
+
+#[tokio::test]
+async fn publish_stream_batches_what_arrives_and_stops_at_an_invalid_event() {
+    let node = TestNode::start().await;
+    let admin = node.token.clone().expect("dev admin token");
+    let mut broadcast = BroadcastServiceClient::new(channel(&node).await);
+    let a = node.campaign("stream-a", 2.0, json!({})).await;
+    let b = node.campaign("stream-b", 2.0, json!({})).await;
+    let event = |campaign: &str, name: &str, i: i64| bpb::PublishRequest {
+        campaign_id: campaign.to_owned(),
+        name: name.to_owned(),
+        data: Some(proto::convert::json_to_value(json!({ "i": i })).expect("value")),
+        immediate: false,
+    };
+    let publish = |events: Vec<bpb::PublishRequest>, token: Option<&str>| {
+        let mut r = Request::new(futures_util::stream::iter(events));
+        if let Some(t) = token {
+            r.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {t}").parse().expect("metadata"),
+            );
+        }
+        r
+    };
+
+    // 2,500 events: batches of at most 1,000, consecutive seqs, nothing lost.
+    let events: Vec<_> = (0..2500).map(|i| event(&a, "goal", i)).collect();
+    let done = broadcast
+        .publish_stream(publish(events, Some(&admin)))
+        .await
+        .expect("stream")
+        .into_inner();
+    assert_eq!(done.count, 2500);
+    let mut next = 1;
+    for r in &done.ranges {
+        assert_eq!((r.campaign_id.as_str(), r.first_seq), (a.as_str(), next));
+        assert!(
+            r.last_seq >= r.first_seq && r.last_seq - r.first_seq < 1000,
+            "{r:?}"
+        );
+        next = r.last_seq + 1;
+    }
+    assert_eq!(next, 2501);
+
+    // Another campaign in the same stream starts another batch.
+    let done = broadcast
+        .publish_stream(publish(
+            vec![event(&a, "x", 0), event(&b, "y", 1), event(&b, "y", 2)],
+            Some(&admin),
+        ))
+        .await
+        .expect("stream")
+        .into_inner();
+    let ranges: Vec<(&str, u64, u64)> = done
+        .ranges
+        .iter()
+        .map(|r| (r.campaign_id.as_str(), r.first_seq, r.last_seq))
+        .collect();
+    assert_eq!(ranges, [(a.as_str(), 2501, 2501), (b.as_str(), 1, 2)]);
+
+    // An invalid event: what came before it is published, nothing after it.
+    for (bad, says) in [
+        (event(&a, "bad name", 2), "invalid event name"),
+        (
+            bpb::PublishRequest {
+                data: Some(proto::convert::json_to_value(json!("x".repeat(64 * 1024))).expect("v")),
+                ..event(&a, "big", 2)
+            },
+            "larger than",
+        ),
+    ] {
+        let before = node.publish(&a, "probe", json!(0), false).await;
+        let err = broadcast
+            .publish_stream(publish(
+                vec![
+                    event(&a, "ok", 0),
+                    event(&a, "ok", 1),
+                    bad,
+                    event(&a, "late", 3),
+                ],
+                Some(&admin),
+            ))
+            .await
+            .expect_err("invalid event");
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains("event 2"), "{}", err.message());
+        assert!(err.message().contains(says), "{}", err.message());
+        assert!(
+            err.message()
+                .contains("the 2 events before it are published"),
+            "{}",
+            err.message()
+        );
+        assert_eq!(
+            node.publish(&a, "probe", json!(0), false).await,
+            before + 3,
+            "two published, the rest not"
+        );
+    }
+
+    // Credentials and campaigns.
+    let err = broadcast
+        .publish_stream(publish(vec![event(&a, "e", 0)], None))
+        .await
+        .expect_err("anonymous");
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let (_, user_token) = user(&node, "streamer").await;
+    let err = broadcast
+        .publish_stream(publish(vec![event(&a, "e", 0)], Some(&user_token)))
+        .await
+        .expect_err("a user may not publish");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = broadcast
+        .publish_stream(publish(vec![event("no-such", "e", 0)], Some(&admin)))
+        .await
+        .expect_err("unknown campaign");
+    assert_eq!(err.code(), Code::NotFound);
+    let empty = broadcast
+        .publish_stream(publish(Vec::new(), Some(&admin)))
+        .await
+        .expect("an empty stream")
+        .into_inner();
+    assert_eq!((empty.count, empty.ranges.len()), (0, 0));
+}

@@ -23,6 +23,7 @@ const SERVED: &[(&str, &str)] = &[
     ("put", "/api/campaigns/{id}/state"),
     ("patch", "/api/campaigns/{id}/state"),
     ("post", "/api/campaigns/{id}/events"),
+    ("post", "/api/campaigns/{id}/events:batch"),
     ("post", "/api/campaigns/{id}/users/{user_id}/messages"),
     ("get", "/api/campaigns/{id}/stats"),
     ("get", "/api/campaigns/{id}/stats/history"),

@@ -470,3 +470,123 @@ async fn each_service_counts_its_calls_under_its_metrics_prefix() {
         "a duration histogram"
     );
 }
+
+#[tokio::test]
+async fn a_batch_publish_reaches_clients_in_order_and_a_bad_batch_publishes_nothing() {
+    let node = TestNode::start().await;
+    let id = node.campaign("batch", 2.0, json!({})).await;
+    let path = format!("/api/campaigns/{id}/events:batch");
+    let mut ws = node.ws(&id, "viewer", "").await;
+    common::next_of(&mut ws, "welcome").await;
+    assert_eq!(node.publish(&id, "before", json!(0), false).await, 1);
+
+    let events: Vec<Value> = (0..300)
+        .map(|i| json!({"name": "goal", "data": {"i": i}, "immediate": i == 299}))
+        .collect();
+    let (s, b) = node
+        .call("POST", &path, Some(json!({ "events": events })))
+        .await;
+    assert_eq!(
+        (s, b.clone()),
+        (202, json!({"first_seq": 2, "last_seq": 301, "count": 300}))
+    );
+    // Every client gets them, in order, with the seqs the answer gave.
+    let seqs = common::tick_seqs(&mut ws, |s| s.last() == Some(&301)).await;
+    assert_eq!(seqs, (1..=301).collect::<Vec<u64>>());
+
+    // Bad batches: a clear error, nothing published (the next seq is still 302).
+    let big = "x".repeat(64 * 1024);
+    let mut named_bad: Vec<Value> = (0..5).map(|_| json!({"name": "ok"})).collect();
+    named_bad[3] = json!({"name": "bad name"});
+    let mut too_big: Vec<Value> = (0..3).map(|_| json!({"name": "ok"})).collect();
+    too_big[2] = json!({"name": "ok", "data": big});
+    let mut unknown: Vec<Value> = (0..3).map(|_| json!({"name": "ok"})).collect();
+    unknown[1] = json!({"name": "ok", "seq": 4});
+    let many: Vec<Value> = (0..1001).map(|_| json!({"name": "e"})).collect();
+    for (body, status, code, says) in [
+        (json!({"events": []}), 400, "invalid_argument", "events"),
+        (json!({"events": many}), 400, "invalid_argument", "1001"),
+        (
+            json!({"events": named_bad}),
+            400,
+            "invalid_argument",
+            "events[3]",
+        ),
+        (
+            json!({"events": too_big}),
+            413,
+            "payload_too_large",
+            "events[2].data",
+        ),
+        (
+            json!({"events": unknown}),
+            400,
+            "invalid_argument",
+            "events[1]",
+        ),
+        (json!({"event": []}), 400, "invalid_argument", "event"),
+        (json!([{"name": "e"}]), 400, "invalid_argument", ""),
+        (
+            json!({"events": [{"data": 1}]}),
+            400,
+            "invalid_argument",
+            "name",
+        ),
+    ] {
+        let (s, b) = node.call("POST", &path, Some(body.clone())).await;
+        assert_error(s, &b, status, code);
+        let message = b["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{body}: {message}");
+    }
+    let (s, b) = node
+        .raw("POST", &path, "text/plain", r#"{"events":[{"name":"e"}]}"#)
+        .await;
+    assert_error(s, &b, 415, "unsupported_media_type");
+    let (s, b) = node
+        .call_as(
+            None,
+            "POST",
+            &path,
+            Some(json!({"events": [{"name": "e"}]})),
+        )
+        .await;
+    assert_error(s, &b, 401, "unauthenticated");
+    let (_, viewer) = common::user(&node, "batchviewer").await;
+    let (s, b) = node
+        .call_as(
+            Some(&viewer),
+            "POST",
+            &path,
+            Some(json!({"events": [{"name": "e"}]})),
+        )
+        .await;
+    assert_error(s, &b, 403, "forbidden");
+    let (s, b) = node
+        .call(
+            "POST",
+            "/api/campaigns/no-such/events:batch",
+            Some(json!({"events": [{"name": "e"}]})),
+        )
+        .await;
+    assert_error(s, &b, 404, "not_found");
+    assert_eq!(node.publish(&id, "after", json!(0), false).await, 302);
+
+    // One audit row for the call.
+    let actions = common::audit_actions(&node, &id).await;
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| *a == "campaign.publish_batch")
+            .count(),
+        1,
+        "{actions:?}"
+    );
+    let (s, _) = node
+        .call("DELETE", &format!("/api/campaigns/{id}"), None)
+        .await;
+    assert_eq!(s, 200);
+    let (s, b) = node
+        .call("POST", &path, Some(json!({"events": [{"name": "e"}]})))
+        .await;
+    assert_error(s, &b, 409, "conflict");
+}

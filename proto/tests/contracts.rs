@@ -8,9 +8,9 @@ use prost::Message as _;
 use proto::broadcast::v0::broadcast_service_client::BroadcastServiceClient;
 use proto::broadcast::v0::broadcast_service_server::{BroadcastService, BroadcastServiceServer};
 use proto::broadcast::v0::{
-    End, PublishRequest, PublishResponse, SendMessageRequest, SendMessageResponse,
-    SetFrequencyRequest, SetFrequencyResponse, SetStateRequest, SetStateResponse, SubscribeRequest,
-    Tick, Update, Welcome, update,
+    End, PublishRequest, PublishResponse, PublishStreamResponse, SendMessageRequest,
+    SendMessageResponse, SeqRange, SetFrequencyRequest, SetFrequencyResponse, SetStateRequest,
+    SetStateResponse, SubscribeRequest, Tick, Update, Welcome, update,
 };
 use proto::convert::{json_to_struct, json_to_value, struct_to_json, value_to_json};
 use serde_json::json;
@@ -195,6 +195,31 @@ impl BroadcastService for Fake {
         Ok(Response::new(PublishResponse { seq: 42 }))
     }
 
+    /// Counts the events of the stream (client streaming over the generated code).
+    async fn publish_stream(
+        &self,
+        request: Request<tonic::Streaming<PublishRequest>>,
+    ) -> Result<Response<PublishStreamResponse>, Status> {
+        let mut stream = request.into_inner();
+        let mut count = 0;
+        while let Some(req) = stream.message().await? {
+            if req.name.is_empty() {
+                return Err(Status::invalid_argument(format!(
+                    "event {count}: name is required"
+                )));
+            }
+            count += 1;
+        }
+        Ok(Response::new(PublishStreamResponse {
+            count,
+            ranges: vec![SeqRange {
+                campaign_id: "c".into(),
+                first_seq: 1,
+                last_seq: count,
+            }],
+        }))
+    }
+
     async fn set_state(
         &self,
         request: Request<SetStateRequest>,
@@ -273,6 +298,23 @@ async fn generated_server_and_client_talk_over_loopback() -> TestResult {
 
     let err = client
         .publish(PublishRequest::default())
+        .await
+        .err()
+        .ok_or("empty name accepted")?;
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+    let events = (0..3).map(|i| PublishRequest {
+        campaign_id: "c1".into(),
+        name: format!("e{i}"),
+        ..PublishRequest::default()
+    });
+    let done = client
+        .publish_stream(tokio_stream::iter(events.collect::<Vec<_>>()))
+        .await?
+        .into_inner();
+    assert_eq!((done.count, done.ranges.len()), (3, 1));
+    let err = client
+        .publish_stream(tokio_stream::iter(vec![PublishRequest::default()]))
         .await
         .err()
         .ok_or("empty name accepted")?;

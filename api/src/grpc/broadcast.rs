@@ -8,15 +8,18 @@
 use std::pin::Pin;
 
 use engine::Resume;
+use engine::session::{check_event_data, valid_event_name};
 use engine::tokio_tungstenite::WebSocketStream;
 use engine::tungstenite::Message;
 use engine::tungstenite::protocol::Role;
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use proto::broadcast::v0 as pb;
 use proto::broadcast::v0::broadcast_service_server::{BroadcastService, BroadcastServiceServer};
 use proto::convert;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
+use services::campaign::BatchEvent;
+use services::security::Caller;
 use tonic::{Request, Response, Status};
 
 use super::{GrpcState, bad_json, caller, status};
@@ -133,6 +136,110 @@ fn update(text: &str) -> Result<Option<pb::Update>, Status> {
     Ok(Some(pb::Update { kind: Some(kind) }))
 }
 
+/// The events of a `PublishStream` waiting to go out as one batch, and what went out.
+#[derive(Default)]
+struct Batcher {
+    campaign: String,
+    pending: Vec<BatchEvent>,
+    count: u64,
+    ranges: Vec<pb::SeqRange>,
+}
+
+impl Batcher {
+    /// Checks the stream's `index`-th event and queues it (publishing what is queued first
+    /// when it goes to another campaign); an invalid one publishes what is queued and ends
+    /// the stream.
+    async fn add(
+        &mut self,
+        state: &GrpcState,
+        caller: &Caller,
+        index: usize,
+        r: pb::PublishRequest,
+    ) -> Result<(), Status> {
+        if r.campaign_id != self.campaign && !self.pending.is_empty() {
+            self.flush(state, caller).await?;
+        }
+        let checked = if valid_event_name(&r.name) {
+            data(r.data).and_then(|d| {
+                check_event_data(&d)
+                    .map(|()| d)
+                    .map_err(|e| Status::invalid_argument(format!("data: {e}")))
+            })
+        } else {
+            Err(Status::invalid_argument(format!(
+                "invalid event name {:?}: use 1-64 characters [A-Za-z0-9_.:-]",
+                r.name
+            )))
+        };
+        match checked {
+            Ok(data) => {
+                self.campaign = r.campaign_id;
+                self.pending.push(BatchEvent {
+                    name: r.name,
+                    data,
+                    immediate: r.immediate,
+                });
+                Ok(())
+            }
+            Err(e) => {
+                self.flush(state, caller).await?;
+                Err(Status::invalid_argument(format!(
+                    "event {index}: {}; the {} events before it are published, none after it",
+                    e.message(),
+                    self.count
+                )))
+            }
+        }
+    }
+
+    /// Publishes what is queued as one batch.
+    async fn flush(&mut self, state: &GrpcState, caller: &Caller) -> Result<(), Status> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let events = std::mem::take(&mut self.pending);
+        let n = u64::try_from(events.len()).unwrap_or(u64::MAX);
+        let seqs = state
+            .services
+            .campaigns
+            .publish_batch(caller, &self.campaign, events)
+            .await
+            .map_err(|e| {
+                let s = status(e);
+                Status::new(
+                    s.code(),
+                    format!(
+                        "{}; the {} events before this batch are published",
+                        s.message(),
+                        self.count
+                    ),
+                )
+            })?;
+        self.count += n;
+        self.ranges.push(pb::SeqRange {
+            campaign_id: self.campaign.clone(),
+            first_seq: *seqs.start(),
+            last_seq: *seqs.end(),
+        });
+        Ok(())
+    }
+
+    /// The stream broke: what has arrived is published, and the client hears why it ended.
+    async fn ended(&mut self, state: &GrpcState, caller: &Caller, e: Status) -> Status {
+        match self.flush(state, caller).await {
+            Ok(()) => Status::new(
+                e.code(),
+                format!(
+                    "{}; the {} events received are published",
+                    e.message(),
+                    self.count
+                ),
+            ),
+            Err(flush) => flush,
+        }
+    }
+}
+
 type Updates = Pin<Box<dyn Stream<Item = Result<pb::Update, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -151,6 +258,36 @@ impl BroadcastService for Broadcast {
             .await
             .map_err(status)?;
         Ok(Response::new(pb::PublishResponse { seq }))
+    }
+
+    async fn publish_stream(
+        &self,
+        req: Request<tonic::Streaming<pb::PublishRequest>>,
+    ) -> Result<Response<pb::PublishStreamResponse>, Status> {
+        let caller = caller(&self.0, &req)?;
+        let mut stream = req.into_inner();
+        let mut batcher = Batcher::default();
+        let mut index = 0usize;
+        // The first event is awaited; those that have arrived with it join its batch.
+        while let Some(first) = stream.next().await {
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                let r = match message {
+                    Ok(r) => r,
+                    Err(e) => return Err(batcher.ended(&self.0, &caller, e).await),
+                };
+                batcher.add(&self.0, &caller, index, r).await?;
+                index += 1;
+                if batcher.pending.len() < engine::MAX_BATCH_EVENTS {
+                    next = stream.next().now_or_never().flatten();
+                }
+            }
+            batcher.flush(&self.0, &caller).await?;
+        }
+        Ok(Response::new(pb::PublishStreamResponse {
+            count: batcher.count,
+            ranges: batcher.ranges,
+        }))
     }
 
     async fn set_state(

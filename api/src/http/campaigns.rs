@@ -10,7 +10,7 @@ use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
-use services::campaign::{Campaign, CampaignFilter, NewCampaign, Page, Status};
+use services::campaign::{BatchEvent, Campaign, CampaignFilter, NewCampaign, Page, Status};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Auth, SignedIn};
@@ -427,13 +427,14 @@ pub struct EventBody {
     immediate: bool,
 }
 
-fn event_data(data: Option<Box<RawValue>>) -> Result<Box<RawValue>, ApiError> {
+/// `data`, or `null` when absent; `field` names it in the error.
+fn event_data(data: Option<Box<RawValue>>, field: &str) -> Result<Box<RawValue>, ApiError> {
     let data = data.unwrap_or_else(|| RawValue::NULL.to_owned());
     if data.get().len() > MAX_EVENT_DATA {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            format!("data is larger than {MAX_EVENT_DATA} bytes"),
+            format!("{field} is larger than {MAX_EVENT_DATA} bytes"),
         ));
     }
     Ok(data)
@@ -469,13 +470,95 @@ pub async fn publish(
     body: JsonBody<EventBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let (Path(id), Json(e)) = (id?, body?);
-    let data = event_data(e.data)?;
+    let data = event_data(e.data, "data")?;
     let seq = app
         .services
         .campaigns
         .publish(&caller, &id, &e.name, data, e.immediate)
         .await?;
     Ok((StatusCode::ACCEPTED, Json(Accepted { seq })))
+}
+
+/// Events for every client of a campaign, published as one unit.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchBody {
+    /// 1 to 1,000 events, published in this order with consecutive `seq`s (the whole body
+    /// stays within the node's `max_body_size`, 1 MiB by default).
+    events: Vec<EventBody>,
+}
+
+/// The answer to an accepted batch.
+#[derive(Serialize, ToSchema)]
+pub struct BatchAccepted {
+    /// The first event's `seq`; the `i`-th event has `first_seq + i`.
+    pub first_seq: u64,
+    /// The last event's `seq`.
+    pub last_seq: u64,
+    /// How many events were published.
+    pub count: usize,
+}
+
+/// Publishes up to 1,000 events to a live campaign as one unit: they take consecutive `seq`s
+/// in their order, with no other event of the campaign between them, and each goes out with
+/// the next tick (or at once with its `immediate`). One invalid event refuses the whole batch
+/// and names its index (`events[3]`); nothing is published then. One audit row
+/// (`campaign.publish_batch`) records the call before it is answered.
+#[utoipa::path(
+    post,
+    path = "/api/campaigns/{id}/events:batch",
+    operation_id = "publish_events",
+    tag = "campaigns",
+    params(("id" = String, Path, description = "Campaign id or slug")),
+    request_body = BatchBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Accepted", body = BatchAccepted),
+        (status = 400, description = "Malformed JSON, unknown field, no events or more than 1,000, or a bad event name (the message names the event's index)", body = ErrorBody),
+        (status = 401, description = "No token, or a bad or expired one", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow publishing", body = ErrorBody),
+        (status = 404, description = "No such campaign", body = ErrorBody),
+        (status = 409, description = "The campaign is not live", body = ErrorBody),
+        (status = 413, description = "An event's `data` larger than 64 KiB (named by index), or body larger than the node's limit", body = ErrorBody),
+        (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Database or broadcast unavailable", body = ErrorBody),
+    )
+)]
+pub async fn publish_batch(
+    State(app): State<AppState>,
+    SignedIn(caller): SignedIn,
+    id: IdPath,
+    body: JsonBody<BatchBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (Path(id), Json(b)) = (id?, body?);
+    let events = b
+        .events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let data = event_data(e.data, &format!("events[{i}].data"))?;
+            Ok(BatchEvent {
+                name: e.name,
+                data,
+                immediate: e.immediate,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let count = events.len();
+    let seqs = app
+        .services
+        .campaigns
+        .publish_batch(&caller, &id, events)
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(BatchAccepted {
+            first_seq: *seqs.start(),
+            last_seq: *seqs.end(),
+            count,
+        }),
+    ))
 }
 
 /// A message for one user's sessions of a campaign.
@@ -523,7 +606,7 @@ pub async fn message(
 ) -> Result<impl IntoResponse, ApiError> {
     let (Path((id, user)), Json(m)) = (path?, body?);
     check_user_id(&user)?;
-    let data = event_data(m.data)?;
+    let data = event_data(m.data, "data")?;
     let seq = app
         .services
         .campaigns

@@ -80,6 +80,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(campaigns::get, campaigns::update, campaigns::end))
         .routes(routes!(campaigns::put_state, campaigns::patch_state))
         .routes(routes!(campaigns::publish))
+        .routes(routes!(campaigns::publish_batch))
         .routes(routes!(campaigns::message))
         .routes(routes!(campaigns::stats))
         .routes(routes!(campaigns::stats_history))

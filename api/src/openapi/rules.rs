@@ -776,6 +776,10 @@ fn campaigns(doc: &mut Value) {
         );
     }
     set(
+        property(doc, "BatchBody", "events"),
+        &json!({"minItems": 1, "maxItems": engine::MAX_BATCH_EVENTS}),
+    );
+    set(
         parameter(
             doc,
             "/api/campaigns/{id}/users/{user_id}/messages",
@@ -1102,6 +1106,12 @@ mod tests {
         assert_eq!(
             prop("MessageBody", "name")["pattern"],
             prop("EventBody", "name")["pattern"]
+        );
+        assert_eq!(prop("BatchBody", "events")["maxItems"], 1000);
+        assert_eq!(
+            engine::MAX_BATCH_EVENTS,
+            services::campaign::MAX_BATCH_EVENTS,
+            "the service and the engine agree on a batch's size"
         );
         assert_eq!(
             prop("NewCampaign", "slug")["pattern"],
