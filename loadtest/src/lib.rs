@@ -7,11 +7,13 @@
 //! * [`run`]: scenarios and orchestration, worker processes above the per-process socket limit.
 //! * [`client`]: the WebSocket clients and what they count.
 //! * [`server`]: the nodes' REST API and `/metrics`.
+//! * [`publish`]: the publish-throughput scenario (no clients; events accepted per second).
 //! * [`stats`]: histograms, percentiles, gap detection.
 //! * [`report`]: the report, as a table and JSON; [`chart`]: the SVG chart.
 
 pub mod chart;
 pub mod client;
+pub mod publish;
 pub mod report;
 pub mod run;
 pub mod server;

@@ -58,6 +58,9 @@ enum Command {
         #[arg(long)]
         publish_metrics: Option<String>,
     },
+    /// Events accepted per second by one node: tasks publish back to back over REST, one
+    /// event per call or a batch per call (`events:batch`); no WebSocket clients.
+    Publish(PublishArgs),
     /// (internal) runs a share of the clients for a coordinating process.
     #[command(hide = true)]
     Worker,
@@ -123,6 +126,82 @@ struct Common {
     /// Write an SVG chart (latency distribution, throughput over time) here.
     #[arg(long)]
     svg: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+struct PublishArgs {
+    /// Access token (an admin's or campaign manager's; `ovasabi --dev` prints one).
+    #[arg(long, env = "OVASABI_TOKEN")]
+    token: Option<String>,
+    /// REST base URL of the node.
+    #[arg(long, default_value = "http://127.0.0.1:8090")]
+    node: String,
+    /// Its metrics base URL (default: port 9090 of its host).
+    #[arg(long)]
+    metrics: Option<String>,
+    /// Campaigns the calls are spread over.
+    #[arg(long, short = 'c', default_value_t = 1)]
+    campaigns: usize,
+    /// Events per call (1: the single-event endpoint; up to 1000).
+    #[arg(long, short = 'b', default_value_t = 100)]
+    batch: usize,
+    /// Calls in flight at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// How long to publish.
+    #[arg(long, short = 'd', default_value = "10s")]
+    duration: String,
+    /// Size of each event's data, bytes.
+    #[arg(long, short = 'p', default_value_t = 100)]
+    payload: usize,
+    /// Publish with `immediate: true`.
+    #[arg(long)]
+    immediate: bool,
+    /// Leave the campaigns running at the end.
+    #[arg(long)]
+    keep: bool,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+async fn publish(a: PublishArgs) -> anyhow::Result<()> {
+    let node = a.node.trim_end_matches('/').to_owned();
+    let cfg = loadtest::publish::PublishConfig {
+        node: Target {
+            metrics: a.metrics.map_or_else(
+                || metrics_url(&node),
+                |m| m.trim_end_matches('/').to_owned(),
+            ),
+            http: node,
+        },
+        token: a.token,
+        campaigns: a.campaigns,
+        batch: a.batch,
+        concurrency: a.concurrency,
+        duration: duration("duration", &a.duration)?,
+        payload: a.payload,
+        immediate: a.immediate,
+        keep_campaigns: a.keep,
+        run_id: format!(
+            "{:x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or(0)
+        ),
+    };
+    let limit = cfg.duration + Duration::from_secs(120);
+    let report = tokio::time::timeout(limit, loadtest::publish::run(cfg))
+        .await
+        .context("the run overran its deadline")??;
+    print!("{}", loadtest::publish::table(&report));
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("report: {}", path.display());
+    }
+    Ok(())
 }
 
 fn duration(flag: &str, v: &str) -> anyhow::Result<Duration> {
@@ -218,6 +297,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let (cfg, common) = match cli.scenario {
         Command::Worker => return loadtest::run::worker_main().await,
+        Command::Publish(a) => return publish(a).await,
         Command::Fanout(c) => (config(Scenario::Fanout, &c)?, c),
         Command::Slow {
             common,

@@ -6,8 +6,8 @@ use loadtest::client::SlowMode;
 use loadtest::run::{RunConfig, Scenario};
 use loadtest::server::Target;
 
-async fn node() -> (api::app::Running, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!("ovasabi-lt-{}", std::process::id()));
+async fn node(name: &str) -> (api::app::Running, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("ovasabi-lt-{name}-{}", std::process::id()));
     let config = api::config::Config {
         http_addr: "127.0.0.1:0".parse().expect("addr"),
         metrics_addr: "127.0.0.1:0".parse().expect("addr"),
@@ -51,7 +51,7 @@ fn config(target: Target, scenario: Scenario, token: Option<String>) -> RunConfi
 
 #[tokio::test]
 async fn fanout_report_counts_add_up() {
-    let (running, dir) = node().await;
+    let (running, dir) = node("fanout").await;
     let target = Target {
         http: format!("http://{}", running.http_addr),
         metrics: format!("http://{}", running.metrics_addr),
@@ -108,4 +108,64 @@ async fn refuses_non_loopback_targets() {
         .await
         .expect_err("refused");
     assert!(err.to_string().contains("loopback"), "{err}");
+}
+
+#[tokio::test]
+async fn publish_report_counts_what_the_node_numbered() {
+    let (running, dir) = node("publish").await;
+    let target = Target {
+        http: format!("http://{}", running.http_addr),
+        metrics: format!("http://{}", running.metrics_addr),
+    };
+    for batch in [1, 50] {
+        let report = loadtest::publish::run(loadtest::publish::PublishConfig {
+            node: target.clone(),
+            token: running.dev_admin_token.clone(),
+            campaigns: 1,
+            batch,
+            concurrency: 2,
+            duration: Duration::from_millis(500),
+            payload: 100,
+            immediate: false,
+            keep_campaigns: true,
+            run_id: format!("b{batch}"),
+        })
+        .await
+        .expect("run");
+        assert_eq!(report.errors, 0, "{report:?}");
+        assert!(report.calls > 0);
+        assert_eq!(report.events, report.calls * batch as u64);
+        assert_eq!(report.call_latency.count, report.calls);
+        // The campaign's seq is the number of events the report counts.
+        let stats: serde_json::Value = reqwest::Client::new()
+            .get(format!(
+                "{}/api/campaigns/lt-pub-b{batch}-0/stats",
+                target.http
+            ))
+            .send()
+            .await
+            .expect("stats")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(stats["seq"].as_u64(), Some(report.events), "{stats}");
+        assert!(loadtest::publish::table(&report).contains("events/s"));
+    }
+    let refused = loadtest::publish::run(loadtest::publish::PublishConfig {
+        node: target,
+        token: None,
+        campaigns: 1,
+        batch: 1001,
+        concurrency: 1,
+        duration: Duration::from_millis(100),
+        payload: 10,
+        immediate: false,
+        keep_campaigns: false,
+        run_id: "bad".into(),
+    })
+    .await
+    .expect_err("batch too big");
+    assert!(refused.to_string().contains("--batch"), "{refused}");
+    running.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
 }
